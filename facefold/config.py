@@ -1,0 +1,235 @@
+"""One typed configuration, resolved in layers: defaults < preset < TOML file < command line.
+
+A :class:`Config` has three sections — ``model`` (architecture and input),
+``augment`` (training-time jitter) and ``train`` (steps, batch, optimizer,
+precision, seed). A *preset* is a name plus a few overrides of those sections
+(see :mod:`facefold.models.presets`). A TOML file may name a base preset and
+override any key::
+
+    preset = "seed"
+    [model]
+    dense_units = [96, 128]
+    [train]
+    steps = 2000
+
+Unknown sections or keys are errors, and invariants are checked when the
+config is built, so a typo never silently trains the wrong model. The resolved
+config is written as ``config.json`` into every run folder; a run can always be
+rebuilt from its own folder with :func:`Config.from_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture and input of a CNN (defaults: the 2016 model).
+
+    The model sees a ``crop_size`` square crop of the stored image with
+    ``channels`` channels (3 = RGB, 1 = gray), values in [0, 1]; it resizes
+    the crop to ``input_size`` and standardizes each image itself, so the same
+    preprocessing holds at training and prediction time.
+    """
+
+    conv_channels: tuple[int, ...] = (32, 48, 72, 108)
+    dense_units: tuple[int, ...] = (1024, 256)
+    kernel_size: int = 3
+    pool_size: int = 3  # 3x3 max-pool with stride 2, SAME padding
+    conv_init_std: float = 0.08  # truncated normal
+    dense_init_std: float = 0.02
+    dense_bias_init: float = 0.1
+    # 2016 formula: loss += weight_decay * tf.nn.l2_loss(w) = weight_decay * sum(w**2) / 2,
+    # applied to the hidden dense layers' kernels only.
+    weight_decay: float = 0.005
+    channels: int = 3
+    crop_size: int = 96
+    input_size: int = 96
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Training-time augmentation, applied to pixel values scaled to [0, 1].
+
+    The 2016 code added brightness ±0.4 to 0–255 values, which changes almost
+    nothing; facefold applies ±0.4 on the [0, 1] scale (a real jitter) and
+    clips to [0, 1] after brightness and contrast.
+    """
+
+    flip: bool = True
+    brightness: float = 0.4
+    contrast: tuple[float, float] = (0.6, 1.4)
+    hue: float = 0.04  # ignored for 1-channel input
+    saturation: tuple[float, float] = (0.6, 1.4)  # ignored for 1-channel input
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How long and how to train."""
+
+    steps: int = 8000
+    eval_every: int = 1000
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    seed: int = 0
+    precision: str = "auto"  # auto | float32 | bfloat16
+    eval_batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class Config:
+    """A fully resolved configuration: which preset it came from and its three sections."""
+
+    preset: str = "seed"
+    model: ModelSpec = field(default_factory=ModelSpec)
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Rebuild a config from :meth:`to_dict` output (e.g. a run's ``config.json``)."""
+        data = dict(data)
+        preset = data.pop("preset", "seed")
+        return apply_overrides(cls(preset=preset), data, source="config")
+
+    def replace(self, **sections: dict[str, Any]) -> Config:
+        """A copy with some keys of some sections replaced: ``cfg.replace(train={"steps": 10})``."""
+        return apply_overrides(self, sections, source="override")
+
+
+SECTIONS = {"model": ModelSpec, "augment": AugmentSpec, "train": TrainSpec}
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """Convert a TOML/JSON/CLI value to the type of the field's default, or raise."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{where} must be a list, got {value!r}")
+        item_type = type(default[0]) if default else int
+        return tuple(_coerce(v, item_type(), where) for v in value)
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, float) and is_number:
+        return float(value)
+    if isinstance(default, int) and is_number and isinstance(value, int):
+        return value
+    if isinstance(default, str) and isinstance(value, str):
+        return value
+    raise ValueError(f"{where} must be {type(default).__name__}, got {value!r}")
+
+
+def apply_overrides(base: Config, overrides: dict[str, Any], source: str) -> Config:
+    """Return ``base`` with ``{"section": {"key": value}}`` overrides applied.
+
+    Raises ``ValueError`` for an unknown section or key (naming ``source`` and
+    the allowed names) and for a value of the wrong type.
+    """
+    sections = {name: getattr(base, name) for name in SECTIONS}
+    preset = base.preset
+    for section_name, values in overrides.items():
+        if section_name == "preset":
+            preset = values
+            continue
+        if section_name not in SECTIONS:
+            raise ValueError(
+                f"{source}: unknown section [{section_name}]; allowed: {', '.join(SECTIONS)}"
+            )
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: [{section_name}] must be a table of keys")
+        spec = sections[section_name]
+        allowed = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+        changes = {}
+        for key, value in values.items():
+            if key not in allowed:
+                raise ValueError(
+                    f"{source}: unknown key '{key}' in [{section_name}]; "
+                    f"allowed: {', '.join(allowed)}"
+                )
+            changes[key] = _coerce(value, allowed[key], f"{source}: {section_name}.{key}")
+        sections[section_name] = dataclasses.replace(spec, **changes)
+    return Config(preset=preset, **sections)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def check_config(cfg: Config) -> None:
+    """Raise ``ValueError`` naming the key when an invariant does not hold."""
+    m, a, t = cfg.model, cfg.augment, cfg.train
+    _require(len(m.conv_channels) >= 1, "model.conv_channels needs at least one layer")
+    for name in ("conv_channels", "dense_units"):
+        widths = getattr(m, name)
+        _require(all(w > 0 for w in widths), f"model.{name} must all be > 0, got {widths}")
+    _require(m.channels in (1, 3), f"model.channels must be 1 or 3, got {m.channels}")
+    _require(m.crop_size >= 8, f"model.crop_size must be >= 8, got {m.crop_size}")
+    _require(
+        8 <= m.input_size <= m.crop_size,
+        f"model.input_size must be between 8 and crop_size ({m.crop_size}), got {m.input_size}",
+    )
+    _require(m.weight_decay >= 0, f"model.weight_decay must be >= 0, got {m.weight_decay}")
+    _require(0 <= a.brightness <= 1, f"augment.brightness must be in [0, 1], got {a.brightness}")
+    for name in ("contrast", "saturation"):
+        low, high = getattr(a, name)
+        _require(0 <= low <= high, f"augment.{name} must be [low, high] with 0 <= low <= high")
+    _require(0 <= a.hue <= 0.5, f"augment.hue must be in [0, 0.5], got {a.hue}")
+    _require(t.steps >= 0, f"train.steps must be >= 0, got {t.steps}")
+    _require(t.eval_every >= 1, f"train.eval_every must be >= 1, got {t.eval_every}")
+    _require(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+    _require(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}")
+    _require(
+        t.precision in PRECISIONS,
+        f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}",
+    )
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a config TOML file; errors name the file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path}: not valid TOML ({err})") from err
+
+
+def resolve_config(
+    preset: str | None = None,
+    file: str | Path | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Config:
+    """Resolve defaults < preset < TOML file < overrides into one checked :class:`Config`.
+
+    ``preset`` defaults to the file's ``preset`` key, else ``"seed"``.
+    """
+    from facefold.models.presets import get_preset  # presets import this module
+
+    file_values = load_toml(file) if file else {}
+    name = preset or file_values.get("preset") or "seed"
+    cfg = get_preset(name)
+    if file_values:
+        sections = {k: v for k, v in file_values.items() if k != "preset"}
+        cfg = apply_overrides(cfg, sections, str(file))
+    if overrides:
+        cfg = apply_overrides(cfg, overrides, "command line")
+    return cfg

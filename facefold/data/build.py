@@ -1,0 +1,350 @@
+"""Build a sharded facefold dataset from a folder of face pictures.
+
+Input: ``SRC/<person>/<any image file>``. Output: ``OUT/data-00.tfrecords`` …,
+``OUT/labels.txt`` and ``OUT/manifest.json`` in the format owned by
+:mod:`facefold.data.records`. Every shard holds the same number of crops of
+every person (±1), so any shard can be the held-out fold of a K-fold
+cross-validation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import facefold
+from facefold.data import records
+from facefold.data.images import ImageError, encode_jpeg, file_sha256, load_rgb, square_crop
+
+Log = Callable[[str], None]
+
+# How many reasons the summary prints before "…"; the manifest lists them all.
+_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class _Crop:
+    """One distinct, readable source picture, already cropped and encoded."""
+
+    file: str  # path relative to SRC, with "/" separators
+    sha256: str  # of the source file's bytes
+    jpeg: bytes
+
+
+@dataclass
+class _Scan:
+    """What the source folder holds once unreadable files and duplicates are set aside."""
+
+    crops: dict[str, list[_Crop]] = field(default_factory=dict)  # person -> distinct crops
+    files: dict[str, int] = field(default_factory=dict)  # person -> files found
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    duplicates: list[dict[str, str]] = field(default_factory=list)
+    bad_names: list[str] = field(default_factory=list)
+
+
+def build_dataset(
+    src: str | Path,
+    out: str | Path,
+    *,
+    shards: int = 6,
+    per_class: int = 180,
+    size: int = 112,
+    seed: int = 0,
+    overwrite: bool = False,
+    jpeg_quality: int = 95,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Turn ``SRC/<person>/<images>`` into a balanced, sharded dataset in ``out``.
+
+    Every person with at least ``per_class`` distinct readable pictures gets
+    exactly ``per_class`` of them (sampled with ``seed``), square-cropped to
+    ``size`` pixels and spread over ``shards`` shards so each shard holds
+    ``per_class // shards`` or one more of every person. Label indices are
+    assigned at random (also from ``seed``). Unreadable files, exact duplicate
+    files and people with too few pictures are left out and listed in the
+    summary and the manifest. ``manifest.json`` is written last: a folder
+    without it is an interrupted build.
+
+    Returns the manifest as a dict. Raises ``ValueError`` for a bad parameter
+    or when fewer than two people qualify, ``FileExistsError`` when ``out``
+    already holds a dataset and ``overwrite`` is false.
+    """
+    _check_params(shards=shards, per_class=per_class, size=size, jpeg_quality=jpeg_quality)
+    src, out = Path(src).resolve(), Path(out).resolve()
+    if not src.is_dir():
+        raise FileNotFoundError(f"source folder {src} does not exist")
+    existing = _existing_outputs(out)
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds a dataset ({', '.join(p.name for p in existing[:3])}"
+            f"{', …' if len(existing) > 3 else ''}); "
+            "pass --overwrite (overwrite=True) to replace it"
+        )
+
+    folders = _person_folders(src, exclude=out)
+    log(f"scanning {len(folders)} person folders in {src}")
+    scan = _scan(src, folders, size=size, jpeg_quality=jpeg_quality)
+    kept, dropped = _select_people(scan, per_class)
+
+    rng = np.random.default_rng(seed)
+    people = [kept[i] for i in rng.permutation(len(kept))]
+    shard_records = _distribute(people, scan.crops, per_class, shards, rng)
+
+    # Only now, with everything validated, is the old dataset removed.
+    for path in existing:
+        path.unlink()
+    _remove_stale_temporaries(out)
+    counts, hashes = _write(out, shard_records, people)
+    manifest = {  # key order: what was built, how, the result, then what was left out
+        "facefold_version": facefold.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": str(src),
+        "seed": seed,
+        "size": size,
+        "per_class": per_class,
+        "shards": shards,
+        "jpeg_quality": jpeg_quality,
+        "people": people,
+        "counts": counts,
+        "shard_sha256": hashes,
+        "skipped": scan.skipped,
+        "duplicates": scan.duplicates,
+        "dropped_people": dropped,
+    }
+    records.write_text_atomic(out / records.MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+    _log_summary(log, manifest, out)
+    return manifest
+
+
+def _check_params(*, shards: int, per_class: int, size: int, jpeg_quality: int) -> None:
+    """Raise ``ValueError`` naming the first parameter that is out of range."""
+    if shards < 2:
+        raise ValueError(f"shards must be at least 2 (one to hold out, one to train), got {shards}")
+    if per_class < shards:
+        raise ValueError(
+            f"per_class must be at least shards={shards} so every shard holds every person, "
+            f"got per_class={per_class}"
+        )
+    if size < 16:
+        raise ValueError(f"size must be at least 16 pixels, got {size}")
+    if not 1 <= jpeg_quality <= 100:
+        raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
+
+
+def _existing_outputs(out: Path) -> list[Path]:
+    """Dataset files already in ``out`` (manifest first, so removing them in order
+    marks the old dataset incomplete before any shard disappears)."""
+    if not out.is_dir():
+        return []
+    found = [out / name for name in (records.MANIFEST_FILE, records.LABELS_FILE)]
+    found = [p for p in found if p.exists()]
+    shards = [p for p in out.iterdir() if records.SHARD_REGEX.match(p.name)]
+    return found + sorted(shards)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete ``.tmp`` files a killed earlier build left behind (see records.atomic_path)."""
+    if not out.is_dir():
+        return
+    ours = (".data-", f".{records.LABELS_FILE}.", f".{records.MANIFEST_FILE}.")
+    for path in out.iterdir():
+        if path.name.startswith(ours) and path.name.endswith(".tmp"):
+            path.unlink()
+
+
+def _person_folders(src: Path, exclude: Path) -> list[Path]:
+    """The non-hidden sub-folders of ``src``, sorted (loose files like SOURCE.txt are ignored)."""
+    return sorted(
+        p
+        for p in src.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.resolve() != exclude
+    )
+
+
+def _person_files(folder: Path) -> list[Path]:
+    """The non-hidden files directly inside a person's folder, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _scan(src: Path, folders: Sequence[Path], *, size: int, jpeg_quality: int) -> _Scan:
+    """Read, crop and encode every file; set aside unreadable files and duplicates.
+
+    Duplicates are looked for across the whole tree, not per person: the same
+    picture filed under two names would be label noise and, once the two
+    copies land in different shards, leakage between folds.
+    """
+    scan = _Scan()
+    jobs: list[tuple[str, Path]] = []
+    for folder in folders:
+        if folder.name != folder.name.strip() or "\n" in folder.name:
+            # labels.txt strips each line, so such a name could not be read back.
+            scan.bad_names.append(folder.name)
+            continue
+        files = _person_files(folder)
+        scan.files[folder.name] = len(files)
+        scan.crops[folder.name] = []
+        jobs.extend((folder.name, path) for path in files)
+
+    def work(path: Path) -> tuple[str, bytes | str]:
+        return _crop_file(path, size=size, jpeg_quality=jpeg_quality)
+
+    # Pillow and hashlib release the GIL while decoding and hashing, so threads
+    # give a real speed-up; map() keeps the sorted order, so results are deterministic.
+    with ThreadPoolExecutor() as pool:
+        results = list(pool.map(work, [path for _, path in jobs]))
+
+    first_file: dict[str, str] = {}  # source sha256 -> first file with those bytes
+    first_crop: dict[bytes, str] = {}  # crop bytes -> first file giving that crop
+    for (person, path), (sha, outcome) in zip(jobs, results, strict=True):
+        rel = path.relative_to(src).as_posix()
+        if sha in first_file:
+            scan.duplicates.append(
+                {"file": rel, "duplicate_of": first_file[sha], "identical": "file"}
+            )
+            continue
+        first_file[sha] = rel
+        if isinstance(outcome, str):
+            scan.skipped.append({"file": rel, "reason": outcome})
+        elif outcome in first_crop:
+            # Different files, same pixels after cropping (e.g. a PNG and a PGM
+            # of one picture): one would leak into the other's fold.
+            scan.duplicates.append(
+                {"file": rel, "duplicate_of": first_crop[outcome], "identical": "crop"}
+            )
+        else:
+            first_crop[outcome] = rel
+            scan.crops[person].append(_Crop(rel, sha, outcome))
+    return scan
+
+
+def _crop_file(path: Path, *, size: int, jpeg_quality: int) -> tuple[str, bytes | str]:
+    """``(file sha256, JPEG crop)``, or ``(file sha256, reason)`` when it is no readable image."""
+    sha = file_sha256(path)
+    try:
+        img = load_rgb(path)
+    except ImageError as err:
+        return sha, str(err).removeprefix(f"{path}: ")
+    return sha, encode_jpeg(square_crop(img, size), quality=jpeg_quality)
+
+
+def _select_people(scan: _Scan, per_class: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """Split people into those with at least ``per_class`` distinct readable pictures and the rest.
+
+    Returns ``(kept names sorted, dropped entries)``; raises ``ValueError``
+    listing everyone's count when fewer than two people qualify.
+    """
+    kept: list[str] = []
+    dropped: list[dict[str, Any]] = [
+        {"name": name, "images": 0, "reason": "folder name starts or ends with a space"}
+        for name in scan.bad_names
+    ]
+    for name, crops in scan.crops.items():
+        if len(crops) >= per_class:
+            kept.append(name)
+        elif scan.files[name] == 0:
+            dropped.append({"name": name, "images": 0, "reason": "empty folder"})
+        else:
+            dropped.append(
+                {
+                    "name": name,
+                    "images": len(crops),
+                    "reason": f"{len(crops)} distinct readable images, fewer than "
+                    f"per_class={per_class}",
+                }
+            )
+    if len(kept) < 2:
+        counts = sorted(((-len(c), n) for n, c in scan.crops.items()))  # most images first
+        listing = ", ".join(f"{n} {-k}" for k, n in counts[:20]) or "no person folders at all"
+        raise ValueError(
+            f"only {len(kept)} of {len(counts)} people have at least per_class={per_class} "
+            f"distinct readable images, need at least 2 (images per person: {listing}"
+            f"{', …' if len(counts) > 20 else ''}); lower per_class or add pictures"
+        )
+    return sorted(kept), sorted(dropped, key=lambda d: d["name"])
+
+
+def _extra_shards(label: int, per_class: int, shards: int) -> set[int]:
+    """The shards that get one more crop of this person than ``per_class // shards``.
+
+    The extras are dealt out round-robin across people (person 0 gets shards
+    0.., person 1 continues where person 0 stopped), so shard totals also
+    differ by at most one.
+    """
+    extra = per_class % shards
+    return {(label * extra + j) % shards for j in range(extra)}
+
+
+def _distribute(
+    people: Sequence[str],
+    crops: dict[str, list[_Crop]],
+    per_class: int,
+    shards: int,
+    rng: np.random.Generator,
+) -> list[list[records.Record]]:
+    """Sample ``per_class`` crops per person and deal them out to shards, shuffled within each.
+
+    ``people`` is in label order; returns one list of records per shard.
+    """
+    out: list[list[records.Record]] = [[] for _ in range(shards)]
+    base = per_class // shards
+    for label, name in enumerate(people):
+        picked = [crops[name][i] for i in rng.choice(len(crops[name]), per_class, replace=False)]
+        extras = _extra_shards(label, per_class, shards)
+        start = 0
+        for shard in range(shards):
+            count = base + (shard in extras)
+            out[shard].extend(
+                records.Record(label=label, image_raw=c.jpeg, source_sha256=c.sha256)
+                for c in picked[start : start + count]
+            )
+            start += count
+    # Shuffle so a shard read front to back is not sorted by person.
+    return [[shard[i] for i in rng.permutation(len(shard))] for shard in out]
+
+
+def _write(
+    out: Path, shard_records: Sequence[Sequence[records.Record]], people: Sequence[str]
+) -> tuple[list[list[int]], dict[str, str]]:
+    """Write the shards and ``labels.txt``; return per-shard per-label counts and shard hashes."""
+    out.mkdir(parents=True, exist_ok=True)
+    counts: list[list[int]] = []
+    hashes: dict[str, str] = {}
+    for index, shard in enumerate(shard_records):
+        path = out / records.shard_name(index)
+        records.write_shard(path, shard)
+        hashes[path.name] = file_sha256(path)
+        per_label = np.bincount([r.label for r in shard], minlength=len(people))
+        counts.append([int(c) for c in per_label])
+    records.write_labels(out, list(people))
+    return counts, hashes
+
+
+def _log_summary(log: Log, manifest: dict[str, Any], out: Path) -> None:
+    """A few lines: who was kept or dropped, what was skipped, how big each shard is."""
+    dropped = manifest["dropped_people"]
+    line = f"{len(manifest['people'])} people kept, {len(dropped)} dropped"
+    if dropped:
+        shown = "; ".join(f"{d['name']}: {d['reason']}" for d in dropped[:_SHOWN])
+        line += f" ({shown}{'; …' if len(dropped) > _SHOWN else ''})"
+    log(line)
+    skipped = manifest["skipped"]
+    if skipped:
+        shown = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:_SHOWN])
+        log(f"{len(skipped)} files skipped ({shown}{'; …' if len(skipped) > _SHOWN else ''})")
+    if manifest["duplicates"]:
+        log(f"{len(manifest['duplicates'])} duplicates removed")
+    totals = ", ".join(
+        f"{name.removesuffix('.tfrecords')} {sum(c)}"
+        for name, c in zip(manifest["shard_sha256"], manifest["counts"], strict=True)
+    )
+    size = manifest["size"]
+    log(f"shards: {totals} ({size}x{size} crops, {manifest['per_class']} per person)")
+    log(f"wrote {out}{os.sep}{records.MANIFEST_FILE}")

@@ -1,0 +1,210 @@
+"""Input pipeline: shards -> decoded uint8 arrays in memory -> batched, in-graph augmentation.
+
+Each JPEG is decoded once (:func:`decode_shards`); folds of a cross-validation
+reuse the same arrays. A training batch is a pure function of
+``(seed, step)``: which images it holds (a seeded permutation per epoch) and
+how they are jittered (stateless random ops). So a run resumed at step ``s``
+sees exactly the batches an uninterrupted run would have seen, and the same
+seed gives the same data order on any executor.
+
+Pixel values handed to the model are float32 in [0, 1]; see
+:class:`facefold.config.AugmentSpec` for the jitter and its scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from facefold.config import AugmentSpec
+from facefold.data.records import (
+    REQUIRED_FEATURES,
+    ShardError,
+    list_shards,
+    read_labels,
+    tf_error_message,
+)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Decoded face crops and their labels: ``images`` (N, H, W, C) uint8, ``labels`` (N,) int32."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _decode_shard(path: Path, channels: int, num_classes: int) -> Split:
+    """Decode one shard; errors name the file and record."""
+    def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        features = tf.io.parse_single_example(serialized, REQUIRED_FEATURES)
+        image = tf.io.decode_jpeg(features["image_raw"], channels=channels)
+        return image, tf.cast(features["label"], tf.int32)
+
+    dataset = tf.data.TFRecordDataset(str(path)).map(
+        parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    images, labels = [], []
+    try:
+        for image, label in dataset.as_numpy_iterator():
+            images.append(image)
+            labels.append(label)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
+        raise ShardError(
+            f"{path} record {len(labels)}: {tf_error_message(err)} "
+            "(run `facefold dataset inspect` for a full check)"
+        ) from err
+    if not labels:
+        raise ShardError(f"{path} holds no records")
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise ShardError(f"{path}: images differ in size {sorted(shapes)}")
+    labels_arr = np.asarray(labels, np.int32)
+    bad = np.flatnonzero((labels_arr < 0) | (labels_arr >= num_classes))
+    if bad.size:
+        raise ShardError(
+            f"{path} record {bad[0]}: label {labels_arr[bad[0]]} is outside the "
+            f"label list (0..{num_classes - 1})"
+        )
+    return Split(np.stack(images), labels_arr)
+
+
+def decode_shards(data_dir: str | Path, channels: int = 3) -> list[Split]:
+    """Decode every shard of a dataset folder, in shard order.
+
+    ``channels=1`` decodes the JPEGs to gray. Raises :class:`ShardError`
+    naming the file on a corrupt shard or a label outside ``labels.txt``.
+    """
+    num_classes = len(read_labels(data_dir))
+    splits = [_decode_shard(p, channels, num_classes) for p in list_shards(data_dir)]
+    sizes = {s.images.shape[1:] for s in splits}
+    if len(sizes) != 1:
+        raise ShardError(f"{data_dir}: shards hold images of different sizes {sorted(sizes)}")
+    return splits
+
+
+def concat(splits: list[Split]) -> Split:
+    """Join several splits into one (e.g. the training shards of a fold)."""
+    return Split(
+        np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits])
+    )
+
+
+def center_crop(images: tf.Tensor, crop: int) -> tf.Tensor:
+    """The central ``crop`` x ``crop`` window of uint8 images, as float32 in [0, 1].
+
+    This is the evaluation and prediction preprocessing; the model does the rest.
+    """
+    height, width = images.shape[-3], images.shape[-2]
+    if crop > height or crop > width:
+        raise ValueError(f"crop size {crop} is larger than the images ({height}x{width})")
+    top, left = (height - crop) // 2, (width - crop) // 2
+    window = images[..., top : top + crop, left : left + crop, :]
+    return tf.cast(window, tf.float32) / 255.0
+
+
+def _batch_indices(num_images: int, batch: int, seed: int, step: tf.Tensor) -> tf.Tensor:
+    """Indices of the images in training batch ``step``: epochs are seeded permutations."""
+    positions = tf.cast(step, tf.int64) * batch + tf.range(batch, dtype=tf.int64)
+    epochs = positions // num_images
+    first_epoch = epochs[0]
+    # A batch spans at most two epochs as long as batch <= num_images (checked by the caller).
+    perms = tf.stack(
+        [
+            tf.random.experimental.stateless_shuffle(
+                tf.range(num_images, dtype=tf.int64), seed=tf.stack([seed, first_epoch + k])
+            )
+            for k in range(2)
+        ]
+    )  # (2, N)
+    return tf.gather_nd(perms, tf.stack([epochs - first_epoch, positions % num_images], axis=1))
+
+
+def augment(images: tf.Tensor, spec: AugmentSpec, crop: int, seed: tf.Tensor) -> tf.Tensor:
+    """Jitter a batch of uint8 images (B, H, W, C) into float32 crops (B, crop, crop, C) in [0, 1].
+
+    Random crop, left-right flip, brightness, contrast, and for RGB hue and
+    saturation, each drawn per image from stateless RNGs keyed by ``seed`` (shape (2,)).
+    """
+    batch = tf.shape(images)[0]
+    height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+    seeds = tf.random.experimental.stateless_split(seed, 7)
+
+    def uniform(i: int, low: float, high: float, shape: tuple = ()) -> tf.Tensor:
+        return tf.random.stateless_uniform((batch, *shape), seeds[i], low, high)
+
+    # Random crop as exact integer-aligned boxes: sampling lands on pixel centres.
+    top = tf.floor(uniform(0, 0.0, height - crop + 1.0 - 1e-6))
+    left = tf.floor(uniform(1, 0.0, width - crop + 1.0 - 1e-6))
+    boxes = tf.stack(
+        [top / (height - 1), left / (width - 1),
+         (top + crop - 1) / (height - 1), (left + crop - 1) / (width - 1)], axis=1
+    )
+    x = tf.image.crop_and_resize(
+        tf.cast(images, tf.float32) / 255.0, boxes, tf.range(batch), (crop, crop)
+    )
+    if spec.flip:
+        flip = uniform(2, 0.0, 1.0, (1, 1, 1)) < 0.5
+        x = tf.where(flip, tf.reverse(x, axis=[2]), x)
+    if spec.brightness:
+        x = x + uniform(3, -spec.brightness, spec.brightness, (1, 1, 1))
+    low, high = spec.contrast
+    if (low, high) != (1.0, 1.0):
+        mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+        x = (x - mean) * uniform(4, low, high, (1, 1, 1)) + mean
+    x = tf.clip_by_value(x, 0.0, 1.0)
+    if channels == 3 and (spec.hue or spec.saturation != (1.0, 1.0)):
+        hsv = tf.image.rgb_to_hsv(x)
+        hue = tf.math.floormod(hsv[..., 0] + uniform(5, -spec.hue, spec.hue, (1, 1)), 1.0)
+        sat = tf.clip_by_value(hsv[..., 1] * uniform(6, *spec.saturation, (1, 1)), 0.0, 1.0)
+        x = tf.image.hsv_to_rgb(tf.stack([hue, sat, hsv[..., 2]], axis=-1))
+    return x
+
+
+def training_batches(
+    split: Split,
+    spec: AugmentSpec,
+    crop: int,
+    batch_size: int,
+    seed: int,
+    start_step: int,
+    end_step: int,
+) -> tf.data.Dataset:
+    """Batches ``start_step`` … ``end_step - 1`` of a training run: ``(x, y)`` pairs.
+
+    ``x`` is (B, crop, crop, C) float32 in [0, 1], ``y`` (B,) int32. Batch ``s``
+    depends only on ``(seed, s)``, which is what makes resuming exact.
+    """
+    num_images = len(split)
+    if batch_size > num_images:
+        raise ValueError(f"batch size {batch_size} exceeds the {num_images} training images")
+    images = tf.constant(split.images)
+    labels = tf.constant(split.labels)
+
+    def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        index = _batch_indices(num_images, batch_size, seed, step)
+        jitter_seed = tf.stack([tf.constant(seed, tf.int64) + 1_000_003, step])
+        x = augment(tf.gather(images, index), spec, crop, jitter_seed)
+        return x, tf.gather(labels, index)
+
+    return (
+        tf.data.Dataset.range(start_step, end_step)
+        .map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def evaluation_batches(split: Split, crop: int, batch_size: int) -> tf.data.Dataset:
+    """Central crops of every image of ``split``, in order: ``(x, y)`` pairs."""
+    return (
+        tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+        .batch(batch_size)
+        .map(lambda x, y: (center_crop(x, crop), y), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )

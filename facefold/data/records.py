@@ -1,0 +1,189 @@
+"""The one place that knows the shard format.
+
+A facefold dataset is a folder of TFRecord shards ``data-00.tfrecords`` …
+``data-NN.tfrecords`` plus ``labels.txt`` (one name per line, line number =
+label index) and ``manifest.json``. Every record is a ``tf.train.Example``
+with exactly the 2016 schema:
+
+- ``label``: int64, the person's index in ``labels.txt``
+- ``image_raw``: bytes, a JPEG-encoded face crop
+
+Writers may add features (facefold adds ``sha256`` of the source file so that
+leakage between shards can be checked), readers require only the two above,
+so shards written by the 2016 code load unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import tensorflow as tf
+
+SHARD_PATTERN = "data-{index:02d}.tfrecords"
+SHARD_REGEX = re.compile(r"^data-(\d{2,})\.tfrecords$")
+LABELS_FILE = "labels.txt"
+MANIFEST_FILE = "manifest.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+# What a reader needs. Anything else in a record is ignored.
+REQUIRED_FEATURES = {
+    "label": tf.io.FixedLenFeature([], tf.int64),
+    "image_raw": tf.io.FixedLenFeature([], tf.string),
+}
+
+
+class ShardError(ValueError):
+    """A shard is unreadable, truncated, or does not follow the schema."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One face crop as stored in a shard."""
+
+    label: int
+    image_raw: bytes  # JPEG bytes
+    source_sha256: str = ""  # optional: hash of the source file the crop came from
+
+
+def shard_name(index: int) -> str:
+    """``data-00.tfrecords`` for index 0 (the 2016 naming)."""
+    return SHARD_PATTERN.format(index=index)
+
+
+def list_shards(data_dir: str | Path) -> list[Path]:
+    """The shard files of a dataset folder, sorted by shard index.
+
+    Raises ``FileNotFoundError`` naming the folder when it holds no shard.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"dataset folder {data_dir} does not exist")
+    shards = [p for p in data_dir.iterdir() if SHARD_REGEX.match(p.name)]
+    if not shards:
+        raise FileNotFoundError(
+            f"{data_dir} holds no shards named data-00.tfrecords, data-01.tfrecords, …"
+        )
+    return sorted(shards, key=lambda p: int(SHARD_REGEX.match(p.name).group(1)))
+
+
+def encode(record: Record) -> bytes:
+    """Serialize one record as a ``tf.train.Example``."""
+    feature = {
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[record.label])),
+        "image_raw": tf.train.Feature(bytes_list=tf.train.BytesList(value=[record.image_raw])),
+    }
+    if record.source_sha256:
+        feature["sha256"] = tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[record.source_sha256.encode()])
+        )
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def decode(serialized: bytes, where: str = "record") -> Record:
+    """Parse one serialized ``tf.train.Example`` into a :class:`Record`.
+
+    ``where`` names the file and record index in error messages.
+    """
+    example = tf.train.Example()
+    try:
+        example.ParseFromString(serialized)
+    except Exception as err:  # protobuf raises its own DecodeError
+        raise ShardError(f"{where}: not a tf.train.Example ({err})") from err
+    features = example.features.feature
+    for key, kind in (("label", "int64_list"), ("image_raw", "bytes_list")):
+        if key not in features or features[key].WhichOneof("kind") != kind:
+            raise ShardError(
+                f"{where}: missing feature '{key}' ({kind.split('_')[0]}); "
+                f"found {sorted(features.keys())}"
+            )
+    labels = features["label"].int64_list.value
+    images = features["image_raw"].bytes_list.value
+    if len(labels) != 1 or len(images) != 1:
+        raise ShardError(f"{where}: 'label' and 'image_raw' must hold exactly one value each")
+    sha = features["sha256"].bytes_list.value if "sha256" in features else []
+    return Record(int(labels[0]), bytes(images[0]), sha[0].decode() if sha else "")
+
+
+def read_shard(path: str | Path) -> Iterator[Record]:
+    """Yield the records of one shard, checking CRCs and the schema.
+
+    Raises :class:`ShardError` naming the file and record index on a
+    truncated or corrupt file or a record without the 2016 schema.
+    """
+    path = Path(path)
+    index = -1
+    try:
+        for index, serialized in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()):
+            yield decode(serialized, where=f"{path} record {index}")
+    except tf.errors.DataLossError as err:
+        raise ShardError(
+            f"{path}: corrupt or truncated at record {index + 1} ({tf_error_message(err)})"
+        ) from err
+
+
+def tf_error_message(err: tf.errors.OpError) -> str:
+    """The human part of a TensorFlow error message, without op and function internals."""
+    text = err.message.splitlines()[0] if err.message else str(err)
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
+
+
+@contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``final`` that is renamed onto it only on success.
+
+    A killed process or a full disk leaves at most a ``.tmp`` file, never a
+    half-written file under the final name.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a text file atomically (temporary file, then rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_shard(path: str | Path, records: Iterable[Record]) -> int:
+    """Write records to one TFRecord shard atomically; returns how many were written."""
+    count = 0
+    with atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
+        for record in records:
+            writer.write(encode(record))
+            count += 1
+    return count
+
+
+def read_labels(data_dir: str | Path) -> list[str]:
+    """The label names of a dataset (``labels.txt``), index = label."""
+    path = Path(data_dir) / LABELS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: a dataset needs its label list")
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [n for n in names if n]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: label names repeat")
+    return names
+
+
+def write_labels(data_dir: str | Path, names: list[str]) -> None:
+    """Write ``labels.txt`` atomically."""
+    write_text_atomic(Path(data_dir) / LABELS_FILE, "".join(f"{n}\n" for n in names))

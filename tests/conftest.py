@@ -1,0 +1,80 @@
+"""Fixtures shared by the test files: tiny image trees and the real data in ../shared."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# ../shared/datasets beside the project: real face data, never copied into the repo.
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+# (suffix, Pillow format, mode): the image tree cycles through these so every
+# reader path (JPEG, transparent PNG, grayscale PGM, WebP, palette BMP) is exercised.
+IMAGE_FORMATS = [
+    (".jpg", "JPEG", "RGB"),
+    (".png", "PNG", "RGBA"),
+    (".pgm", "PPM", "L"),
+    (".webp", "WEBP", "RGB"),
+    (".bmp", "BMP", "P"),
+]
+
+
+def shared_dataset_path(name: str) -> Path:
+    """``../shared/datasets/<name>``, or skip the calling test when it is not there."""
+    path = SHARED_DATASETS / name
+    if not path.is_dir():
+        pytest.skip(f"real dataset {path} is not present")
+    return path
+
+
+@pytest.fixture
+def shared_dataset() -> Callable[[str], Path]:
+    """``shared_dataset("orl")`` -> the folder, skipping the test when it is absent."""
+    return shared_dataset_path
+
+
+def noise_image(rng: np.random.Generator, size: tuple[int, int] = (40, 50)) -> Image.Image:
+    """A random RGB picture ``size`` = (width, height); no two are alike."""
+    width, height = size
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
+
+
+def write_image(path: Path, img: Image.Image, fmt: str, mode: str) -> Path:
+    """Save ``img`` converted to ``mode`` in Pillow format ``fmt``; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.convert(mode).save(path, format=fmt)
+    return path
+
+
+def write_image_tree(
+    root: Path, people: dict[str, int], size: tuple[int, int] = (40, 50), seed: int = 0
+) -> dict[str, list[Path]]:
+    """Write ``root/<person>/NN.<ext>`` noise pictures, cycling through :data:`IMAGE_FORMATS`.
+
+    ``people`` maps a name to its number of pictures (0 makes an empty folder).
+    Returns the files written per person, sorted by name.
+    """
+    rng = np.random.default_rng(seed)
+    tree: dict[str, list[Path]] = {}
+    for name, count in people.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        tree[name] = []
+        for i in range(count):
+            suffix, fmt, mode = IMAGE_FORMATS[i % len(IMAGE_FORMATS)]
+            path = root / name / f"{i:02d}{suffix}"
+            tree[name].append(write_image(path, noise_image(rng, size), fmt, mode))
+    return tree
+
+
+@pytest.fixture
+def image_tree(tmp_path: Path) -> Callable[..., dict[str, list[Path]]]:
+    """``image_tree({"alice": 5, "bob": 5})`` writes a tree under ``tmp_path / "src"``."""
+
+    def make(people: dict[str, int], **kwargs) -> dict[str, list[Path]]:
+        return write_image_tree(tmp_path / "src", people, **kwargs)
+
+    return make
