@@ -25,14 +25,17 @@ PEOPLE, PER_PERSON, SHARDS = 10, 60, 3
 IMAGE_SIZE, CROP = 56, 48  # the 2016 112/96 ratio, halved so the demo stays short
 DEMO_OVERRIDES = {
     "model": {"crop_size": CROP, "input_size": CROP},
-    "train": {"steps": 600, "eval_every": 100, "batch_size": 64},
+    "train": {"steps": 400, "eval_every": 100, "batch_size": 64},
 }
 
 
-def run_demo(out: str | Path = "runs/demo", log: Log = print) -> CVResult:
+def run_demo(
+    out: str | Path = "runs/demo", log: Log = print, people: int = PEOPLE, steps: int = 400
+) -> CVResult:
     """Generate synthetic faces, build shards, cross-validate; return the result.
 
     ``out`` is emptied first if it holds an earlier demo (never any other folder).
+    ``people`` and ``steps`` exist so tests can run a smaller demo.
     """
     out = Path(out)
     if out.exists():
@@ -40,14 +43,14 @@ def run_demo(out: str | Path = "runs/demo", log: Log = print) -> CVResult:
             raise FileExistsError(f"{out} exists and is not a facefold demo folder")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    (out / MARKER).write_text(json.dumps({"synthetic": True, "people": PEOPLE}) + "\n")
-    log(f"SYNTHETIC demo: drawing {PEOPLE} synthetic people x {PER_PERSON} faces …")
-    faces = make_synthetic_faces(out / "faces", people=PEOPLE, per_person=PER_PERSON, seed=0)
+    (out / MARKER).write_text(json.dumps({"synthetic": True, "people": people}) + "\n")
+    log(f"SYNTHETIC demo: drawing {people} synthetic people x {PER_PERSON} faces …")
+    faces = make_synthetic_faces(out / "faces", people=people, per_person=PER_PERSON, seed=0)
     build_dataset(faces, out / "data", shards=SHARDS, per_class=PER_PERSON, size=IMAGE_SIZE,
                   seed=0, log=log)
-    config = resolve_config("seed", overrides=DEMO_OVERRIDES)
+    config = resolve_config("seed", overrides=DEMO_OVERRIDES).replace(train={"steps": steps})
     result = run_cv(out / "data", config, out / "cv", log=log)
     table = save_cv_report(result, out / "cv", title="SYNTHETIC faces (demo)")
     log("\nHeld-out accuracy on SYNTHETIC faces (chance = "
-        f"{1 / PEOPLE:.2f}):\n{table}\nWrote {out / 'cv' / 'accuracy.csv'} and accuracy.png")
+        f"{1 / people:.2f}):\n{table}\nWrote {out / 'cv' / 'accuracy.csv'} and accuracy.png")
     return result

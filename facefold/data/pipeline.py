@@ -132,7 +132,8 @@ def augment(images: tf.Tensor, spec: AugmentSpec, crop: int, seed: tf.Tensor) ->
     Random crop, left-right flip, brightness, contrast, and for RGB hue and
     saturation, each drawn per image from stateless RNGs keyed by ``seed`` (shape (2,)).
     """
-    batch = tf.shape(images)[0]
+    # A static batch size keeps shapes known to grappler's cost model (no PredictCost warnings).
+    batch = images.shape[0] if images.shape[0] is not None else tf.shape(images)[0]
     height, width, channels = images.shape[1], images.shape[2], images.shape[3]
     seeds = tf.random.experimental.stateless_split(seed, 7)
 

@@ -174,6 +174,8 @@ def write_shard(path: str | Path, records: Iterable[Record]) -> int:
 
 def read_labels(data_dir: str | Path) -> list[str]:
     """The label names of a dataset (``labels.txt``), index = label."""
+    if not Path(data_dir).is_dir():
+        raise FileNotFoundError(f"dataset folder {data_dir} does not exist")
     path = Path(data_dir) / LABELS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: a dataset needs its label list")

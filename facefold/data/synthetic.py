@@ -4,7 +4,8 @@ Nothing here is a photograph of a real person and nothing is downloaded. Each
 "person" is a random set of face parameters (face shape, skin tone, eyes,
 eyebrows, nose, mouth, hair, maybe glasses or a beard); each image of that
 person redraws the same parameters with per-image nuisance variation (small
-pose change, expression, lighting, background, noise, sometimes an occluder).
+pose change, expression, lighting, background, noise, hair jitter, glasses not
+always worn, sometimes a cap or an occluder).
 The result is laid out like any facefold input folder::
 
     out_dir/synthetic_00/0000.png
@@ -19,14 +20,16 @@ that two people with similar parameters get confused.
 
 Generation is fully deterministic: every person's parameters and every image
 get their own random generator derived from ``(seed, person[, image])``, so the
-same arguments give byte-identical PNG files regardless of generation order.
+same arguments give byte-identical PNG files regardless of generation order
+(given the same numpy and Pillow versions: a different rasteriser or zlib may
+change pixels or compressed bytes).
 """
 
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 __all__ = [
     "FaceIdentity",
+    "identity_rng",
+    "image_rng",
     "make_synthetic_faces",
     "person_name",
     "render_face",
@@ -73,7 +78,7 @@ _IRIS_PALETTE = (
 _FRAME_PALETTE = ((20, 20, 20), (90, 55, 30), (170, 170, 175), (120, 20, 30))
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class FaceIdentity:
     """Everything that stays the same across one synthetic person's images.
 
@@ -452,6 +457,22 @@ def _draw_beard(p: _Painter, ident: FaceIdentity, outline, cx, my) -> None:
         )
 
 
+def _draw_hat(p: _Painter, ident: FaceIdentity, cx, cy, rx, ry, colour: Colour) -> None:
+    """A cap: a dome over the top of the head with a brim just above the eyebrows."""
+    brim_y = ident.eye_y - ident.brow_gap - 0.045
+    top_y = cy - ry - ident.hair_volume - 0.03
+    t = np.linspace(np.pi, 2.0 * np.pi, 33)
+    dome = np.stack([cx + (rx + 0.045) * np.cos(t), brim_y + (brim_y - top_y) * np.sin(t)], axis=1)
+    p.polygon(dome, colour)
+    brim = [
+        (cx - rx - 0.06, brim_y - 0.02),
+        (cx + rx + 0.06, brim_y - 0.02),
+        (cx + rx + 0.03, brim_y + 0.012),
+        (cx - rx - 0.03, brim_y + 0.012),
+    ]
+    p.polygon(brim, _shade(colour, 0.8))
+
+
 def _draw_glasses(p: _Painter, ident: FaceIdentity, ex_l, ex_r, ey, rx) -> None:
     """Frames around both eyes, a bridge and the arms towards the ears."""
     r = ident.eye_size * 1.45
@@ -518,12 +539,22 @@ def render_face(identity: FaceIdentity, rng: np.random.Generator, size: int = 11
     like an aligned face crop (eyes a bit above the middle, chin near the bottom).
     Per-image variation: pose (rotation ±10°, shift, scale ±8 %), expression (mouth
     curve and opening, eye openness, gaze, brow raise), background, lighting
-    (colour balance, brightness, contrast, a directional gradient), blur, pixel
-    noise and, sometimes, a small occluder.
+    (colour balance, brightness, contrast, a directional gradient, sometimes
+    greyscale), blur, pixel noise; hair colour/volume/hairline jitter, glasses
+    not always worn, sometimes a cap or a small occluder.
     """
     size = _check_int("size", size, 16)
     px = size * SUPERSAMPLE
-    ident = identity
+    # Hair and accessories change from day to day: small per-image changes of the
+    # identity itself, so that they are strong but not perfectly reliable cues.
+    wears_glasses = rng.uniform() < (0.85 if identity.glasses else 0.06)
+    ident = dataclasses.replace(
+        identity,
+        hair=_jitter(rng, identity.hair, 10.0),
+        hairline=identity.hairline + rng.uniform(-0.02, 0.02),
+        hair_volume=max(0.0, identity.hair_volume + rng.uniform(-0.015, 0.015)),
+        glasses=bool(wears_glasses),
+    )
 
     # Pose. Shift in canvas units: ±0.035 is ±4 px at 112.
     angle = rng.uniform(-10.0, 10.0)
@@ -569,9 +600,13 @@ def render_face(identity: FaceIdentity, rng: np.random.Generator, size: int = 11
     _draw_hair_front(p, ident, cx, cy, rx, ry, rng)
     if ident.glasses:
         _draw_glasses(p, ident, ex_l, ex_r, ey, rx)
+    # Sometimes a cap hides the hair, the strongest single cue.
+    if rng.uniform() < 0.1:
+        hat = tuple(int(v) for v in rng.integers(10, 245, 3))
+        _draw_hat(p, ident, cx, cy, rx, ry, hat)
 
     # Occasionally something in front of the face (a hand, a cup, a sticker).
-    if rng.uniform() < 0.12:
+    if rng.uniform() < 0.15:
         ox, oy = rng.uniform(0.25, 0.75), rng.uniform(0.45, 0.95)
         orx, ory = rng.uniform(0.06, 0.14, 2)
         colour = (
@@ -598,14 +633,17 @@ def render_face(identity: FaceIdentity, rng: np.random.Generator, size: int = 11
 
     # Lighting in float: colour balance, contrast, brightness, directional gradient.
     arr = np.asarray(img, dtype=np.float32)
-    arr *= rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    arr *= rng.uniform(0.87, 1.13, 3).astype(np.float32)
     mean = arr.mean()
     arr = (arr - mean) * rng.uniform(0.7, 1.15) + mean
     arr *= rng.uniform(0.7, 1.25)
     theta = rng.uniform(0.0, 2.0 * np.pi)
     coords = np.linspace(-1.0, 1.0, size, dtype=np.float32)
     ramp = np.cos(theta) * coords[None, :] + np.sin(theta) * coords[:, None]
-    arr *= (1.0 + rng.uniform(0.0, 0.35) * ramp)[:, :, None]
+    arr *= (1.0 + rng.uniform(0.0, 0.45) * ramp)[:, :, None]
+    if rng.uniform() < 0.08:
+        # A few greyscale photos, as in real collections: colour is not always there.
+        arr[:] = (arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
     arr += rng.normal(0.0, rng.uniform(1.0, 7.0), arr.shape).astype(np.float32)
     return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
 
@@ -618,7 +656,9 @@ def _write_png(array: np.ndarray, path: Path) -> None:
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        Image.fromarray(array, "RGB").save(tmp, format="PNG")
+        # Level 1: the noisy images barely compress anyway (~10 % larger than the
+        # default level 6) and encoding is about a third of the generation time.
+        Image.fromarray(array, "RGB").save(tmp, format="PNG", compress_level=1)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -126,12 +126,24 @@ def _run_identity(data_dir: Path, eval_shards: Sequence[int], config: Config) ->
     return json.loads(json.dumps(identity))
 
 
+def _same_run(existing: dict, identity: dict) -> list[str]:
+    """Which parts of two run identities differ; configs compare after resolution, so a run
+    written before a new config key existed still matches when it used that key's default."""
+    differ = [k for k in identity if k != "config" and existing.get(k) != identity[k]]
+    try:
+        same_config = Config.from_dict(existing.get("config", {})) == Config.from_dict(
+            identity["config"]
+        )
+    except ValueError:
+        same_config = False
+    return differ if same_config else [*differ, "config"]
+
+
 def _prepare_run_dir(run_dir: Path, identity: dict, labels: list[str]) -> None:
     """Create the run folder, or check that an existing one is the same run."""
     run_file = run_dir / "run.json"
     if run_file.is_file():
-        existing = json.loads(run_file.read_text())
-        mismatched = [k for k in identity if existing.get(k) != identity[k]]
+        mismatched = _same_run(json.loads(run_file.read_text()), identity)
         if mismatched:
             raise ValueError(
                 f"{run_dir} holds a different run ({', '.join(mismatched)} differ); "
@@ -224,6 +236,7 @@ class Trainer:
                 ),
                 epochs=1,
                 steps_per_epoch=end - start,
+                shuffle=False,  # order comes from the seeded pipeline
                 verbose=0,
                 callbacks=[_StopOnNaN(start)],
             )

@@ -1,0 +1,80 @@
+"""Config layering, validation, presets and round trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from facefold.config import Config, resolve_config
+from facefold.models.presets import describe_preset, get_preset, list_presets
+
+
+def test_defaults_are_the_2016_model() -> None:
+    cfg = get_preset("seed")
+    assert cfg.model.conv_channels == (32, 48, 72, 108)
+    assert cfg.model.dense_units == (1024, 256)
+    assert (cfg.model.crop_size, cfg.model.input_size, cfg.model.channels) == (96, 96, 3)
+    assert (cfg.train.steps, cfg.train.batch_size, cfg.train.learning_rate) == (8000, 128, 1e-3)
+    assert cfg.model.weight_decay == 0.005
+
+
+def test_layers_resolve_in_order(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('preset = "reduced"\n[train]\nsteps = 500\nbatch_size = 64\n')
+    cfg = resolve_config(None, toml, {"train": {"steps": 7}})
+    assert cfg.preset == "reduced"  # from the file
+    assert cfg.model.dense_units == (96, 128)  # from the preset
+    assert cfg.train.batch_size == 64  # file over default
+    assert cfg.train.steps == 7  # command line over file
+    # an explicit preset wins over the file's preset key, the file still applies
+    assert resolve_config("seed", toml).model.dense_units == (1024, 256)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train": {"stepz": 3}}, "unknown key 'stepz' in [train]"),
+        ({"optimizer": {"lr": 3}}, "unknown section [optimizer]"),
+        ({"train": {"steps": "many"}}, "train.steps must be int"),
+        ({"train": {"precision": "float16"}}, "train.precision must be one of"),
+        ({"model": {"channels": 2}}, "model.channels must be 1 or 3"),
+        ({"model": {"input_size": 128}}, "model.input_size must be between 8 and crop_size"),
+        ({"augment": {"contrast": [1.4, 0.6]}}, "augment.contrast"),
+    ],
+)
+def test_bad_values_name_the_key(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        resolve_config("seed", overrides=overrides)
+
+
+def test_unknown_preset_lists_known_ones() -> None:
+    with pytest.raises(ValueError, match="known presets: seed, reduced"):
+        get_preset("nope")
+
+
+def test_bad_toml_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nsteps = 3")
+    with pytest.raises(ValueError, match=r"bad\.toml"):
+        resolve_config(None, bad)
+    with pytest.raises(FileNotFoundError, match=r"missing\.toml"):
+        resolve_config(None, tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_round_trip_through_json_dict(name: str) -> None:
+    import json
+
+    cfg = get_preset(name)
+    assert Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert describe_preset(name)
+
+
+def test_ablation_presets_change_one_thing() -> None:
+    seed = get_preset("seed")
+    assert get_preset("grayscale").model.channels == 1
+    for size in (80, 64, 48, 32):
+        cfg = get_preset(f"size{size}")
+        assert cfg.model.input_size == size
+        assert cfg.model.crop_size == seed.model.crop_size

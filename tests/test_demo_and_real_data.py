@@ -1,0 +1,37 @@
+"""The embedded synthetic demo, and short real-data runs on ORL (skipped when absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import shared_dataset_path
+
+from facefold.config import resolve_config
+from facefold.data.build import build_dataset
+from facefold.demo import run_demo
+from facefold.train.trainer import train
+
+
+def test_small_demo_learns_synthetic_faces(tmp_path: Path) -> None:
+    result = run_demo(tmp_path / "demo", log=lambda _: None, people=5, steps=80)
+    assert result.cases == [0, 1, 2]
+    assert result.steps == [0, 80]
+    assert result.accuracy[0].mean() < 0.45  # untrained: near chance (0.2)
+    assert result.final()[0] > 0.6
+    assert (tmp_path / "demo" / "cv" / "accuracy.png").is_file()
+
+
+def test_orl_short_run_beats_chance_by_far(tmp_path: Path) -> None:
+    orl = shared_dataset_path("orl")
+    data = tmp_path / "orl"
+    build_dataset(orl, data, shards=5, per_class=10, size=64, seed=0, log=lambda _: None)
+    config = resolve_config(
+        "seed",
+        overrides={
+            "model": {"crop_size": 56, "input_size": 56},
+            "train": {"steps": 300, "eval_every": 150, "batch_size": 32, "precision": "float32"},
+        },
+    )
+    rows = train(data, config, tmp_path / "run", [0], log=lambda _: None)
+    assert rows[-1]["eval_images"] == 80  # 40 people x 2 held-out images
+    assert rows[-1]["eval_accuracy"] >= 0.5  # chance is 1/40 = 0.025

@@ -1,0 +1,117 @@
+"""The input pipeline: exact crops, epoch coverage, determinism by (seed, step), decoding errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import make_tiny_dataset, write_2016_shard
+
+from facefold.config import AugmentSpec
+from facefold.data.pipeline import (
+    Split,
+    _batch_indices,
+    augment,
+    center_crop,
+    decode_shards,
+    training_batches,
+)
+from facefold.data.records import ShardError
+
+NO_JITTER = AugmentSpec(flip=False, brightness=0.0, contrast=(1.0, 1.0), hue=0.0,
+                        saturation=(1.0, 1.0))
+
+
+def _ramp_images(n: int, size: int = 12) -> np.ndarray:
+    """Images whose every pixel value is unique within an image: a crop's position is readable."""
+    base = np.arange(size * size * 3, dtype=np.int64).reshape(size, size, 3) % 251
+    return np.stack([(base + 3 * i) % 256 for i in range(n)]).astype(np.uint8)
+
+
+def test_center_crop_takes_the_middle_window() -> None:
+    images = _ramp_images(2, 12)
+    got = center_crop(tf.constant(images), 8).numpy()
+    np.testing.assert_array_equal(got * 255.0, images[:, 2:10, 2:10, :].astype(np.float32))
+
+
+def test_random_crop_is_an_exact_window_and_flip_mirrors() -> None:
+    images = _ramp_images(16, 12)
+    crops = augment(tf.constant(images), NO_JITTER, 8, tf.constant([1, 2], tf.int64)).numpy()
+    crops = np.rint(crops * 255).astype(np.uint8)
+    offsets = set()
+    for image, crop in zip(images, crops, strict=True):
+        matches = [(t, c) for t in range(5) for c in range(5)
+                   if np.array_equal(image[t:t + 8, c:c + 8], crop)]
+        assert len(matches) == 1, "every crop must be one exact 8x8 window of its image"
+        offsets.add(matches[0])
+    assert len(offsets) > 3, "offsets must vary between images"
+    flipped = augment(tf.constant(images), AugmentSpec(flip=True, brightness=0.0,
+                      contrast=(1.0, 1.0), hue=0.0, saturation=(1.0, 1.0)), 8,
+                      tf.constant([1, 2], tf.int64)).numpy()
+    flipped = np.rint(flipped * 255).astype(np.uint8)
+    mirrored = [np.array_equal(f, c[:, ::-1]) for f, c in zip(flipped, crops, strict=True)]
+    assert 0 < sum(mirrored) < len(mirrored)  # some flipped, some not, same crops otherwise
+
+
+def test_jitter_stays_in_range_and_changes_pixels() -> None:
+    images = _ramp_images(8, 12)
+    out = augment(tf.constant(images), AugmentSpec(), 8, tf.constant([3, 4], tf.int64)).numpy()
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    plain = augment(tf.constant(images), NO_JITTER, 8, tf.constant([3, 4], tf.int64)).numpy()
+    assert np.abs(out - plain).mean() > 0.01
+
+
+def test_every_image_once_per_epoch() -> None:
+    n, batch = 10, 4
+    seen = np.concatenate([_batch_indices(n, batch, 7, tf.constant(s, tf.int64)).numpy()
+                           for s in range(5)])  # 20 positions = exactly two epochs
+    assert sorted(seen[:10]) == list(range(10))
+    assert sorted(seen[10:]) == list(range(10))
+    assert list(seen[:10]) != list(range(10))  # shuffled
+
+
+def test_batches_depend_only_on_seed_and_step() -> None:
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 255, (20, 12, 12, 3), dtype=np.uint8), np.arange(20) % 4)
+    def batches(start: int, end: int, seed: int = 5) -> list:
+        ds = training_batches(split, AugmentSpec(), 8, 6, seed, start, end)
+        return [x.numpy() for x, _ in ds]
+    whole = batches(0, 6)
+    resumed = batches(3, 6)
+    for a, b in zip(whole[3:], resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(batches(0, 1, seed=6)[0], whole[0])
+
+
+def test_batch_larger_than_data_is_an_error() -> None:
+    split = Split(np.zeros((3, 12, 12, 3), np.uint8), np.zeros(3, np.int32))
+    with pytest.raises(ValueError, match="batch size 8 exceeds the 3 training images"):
+        training_batches(split, AugmentSpec(), 8, 8, 0, 0, 1)
+
+
+def test_decode_gray_and_rgb(tmp_path: Path) -> None:
+    data = make_tiny_dataset(tmp_path / "d", classes=3, shards=2, per_shard=2, size=20)
+    rgb = decode_shards(data, channels=3)
+    gray = decode_shards(data, channels=1)
+    assert [len(s) for s in rgb] == [6, 6]
+    assert rgb[0].images.shape == (6, 20, 20, 3)
+    assert gray[0].images.shape == (6, 20, 20, 1)
+    assert sorted(rgb[1].labels.tolist()) == [0, 0, 1, 1, 2, 2]
+
+
+def test_label_outside_the_list_names_file_and_record(tmp_path: Path) -> None:
+    data = make_tiny_dataset(tmp_path / "d", classes=3, shards=2, per_shard=1, size=20)
+    image = np.zeros((20, 20, 3), np.uint8)
+    write_2016_shard(data / "data-01.tfrecords", [(0, image), (1, image), (7, image)])
+    with pytest.raises(ShardError, match=r"data-01.tfrecords record 2: label 7 is outside"):
+        decode_shards(data)
+
+
+def test_corrupt_shard_names_the_file(tmp_path: Path) -> None:
+    data = make_tiny_dataset(tmp_path / "d", classes=3, shards=2, per_shard=2, size=20)
+    shard = data / "data-00.tfrecords"
+    shard.write_bytes(shard.read_bytes()[:-40])
+    with pytest.raises(ShardError, match=r"data-00\.tfrecords"):
+        decode_shards(data)
