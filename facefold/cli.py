@@ -17,10 +17,15 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that trains: preset, TOML file, common overrides."""
+def _add_config_args(parser: argparse.ArgumentParser, preset: bool = True) -> None:
+    """Options shared by every command that trains: preset, TOML file, common overrides.
+
+    ``preset=False`` leaves out ``--preset`` (for commands that take several presets).
+    """
     group = parser.add_argument_group("model and training (defaults < preset < --config < flags)")
-    group.add_argument("--preset", help="registered preset (see `facefold presets`); default seed")
+    if preset:
+        group.add_argument("--preset", help="registered preset (see `facefold presets`); "
+                           "default seed")
     group.add_argument("--config", type=Path, help="TOML file with [model]/[augment]/[train]")
     group.add_argument("--steps", type=int, help="training steps (seed preset: 8000)")
     group.add_argument("--eval-every", type=int, help="evaluate and checkpoint every N steps")
@@ -33,9 +38,8 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _config_from_args(args: argparse.Namespace):
-    from facefold.config import resolve_config
-
+def _train_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]] | None:
+    """The ``[train]`` flags given on the command line, as config overrides (None if none)."""
     train: dict[str, Any] = {}
     for flag, key in (
         ("steps", "steps"), ("eval_every", "eval_every"), ("batch_size", "batch_size"),
@@ -43,7 +47,13 @@ def _config_from_args(args: argparse.Namespace):
     ):
         if getattr(args, flag) is not None:
             train[key] = getattr(args, flag)
-    return resolve_config(args.preset, args.config, {"train": train} if train else None)
+    return {"train": train} if train else None
+
+
+def _config_from_args(args: argparse.Namespace):
+    from facefold.config import resolve_config
+
+    return resolve_config(args.preset, args.config, _train_overrides(args))
 
 
 def _cmd_dataset_build(args: argparse.Namespace) -> None:
@@ -75,10 +85,43 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_cv(args: argparse.Namespace) -> None:
     from facefold.evaluate.cv import run_cv
     from facefold.report import save_cv_report
+    from facefold.report.errors import save_error_report
 
     result = run_cv(args.data, _config_from_args(args), args.out, args.folds)
     print(save_cv_report(result, args.out))
     print(f"Wrote {Path(args.out) / 'accuracy.csv'} and {Path(args.out) / 'accuracy.png'}")
+    print(save_error_report(args.out))
+
+
+def _cmd_experiment(args: argparse.Namespace) -> None:
+    from facefold.evaluate.experiment import run_experiment
+    from facefold.report.errors import save_error_report
+
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    result = run_experiment(args.data, presets, args.out, args.folds, _train_overrides(args),
+                            args.config)
+    for summary in result.summaries:  # per preset: per_person.csv, confusion.png, errors.png
+        save_error_report(Path(args.out) / summary.preset)
+    print(f"Error analysis of each preset in {Path(args.out)}/<preset>/ "
+          "(per_person.csv, confusion.png, errors.png)")
+
+
+def _cmd_analyze_sparsity(args: argparse.Namespace) -> None:
+    from facefold.report.sparsity import analyze_sparsity
+
+    print(analyze_sparsity(args.runs, args.out))
+
+
+def _cmd_analyze_errors(args: argparse.Namespace) -> None:
+    from facefold.report.errors import save_error_report
+
+    print(save_error_report(args.folder, args.out))
+
+
+def _cmd_analyze_activations(args: argparse.Namespace) -> None:
+    from facefold.report.activations import analyze_activations, format_activations
+
+    print(format_activations(analyze_activations(args.run, args.image, args.out)))
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -92,6 +135,18 @@ def _cmd_presets(args: argparse.Namespace) -> None:
 
     for name in list_presets():
         print(f"{name:10s} {describe_preset(name)}")
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from facefold.bench import format_bench, run_bench
+    from facefold.train.trainer import write_json_atomic
+
+    result = run_bench(args.preset, args.precision, args.size, args.batch, args.steps,
+                       args.warmup, args.data, args.threads)
+    print(format_bench(result))
+    if args.json:
+        write_json_atomic(args.json, result)
+        print(f"Wrote {args.json}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,12 +188,61 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(cv)
     cv.set_defaults(func=_cmd_cv)
 
+    experiment = commands.add_parser(
+        "experiment", help="cross-validate several presets and compare them with seed"
+    )
+    experiment.add_argument("data", type=Path)
+    experiment.add_argument("--presets", required=True,
+                            help="comma-separated presets, e.g. seed,reduced,grayscale,size64 "
+                            "(seed, the baseline, is always added)")
+    experiment.add_argument("--folds", default="0", help="'all', or held-out shards, e.g. 0 "
+                            "(default 0; significance over folds needs at least 2)")
+    experiment.add_argument("--out", type=Path, required=True,
+                            help="output folder: one CV folder per preset (resumes if present)")
+    _add_config_args(experiment, preset=False)
+    experiment.set_defaults(func=_cmd_experiment)
+
+    analyze = commands.add_parser("analyze", help="look inside trained runs")
+    analyze_commands = analyze.add_subparsers(dest="analyze_command", required=True)
+    sparsity = analyze_commands.add_parser(
+        "sparsity", help="ReLU sparsity curves of runs; live units of the dense layers"
+    )
+    sparsity.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folder(s)")
+    sparsity.add_argument("--out", type=Path, help="PNG path (default FIRST_RUN/sparsity.png)")
+    sparsity.set_defaults(func=_cmd_analyze_sparsity)
+    activations = analyze_commands.add_parser(
+        "activations", help="every conv channel's output on one image; dead channels"
+    )
+    activations.add_argument("run", type=Path, help="run folder (its newest checkpoint is used)")
+    activations.add_argument("image", type=Path, help="a face picture (any format Pillow reads)")
+    activations.add_argument(
+        "--out", type=Path, help="output folder (default RUN/analysis/activations)"
+    )
+    activations.set_defaults(func=_cmd_analyze_activations)
+    errors = analyze_commands.add_parser(
+        "errors", help="per-person accuracy, confusion matrix and misclassified crops"
+    )
+    errors.add_argument("folder", type=Path, help="cv folder, experiment preset folder or run")
+    errors.add_argument("--out", type=Path, help="output folder (default FOLDER)")
+    errors.set_defaults(func=_cmd_analyze_errors)
+
     demo = commands.add_parser("demo", help="short cross-validation on SYNTHETIC faces")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.set_defaults(func=_cmd_demo)
 
     presets = commands.add_parser("presets", help="list the registered presets")
     presets.set_defaults(func=_cmd_presets)
+
+    bench = commands.add_parser("bench", help="time training, evaluation and prediction")
+    bench.add_argument("--preset", default="seed", help="registered preset (default seed)")
+    bench.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    bench.add_argument("--size", type=int, help="override model.input_size")
+    bench.add_argument("--batch", type=int, default=128, help="training batch size")
+    bench.add_argument("--steps", type=int, default=30, help="timed steps (after --warmup)")
+    bench.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    bench.add_argument("--data", type=Path, help="dataset folder (default: SYNTHETIC faces)")
+    bench.add_argument("--json", type=Path, help="also write the result as JSON")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 

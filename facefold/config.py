@@ -81,6 +81,9 @@ class TrainSpec:
     seed: int = 0
     precision: str = "auto"  # auto | float32 | bfloat16
     eval_batch_size: int = 256
+    # Measure the zero fraction of every ReLU output every N steps (0 = off);
+    # see facefold.train.sparsity. Monitoring only: it never changes training.
+    sparsity_every: int = 100
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,10 @@ def check_config(cfg: Config) -> None:
     _require(t.steps >= 0, f"train.steps must be >= 0, got {t.steps}")
     _require(t.eval_every >= 1, f"train.eval_every must be >= 1, got {t.eval_every}")
     _require(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+    _require(
+        t.sparsity_every >= 0,
+        f"train.sparsity_every must be >= 0 (0 = off), got {t.sparsity_every}",
+    )
     _require(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}")
     _require(
         t.precision in PRECISIONS,

@@ -143,7 +143,7 @@ def test_learnable_but_not_trivial(tmp_path):
     accuracy = float((dist.argmin(axis=1) == y[~train]).mean())
 
     chance = 1.0 / people
-    # Measured 0.68 for this seed (0.37–0.68 over seeds 0–4); chance is 0.17.
+    # Measured 0.57 for this seed (0.40–0.67 over seeds 0–4); chance is 0.17.
     assert accuracy > chance + 0.25, accuracy
     # A pixel template matcher must not be perfect: per-image variation matters.
     assert accuracy < 0.95, accuracy

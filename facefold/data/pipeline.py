@@ -13,6 +13,7 @@ Pixel values handed to the model are float32 in [0, 1]; see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,6 +169,31 @@ def augment(images: tf.Tensor, spec: AugmentSpec, crop: int, seed: tf.Tensor) ->
     return x
 
 
+def batch_maker(
+    split: Split, spec: AugmentSpec, crop: int, batch_size: int, seed: int
+) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """A function ``step -> (x, y)`` giving training batch ``step`` of a run.
+
+    ``x`` is (B, crop, crop, C) float32 in [0, 1], ``y`` (B,) int32. Batch ``s``
+    depends only on ``(seed, s)``, which is what makes resuming exact. The
+    images are copied into one tensor once, here.
+    """
+    num_images = len(split)
+    if batch_size > num_images:
+        raise ValueError(f"batch size {batch_size} exceeds the {num_images} training images")
+    images = tf.constant(split.images)
+    labels = tf.constant(split.labels)
+
+    def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        step = tf.cast(step, tf.int64)
+        index = _batch_indices(num_images, batch_size, seed, step)
+        jitter_seed = tf.stack([tf.constant(seed, tf.int64) + 1_000_003, step])
+        x = augment(tf.gather(images, index), spec, crop, jitter_seed)
+        return x, tf.gather(labels, index)
+
+    return make_batch
+
+
 def training_batches(
     split: Split,
     spec: AugmentSpec,
@@ -177,26 +203,14 @@ def training_batches(
     start_step: int,
     end_step: int,
 ) -> tf.data.Dataset:
-    """Batches ``start_step`` … ``end_step - 1`` of a training run: ``(x, y)`` pairs.
-
-    ``x`` is (B, crop, crop, C) float32 in [0, 1], ``y`` (B,) int32. Batch ``s``
-    depends only on ``(seed, s)``, which is what makes resuming exact.
-    """
-    num_images = len(split)
-    if batch_size > num_images:
-        raise ValueError(f"batch size {batch_size} exceeds the {num_images} training images")
-    images = tf.constant(split.images)
-    labels = tf.constant(split.labels)
-
-    def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        index = _batch_indices(num_images, batch_size, seed, step)
-        jitter_seed = tf.stack([tf.constant(seed, tf.int64) + 1_000_003, step])
-        x = augment(tf.gather(images, index), spec, crop, jitter_seed)
-        return x, tf.gather(labels, index)
-
+    """Batches ``start_step`` … ``end_step - 1`` of a training run (see :func:`batch_maker`)."""
     return (
         tf.data.Dataset.range(start_step, end_step)
-        .map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .map(
+            batch_maker(split, spec, crop, batch_size, seed),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
         .prefetch(tf.data.AUTOTUNE)
     )
 

@@ -5,7 +5,7 @@ Nothing here is a photograph of a real person and nothing is downloaded. Each
 eyebrows, nose, mouth, hair, maybe glasses or a beard); each image of that
 person redraws the same parameters with per-image nuisance variation (small
 pose change, expression, lighting, background, noise, hair jitter, glasses not
-always worn, sometimes a cap or an occluder).
+always worn, beard sometimes shaved, sometimes a cap or an occluder).
 The result is laid out like any facefold input folder::
 
     out_dir/synthetic_00/0000.png
@@ -162,15 +162,22 @@ def sample_identity(rng: np.random.Generator) -> FaceIdentity:
     wide enough that people look different, but continuous, so with enough people
     some pairs are close and the identification task stays non-trivial.
     """
-    # Skin: a point on a light → mid → dark tone ramp, then a little hue jitter.
+    # Skin: a point on a light → mid → dark tone ramp, a warm/cool undertone (red
+    # vs blue) and only a little free per-channel jitter, which would turn it green.
     tone = rng.uniform(0.0, 1.0)
     if tone < 0.5:
         base = _SKIN_LIGHT + (_SKIN_MID - _SKIN_LIGHT) * (tone / 0.5)
     else:
         base = _SKIN_MID + (_SKIN_DARK - _SKIN_MID) * ((tone - 0.5) / 0.5)
-    skin = _jitter(rng, base, 7.0)
+    undertone = rng.uniform(-8.0, 8.0)
+    skin = _jitter(rng, base + np.array([undertone, 0.0, -undertone]), 3.0)
 
-    hair = _jitter(rng, _HAIR_PALETTE[rng.integers(len(_HAIR_PALETTE))], 10.0)
+    # Hair: a palette colour blended part way towards another one (natural in-between
+    # shades such as dark blond or salt-and-pepper) instead of random channel noise.
+    first, second = rng.integers(len(_HAIR_PALETTE), size=2)
+    hair = _jitter(
+        rng, _mix(_HAIR_PALETTE[first], _HAIR_PALETTE[second], rng.uniform(0.0, 0.35)), 4.0
+    )
     iris = _jitter(rng, _IRIS_PALETTE[rng.integers(len(_IRIS_PALETTE))], 10.0)
     # Lips: the skin pulled towards a muted red, so they stay plausible on every tone.
     lip = _jitter(rng, _mix(skin, (165, 62, 70), rng.uniform(0.3, 0.55)), 6.0)
@@ -540,20 +547,24 @@ def render_face(identity: FaceIdentity, rng: np.random.Generator, size: int = 11
     Per-image variation: pose (rotation ±10°, shift, scale ±8 %), expression (mouth
     curve and opening, eye openness, gaze, brow raise), background, lighting
     (colour balance, brightness, contrast, a directional gradient, sometimes
-    greyscale), blur, pixel noise; hair colour/volume/hairline jitter, glasses
-    not always worn, sometimes a cap or a small occluder.
+    greyscale), blur, pixel noise; skin and hair colour, hair volume and hairline
+    jitter, glasses not always worn, beard sometimes shaved, sometimes a cap or a
+    small occluder.
     """
     size = _check_int("size", size, 16)
     px = size * SUPERSAMPLE
     # Hair and accessories change from day to day: small per-image changes of the
     # identity itself, so that they are strong but not perfectly reliable cues.
-    wears_glasses = rng.uniform() < (0.85 if identity.glasses else 0.06)
+    wears_glasses = rng.uniform() < (0.75 if identity.glasses else 0.08)
+    keeps_beard = rng.uniform() < 0.9
     ident = dataclasses.replace(
         identity,
-        hair=_jitter(rng, identity.hair, 10.0),
+        skin=_shade(identity.skin, rng.uniform(0.95, 1.05)),
+        hair=_jitter(rng, _shade(identity.hair, rng.uniform(0.8, 1.2)), 4.0),
         hairline=identity.hairline + rng.uniform(-0.02, 0.02),
         hair_volume=max(0.0, identity.hair_volume + rng.uniform(-0.015, 0.015)),
         glasses=bool(wears_glasses),
+        beard=identity.beard if keeps_beard else 0,
     )
 
     # Pose. Shift in canvas units: ±0.035 is ±4 px at 112.
@@ -601,14 +612,14 @@ def render_face(identity: FaceIdentity, rng: np.random.Generator, size: int = 11
     if ident.glasses:
         _draw_glasses(p, ident, ex_l, ex_r, ey, rx)
     # Sometimes a cap hides the hair, the strongest single cue.
-    if rng.uniform() < 0.1:
+    if rng.uniform() < 0.15:
         hat = tuple(int(v) for v in rng.integers(10, 245, 3))
         _draw_hat(p, ident, cx, cy, rx, ry, hat)
 
     # Occasionally something in front of the face (a hand, a cup, a sticker).
-    if rng.uniform() < 0.15:
-        ox, oy = rng.uniform(0.25, 0.75), rng.uniform(0.45, 0.95)
-        orx, ory = rng.uniform(0.06, 0.14, 2)
+    if rng.uniform() < 0.25:
+        ox, oy = rng.uniform(0.2, 0.8), rng.uniform(0.4, 0.95)
+        orx, ory = rng.uniform(0.06, 0.16, 2)
         colour = (
             _jitter(rng, ident.skin, 15)
             if rng.uniform() < 0.5
@@ -628,12 +639,15 @@ def render_face(identity: FaceIdentity, rng: np.random.Generator, size: int = 11
             )
 
     img = img.reduce(SUPERSAMPLE)
-    if rng.uniform() < 0.3:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0) * size / 112))
+    if rng.uniform() < 0.4:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.3) * size / 112))
 
     # Lighting in float: colour balance, contrast, brightness, directional gradient.
     arr = np.asarray(img, dtype=np.float32)
-    arr *= rng.uniform(0.87, 1.13, 3).astype(np.float32)
+    # White balance along the warm/cool axis (red vs blue) plus a slight green
+    # tint, like camera colour casts; independent channel gains make faces green.
+    warmth, tint = rng.uniform(-0.09, 0.09), rng.uniform(-0.03, 0.03)
+    arr *= np.array([1.0 + warmth, 1.0 + tint, 1.0 - warmth], dtype=np.float32)
     mean = arr.mean()
     arr = (arr - mean) * rng.uniform(0.7, 1.15) + mean
     arr *= rng.uniform(0.7, 1.25)
@@ -644,7 +658,7 @@ def render_face(identity: FaceIdentity, rng: np.random.Generator, size: int = 11
     if rng.uniform() < 0.08:
         # A few greyscale photos, as in real collections: colour is not always there.
         arr[:] = (arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
-    arr += rng.normal(0.0, rng.uniform(1.0, 7.0), arr.shape).astype(np.float32)
+    arr += rng.normal(0.0, rng.uniform(2.0, 10.0), arr.shape).astype(np.float32)
     return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
 
 

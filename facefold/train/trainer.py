@@ -8,6 +8,7 @@ A run folder holds everything needed to rebuild or continue the run::
     RUN/versions.json        library versions and machine
     RUN/checkpoints/step-NNNNNN.keras   model + optimizer at every evaluation
     RUN/metrics.jsonl        one JSON line per evaluation (step 0 included)
+    RUN/sparsity.jsonl       ReLU zero fractions every train.sparsity_every steps
     RUN/predictions.npz      held-out labels and probabilities at the last step
     RUN/tensorboard/         loss and accuracy curves for TensorBoard
 
@@ -43,6 +44,7 @@ from facefold.data.pipeline import (
 from facefold.data.records import atomic_path, read_labels, write_labels, write_text_atomic
 from facefold.models.cnn import build_model
 from facefold.train.precision import resolve_precision
+from facefold.train.sparsity import SparsityTracker
 
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
@@ -221,11 +223,14 @@ class Trainer:
             self.run_dir, _run_identity(self.data_dir, self.eval_shards, cfg), self.labels
         )
         model, start = self._model_at_latest_step()
+        writers = self._summary_writers()
+        sparsity = SparsityTracker(self.run_dir, model, cfg, self.train_split, writers["train"])
+        sparsity.resume(start)
         rows = [r for r in read_metrics(self.run_dir) if r["step"] <= start]
         if not rows or rows[-1]["step"] != start:
-            rows.append(self._evaluate(model, start, {}))
+            rows.append(sparsity.annotate(self._evaluate(model, start, {})))
         self._write_metrics(rows)
-        writers = self._summary_writers()
+        sparsity.save()
         schedule = [s for s in eval_steps(cfg.train.steps, cfg.train.eval_every) if s > start]
         for end in schedule:
             t0 = time.perf_counter()
@@ -238,11 +243,12 @@ class Trainer:
                 steps_per_epoch=end - start,
                 shuffle=False,  # order comes from the seeded pipeline
                 verbose=0,
-                callbacks=[_StopOnNaN(start)],
+                callbacks=[_StopOnNaN(start), *sparsity.callbacks(start)],
             )
             seconds_per_step = (time.perf_counter() - t0) / (end - start)
             train_logs = {k: float(v[-1]) for k, v in history.history.items()}
-            row = self._evaluate(model, end, train_logs, seconds_per_step)
+            row = sparsity.annotate(self._evaluate(model, end, train_logs, seconds_per_step))
+            sparsity.save()  # before the checkpoint: a resume never lacks rows up to it
             _save_checkpoint(model, self.run_dir, end)
             rows.append(row)
             self._write_metrics(rows)

@@ -1,0 +1,188 @@
+"""Sparsity of the ReLU outputs during training: the fraction of exact zeros per layer.
+
+The 2016 study logged ``tf.nn.zero_fraction`` of every ReLU output and chose
+the widths of its reduced model (96 and 128 dense units) from it. A
+:class:`SparsityTracker` does the same inside a training run:
+
+* **What**: for every conv layer ``conv1 … convN`` (ReLU fused, so the layer
+  output is post-ReLU) and every hidden dense layer ``fc1 … fcM``, the
+  fraction of the elements of its output that are exactly zero, over the whole
+  batch (every image, position and channel).
+* **When**: at every step ``s`` that is a multiple of ``train.sparsity_every``,
+  step 0 included; "step ``s``" means "after ``s`` updates", as for evaluations.
+* **On which data**: training batch ``s``, i.e. the batch the next update
+  trains on, seen by the weights as they are after ``s`` updates. That is what
+  the 2016 code logged (its summaries came from the forward pass of the
+  training step). Batch ``s`` is a pure function of ``(seed, s)`` (see
+  :func:`facefold.data.pipeline.training_batches`), so it is rebuilt here
+  exactly rather than intercepted from ``fit``.
+* **Where**: ``RUN/sparsity.jsonl`` (one line per measurement,
+  ``{"step": s, "conv1": f, …}``), TensorBoard scalars ``<layer>/sparsity``
+  on the train writer, and the latest measurement inside every evaluation row
+  of ``RUN/metrics.jsonl`` under ``"sparsity"``. A separate file keeps the
+  evaluation rows one per evaluation, as :func:`facefold.train.trainer.read_metrics`
+  and the cross-validation expect.
+
+Measuring is inference only (this model family has no dropout or batch norm,
+and the probe draws no random numbers), so it never changes training: a run
+resumed from a checkpoint still reproduces an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from facefold.config import Config
+from facefold.data.pipeline import Split, batch_maker
+from facefold.data.records import write_text_atomic
+from facefold.models.cnn import relu_layer_names
+
+SPARSITY_FILE = "sparsity.jsonl"
+
+
+def zero_fraction(x: tf.Tensor | np.ndarray) -> float:
+    """The fraction of the elements of ``x`` that are exactly zero (``tf.nn.zero_fraction``).
+
+    ``x`` is any tensor or array (any shape, any numeric dtype; ``-0.0``
+    counts as zero, NaN does not). Returns a float in [0, 1]; NaN for an
+    empty ``x``.
+    """
+    return float(tf.nn.zero_fraction(tf.convert_to_tensor(x)))
+
+
+def build_probe(model: keras.Model, names: Sequence[str] | None = None) -> keras.Model:
+    """A model from ``model``'s input to the outputs of the layers ``names``.
+
+    ``names`` defaults to every ReLU layer (:func:`facefold.models.cnn.relu_layer_names`).
+    The probe shares ``model``'s layers, so it always sees the current weights.
+    Calling it returns a list of tensors, one per name, in order.
+    """
+    names = list(names) if names is not None else relu_layer_names(model)
+    if not names:
+        raise ValueError(f"model {model.name!r} has no layers to probe")
+    outputs = [model.get_layer(name).output for name in names]
+    # model.input (not .inputs): a single-input model then takes a plain tensor, no warning.
+    return keras.Model(model.input, outputs, name=f"{model.name}_probe")
+
+
+class SparsityMeter:
+    """Zero fraction of every ReLU output of ``model`` on a batch: ``meter(x) -> {layer: f}``."""
+
+    def __init__(self, model: keras.Model, names: Sequence[str] | None = None) -> None:
+        self.names = list(names) if names is not None else relu_layer_names(model)
+        self.probe = build_probe(model, self.names)
+        # The fractions are computed in-graph: only one number per layer leaves
+        # the op, not the activations (128 x 96 x 96 x 32 floats for conv1).
+        self._fractions = tf.function(self._graph_fractions)
+
+    def _graph_fractions(self, x: tf.Tensor) -> list[tf.Tensor]:
+        outputs = tf.nest.flatten(self.probe(x, training=False))
+        return [tf.nn.zero_fraction(a) for a in outputs]  # the op behind zero_fraction()
+
+    def __call__(self, x: tf.Tensor | np.ndarray) -> dict[str, float]:
+        """``x``: a batch of crops (B, crop, crop, C) in [0, 1]. Returns ``{layer: fraction}``."""
+        fractions = self._fractions(tf.convert_to_tensor(x, tf.float32))
+        return {name: float(f) for name, f in zip(self.names, fractions, strict=True)}
+
+
+def read_sparsity(run_dir: str | Path) -> list[dict]:
+    """The rows of ``RUN/sparsity.jsonl`` in step order (empty if the file is absent)."""
+    path = Path(run_dir) / SPARSITY_FILE
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted(rows, key=lambda r: r["step"])
+
+
+class _MeasureEvery(keras.callbacks.Callback):
+    """Calls ``tracker.measure(step)`` after every update that lands on a sparsity step."""
+
+    def __init__(self, tracker: SparsityTracker, first_step: int) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self.first_step = first_step
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = self.first_step + batch + 1
+        if step % self.tracker.every == 0:
+            self.tracker.measure(step)
+
+
+class SparsityTracker:
+    """Sparsity bookkeeping of one training run; inert when ``train.sparsity_every`` is 0.
+
+    ``model`` is the model being trained, ``split`` its training images,
+    ``writer`` the TensorBoard writer for the train curves (or None). Use:
+    :meth:`resume` once at the start step, :meth:`callbacks` in every ``fit``,
+    :meth:`annotate` on every evaluation row and :meth:`save` before each
+    checkpoint.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        model: keras.Model,
+        config: Config,
+        split: Split,
+        writer: tf.summary.SummaryWriter | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.split = split
+        self.writer = writer
+        self.every = config.train.sparsity_every
+        self.meter = SparsityMeter(model) if self.every else None
+        # Batch s exactly as fit gets it: a pure function of (seed, s).
+        self.batch = batch_maker(
+            split, config.augment, config.model.crop_size, config.train.batch_size,
+            config.train.seed,
+        ) if self.every else None
+        self.rows: list[dict] = []
+
+    def resume(self, start: int) -> None:
+        """Keep the saved rows up to ``start`` and measure step ``start`` if it is due and missing.
+
+        Rows after the checkpoint being resumed are dropped: they are measured again.
+        """
+        if not self.every:
+            return
+        self.rows = [r for r in read_sparsity(self.run_dir) if r["step"] <= start]
+        if start % self.every == 0 and (not self.rows or self.rows[-1]["step"] != start):
+            self.measure(start)
+
+    def measure(self, step: int) -> dict:
+        """Measure the current model on training batch ``step``; record and return the row."""
+        assert self.meter is not None, "sparsity tracking is off (train.sparsity_every = 0)"
+        images, _ = self.batch(tf.constant(step, tf.int64))
+        row = {"step": step, **self.meter(images)}
+        self.rows.append(row)
+        if self.writer is not None:
+            with self.writer.as_default(step=step):
+                for name in self.meter.names:
+                    tf.summary.scalar(f"{name}/sparsity", row[name])
+            self.writer.flush()
+        return row
+
+    def callbacks(self, first_step: int) -> list[keras.callbacks.Callback]:
+        """Keras callbacks for a ``fit`` whose first batch is step ``first_step``."""
+        return [_MeasureEvery(self, first_step)] if self.every else []
+
+    def annotate(self, row: dict) -> dict:
+        """Add the latest measurement at or before ``row["step"]`` to an evaluation row."""
+        done = [r for r in self.rows if r["step"] <= row["step"]]
+        if done:
+            row["sparsity"] = dict(done[-1])
+        return row
+
+    def save(self) -> None:
+        """Write ``RUN/sparsity.jsonl`` atomically (nothing when tracking is off)."""
+        if self.every:
+            write_text_atomic(
+                self.run_dir / SPARSITY_FILE, "".join(json.dumps(r) + "\n" for r in self.rows)
+            )

@@ -1,0 +1,176 @@
+"""The benchmark: analytic FLOP counts against hand counts, a tiny timed run, precision choice."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from facefold.bench import count_training_flops, cpu_model, format_bench, run_bench
+from facefold.cli import main
+from facefold.config import ModelSpec
+from facefold.models.presets import get_preset
+from facefold.train.precision import resolve_precision
+
+SEED = get_preset("seed").model
+
+
+def _seed_forward_by_hand(classes: int) -> int:
+    """Forward FLOPs per image of the seed model, written out layer by layer."""
+    conv = (
+        2 * 9 * 3 * 32 * 96 * 96  # conv1 at 96x96: 15,925,248
+        + 2 * 9 * 32 * 48 * 48 * 48  # conv2 at 48x48: 63,700,992
+        + 2 * 9 * 48 * 72 * 24 * 24  # conv3 at 24x24: 35,831,808
+        + 2 * 9 * 72 * 108 * 12 * 12  # conv4 at 12x12: 20,155,392
+    )
+    dense = 2 * 3888 * 1024 + 2 * 1024 * 256 + 2 * 256 * classes  # 3888 = 6*6*108
+    return conv + dense
+
+
+@pytest.mark.parametrize("classes", [18, 40])
+def test_seed_flops_equal_the_hand_count(classes: int) -> None:
+    flops = count_training_flops(SEED, classes, 128)
+    assert flops["forward_per_image"] == _seed_forward_by_hand(classes)
+    assert flops["train_step"] == 3 * 128 * _seed_forward_by_hand(classes)
+    assert flops["per_layer_forward"]["conv2"] == 63_700_992
+    assert flops["per_layer_forward"]["fc1"] == 7_962_624
+    # The issue's "about 55 GFLOP per training step" at batch 128.
+    assert flops["train_step"] == pytest.approx(55.34e9, rel=1e-3)
+
+
+def test_seed_flops_at_40_classes_exactly() -> None:
+    assert count_training_flops(SEED, 40, 128)["train_step"] == 55_342_399_488
+
+
+def test_flops_scale_linearly_with_batch() -> None:
+    one = count_training_flops(SEED, 40, 1)
+    assert one["train_step"] == 3 * one["forward_per_image"]
+    for batch in (2, 7, 128, 256):
+        flops = count_training_flops(SEED, 40, batch)
+        assert flops["train_step"] == batch * one["train_step"]
+        assert flops["per_layer_forward"] == one["per_layer_forward"]
+
+
+def test_size32_convs_cost_a_ninth_and_fc1_shrinks() -> None:
+    seed = count_training_flops(SEED, 40, 1)["per_layer_forward"]
+    small = count_training_flops(get_preset("size32").model, 40, 1)["per_layer_forward"]
+    assert small["conv1"] == 2 * 9 * 3 * 32 * 32 * 32
+    assert small["conv4"] == 2 * 9 * 72 * 108 * 4 * 4
+    for name in ("conv1", "conv2", "conv3", "conv4"):  # 96,48,24,12 -> 32,16,8,4
+        assert small[name] * 9 == seed[name]
+    assert small["fc1"] == 2 * (2 * 2 * 108) * 1024
+    assert (small["fc2"], small["logits"]) == (seed["fc2"], seed["logits"])
+
+
+def test_reduced_preset_by_hand() -> None:
+    layers = count_training_flops(get_preset("reduced").model, 21, 1)["per_layer_forward"]
+    assert layers == {
+        "conv1": 2 * 9 * 3 * 32 * 96 * 96,
+        "conv2": 2 * 9 * 32 * 48 * 48 * 48,
+        "conv3": 2 * 9 * 48 * 72 * 24 * 24,
+        "conv4": 2 * 9 * 72 * 72 * 12 * 12,
+        "fc1": 2 * (6 * 6 * 72) * 96,
+        "fc2": 2 * 96 * 128,
+        "logits": 2 * 128 * 21,
+    }
+
+
+def test_odd_sizes_pool_with_ceiling() -> None:
+    """SAME max-pooling with stride 2 rounds up: 80 -> 40 -> 20 -> 10 -> 5, 45 -> 23."""
+    layers = count_training_flops(ModelSpec(input_size=80), 2, 1)["per_layer_forward"]
+    assert layers["fc1"] == 2 * (5 * 5 * 108) * 1024
+    layers = count_training_flops(ModelSpec(conv_channels=(8,), input_size=45), 2, 1)
+    assert layers["per_layer_forward"]["fc1"] == 2 * (23 * 23 * 8) * 1024
+
+
+@pytest.mark.parametrize(("classes", "batch"), [(1, 8), (10, 0)])
+def test_flops_reject_bad_arguments(classes: int, batch: int) -> None:
+    with pytest.raises(ValueError, match="must be >= "):
+        count_training_flops(SEED, classes, batch)
+
+
+@pytest.fixture(scope="module")
+def tiny_bench() -> dict:
+    """One tiny benchmark run (seed net on 96 crops resized to 32, batch 8), shared by tests."""
+    return run_bench("size32", "float32", batch=8, steps=3, warmup=1, latency_calls=20,
+                     log=lambda _: None)
+
+
+def test_tiny_bench_gives_positive_finite_numbers(tiny_bench: dict) -> None:
+    measured = tiny_bench["measured"]
+    assert set(measured) == {
+        "compute_seconds_per_step", "compute_images_per_s", "pipeline_seconds_per_step",
+        "pipeline_images_per_s", "pipeline_over_compute", "eval_images_per_s",
+        "latency_median_ms", "latency_p95_ms", "gflops_per_s", "peak_memory_mb",
+    }
+    for name, value in measured.items():
+        assert math.isfinite(value) and value > 0, name
+    assert measured["latency_p95_ms"] >= measured["latency_median_ms"]
+    assert measured["compute_images_per_s"] == pytest.approx(
+        8 / measured["compute_seconds_per_step"]
+    )
+
+
+def test_tiny_bench_settings_flops_and_table(tiny_bench: dict) -> None:
+    settings = tiny_bench["settings"]
+    assert (settings["input_size"], settings["crop_size"], settings["batch"]) == (32, 96, 8)
+    assert settings["num_classes"] == 10 and settings["images"] >= 16
+    assert tiny_bench["flops"] == count_training_flops(get_preset("size32").model, 10, 8)
+    assert tiny_bench["machine"]["precision"] == "float32"
+    table = format_bench(tiny_bench)
+    for text in ("machine:", "precision: float32 (requested)", "GFLOP/s", "ms p95", "MB"):
+        assert text in table
+
+
+def test_bench_refuses_images_smaller_than_the_crop(tiny_dataset: Path) -> None:
+    with pytest.raises(ValueError, match="smaller than the model's 96px crop"):
+        run_bench("seed", "float32", batch=8, steps=1, warmup=1, data_dir=tiny_dataset,
+                  log=lambda _: None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "--steps", "0"], "steps, warmup and latency_calls must be >= 1"),
+        (["bench", "--size", "200"], "model.input_size must be between 8 and crop_size"),
+        (["bench", "--preset", "huge"], "unknown preset 'huge'"),
+    ],
+)
+def test_cli_bench_errors_are_one_line(
+    capsys: pytest.CaptureFixture, argv: list[str], message: str
+) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("facefold: error:") and message in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),
+        ({"avx2", "amx_bf16", "amx_tile"}, "bfloat16"),
+        ({"avx2", "avx512f", "fma"}, "float32"),
+        (set(), "float32"),
+    ],
+)
+def test_auto_precision_follows_cpu_flags(flags: set[str], expected: str) -> None:
+    precision, reason = resolve_precision("auto", flags=flags, gpu_bf16=False)
+    assert precision == expected
+    assert reason.startswith("auto:")
+
+
+def test_explicit_and_invalid_precision() -> None:
+    assert resolve_precision("float32", flags={"avx512_bf16"}, gpu_bf16=True) == (
+        "float32", "requested",
+    )
+    assert resolve_precision("bfloat16", flags=set(), gpu_bf16=False)[0] == "bfloat16"
+    with pytest.raises(ValueError, match="precision must be auto, float32 or bfloat16"):
+        resolve_precision("float16", flags=set(), gpu_bf16=False)
+
+
+def test_cpu_model_reads_cpuinfo(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t: avx2\n")
+    assert cpu_model(info) == "AMD EPYC 9R14"
+    assert cpu_model(tmp_path / "missing") == "unknown CPU"
