@@ -71,11 +71,11 @@ from facefold.data.pipeline import (
 from facefold.data.records import read_labels
 from facefold.data.synthetic import make_synthetic_faces
 from facefold.models.cnn import CONV_NAME, DENSE_NAME, build_model
-from facefold.train.precision import resolve_precision
+from facefold.train.precision import cpu_model, resolve_precision
 
 # The trainer's compile (optimizer, loss, metric, no XLA): the benchmark must time
 # exactly the step `facefold train` runs, so it reuses it rather than restating it.
-from facefold.train.trainer import Log, _compile
+from facefold.train.trainer import Log, compile_model
 
 TRAIN_PASSES = 3  # forward + input gradient + weight gradient
 SYNTHETIC_PEOPLE = 10
@@ -122,17 +122,6 @@ def count_training_flops(spec: ModelSpec, num_classes: int, batch: int) -> dict[
 
 
 # --------------------------------------------------------------------------- machine
-
-
-def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
-    """The CPU's marketing name from ``/proc/cpuinfo`` ("unknown CPU" when unreadable)."""
-    try:
-        for line in Path(cpuinfo).read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def machine_info(precision: str) -> dict[str, Any]:
@@ -341,7 +330,7 @@ def run_bench(
         source = Path(data_dir) if data_dir else _synthetic_dataset(Path(tmp), batch, log)
         split, num_classes = _load_data(source, cfg.model)
     model = build_model(cfg.model, num_classes, machine["precision"], cfg.train.seed)
-    _compile(model, cfg)
+    compile_model(model, cfg)
     flops = count_training_flops(cfg.model, num_classes, batch)
     measured = _measure(model, cfg, split, num_classes, steps, warmup, latency_calls, log)
     measured["gflops_per_s"] = flops["train_step"] / measured["compute_seconds_per_step"] / 1e9

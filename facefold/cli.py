@@ -56,12 +56,29 @@ def _config_from_args(args: argparse.Namespace):
     return resolve_config(args.preset, args.config, _train_overrides(args))
 
 
+def _add_executor_args(parser: argparse.ArgumentParser) -> None:
+    """Where the trials of cv/experiment run: locally one by one, or as parallel Ray tasks."""
+    group = parser.add_argument_group("execution")
+    group.add_argument("--executor", choices=["local", "ray"], default="local",
+                       help="local: one trial after another; ray: one Ray task per trial")
+    group.add_argument("--address", help="Ray address: none = embedded single-machine Ray, "
+                       "'auto' or ray://host:10001 = a cluster started with `ray start`")
+    group.add_argument("--cpus-per-trial", type=float, default=1)
+    group.add_argument("--gpus-per-trial", type=float, default=0)
+
+
+def _executor_from_args(args: argparse.Namespace):
+    from facefold.evaluate.executor import Executor
+
+    return Executor(args.executor, args.address, args.cpus_per_trial, args.gpus_per_trial)
+
+
 def _cmd_dataset_build(args: argparse.Namespace) -> None:
     from facefold.data.build import build_dataset
 
     build_dataset(
         args.src, args.out, shards=args.shards, per_class=args.per_class, size=args.size,
-        seed=args.seed, overwrite=args.overwrite,
+        seed=args.seed, overwrite=args.overwrite, near_duplicates=args.near_dup_distance,
     )
 
 
@@ -83,14 +100,19 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_cv(args: argparse.Namespace) -> None:
+    if args.unknown_people:  # open-set evaluation: see facefold.evaluate.openset
+        _cmd_cv_open_set(args)
+        return
     from facefold.evaluate.cv import run_cv
     from facefold.report import save_cv_report
     from facefold.report.errors import save_error_report
 
-    result = run_cv(args.data, _config_from_args(args), args.out, args.folds)
+    result = run_cv(args.data, _config_from_args(args), args.out, args.folds,
+                    executor=_executor_from_args(args))
     print(save_cv_report(result, args.out))
     print(f"Wrote {Path(args.out) / 'accuracy.csv'} and {Path(args.out) / 'accuracy.png'}")
     print(save_error_report(args.out))
+    _write_report([args.out], args.out)
 
 
 def _cmd_experiment(args: argparse.Namespace) -> None:
@@ -99,11 +121,23 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     result = run_experiment(args.data, presets, args.out, args.folds, _train_overrides(args),
-                            args.config)
+                            args.config, executor=_executor_from_args(args))
     for summary in result.summaries:  # per preset: per_person.csv, confusion.png, errors.png
         save_error_report(Path(args.out) / summary.preset)
     print(f"Error analysis of each preset in {Path(args.out)}/<preset>/ "
           "(per_person.csv, confusion.png, errors.png)")
+    _write_report([args.out], args.out)
+
+
+def _write_report(dirs: list[Path], out: Path) -> None:
+    from facefold.report.document import write_report
+
+    markdown, html = write_report(dirs, out)
+    print(f"Report: {markdown} and {html} (self-contained)")
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    _write_report(args.dirs, args.out or args.dirs[0])
 
 
 def _cmd_analyze_sparsity(args: argparse.Namespace) -> None:
@@ -149,6 +183,107 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         print(f"Wrote {args.json}")
 
 
+def _cmd_cv_open_set(args: argparse.Namespace) -> None:
+    from facefold.evaluate.cv import load_cv
+    from facefold.evaluate.openset import run_open_set_cv
+    from facefold.report import save_cv_report
+
+    if getattr(args, "executor", "local") != "local":
+        raise ValueError("--unknown-people runs its cases locally: leave out --executor")
+    result = run_open_set_cv(args.data, _config_from_args(args), args.out, args.folds,
+                             args.unknown_people, args.far)
+    print(save_cv_report(load_cv(args.out), args.out))
+    print(result.table())
+    print(f"Wrote {Path(args.out) / 'openset.json'}; each case-K/threshold.json is used by "
+          "`facefold predict`")
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    import json
+
+    from facefold.predict import Predictor, format_results, predict_files
+
+    predictor = Predictor.load(args.model)
+    results = predict_files(predictor, args.images, args.top_k, args.detect, args.threshold,
+                            args.score)
+    print(json.dumps(results, indent=2) if args.json else format_results(results))
+    if any(r["error"] for r in results):
+        raise SystemExit(1)
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from facefold.export import export_run
+
+    print(f"Wrote {export_run(args.run, args.format, args.out)} ({args.format})")
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from facefold.serve import require_server_packages, serve
+
+    try:
+        require_server_packages()  # the `serve` extra: say what to install, not a traceback
+    except RuntimeError as err:
+        raise SystemExit(f"facefold: error: {err}") from None
+    serve(args.model, args.host, args.port, args.max_upload_mb)
+
+
+def _add_recognize_commands(commands: argparse._SubParsersAction) -> None:
+    """``predict``, ``export`` and ``serve``: use a trained model."""
+    predict = commands.add_parser("predict", help="name the people in pictures")
+    predict.add_argument("model", type=Path, metavar="MODEL",
+                         help="run folder (e.g. OUT/case-0) or `facefold export` folder")
+    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    predict.add_argument("--top-k", type=int, default=5, help="names per face (default 5)")
+    predict.add_argument("--detect", action="store_true",
+                         help="find every face in each photo (else each picture is one crop)")
+    predict.add_argument("--json", action="store_true", help="print JSON")
+    predict.add_argument("--threshold", type=float,
+                         help="answer 'unknown' below this score (default: the model's own "
+                         "threshold.json, if any)")
+    predict.add_argument("--score", choices=["msp", "max_logit", "energy", "cosine"],
+                         help="open-set score the threshold applies to (default: the one in "
+                         "the model's threshold.json, else energy)")
+    predict.set_defaults(func=_cmd_predict)
+
+    export = commands.add_parser("export", help="bundle a run as a self-contained model")
+    export.add_argument("run", type=Path, metavar="RUN", help="run folder")
+    export.add_argument("--format", choices=["keras", "savedmodel", "tflite"], default="keras")
+    export.add_argument("--out", type=Path, required=True, help="new export folder")
+    export.set_defaults(func=_cmd_export)
+
+    serve = commands.add_parser("serve", help="web page and JSON API to recognize faces")
+    serve.add_argument("model", type=Path, metavar="MODEL", help="run folder or export folder")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-upload-mb", type=float, default=10,
+                       help="largest accepted upload (default 10 MB; larger -> HTTP 413)")
+    serve.set_defaults(func=_cmd_serve)
+
+
+def _cmd_faces_crop(args: argparse.Namespace) -> None:
+    from facefold.faces.crop import crop_faces
+
+    crop_faces(args.photos, args.out, args.size, args.multiple, args.min_score)
+
+
+def _add_faces_commands(commands: argparse._SubParsersAction) -> None:
+    """``faces crop``: aligned face crops from ordinary photos (needs facefold[faces])."""
+    faces = commands.add_parser("faces", help="find and align faces in photos")
+    faces_commands = faces.add_subparsers(dest="faces_command", required=True)
+    crop = faces_commands.add_parser(
+        "crop", help="photos -> aligned face crops, same folder layout (e.g. one per person)"
+    )
+    crop.add_argument("photos", type=Path, metavar="PHOTOS", help="folder of photos (recursive)")
+    crop.add_argument("out", type=Path, metavar="OUT", help="folder for the crops")
+    crop.add_argument("--size", type=int, default=112, help="crop side in pixels (default 112)")
+    crop.add_argument("--multiple", choices=["largest", "all"], default="largest",
+                      help="photos with several faces: keep the largest (default) or all")
+    crop.add_argument("--min-score", type=float, default=0.9,
+                      help="detector confidence needed to count as a face (default 0.9)")
+    crop.set_defaults(func=_cmd_faces_crop)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``facefold`` command."""
     parser = argparse.ArgumentParser(
@@ -168,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--size", type=int, default=112, help="crop side in pixels")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--overwrite", action="store_true", help="replace existing shards in OUT")
+    build.add_argument("--near-dup-distance", type=int, default=16, metavar="BITS",
+                       help="drop pictures whose 256-bit perceptual hash is within BITS of an "
+                       "earlier kept one (default 16; measured on face crops: edited copies "
+                       "mostly <= 16, other photos >= 20); 0 = off")
     build.set_defaults(func=_cmd_dataset_build)
     inspect = dataset_commands.add_parser("inspect", help="check shards, print counts, montage")
     inspect.add_argument("data", type=Path)
@@ -186,10 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--folds", default="all", help="'all' or held-out shards, e.g. 0,3")
     cv.add_argument("--out", type=Path, required=True, help="output folder (resumes if present)")
     _add_config_args(cv)
+    _add_executor_args(cv)
+    cv.add_argument("--unknown-people", type=int, default=0, metavar="K",
+                    help="open set: hold K people (chosen with --seed) out of training and "
+                    "measure how well the model answers 'unknown' for them")
+    cv.add_argument("--far", type=float, default=0.05,
+                    help="with --unknown-people: false-accept rate on unknowns for the threshold")
     cv.set_defaults(func=_cmd_cv)
 
     experiment = commands.add_parser(
-        "experiment", help="cross-validate several presets and compare them with seed"
+        "experiment", help="cross-validate several presets and compare them with seed",
+        allow_abbrev=False,  # `--preset` must not silently mean `--presets`
     )
     experiment.add_argument("data", type=Path)
     experiment.add_argument("--presets", required=True,
@@ -200,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--out", type=Path, required=True,
                             help="output folder: one CV folder per preset (resumes if present)")
     _add_config_args(experiment, preset=False)
+    _add_executor_args(experiment)
     experiment.set_defaults(func=_cmd_experiment)
 
     analyze = commands.add_parser("analyze", help="look inside trained runs")
@@ -226,6 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
     errors.add_argument("--out", type=Path, help="output folder (default FOLDER)")
     errors.set_defaults(func=_cmd_analyze_errors)
 
+    report = commands.add_parser(
+        "report", help="one Markdown + self-contained HTML report of cv/experiment folders"
+    )
+    report.add_argument("dirs", type=Path, nargs="+", metavar="DIR",
+                        help="`facefold cv` or `facefold experiment` output folder(s), one dataset")
+    report.add_argument("--out", type=Path, help="where report.md, report.html and "
+                        "report_assets/ go (default: the first DIR)")
+    report.set_defaults(func=_cmd_report)
+
     demo = commands.add_parser("demo", help="short cross-validation on SYNTHETIC faces")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.set_defaults(func=_cmd_demo)
@@ -243,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", type=Path, help="dataset folder (default: SYNTHETIC faces)")
     bench.add_argument("--json", type=Path, help="also write the result as JSON")
     bench.set_defaults(func=_cmd_bench)
+    _add_recognize_commands(commands)
+    _add_faces_commands(commands)
     return parser
 
 
@@ -260,7 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _set_threads(args.threads)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
+    # ModuleNotFoundError: an optional extra is missing; its message says what to install.
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError,
+            RuntimeError, ModuleNotFoundError) as err:
         print(f"facefold: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from facefold.bench import count_training_flops, cpu_model, format_bench, run_bench
+from facefold.bench import count_training_flops, format_bench, run_bench
 from facefold.cli import main
 from facefold.config import ModelSpec
 from facefold.models.presets import get_preset
-from facefold.train.precision import resolve_precision
+from facefold.train.precision import cpu_model, resolve_precision
 
 SEED = get_preset("seed").model
 

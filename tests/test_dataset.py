@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import noise_image, write_image, write_image_tree
-from PIL import Image
+from PIL import Image, ImageEnhance
 
-from facefold.data import records
+from facefold.cli import main
+from facefold.data import neardup, records
 from facefold.data.build import build_dataset
 from facefold.data.images import ImageError, encode_jpeg, file_sha256, load_rgb, square_crop
 from facefold.data.inspect import DatasetError, format_report, inspect_dataset
@@ -246,6 +247,7 @@ def test_overwrite_is_refused_then_replaces_stale_shards(source: Path, tmp_path:
         ({"shards": 4, "per_class": 3}, "per_class must be at least shards=4"),
         ({"size": 8}, "size must be at least 16"),
         ({"jpeg_quality": 0}, "jpeg_quality"),
+        ({"near_duplicates": -1}, r"near_duplicates must be in 0\.\.256 .*got -1"),
         ({"per_class": 15}, r"only 1 of 6 people .* bob 15, alice 14, carol 14"),
     ],
 )
@@ -350,6 +352,159 @@ def test_inspect_names_an_unbalanced_person(dataset: Path) -> None:
     assert "share" not in message  # moving is not copying
     for other in (0, 1, 3):
         assert f"(label {other}) is unbalanced" not in message
+
+
+# ---------------------------------------------------------------- near-duplicates
+
+
+def photo_like(rng: np.random.Generator, size: tuple[int, int] = (48, 48)) -> Image.Image:
+    """A random RGB picture with detail at every scale, as photos have.
+
+    Pixel noise would not do: re-compression changes it beyond recognition. Nor
+    would a plain blur: its perceptual hash rests on near-zero frequencies.
+    """
+    layers = [
+        np.asarray(
+            Image.fromarray(rng.integers(0, 256, (n, n, 3), dtype=np.uint8)).resize(
+                size, Image.Resampling.BICUBIC
+            ),
+            np.float64,
+        )
+        for n in (3, 6, 12, 24)
+    ]
+    return Image.fromarray(np.clip(sum(layers) / len(layers), 0, 255).astype(np.uint8))
+
+
+def edited(img: Image.Image) -> bytes:
+    """The picture brightened by 10 % and re-compressed as JPEG quality 80: a near-duplicate."""
+    return encode_jpeg(ImageEnhance.Brightness(img).enhance(1.1), quality=80)
+
+
+@pytest.fixture(scope="module")
+def near_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """alice, bob, carol x 6 photo-like PNGs, plus two edited copies:
+
+    - alice/zz_copy.jpg: of alice/00.png (same person: the copy goes)
+    - bob/zz_carol.jpg: of carol/03.png (two people: bob's copy is met first, carol/03.png goes)
+    """
+    src = tmp_path_factory.mktemp("near")
+    rng = np.random.default_rng(5)
+    for person in ("alice", "bob", "carol"):
+        (src / person).mkdir()
+        for i in range(6):
+            photo_like(rng).save(src / person / f"{i:02d}.png")
+    with Image.open(src / "alice" / "00.png") as img:
+        (src / "alice" / "zz_copy.jpg").write_bytes(edited(img))
+    with Image.open(src / "carol" / "03.png") as img:
+        (src / "bob" / "zz_carol.jpg").write_bytes(edited(img))
+    return src
+
+
+def test_near_duplicates_are_dropped_and_listed(near_source: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    manifest = build_dataset(
+        near_source, tmp_path / "ds", shards=2, per_class=5, size=SIZE, log=lines.append
+    )
+    assert manifest["near_dup_distance"] == neardup.DEFAULT_DISTANCE == 16
+    near = manifest["near_duplicates"]
+    assert [(n["file"], n["near"]) for n in near] == [
+        ("alice/zz_copy.jpg", "alice/00.png"),
+        ("carol/03.png", "bob/zz_carol.jpg"),
+    ]
+    assert all(0 <= n["distance"] <= 16 for n in near)
+    gone = {file_sha256(near_source / n["file"]) for n in near}
+    assert not gone & {r.source_sha256 for shard in read_all(tmp_path / "ds") for r in shard}
+    summary = "\n".join(lines)
+    assert "2 near-duplicates removed" in summary
+    assert "1 of them across two people, check the labels: carol/03.png ~ bob/zz_carol.jpg" in (
+        summary
+    )
+    report = inspect_dataset(tmp_path / "ds")
+    assert report.near_dup_distance == 16
+    assert "none within 16 of 256 bits" in format_report(report)
+
+
+def test_near_dup_distance_zero_keeps_them(near_source: Path, tmp_path: Path) -> None:
+    args = ["dataset", "build", str(near_source), "--shards", "2", "--per-class", "6",
+            "--size", str(SIZE)]
+    # carol keeps 5 distinct pictures with the check on, fewer than --per-class 6 ...
+    assert main([*args[:3], str(tmp_path / "on"), *args[3:]]) == 0
+    on = json.loads((tmp_path / "on" / records.MANIFEST_FILE).read_text())
+    assert [d["name"] for d in on["dropped_people"]] == ["carol"]
+    # ... and all 6 with it off: nothing is compared, nothing listed.
+    assert main([*args[:3], str(tmp_path / "off"), *args[3:], "--near-dup-distance", "0"]) == 0
+    off = json.loads((tmp_path / "off" / records.MANIFEST_FILE).read_text())
+    assert off["near_dup_distance"] == 0 and off["near_duplicates"] == []
+    assert off["people"] and not off["dropped_people"]
+    # inspect follows the manifest: the builder was told not to look, so neither does it.
+    assert inspect_dataset(tmp_path / "off").near_dup_distance == 0
+
+
+def test_inspect_names_near_duplicates_in_two_shards(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    pictures = [photo_like(rng, (64, 64)) for _ in range(3)]
+    jpegs = [encode_jpeg(p) for p in pictures]
+    copy = edited(pictures[1])  # other bytes, same picture to the eye
+    data = tmp_path / "ds"
+    data.mkdir()
+    records.write_shard(data / "data-00.tfrecords", [records.Record(0, jpegs[0]),
+                                                     records.Record(1, jpegs[1])])
+    records.write_shard(data / "data-01.tfrecords", [records.Record(0, jpegs[2]),
+                                                     records.Record(1, copy)])
+    records.write_labels(data, ["ann", "ben"])
+    message = problems_of(data)
+    assert "1 problem(s)" in message
+    assert (
+        "data-00.tfrecords record 1 ('ben') and data-01.tfrecords record 1 ('ben') are "
+        "near-duplicates (perceptual hash distance"
+    ) in message
+    assert "share" not in message  # not byte-identical: only the near-duplicate check sees it
+    assert inspect_dataset(data, near_dup_distance=0).total == 4  # 0 turns the check off
+
+
+def test_near_pairs_match_a_brute_force_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, (300, 4), dtype=np.uint64) << np.uint64(1)
+    hashes |= rng.integers(0, 2, (300, 4), dtype=np.uint64)  # all 64 bits random
+    for _ in range(25):  # plant copies with 0..24 bits flipped
+        i, j = rng.choice(300, 2, replace=False)
+        bits = np.unpackbits(hashes[i].view(np.uint8))
+        bits[rng.choice(256, rng.integers(0, 25), replace=False)] ^= 1
+        hashes[j] = np.packbits(bits).view(np.uint64)
+    monkeypatch.setattr(neardup, "_BLOCK_ELEMENTS", 1000)  # many small blocks
+    found = [tuple(p) for p in neardup.near_pairs(hashes, 16).tolist()]
+    brute = []
+    for i in range(300):
+        for j in range(i + 1, 300):
+            words = zip(hashes[i], hashes[j], strict=True)
+            distance = sum(int(a ^ b).bit_count() for a, b in words)
+            if distance <= 16:
+                brute.append((i, j, distance))
+    assert found == sorted(brute, key=lambda p: (p[1], p[0]))
+    assert len(found) >= 10
+
+
+def test_first_of_each_group_keeps_the_earliest() -> None:
+    def with_bits(*ranges: range) -> np.ndarray:
+        bits = np.zeros(256, np.uint8)
+        for r in ranges:
+            bits[r] = 1
+        return np.packbits(bits).view(np.uint64)
+
+    # a~b and b~c (10 bits) but a, c 20 apart; d is 4 from c and 16 from b.
+    a, b, c = with_bits(), with_bits(range(10)), with_bits(range(20))
+    d = with_bits(range(20), range(100, 104))
+    dropped = neardup.first_of_each_group(np.stack([a, b, c, d]), 16)
+    assert dropped == {1: (0, 10), 3: (2, 4)}  # b goes; c stays (b is gone); d goes, nearest c
+
+
+def test_near_pairs_of_10000_pictures_is_quick() -> None:
+    hashes = np.random.default_rng(1).integers(0, 2**63, (10_000, 4), dtype=np.uint64)
+    start = time.perf_counter()
+    pairs = neardup.near_pairs(hashes, 16)
+    seconds = time.perf_counter() - start
+    print(f"near_pairs: 10,000 hashes (50M pairs) in {seconds:.2f} s")
+    assert len(pairs) == 0 and seconds < 60
 
 
 # ---------------------------------------------------------------- real data

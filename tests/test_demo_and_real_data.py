@@ -35,3 +35,25 @@ def test_orl_short_run_beats_chance_by_far(tmp_path: Path) -> None:
     rows = train(data, config, tmp_path / "run", [0], log=lambda _: None)
     assert rows[-1]["eval_images"] == 80  # 40 people x 2 held-out images
     assert rows[-1]["eval_accuracy"] >= 0.5  # chance is 1/40 = 0.025
+
+
+def test_bfloat16_and_float32_end_within_two_points_on_orl(tmp_path: Path) -> None:
+    """Mixed bfloat16 must not cost accuracy: the same short ORL training in both precisions."""
+    orl = shared_dataset_path("orl")
+    data = tmp_path / "orl"
+    # 2 shards: 200 held-out images, so one image is half a point.
+    build_dataset(orl, data, shards=2, per_class=10, size=64, seed=1, log=lambda _: None)
+    final = {}
+    for precision in ("float32", "bfloat16"):
+        config = resolve_config(
+            "seed",
+            overrides={
+                "model": {"crop_size": 56, "input_size": 56},
+                "train": {"steps": 300, "eval_every": 300, "batch_size": 32,
+                          "precision": precision, "sparsity_every": 0},
+            },
+        )
+        rows = train(data, config, tmp_path / precision, [0], log=lambda _: None)
+        final[precision] = rows[-1]["eval_accuracy"]
+    assert final["float32"] > 0.5  # both learned (chance is 0.025) ...
+    assert abs(final["bfloat16"] - final["float32"]) <= 0.02  # ... to within 2 points

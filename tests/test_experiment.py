@@ -143,7 +143,7 @@ def test_cli_reuses_finished_runs_and_reports_one_fold(
             "--eval-every", "2", "--config", str(toml), "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "resuming from step-000004.keras" in printed and "step 4/4" not in printed  # no training
+    assert "[seed/case-1] complete, skipped" in printed and "step 4/4" not in printed  # no training
     assert sorted((out / "seed" / "case-1" / "checkpoints").iterdir()) == checkpoints
     rows = {r["preset"]: r for r in csv.DictReader((out / "comparison.csv").open())}
     assert rows["reduced"]["cases"] == "1"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 import facefold
-from facefold.data import records
+from facefold.data import neardup, records
 from facefold.data.images import ImageError, encode_jpeg, file_sha256, load_rgb, square_crop
 
 Log = Callable[[str], None]
@@ -37,6 +37,7 @@ class _Crop:
     file: str  # path relative to SRC, with "/" separators
     sha256: str  # of the source file's bytes
     jpeg: bytes
+    phash: np.ndarray | None = field(default=None, compare=False, repr=False)  # of the JPEG crop
 
 
 @dataclass
@@ -47,6 +48,7 @@ class _Scan:
     files: dict[str, int] = field(default_factory=dict)  # person -> files found
     skipped: list[dict[str, str]] = field(default_factory=list)
     duplicates: list[dict[str, str]] = field(default_factory=list)
+    near_duplicates: list[dict[str, Any]] = field(default_factory=list)
     bad_names: list[str] = field(default_factory=list)
 
 
@@ -60,6 +62,7 @@ def build_dataset(
     seed: int = 0,
     overwrite: bool = False,
     jpeg_quality: int = 95,
+    near_duplicates: int = neardup.DEFAULT_DISTANCE,
     log: Log = print,
 ) -> dict[str, Any]:
     """Turn ``SRC/<person>/<images>`` into a balanced, sharded dataset in ``out``.
@@ -70,7 +73,10 @@ def build_dataset(
     ``per_class // shards`` or one more of every person. Label indices are
     assigned at random (also from ``seed``). Unreadable files, exact duplicate
     files and people with too few pictures are left out and listed in the
-    summary and the manifest. ``manifest.json`` is written last: a folder
+    summary and the manifest. So are near-duplicates: a crop whose 256-bit
+    perceptual hash is at most ``near_duplicates`` bits from an earlier kept
+    crop anywhere in the tree (0 disables; the default 16 is explained in
+    :mod:`facefold.data.neardup`). ``manifest.json`` is written last: a folder
     without it is an interrupted build.
 
     Returns the manifest as a dict. Raises ``ValueError`` for a bad parameter
@@ -78,6 +84,7 @@ def build_dataset(
     already holds a dataset and ``overwrite`` is false.
     """
     _check_params(shards=shards, per_class=per_class, size=size, jpeg_quality=jpeg_quality)
+    near_duplicates = neardup.check_distance(near_duplicates)
     src, out = Path(src).resolve(), Path(out).resolve()
     if not src.is_dir():
         raise FileNotFoundError(f"source folder {src} does not exist")
@@ -91,7 +98,8 @@ def build_dataset(
 
     folders = _person_folders(src, exclude=out)
     log(f"scanning {len(folders)} person folders in {src}")
-    scan = _scan(src, folders, size=size, jpeg_quality=jpeg_quality)
+    scan = _scan(src, folders, size=size, jpeg_quality=jpeg_quality, near=near_duplicates)
+    _drop_near_duplicates(scan, near_duplicates)
     kept, dropped = _select_people(scan, per_class)
 
     rng = np.random.default_rng(seed)
@@ -112,11 +120,14 @@ def build_dataset(
         "per_class": per_class,
         "shards": shards,
         "jpeg_quality": jpeg_quality,
+        "near_dup_distance": near_duplicates,
+        "near_dup_hash": neardup.HASH_NAME,
         "people": people,
         "counts": counts,
         "shard_sha256": hashes,
         "skipped": scan.skipped,
         "duplicates": scan.duplicates,
+        "near_duplicates": scan.near_duplicates,
         "dropped_people": dropped,
     }
     records.write_text_atomic(out / records.MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
@@ -174,8 +185,13 @@ def _person_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
-def _scan(src: Path, folders: Sequence[Path], *, size: int, jpeg_quality: int) -> _Scan:
-    """Read, crop and encode every file; set aside unreadable files and duplicates.
+def _scan(
+    src: Path, folders: Sequence[Path], *, size: int, jpeg_quality: int, near: int
+) -> _Scan:
+    """Read, crop and encode every file; set aside unreadable files and exact duplicates.
+
+    With ``near`` > 0 each crop also gets its perceptual hash, for
+    :func:`_drop_near_duplicates`.
 
     Duplicates are looked for across the whole tree, not per person: the same
     picture filed under two names would be label noise and, once the two
@@ -193,8 +209,10 @@ def _scan(src: Path, folders: Sequence[Path], *, size: int, jpeg_quality: int) -
         scan.crops[folder.name] = []
         jobs.extend((folder.name, path) for path in files)
 
-    def work(path: Path) -> tuple[str, bytes | str]:
-        return _crop_file(path, size=size, jpeg_quality=jpeg_quality)
+    def work(path: Path) -> tuple[str, bytes | str, np.ndarray | None]:
+        sha, outcome = _crop_file(path, size=size, jpeg_quality=jpeg_quality)
+        readable = isinstance(outcome, bytes)
+        return sha, outcome, neardup.phash_jpeg(outcome) if near and readable else None
 
     # Pillow and hashlib release the GIL while decoding and hashing, so threads
     # give a real speed-up; map() keeps the sorted order, so results are deterministic.
@@ -203,7 +221,7 @@ def _scan(src: Path, folders: Sequence[Path], *, size: int, jpeg_quality: int) -
 
     first_file: dict[str, str] = {}  # source sha256 -> first file with those bytes
     first_crop: dict[bytes, str] = {}  # crop bytes -> first file giving that crop
-    for (person, path), (sha, outcome) in zip(jobs, results, strict=True):
+    for (person, path), (sha, outcome, phash) in zip(jobs, results, strict=True):
         rel = path.relative_to(src).as_posix()
         if sha in first_file:
             scan.duplicates.append(
@@ -221,8 +239,29 @@ def _scan(src: Path, folders: Sequence[Path], *, size: int, jpeg_quality: int) -
             )
         else:
             first_crop[outcome] = rel
-            scan.crops[person].append(_Crop(rel, sha, outcome))
+            scan.crops[person].append(_Crop(rel, sha, outcome, phash))
     return scan
+
+
+def _drop_near_duplicates(scan: _Scan, max_distance: int) -> None:
+    """Remove every crop within ``max_distance`` bits of an earlier kept crop, and record it.
+
+    Compared across the whole tree in scan order (person folders, then files,
+    by name), so the first picture of each group stays. A pair across two
+    people is kept in the record like any other: it is label noise or leakage
+    either way, and its two paths name both people.
+    """
+    order = [crop for crops in scan.crops.values() for crop in crops]
+    if not max_distance or len(order) < 2:
+        return
+    dropped = neardup.first_of_each_group(np.stack([c.phash for c in order]), max_distance)
+    for j, (i, distance) in sorted(dropped.items()):
+        scan.near_duplicates.append(
+            {"file": order[j].file, "near": order[i].file, "distance": distance}
+        )
+    gone = {order[j].file for j in dropped}
+    for person, crops in scan.crops.items():
+        scan.crops[person] = [c for c in crops if c.file not in gone]
 
 
 def _crop_file(path: Path, *, size: int, jpeg_quality: int) -> tuple[str, bytes | str]:
@@ -341,6 +380,20 @@ def _log_summary(log: Log, manifest: dict[str, Any], out: Path) -> None:
         log(f"{len(skipped)} files skipped ({shown}{'; …' if len(skipped) > _SHOWN else ''})")
     if manifest["duplicates"]:
         log(f"{len(manifest['duplicates'])} duplicates removed")
+    near = manifest["near_duplicates"]
+    if near:
+        across = [n for n in near if n["file"].split("/")[0] != n["near"].split("/")[0]]
+        line = (
+            f"{len(near)} near-duplicates removed (perceptual hash within "
+            f"{manifest['near_dup_distance']} of {neardup.HASH_BITS} bits of a kept picture)"
+        )
+        if across:
+            shown = "; ".join(f"{n['file']} ~ {n['near']}" for n in across[:_SHOWN])
+            line += (
+                f"; {len(across)} of them across two people, check the labels: "
+                f"{shown}{'; …' if len(across) > _SHOWN else ''}"
+            )
+        log(line)
     totals = ", ".join(
         f"{name.removesuffix('.tfrecords')} {sum(c)}"
         for name, c in zip(manifest["shard_sha256"], manifest["counts"], strict=True)

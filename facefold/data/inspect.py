@@ -2,8 +2,8 @@
 
 :func:`inspect_dataset` reads every record of every shard and collects all
 problems (corrupt files, schema, labels, undecodable images, imbalance
-between shards, images shared by two shards, disagreement with
-``manifest.json``) into one :class:`DatasetError`, so a user fixes them in
+between shards, images shared by two shards, near-duplicate images in two
+shards, disagreement with ``manifest.json``) into one :class:`DatasetError`, so a user fixes them in
 one go instead of one per run.
 """
 
@@ -16,11 +16,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from facefold.data import records
+from facefold.data import neardup, records
 from facefold.data.images import file_sha256
 
 # Per shard and kind of problem, how many records are named before "… and N more".
@@ -51,6 +52,7 @@ class InspectReport:
     total: int  # records in all shards
     image_sizes: dict[str, int]  # "WxH" -> number of images of that size
     manifest_checked: bool  # False when there is no manifest.json (e.g. a 2016 dataset)
+    near_dup_distance: int = 0  # pHash bits within which images in two shards fail; 0 = off
 
 
 @dataclass
@@ -63,13 +65,28 @@ class _Seen:
     example: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
 
+class _Hashed(NamedTuple):
+    """Where a perceptual hash came from, to name both records of a near-duplicate pair."""
+
+    shard: str
+    index: int
+    label: int
+    crop: str  # SHA-256 of the JPEG bytes
+    source: str  # SHA-256 of the source file, "" when unknown
+
+
 class _Inspector:
     """Collects counts, montage samples and problems while the shards are read."""
 
-    def __init__(self, data_dir: Path, labels: list[str], per_person: int) -> None:
+    def __init__(
+        self, data_dir: Path, labels: list[str], per_person: int, near_distance: int
+    ) -> None:
         self.data_dir = data_dir
         self.labels = labels
         self.per_person = per_person
+        self.near_distance = near_distance  # 0: no perceptual hashing at all
+        self.hashes: list[np.ndarray] = []  # one 256-bit pHash per good record …
+        self.hashed: list[_Hashed] = []  # … and where it came from
         self.problems: list[str] = []
         self.counts: dict[str, np.ndarray] = {}  # shard name -> per-label counts
         self.complete: set[str] = set()  # shards read to the end without ShardError
@@ -114,28 +131,37 @@ class _Inspector:
                 f"({records.LABELS_FILE} has {n} names)"
             )
             found.append(("label out of range", message))
-        problem = self._check_image(record.image_raw)
+        problem, phash = self._check_image(record.image_raw)
         if problem:
             found.append(("bad image", f"{where}: bad image: {problem}"))
         elif not found:
             bucket = self.samples.setdefault(record.label, [])
             if len(bucket) < self.per_person:
                 bucket.append(record.image_raw)
+            if phash is not None:
+                crop = sha256(record.image_raw).hexdigest()
+                self.hashes.append(phash)
+                self.hashed.append(_Hashed(shard, index, record.label, crop, record.source_sha256))
         self._note_shared(shard, index, record)
         return found
 
-    def _check_image(self, raw: bytes) -> str:
-        """Empty string when ``raw`` is a decodable JPEG, else what is wrong with it."""
+    def _check_image(self, raw: bytes) -> tuple[str, np.ndarray | None]:
+        """``("", pHash)`` when ``raw`` is a decodable JPEG, else ``(what is wrong, None)``.
+
+        The pHash is None when near-duplicates are not checked.
+        """
         try:
             with Image.open(io.BytesIO(raw)) as img:
                 img.load()  # decode every pixel: catches truncated data
                 kind, size = img.format, img.size
+                # Hashed from the pixels already decoded here: the builder hashes the same bytes.
+                phash = neardup.phash(img) if self.near_distance and kind == "JPEG" else None
         except Exception as err:  # Pillow raises many types for bad data
-            return f"image_raw does not decode ({type(err).__name__}: {err})"
+            return f"image_raw does not decode ({type(err).__name__}: {err})", None
         if kind != "JPEG":
-            return f"image_raw is {kind}, the schema asks for JPEG"
+            return f"image_raw is {kind}, the schema asks for JPEG", None
         self.sizes[f"{size[0]}x{size[1]}"] += 1
-        return ""
+        return "", phash
 
     def _note_shared(self, shard: str, index: int, record: records.Record) -> None:
         """Remember where this image was seen; count it if another shard already had it."""
@@ -160,6 +186,35 @@ class _Inspector:
                 f"{a} and {b} share {n} image(s) (e.g. {a} record {ia} = {b} record {ib}): "
                 "a picture in two shards leaks between cross-validation folds"
             )
+
+    def check_near_duplicates(self) -> None:
+        """One problem per near-duplicate pair in two shards (the first few; the rest counted).
+
+        Pairs that are the same picture are left to :meth:`check_shared`,
+        which already names them.
+        """
+        if not self.near_distance or len(self.hashes) < 2:
+            return
+        pairs = neardup.near_pairs(np.stack(self.hashes), self.near_distance)
+        leaks = [(i, j, d) for i, j, d in pairs.tolist() if self._leaks(i, j)]
+        for i, j, distance in leaks[:_NAMED_PER_KIND]:
+            a, b = self.hashed[i], self.hashed[j]
+            self.problems.append(
+                f"{a.shard} record {a.index} ('{self.labels[a.label]}') and {b.shard} record "
+                f"{b.index} ('{self.labels[b.label]}') are near-duplicates (perceptual hash "
+                f"distance {distance} ≤ {self.near_distance} of {neardup.HASH_BITS} bits): "
+                "one picture in two shards leaks between cross-validation folds"
+            )
+        if len(leaks) > _NAMED_PER_KIND:
+            self.problems.append(
+                f"… and {len(leaks) - _NAMED_PER_KIND} more near-duplicate pairs across shards"
+            )
+
+    def _leaks(self, i: int, j: int) -> bool:
+        """True when hashed records ``i`` and ``j`` are in two shards and not the same picture."""
+        a, b = self.hashed[i], self.hashed[j]
+        same_picture = a.crop == b.crop or (a.source != "" and a.source == b.source)
+        return a.shard != b.shard and not same_picture
 
     def check_balance(self) -> None:
         """Every person in every shard, with counts differing by at most one across shards."""
@@ -237,15 +292,23 @@ class _Inspector:
 
 
 def inspect_dataset(
-    data_dir: str | Path, montage: Path | None = None, per_person: int = 6
+    data_dir: str | Path,
+    montage: Path | None = None,
+    per_person: int = 6,
+    near_dup_distance: int | None = None,
 ) -> InspectReport:
     """Read every record of a dataset folder and check it is safe to train on.
 
     Checks CRCs and truncation, the record schema, that labels index
     ``labels.txt``, that every image decodes as JPEG, that each person's count
     differs by at most one across shards and no shard lacks a person, that no
-    picture sits in two shards, and (when ``manifest.json`` exists) shard
-    hashes and counts against it.
+    picture sits in two shards, not even as a near-duplicate, and (when
+    ``manifest.json`` exists) shard hashes and counts against it.
+
+    Near-duplicates are two records whose 256-bit perceptual hashes are at
+    most ``near_dup_distance`` bits apart; None takes the manifest's
+    ``near_dup_distance`` (the builder's setting), or 16 when there is none
+    (see :mod:`facefold.data.neardup`). 0 turns this check off.
 
     With ``montage``, also writes a PNG grid there: one row per person (at
     most 50), ``per_person`` crops each, name at the row start. It is written
@@ -261,10 +324,14 @@ def inspect_dataset(
     except (FileNotFoundError, ValueError) as err:
         raise DatasetError(data_dir, [str(err)]) from err
 
-    inspector = _Inspector(data_dir, labels, per_person)
+    if near_dup_distance is None:
+        near_dup_distance = _manifest_near_dup_distance(data_dir)
+    near_dup_distance = neardup.check_distance(near_dup_distance, "near_dup_distance")
+    inspector = _Inspector(data_dir, labels, per_person, near_dup_distance)
     for path in shard_paths:
         inspector.read_shard(path)
     inspector.check_shared()
+    inspector.check_near_duplicates()
     inspector.check_balance()
     manifest_checked = inspector.check_manifest(shard_paths)
 
@@ -282,7 +349,22 @@ def inspect_dataset(
         total=sum(map(sum, counts)),
         image_sizes=dict(inspector.sizes),
         manifest_checked=manifest_checked,
+        near_dup_distance=near_dup_distance,
     )
+
+
+def _manifest_near_dup_distance(data_dir: Path) -> int:
+    """The ``near_dup_distance`` the dataset was built with, else the default.
+
+    A missing or unreadable manifest falls back to the default here; the
+    manifest check reports it.
+    """
+    try:
+        manifest = json.loads((data_dir / records.MANIFEST_FILE).read_text(encoding="utf-8"))
+        distance = manifest["near_dup_distance"]
+        return neardup.check_distance(distance)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return neardup.DEFAULT_DISTANCE
 
 
 def write_montage(
@@ -332,6 +414,12 @@ def format_report(report: InspectReport) -> str:
         )
     people = " ".join(f"{i}={name}" for i, name in enumerate(report.labels))
     lines.append(textwrap.fill(f"people (label=name): {people}", width=100, break_long_words=False))
+    lines.append(
+        f"near-duplicates across shards: none within {report.near_dup_distance} of "
+        f"{neardup.HASH_BITS} bits of perceptual hash"
+        if report.near_dup_distance
+        else "near-duplicates across shards: not checked (near_dup_distance 0)"
+    )
     lines.append(
         f"{records.MANIFEST_FILE}: shard hashes and counts verified"
         if report.manifest_checked

@@ -1,8 +1,9 @@
 """K-fold cross-validation over the shards of a dataset: case k holds out shard k.
 
 Folds are data: :func:`parse_folds` turns ``"all"`` or ``"0,3"`` into shard
-indices, and each case is an ordinary training run in ``OUT/case-K``, so a
-killed cross-validation resumes where it stopped.
+indices, and each case is an ordinary training run (a
+:class:`~facefold.evaluate.executor.Trial`) in ``OUT/case-K``, so a killed
+cross-validation resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from facefold.config import Config
-from facefold.data.pipeline import decode_shards
 from facefold.data.records import list_shards
-from facefold.train.trainer import Log, read_metrics, train, write_json_atomic
+from facefold.evaluate.executor import LOCAL, Executor, Trial, run_trials
+from facefold.train.trainer import Log, read_metrics, write_json_atomic
 
 CASE_DIR = "case-{}"
 
@@ -79,29 +80,40 @@ def collect(out: str | Path, cases: Sequence[int]) -> CVResult:
     return CVResult(steps, list(cases), accuracy)
 
 
+def prepare_cv_dir(data_dir: str | Path, config: Config, out: Path, cases: list[int]) -> None:
+    """Create ``OUT`` and write ``OUT/cv.json`` (dataset, cases, config)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(
+        out / "cv.json",
+        {"data_dir": str(Path(data_dir).resolve()), "cases": cases, "config": config.to_dict()},
+    )
+
+
+def cv_trials(config: Config, out: Path, cases: Sequence[int], name: str = "") -> list[Trial]:
+    """One trial per case: train on every shard but k, evaluate on k, in ``OUT/case-k``."""
+    prefix = f"{name}/" if name else ""
+    return [Trial(f"{prefix}case-{k}", config, k, out / CASE_DIR.format(k)) for k in cases]
+
+
 def run_cv(
     data_dir: str | Path,
     config: Config,
     out: str | Path,
     folds: str | Sequence[int] | None = None,
     log: Log = print,
+    executor: Executor = LOCAL,
 ) -> CVResult:
     """Run case k (train on all shards but k, evaluate on k) for each fold; return the table.
 
     Writes ``OUT/case-K/`` run folders and ``OUT/cv.json``; the caller writes
-    the table and plots (see :mod:`facefold.report`).
+    the table and plots (see :mod:`facefold.report`). Complete cases are
+    skipped, interrupted ones resume. ``executor`` runs the cases locally one
+    after another, or as parallel Ray tasks.
     """
     out = Path(out)
     cases = parse_folds(folds, len(list_shards(data_dir)))
-    splits = decode_shards(data_dir, config.model.channels)  # decoded once for all folds
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
-        out / "cv.json",
-        {"data_dir": str(Path(data_dir).resolve()), "cases": cases, "config": config.to_dict()},
-    )
-    for k in cases:
-        log(f"=== Case #{k}: train on {len(splits) - 1} shards, evaluate on shard {k} ===")
-        train(data_dir, config, out / CASE_DIR.format(k), [k], splits=splits, log=log)
+    prepare_cv_dir(data_dir, config, out, cases)
+    run_trials(data_dir, cv_trials(config, out, cases), executor, log)
     return collect(out, cases)
 
 

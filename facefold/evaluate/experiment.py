@@ -28,8 +28,17 @@ import numpy as np
 import facefold.models.cnn  # noqa: F401  (registers the custom layer checkpoints need)
 from facefold.config import Config, resolve_config
 from facefold.data.records import list_shards, read_labels
-from facefold.evaluate.cv import CASE_DIR, CVResult, collect, load_cv, parse_folds, run_cv
+from facefold.evaluate.cv import (
+    CASE_DIR,
+    CVResult,
+    collect,
+    cv_trials,
+    load_cv,
+    parse_folds,
+    prepare_cv_dir,
+)
 from facefold.evaluate.errors import read_predictions
+from facefold.evaluate.executor import LOCAL, Executor, run_trials
 from facefold.evaluate.stats import mcnemar_test, paired_t_test
 from facefold.models.presets import describe_preset, list_presets
 from facefold.train.trainer import Log, latest_checkpoint, read_metrics, write_json_atomic
@@ -124,6 +133,7 @@ def run_experiment(
     overrides: dict[str, dict[str, Any]] | None = None,
     config_file: str | Path | None = None,
     log: Log = print,
+    executor: Executor = LOCAL,
 ) -> ExperimentResult:
     """Cross-validate each preset into ``OUT/<preset>/`` and compare them with ``seed``.
 
@@ -131,7 +141,8 @@ def run_experiment(
     same for every preset. Each preset's config is the preset < ``config_file``
     (its ``preset`` key is ignored) < ``overrides`` (``{"train": {"steps": 2000}}``).
     ``seed`` is added when missing. Unknown presets and folders holding other
-    runs are errors before any training. Writes ``OUT/comparison.csv`` and
+    runs are errors before any training. ``executor`` runs the (preset, fold)
+    trials locally one after another or as parallel Ray tasks. Writes ``OUT/comparison.csv`` and
     ``.png``, logs the table, and returns the result.
     """
     data_dir, out = Path(data_dir), Path(out)
@@ -146,9 +157,12 @@ def run_experiment(
         {"data_dir": str(data_dir.resolve()), "presets": names, "cases": cases,
          "overrides": overrides or {}, "config_file": str(config_file or "")},
     )
+    trials = []
     for name, config in configs.items():
-        log(f"##### Preset {name}: {describe_preset(name)} #####")
-        run_cv(data_dir, config, out / name, cases, log=log)
+        log(f"preset {name}: {describe_preset(name)}")
+        prepare_cv_dir(data_dir, config, out / name, cases)
+        trials += cv_trials(config, out / name, cases, name)
+    run_trials(data_dir, trials, executor, log)  # every (preset, fold) is one trial
     result = compare_presets(out, names)
     log(result.table)
     return result

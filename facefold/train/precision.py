@@ -1,4 +1,7 @@
-"""Choosing the numeric precision: bfloat16 where the hardware computes it natively."""
+"""Choosing the numeric precision: bfloat16 where the hardware computes it natively.
+
+Also what the CPU is (flags, model name), read from ``/proc/cpuinfo``.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,17 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
         if line.startswith(("flags", "Features")):
             return set(line.split(":", 1)[1].split())
     return set()
+
+
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's marketing name from ``/proc/cpuinfo`` ("unknown CPU" when unreadable)."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
 
 def gpu_supports_bfloat16() -> bool:

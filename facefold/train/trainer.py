@@ -23,10 +23,11 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import keras
 import numpy as np
@@ -43,7 +44,7 @@ from facefold.data.pipeline import (
 )
 from facefold.data.records import atomic_path, read_labels, write_labels, write_text_atomic
 from facefold.models.cnn import build_model
-from facefold.train.precision import resolve_precision
+from facefold.train.precision import cpu_model, resolve_precision
 from facefold.train.sparsity import SparsityTracker
 
 CHECKPOINT_DIR = "checkpoints"
@@ -71,6 +72,74 @@ class _StopOnNaN(keras.callbacks.Callback):
             )
 
 
+class ProgressLine(keras.callbacks.Callback):
+    """One terminal line redrawn in place during ``fit``: step/total, loss, eval accuracy, ETA.
+
+    ``first_step`` is the run's step when this ``fit`` starts, ``total`` its
+    last step, ``eval_accuracy`` the latest held-out accuracy (None: not yet).
+    It draws only when ``stream`` (default ``sys.stderr``) is a terminal or
+    ``force`` is set: in logs and tests the trainer's one line per evaluation
+    is the progress. At most one redraw per ``min_interval`` seconds.
+    """
+
+    def __init__(
+        self, name: str, first_step: int, total: int, eval_accuracy: float | None = None,
+        stream: TextIO | None = None, force: bool = False, min_interval: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.name, self.first_step, self.total = name, first_step, total
+        self.eval_accuracy = eval_accuracy
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = force or self.stream.isatty()
+        self.min_interval = min_interval
+        self._first: tuple[float, int] | None = None  # (time, step) after the first batch
+        self._drawn_at = -math.inf
+        self._width = 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if not self.enabled:
+            return
+        now, step = time.perf_counter(), self.first_step + batch + 1
+        if self._first is None:  # the first batch includes tracing: time from its end
+            self._first = (now, step)
+        if now - self._drawn_at < self.min_interval:
+            return
+        self._drawn_at = now
+        done = step - self._first[1]
+        rate = (now - self._first[0]) / done if done else None
+        self._write(self.render(step, float((logs or {}).get("loss", math.nan)), rate))
+
+    def render(self, step: int, loss: float, seconds_per_step: float | None) -> str:
+        """The line for ``step``; the time left is unknown (``?``) without ``seconds_per_step``."""
+        remaining = self.total - step
+        left = "?" if seconds_per_step is None else _duration(remaining * seconds_per_step)
+        accuracy = "-" if self.eval_accuracy is None else f"{self.eval_accuracy:.4f}"
+        return (f"[{self.name}] step {step}/{self.total} loss {loss:.3f} "
+                f"eval acc {accuracy} {left} left")
+
+    def clear(self) -> None:
+        """Blank the line, so the next log line (or an error) starts at column 0."""
+        if self._width:
+            self._write("")
+            self._width = 0
+
+    def _write(self, text: str) -> None:
+        # Pad over the previous, possibly longer line; "\r" returns to its start.
+        self.stream.write("\r" + text.ljust(self._width) + ("\r" if not text else ""))
+        self.stream.flush()
+        self._width = max(self._width, len(text))
+
+
+def _duration(seconds: float) -> str:
+    """``3h05m``, ``4m10s`` or ``12s``."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 def versions() -> dict[str, str]:
     """Library versions and machine, written into every run folder."""
     return {
@@ -79,8 +148,8 @@ def versions() -> dict[str, str]:
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "cpus": str(len(tf.config.list_physical_devices("CPU"))),
+        "machine": f"{cpu_model()} ({platform.machine()})",
+        "cpus": str(os.cpu_count()),
     }
 
 
@@ -118,13 +187,21 @@ def latest_checkpoint(run_dir: str | Path) -> tuple[int, Path] | None:
     return int(paths[-1].stem.split("-")[1]), paths[-1]
 
 
-def _run_identity(data_dir: Path, eval_shards: Sequence[int], config: Config) -> dict:
-    """What makes two runs the same run, in its JSON form (so it compares with run.json)."""
+def _run_identity(
+    data_dir: Path, eval_shards: Sequence[int], config: Config, people: list[str] | None = None
+) -> dict:
+    """What makes two runs the same run, in its JSON form (so it compares with run.json).
+
+    ``people`` (the label list of a run trained on a subset of the dataset's
+    people, see :mod:`facefold.evaluate.openset`) is part of the identity only when given.
+    """
     identity = {
         "data_dir": str(data_dir.resolve()),
         "eval_shards": list(eval_shards),
         "config": config.to_dict(),
     }
+    if people is not None:
+        identity["people"] = list(people)
     return json.loads(json.dumps(identity))
 
 
@@ -173,7 +250,8 @@ def _split_folds(splits: list[Split], eval_shards: Sequence[int]) -> tuple[Split
     return concat(train), concat([splits[k] for k in eval_shards])
 
 
-def _compile(model: keras.Model, config: Config) -> None:
+def compile_model(model: keras.Model, config: Config) -> None:
+    """Attach the training setup: Adam, cross-entropy on logits, accuracy (also used by bench)."""
     model.compile(
         optimizer=keras.optimizers.Adam(config.train.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -203,6 +281,7 @@ class Trainer:
         splits: list[Split] | None = None,
         log: Log = print,
         name: str = "",
+        people: Sequence[str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.config = config
@@ -210,7 +289,9 @@ class Trainer:
         self.eval_shards = list(eval_shards)
         self.log = log
         self.name = name or self.run_dir.name
-        self.labels = read_labels(self.data_dir)
+        # ``people``: the label list when ``splits`` hold a relabelled subset of the people.
+        self.people = list(people) if people is not None else None
+        self.labels = self.people or read_labels(self.data_dir)
         splits = splits if splits is not None else decode_shards(data_dir, config.model.channels)
         self.train_split, self.eval_split = _split_folds(splits, self.eval_shards)
         self.precision, why = resolve_precision(config.train.precision)
@@ -220,7 +301,8 @@ class Trainer:
         """Train to ``config.train.steps``, evaluating and checkpointing every ``eval_every``."""
         cfg = self.config
         _prepare_run_dir(
-            self.run_dir, _run_identity(self.data_dir, self.eval_shards, cfg), self.labels
+            self.run_dir, _run_identity(self.data_dir, self.eval_shards, cfg, self.people),
+            self.labels,
         )
         model, start = self._model_at_latest_step()
         writers = self._summary_writers()
@@ -234,17 +316,21 @@ class Trainer:
         schedule = [s for s in eval_steps(cfg.train.steps, cfg.train.eval_every) if s > start]
         for end in schedule:
             t0 = time.perf_counter()
-            history = model.fit(
-                training_batches(
-                    self.train_split, cfg.augment, cfg.model.crop_size,
-                    cfg.train.batch_size, cfg.train.seed, start, end,
-                ),
-                epochs=1,
-                steps_per_epoch=end - start,
-                shuffle=False,  # order comes from the seeded pipeline
-                verbose=0,
-                callbacks=[_StopOnNaN(start), *sparsity.callbacks(start)],
-            )
+            progress = ProgressLine(self.name, start, cfg.train.steps, rows[-1]["eval_accuracy"])
+            try:
+                history = model.fit(
+                    training_batches(
+                        self.train_split, cfg.augment, cfg.model.crop_size,
+                        cfg.train.batch_size, cfg.train.seed, start, end,
+                    ),
+                    epochs=1,
+                    steps_per_epoch=end - start,
+                    shuffle=False,  # order comes from the seeded pipeline
+                    verbose=0,
+                    callbacks=[_StopOnNaN(start), *sparsity.callbacks(start), progress],
+                )
+            finally:
+                progress.clear()  # the log line, or an error message, starts on a clean line
             seconds_per_step = (time.perf_counter() - t0) / (end - start)
             train_logs = {k: float(v[-1]) for k, v in history.history.items()}
             row = sparsity.annotate(self._evaluate(model, end, train_logs, seconds_per_step))
@@ -267,7 +353,7 @@ class Trainer:
         model = build_model(
             self.config.model, len(self.labels), self.precision, self.config.train.seed
         )
-        _compile(model, self.config)
+        compile_model(model, self.config)
         _save_checkpoint(model, self.run_dir, 0)
         return model, 0
 
@@ -342,10 +428,13 @@ def train(
     eval_shards: Sequence[int] = (0,),
     splits: list[Split] | None = None,
     log: Log = print,
+    people: Sequence[str] | None = None,
 ) -> list[dict]:
     """Train on all shards but ``eval_shards``, evaluate on those; return the metrics rows.
 
     ``splits`` are pre-decoded shards (from :func:`decode_shards`) to share
-    between folds; by default the shards are decoded here.
+    between folds; by default the shards are decoded here. ``people`` is the
+    label list (index = label) when ``splits`` were relabelled to a subset of
+    the dataset's people; by default it is the dataset's ``labels.txt``.
     """
-    return Trainer(data_dir, config, out, eval_shards, splits, log).run()
+    return Trainer(data_dir, config, out, eval_shards, splits, log, people=people).run()

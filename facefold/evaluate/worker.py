@@ -1,0 +1,71 @@
+"""The part of the Ray executor that runs on a worker node.
+
+This module imports nothing heavy at import time, so that a node without
+TensorFlow (or without facefold's dependencies) fails with a message that
+says so, instead of an unpickling error.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+
+def run_files(run_dir: Path) -> dict[str, bytes]:
+    """Every file of a run folder, by path relative to it (empty when it does not exist)."""
+    if not run_dir.is_dir():
+        return {}
+    return {
+        str(p.relative_to(run_dir)): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def _set_data_dir(files: dict[str, bytes], data_dir: str) -> None:
+    """Point the run identity at ``data_dir`` (the worker's copy, or the driver's folder)."""
+    if "run.json" in files:
+        identity = json.loads(files["run.json"])
+        identity["data_dir"] = data_dir
+        files["run.json"] = (json.dumps(identity, indent=2) + "\n").encode()
+
+
+def train_in_worker(
+    dataset: dict[str, bytes], config: dict, fold: int, existing: dict[str, bytes], driver_data: str
+) -> dict[str, bytes]:
+    """Train one trial in a temporary folder of this process and return the run folder's files.
+
+    Runs inside a Ray worker (or anywhere: it needs no shared file system).
+    ``dataset`` holds the dataset folder's files, ``config`` a
+    :meth:`~facefold.config.Config.to_dict`, ``existing`` the files the driver
+    already has for this run (so an interrupted trial resumes). The returned
+    ``run.json`` names ``driver_data`` as the dataset.
+    """
+    try:
+        from facefold.config import Config
+        from facefold.train.trainer import train
+    except ImportError as err:
+        raise RuntimeError(
+            f"Ray worker on node {socket.gethostname()} cannot import TensorFlow/facefold "
+            f"({err}); install facefold with the same versions on every node of the cluster"
+        ) from err
+    work = Path(tempfile.mkdtemp(prefix="facefold-trial-"))
+    try:
+        data_dir, run_dir = work / "data", work / "run"
+        data_dir.mkdir()
+        for name, content in dataset.items():
+            (data_dir / name).write_bytes(content)
+        existing = dict(existing)
+        _set_data_dir(existing, str(data_dir.resolve()))
+        for name, content in existing.items():
+            (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            (run_dir / name).write_bytes(content)
+        train(data_dir, Config.from_dict(config), run_dir, [fold], log=print)
+        files = run_files(run_dir)
+        _set_data_dir(files, driver_data)
+        return files
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,129 @@
+"""``facefold export RUN --format keras|savedmodel|tflite --out DIR``: a self-contained model.
+
+An export folder holds::
+
+    DIR/export.json     labels, image size, crop size, channels, threshold, versions
+    DIR/model.keras | DIR/savedmodel/ | DIR/model.tflite    the inference model
+    DIR/centroids.npy   per-person mean features (when the run has them: open-set runs)
+
+**Input** of every format: ``image``, uint8, shape ``(N, image_size,
+image_size, channels)`` — the *whole* square face image as stored in the
+dataset (RGB, or gray for ``channels = 1``), i.e. a face photo resized so the
+shorter side is ``image_size`` and centre-cropped to a square. The model cuts
+the central ``crop_size`` window itself, scales it to [0, 1], resizes and
+standardizes it, so no preprocessing besides the square resize is needed.
+
+**Outputs**: ``logits`` float32 (N, classes), class ``i`` = ``labels[i]``
+(softmax gives probabilities), and ``features`` float32 (N, D), the input of
+the logits layer, for the ``cosine`` open-set score.
+
+**Unknown people**: ``threshold`` in ``export.json`` (or null) is
+``{"score": name, "threshold": t, "thresholds": {score: t, ...}}``; a face
+is unknown when its score is below ``t`` (see :mod:`facefold.evaluate.openset`).
+
+The network is exported in float32 whatever precision it trained in. The
+``.keras`` file needs facefold importable (its custom layers); SavedModel and
+TFLite need only TensorFlow (TFLite through ``tf.lite.Interpreter``; Flex ops
+are allowed for the antialiased resize of the ``sizeNN`` presets).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import facefold
+from facefold.evaluate.openset import CENTROIDS_FILE
+from facefold.predict import EXPORT_FILE, EXPORT_FORMAT, MODEL_FILES, Predictor
+from facefold.train.trainer import write_json_atomic
+
+FORMATS = tuple(MODEL_FILES)
+
+
+def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
+    """Export the newest checkpoint of ``run_dir`` as ``fmt`` into the new folder ``out``.
+
+    The folder is written under a temporary name and renamed when complete.
+    Raises ``ValueError`` for an unknown format or a folder that is not a run,
+    ``FileExistsError`` when ``out`` exists and is not empty. Returns ``out``.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not empty: choose a new export folder")
+    predictor = Predictor.load(run_dir)
+    if predictor.info.kind != "run" or predictor.keras_model is None:
+        raise ValueError(f"{run_dir} is an export already: export from a run folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        _write_model(predictor.keras_model, fmt, tmp / MODEL_FILES[fmt])
+        if predictor.info.centroids is not None:
+            np.save(tmp / CENTROIDS_FILE, predictor.info.centroids)
+        write_json_atomic(tmp / EXPORT_FILE, export_info(predictor, fmt))
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def export_info(predictor: Predictor, fmt: str) -> dict:
+    """The ``export.json`` of an export of ``predictor`` (a run) in format ``fmt``."""
+    info = predictor.info
+    shape = [None, info.image_size, info.image_size, info.channels]
+    return {
+        "export_format": EXPORT_FORMAT,
+        "facefold_version": facefold.__version__,
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "format": fmt,
+        "model_file": MODEL_FILES[fmt],
+        "labels": info.labels,
+        "image_size": info.image_size,
+        "crop_size": info.crop_size,
+        "channels": info.channels,
+        "input": {
+            "name": "image", "dtype": "uint8", "shape": shape,
+            "meaning": "the whole square face image (shorter side resized to image_size, "
+                       "centre square); the model takes the central crop_size window itself",
+        },
+        "outputs": {
+            "logits": "float32 (N, classes); softmax gives the probabilities of labels",
+            "features": "float32 (N, D), input of the logits layer (cosine open-set score)",
+        },
+        "threshold": info.threshold,
+        "centroids_file": CENTROIDS_FILE if info.centroids is not None else None,
+        "source_run": str(info.source.resolve()),
+        "step": info.step,
+    }
+
+
+def _write_model(model: keras.Model, fmt: str, path: Path) -> None:
+    """Save the inference model in ``fmt`` at ``path``."""
+    if fmt == "keras":
+        model.save(path)
+    elif fmt == "savedmodel":
+        model.export(str(path), format="tf_saved_model", verbose=False)
+    else:
+        path.write_bytes(_tflite_bytes(model))
+
+
+def _tflite_bytes(model: keras.Model) -> bytes:
+    """Convert through a temporary SavedModel, which keeps the named signature."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model.export(tmp, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+            tf.lite.OpsSet.SELECT_TF_OPS,  # only the antialiased resize needs a Flex op
+        ]
+        return converter.convert()

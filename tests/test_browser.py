@@ -1,0 +1,144 @@
+"""End to end in a real headless Chromium: upload a photo on the page, read the names it draws.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium``
+package; skips cleanly without them. The server runs in a thread on a free
+localhost port. The screenshot is written to ``$FACEFOLD_SCREENSHOT`` when set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATASETS, make_tiny_dataset, tiny_config
+from PIL import Image
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+if not (CHROMIUM and CHROMEDRIVER):
+    pytest.skip("chromium and chromedriver are not installed "
+                "(apt-get install chromium chromium-driver)", allow_module_level=True)
+pytest.importorskip("selenium", reason="selenium is not installed (the dev extra)")
+pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from facefold.predict import Predictor, load_detector  # noqa: E402
+from facefold.serve import create_app  # noqa: E402
+from facefold.train.trainer import train  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
+    root = tmp_path_factory.mktemp("browser")
+    data = make_tiny_dataset(root / "data")
+    train(data, tiny_config(steps=20, eval_every=20, sparsity_every=0), root / "run", [0],
+          log=lambda _: None)
+    return Predictor.load(root / "run")
+
+
+@pytest.fixture(scope="module")
+def server(predictor: Predictor) -> Iterator[str]:
+    """The app served by uvicorn in a thread; yields its URL."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(create_app(predictor), host="127.0.0.1", port=port,
+                            log_level="warning")
+    instance = uvicorn.Server(config)
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not instance.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    instance.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                 f"--user-data-dir={profile}", "--window-size=1000,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def test_photo(tmp_path: Path) -> Path:
+    """A photo to upload: real celeb21 faces pasted on a background when a detector can find
+    them, else one face crop (taken whole by the fallback rule)."""
+    people = sorted(p for p in (SHARED_DATASETS / "celeb21").glob("*") if p.is_dir())[:2]
+    path = tmp_path / "photo.png"
+    if load_detector() is not None and people:
+        photo = Image.new("RGB", (640, 360), (225, 230, 236))
+        for i, person in enumerate(people):
+            face = Image.open(sorted(person.glob("*.jpg"))[0]).convert("RGB").resize((200, 200))
+            photo.paste(face, (60 + i * 320, 60))
+    else:
+        rng = np.random.default_rng(0)
+        photo = Image.fromarray(rng.integers(0, 256, (40, 40, 3), np.uint8)).resize((240, 240))
+    photo.save(path)
+    return path
+
+
+test_photo.__test__ = False  # a helper, not a test
+
+
+def test_upload_shows_boxes_and_names(server, browser, predictor, tmp_path):
+    photo_path = test_photo(tmp_path)
+    with Image.open(photo_path) as photo:
+        expected = predictor.recognize_photo(photo.convert("RGB"), top_k=3)
+    browser.get(server)
+    assert "who is in this photo" in browser.title
+    browser.find_element(By.ID, "file").send_keys(str(photo_path))
+    WebDriverWait(browser, 60).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".box .label")) == len(expected)
+        or "error" in d.find_element(By.ID, "status").get_attribute("class")
+    )
+    assert browser.find_element(By.ID, "status").get_attribute("class") != "error"
+    labels = browser.find_elements(By.CSS_SELECTOR, ".box .label")
+    shown = [[e.text for e in label.find_elements(By.CLASS_NAME, "name")] for label in labels]
+    assert shown == [[n for n, _ in face.top] for face in expected]
+    assert all(label.is_displayed() for label in labels)
+    screenshot = Path(os.environ.get("FACEFOLD_SCREENSHOT") or tmp_path / "page.png")
+    assert browser.save_screenshot(str(screenshot))
+    # The box sits on the image: inside the photo's rectangle.
+    photo_rect = browser.find_element(By.ID, "photo").rect
+    box_rect = browser.find_element(By.CSS_SELECTOR, ".box").rect
+    assert photo_rect["x"] - 1 <= box_rect["x"] <= photo_rect["x"] + photo_rect["width"]
+
+
+def test_bad_file_shows_the_error(server, browser, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture")
+    browser.get(server)
+    browser.find_element(By.ID, "file").send_keys(str(bad))
+    WebDriverWait(browser, 30).until(
+        lambda d: "not an image" in d.find_element(By.ID, "status").text
+    )
+    assert browser.find_elements(By.CSS_SELECTOR, ".box") == []
