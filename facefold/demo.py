@@ -18,6 +18,8 @@ from facefold.data.build import build_dataset
 from facefold.data.synthetic import make_synthetic_faces
 from facefold.evaluate.cv import CVResult, run_cv
 from facefold.report import save_cv_report
+from facefold.report.document import write_report
+from facefold.report.errors import save_error_report
 from facefold.train.trainer import Log
 
 MARKER = "demo.json"
@@ -51,6 +53,9 @@ def run_demo(
     config = resolve_config("seed", overrides=DEMO_OVERRIDES).replace(train={"steps": steps})
     result = run_cv(out / "data", config, out / "cv", log=log)
     table = save_cv_report(result, out / "cv", title="SYNTHETIC faces (demo)")
+    save_error_report(out / "cv")
+    _, html = write_report([out / "cv"], out / "cv")
     log("\nHeld-out accuracy on SYNTHETIC faces (chance = "
-        f"{1 / people:.2f}):\n{table}\nWrote {out / 'cv' / 'accuracy.csv'} and accuracy.png")
+        f"{1 / people:.2f}):\n{table}\nWrote {out / 'cv' / 'accuracy.csv'}, accuracy.png, "
+        f"the error analysis and {html}")
     return result

@@ -19,6 +19,9 @@ def test_small_demo_learns_synthetic_faces(tmp_path: Path) -> None:
     assert result.accuracy[0].mean() < 0.45  # untrained: near chance (0.2)
     assert result.final()[0] > 0.6
     assert (tmp_path / "demo" / "cv" / "accuracy.png").is_file()
+    html = (tmp_path / "demo" / "cv" / "report.html").read_text()
+    assert "SYNTHETIC" in (tmp_path / "demo" / "demo.json").read_text().upper()
+    assert f"{result.final()[0]:.4f}" in html  # the report shows the final mean
 
 
 def test_orl_short_run_beats_chance_by_far(tmp_path: Path) -> None:
