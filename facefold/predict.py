@@ -36,7 +36,6 @@ at most :data:`MAX_CROP_SIDE` pixels on its longer side. Otherwise
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import warnings
 from collections.abc import Callable, Sequence
@@ -48,11 +47,11 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageOps
+from PIL import Image
 
 import facefold
 from facefold.config import Config, ModelSpec
-from facefold.data.images import ImageError, _to_rgb, square_crop
+from facefold.data.images import ImageError, load_rgb, square_crop
 from facefold.data.pipeline import center_crop
 from facefold.data.records import MANIFEST_FILE, REQUIRED_FEATURES, list_shards
 from facefold.evaluate.openset import (
@@ -84,14 +83,6 @@ Infer = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 class NoFaceError(ValueError):
     """No face was found in a photo (and the photo is not itself a face crop)."""
-
-
-class NotAnImageError(ImageError):
-    """Bytes that Pillow does not recognize as any image format."""
-
-
-class ImageTooLargeError(ImageError):
-    """An image with more pixels than allowed (checked before decoding them)."""
 
 
 @keras.saving.register_keras_serializable(package="facefold")
@@ -387,35 +378,6 @@ def load_detector() -> ModuleType | None:
     return detect
 
 
-def load_image_bytes(data: bytes, name: str = "upload",
-                     max_pixels: int | None = None) -> Image.Image:
-    """Decode image bytes in memory to 8-bit RGB, like :func:`facefold.data.images.load_rgb`.
-
-    Raises :class:`NotAnImageError` when the bytes are no image format,
-    :class:`ImageTooLargeError` when the image has more than ``max_pixels``
-    pixels (checked from the header, before decoding), and
-    :class:`~facefold.data.images.ImageError` when it is truncated or corrupt;
-    messages name ``name``.
-    """
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if max_pixels is not None and img.width * img.height > max_pixels:
-                raise ImageTooLargeError(
-                    f"{name}: {img.width}x{img.height} pixels is more than the "
-                    f"{max_pixels:,} allowed"
-                )
-            img.load()
-            return _to_rgb(ImageOps.exif_transpose(img))
-    except ImageError:
-        raise
-    except Image.UnidentifiedImageError as err:
-        raise NotAnImageError(f"{name}: not an image Pillow can read") from err
-    except Image.DecompressionBombError as err:
-        raise ImageError(f"{name}: image too large ({err})") from err
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise ImageError(f"{name}: corrupt or truncated image ({err})") from err
-
-
 # ---------------------------------------------------------------- loading
 
 
@@ -567,7 +529,6 @@ def predict_files(predictor: Predictor, paths: Sequence[str | Path], top_k: int 
     file, in order; a file that cannot be read or holds no face gets an
     ``error`` message naming it instead of stopping the others.
     """
-    from facefold.data.images import load_rgb
 
     predictor.rejection(threshold, score)  # a bad score or threshold fails before any work
     results: list[dict[str, Any]] = []

@@ -31,15 +31,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from facefold.data.images import ImageError
-from facefold.predict import (
-    ImageTooLargeError,
-    NoFaceError,
-    NotAnImageError,
-    Predictor,
-    load_detector,
-    load_image_bytes,
-)
+from facefold.data.images import ImageError, ImageTooLargeError, NotAnImageError, load_rgb
+from facefold.predict import NoFaceError, Predictor, load_detector
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB of RGB
@@ -123,7 +116,7 @@ def decode_upload(data: bytes, filename: str) -> Any:
     if not data:
         raise UploadError(400, f"{filename}: the file is empty")
     try:
-        return load_image_bytes(data, filename, MAX_PIXELS)
+        return load_rgb(data, filename, MAX_PIXELS)
     except ImageTooLargeError as err:
         raise UploadError(413, str(err)) from err
     except NotAnImageError as err:

@@ -144,3 +144,16 @@ def tiny_config(steps: int = 30, eval_every: int = 15, **train):
                       "precision": "float32", **train},
         },
     )
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory: pytest.TempPathFactory):
+    """A :class:`facefold.predict.Predictor` of a tiny run, shared by a test module."""
+    from facefold.predict import Predictor
+    from facefold.train.trainer import train
+
+    root = tmp_path_factory.mktemp("predictor")
+    data = make_tiny_dataset(root / "data")
+    train(data, tiny_config(steps=20, eval_every=20, sparsity_every=0), root / "run", [0],
+          log=lambda _: None)
+    return Predictor.load(root / "run")

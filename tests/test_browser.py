@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATASETS, make_tiny_dataset, tiny_config
+from conftest import SHARED_DATASETS
 from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -35,22 +35,12 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from facefold.predict import Predictor, load_detector  # noqa: E402
 from facefold.serve import create_app  # noqa: E402
-from facefold.train.trainer import train  # noqa: E402
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
-    root = tmp_path_factory.mktemp("browser")
-    data = make_tiny_dataset(root / "data")
-    train(data, tiny_config(steps=20, eval_every=20, sparsity_every=0), root / "run", [0],
-          log=lambda _: None)
-    return Predictor.load(root / "run")
 
 
 @pytest.fixture(scope="module")

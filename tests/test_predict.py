@@ -16,6 +16,7 @@ from scipy.stats import mannwhitneyu
 
 import facefold.predict as predict_module
 from facefold.cli import main
+from facefold.data.images import NotAnImageError, load_rgb
 from facefold.data.pipeline import decode_shards
 from facefold.evaluate.openset import (
     auroc,
@@ -31,10 +32,8 @@ from facefold.predict import (
     UNKNOWN,
     MatrixResize,
     NoFaceError,
-    NotAnImageError,
     Predictor,
     load_detector,
-    load_image_bytes,
     predict_files,
 )
 from facefold.train.trainer import train
@@ -176,11 +175,11 @@ def test_real_detector_finds_pasted_faces(predictor):
 def test_image_bytes_errors_name_the_upload():
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), (1, 2, 3)).save(buffer, format="PNG")
-    assert load_image_bytes(buffer.getvalue(), "ok.png").size == (64, 64)
+    assert load_rgb(buffer.getvalue(), "ok.png").size == (64, 64)
     with pytest.raises(NotAnImageError, match=r"x\.png: not an image"):
-        load_image_bytes(b"hello", "x.png")
+        load_rgb(b"hello", "x.png")
     with pytest.raises(ValueError, match=r"t\.png: corrupt or truncated"):
-        load_image_bytes(buffer.getvalue()[:60], "t.png")
+        load_rgb(buffer.getvalue()[:60], "t.png")
 
 
 # ---------------------------------------------------------------- export

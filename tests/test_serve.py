@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tiny_dataset, tiny_config
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
@@ -21,18 +20,8 @@ with warnings.catch_warnings():  # Starlette 1.x nudges from httpx to httpx2; bo
 import facefold.predict as predict_module
 from facefold.predict import Predictor
 from facefold.serve import create_app
-from facefold.train.trainer import train
 
 LIMIT = 200_000  # bytes: small, so the "huge" upload stays cheap
-
-
-@pytest.fixture(scope="module")
-def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
-    root = tmp_path_factory.mktemp("serve")
-    data = make_tiny_dataset(root / "data")
-    train(data, tiny_config(steps=20, eval_every=20, sparsity_every=0), root / "run", [0],
-          log=lambda _: None)
-    return Predictor.load(root / "run")
 
 
 @pytest.fixture(scope="module")

@@ -31,34 +31,53 @@ class ImageError(ValueError):
     """A file could not be read as an image; the message names the file and why."""
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image file and return it fully decoded as an 8-bit RGB image.
+class NotAnImageError(ImageError):
+    """Data that Pillow does not recognize as any image format."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image with more pixels than allowed (checked from the header, before decoding)."""
+
+
+def load_rgb(
+    source: str | Path | bytes, name: str | None = None, max_pixels: int | None = None
+) -> Image.Image:
+    """Open an image file (or in-memory image bytes) and return it fully decoded as 8-bit RGB.
 
     Accepts anything Pillow reads (JPEG, PNG, PGM, WebP, BMP, GIF, TIFF …) in
     any mode: grayscale, palette, 16-bit, and transparent images (flattened
     onto black). The EXIF orientation of phone photos is applied, so faces
     come out upright. Animated files give their first frame.
 
-    Raises :class:`ImageError` naming the file and the reason when the file
-    is missing, not an image, or truncated/corrupt.
+    ``name`` names the source in messages (default: the path, or "upload").
+    Raises :class:`NotAnImageError` for data in no image format,
+    :class:`ImageTooLargeError` for more than ``max_pixels`` pixels, and
+    :class:`ImageError` when the file is missing or truncated/corrupt.
     """
-    path = Path(path)
+    in_memory = isinstance(source, bytes)
+    where = name or ("upload" if in_memory else str(source))
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(source) if in_memory else Path(source)) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise ImageTooLargeError(
+                    f"{where}: {img.width}x{img.height} pixels is more than the "
+                    f"{max_pixels:,} allowed"
+                )
             # load() decodes every pixel now: a truncated file fails here, not
             # later in the middle of a training run.
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            return _to_rgb(ImageOps.exif_transpose(img))
+    except ImageError:
+        raise
     except FileNotFoundError as err:
-        raise ImageError(f"{path}: file does not exist") from err
+        raise ImageError(f"{where}: file does not exist") from err
     except Image.UnidentifiedImageError as err:
-        raise ImageError(f"{path}: not an image Pillow can read") from err
+        raise NotAnImageError(f"{where}: not an image Pillow can read") from err
     except Image.DecompressionBombError as err:
-        raise ImageError(f"{path}: image too large ({err})") from err
+        raise ImageTooLargeError(f"{where}: image too large ({err})") from err
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         # Pillow reports truncated or corrupt data with any of these.
-        raise ImageError(f"{path}: corrupt or truncated image ({err})") from err
+        raise ImageError(f"{where}: corrupt or truncated image ({err})") from err
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
