@@ -104,15 +104,11 @@ def _cmd_cv(args: argparse.Namespace) -> None:
         _cmd_cv_open_set(args)
         return
     from facefold.evaluate.cv import run_cv
-    from facefold.report import save_cv_report
-    from facefold.report.errors import save_error_report
+    from facefold.report import report_cv
 
     result = run_cv(args.data, _config_from_args(args), args.out, args.folds,
                     executor=_executor_from_args(args))
-    print(save_cv_report(result, args.out))
-    print(f"Wrote {Path(args.out) / 'accuracy.csv'} and {Path(args.out) / 'accuracy.png'}")
-    print(save_error_report(args.out))
-    _write_report([args.out], args.out)
+    print(report_cv(result, args.out))
 
 
 def _cmd_experiment(args: argparse.Namespace) -> None:

@@ -17,9 +17,7 @@ from facefold.config import resolve_config
 from facefold.data.build import build_dataset
 from facefold.data.synthetic import make_synthetic_faces
 from facefold.evaluate.cv import CVResult, run_cv
-from facefold.report import save_cv_report
-from facefold.report.document import write_report
-from facefold.report.errors import save_error_report
+from facefold.report import report_cv
 from facefold.train.trainer import Log
 
 MARKER = "demo.json"
@@ -52,10 +50,6 @@ def run_demo(
                   seed=0, log=log)
     config = resolve_config("seed", overrides=DEMO_OVERRIDES).replace(train={"steps": steps})
     result = run_cv(out / "data", config, out / "cv", log=log)
-    table = save_cv_report(result, out / "cv", title="SYNTHETIC faces (demo)")
-    save_error_report(out / "cv")
-    _, html = write_report([out / "cv"], out / "cv")
-    log("\nHeld-out accuracy on SYNTHETIC faces (chance = "
-        f"{1 / people:.2f}):\n{table}\nWrote {out / 'cv' / 'accuracy.csv'}, accuracy.png, "
-        f"the error analysis and {html}")
+    written = report_cv(result, out / "cv", title="SYNTHETIC faces (demo)")
+    log(f"\nHeld-out accuracy on SYNTHETIC faces (chance = {1 / people:.2f}):\n{written}")
     return result
