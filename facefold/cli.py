@@ -169,7 +169,7 @@ def _cmd_presets(args: argparse.Namespace) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> None:
     from facefold.bench import format_bench, run_bench
-    from facefold.train.trainer import write_json_atomic
+    from facefold.data.records import write_json_atomic
 
     result = run_bench(args.preset, args.precision, args.size, args.batch, args.steps,
                        args.warmup, args.data, args.threads)

@@ -39,9 +39,9 @@ import numpy as np
 import tensorflow as tf
 
 import facefold
+from facefold.data.records import write_json_atomic
 from facefold.evaluate.openset import CENTROIDS_FILE
 from facefold.predict import EXPORT_FILE, EXPORT_FORMAT, MODEL_FILES, Predictor
-from facefold.train.trainer import write_json_atomic
 
 FORMATS = tuple(MODEL_FILES)
 

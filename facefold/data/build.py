@@ -9,7 +9,6 @@ cross-validation.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -130,7 +129,7 @@ def build_dataset(
         "near_duplicates": scan.near_duplicates,
         "dropped_people": dropped,
     }
-    records.write_text_atomic(out / records.MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+    records.write_json_atomic(out / records.MANIFEST_FILE, manifest)
     _log_summary(log, manifest, out)
     return manifest
 

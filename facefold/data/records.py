@@ -15,6 +15,7 @@ so shards written by the 2016 code load unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -22,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tensorflow as tf
 
@@ -160,6 +162,25 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write a text file atomically (temporary file, then rename)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_rows_atomic(path: str | Path, rows: Iterable[dict]) -> None:
+    """Write one JSON object per line (a ``.jsonl`` log), atomically."""
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def read_step_rows(path: str | Path) -> list[dict]:
+    """The rows of a ``.jsonl`` log in ``"step"`` order (empty if the file is absent)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted(rows, key=lambda r: r["step"])
 
 
 def write_shard(path: str | Path, records: Iterable[Record]) -> int:

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from facefold.config import Config
-from facefold.data.records import list_shards
+from facefold.data.records import list_shards, write_json_atomic
 from facefold.evaluate.executor import LOCAL, Executor, Trial, run_trials
-from facefold.train.trainer import Log, read_metrics, write_json_atomic
+from facefold.train.trainer import Log, read_metrics
 
 CASE_DIR = "case-{}"
 

@@ -27,7 +27,7 @@ import numpy as np
 
 import facefold.models.cnn  # noqa: F401  (registers the custom layer checkpoints need)
 from facefold.config import Config, resolve_config
-from facefold.data.records import list_shards, read_labels
+from facefold.data.records import list_shards, read_labels, write_json_atomic
 from facefold.evaluate.cv import (
     CASE_DIR,
     CVResult,
@@ -41,7 +41,7 @@ from facefold.evaluate.errors import read_predictions
 from facefold.evaluate.executor import LOCAL, Executor, run_trials
 from facefold.evaluate.stats import mcnemar_test, paired_t_test
 from facefold.models.presets import describe_preset, list_presets
-from facefold.train.trainer import Log, latest_checkpoint, read_metrics, write_json_atomic
+from facefold.train.trainer import Log, latest_checkpoint, read_metrics
 
 BASELINE = "seed"
 

@@ -48,8 +48,8 @@ from scipy.stats import rankdata
 
 from facefold.config import Config
 from facefold.data.pipeline import Split, concat, decode_shards
-from facefold.data.records import read_labels
-from facefold.train.trainer import Log, train, write_json_atomic
+from facefold.data.records import read_labels, write_json_atomic
+from facefold.train.trainer import Log, train
 
 SCORES = ("msp", "max_logit", "energy", "cosine")
 # Chosen by data (preset size48, one case each; AUROC msp / max_logit / energy / cosine):

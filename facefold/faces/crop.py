@@ -8,7 +8,6 @@ lists every photo and what became of it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -83,7 +82,7 @@ def crop_faces(
                 "crops so far")
     report = _report(photos, out, files, outcome, size=size, multiple=multiple,
                      min_score=min_score)
-    records.write_text_atomic(out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
+    records.write_json_atomic(out / REPORT_FILE, report)
     _log_summary(log, report, out)
     return report
 

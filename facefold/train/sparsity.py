@@ -30,7 +30,6 @@ resumed from a checkpoint still reproduces an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,7 +39,7 @@ import tensorflow as tf
 
 from facefold.config import Config
 from facefold.data.pipeline import Split, batch_maker
-from facefold.data.records import write_text_atomic
+from facefold.data.records import read_step_rows, write_rows_atomic
 from facefold.models.cnn import relu_layer_names
 
 SPARSITY_FILE = "sparsity.jsonl"
@@ -93,11 +92,7 @@ class SparsityMeter:
 
 def read_sparsity(run_dir: str | Path) -> list[dict]:
     """The rows of ``RUN/sparsity.jsonl`` in step order (empty if the file is absent)."""
-    path = Path(run_dir) / SPARSITY_FILE
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return sorted(rows, key=lambda r: r["step"])
+    return read_step_rows(Path(run_dir) / SPARSITY_FILE)
 
 
 class _MeasureEvery(keras.callbacks.Callback):
@@ -183,6 +178,4 @@ class SparsityTracker:
     def save(self) -> None:
         """Write ``RUN/sparsity.jsonl`` atomically (nothing when tracking is off)."""
         if self.every:
-            write_text_atomic(
-                self.run_dir / SPARSITY_FILE, "".join(json.dumps(r) + "\n" for r in self.rows)
-            )
+            write_rows_atomic(self.run_dir / SPARSITY_FILE, self.rows)

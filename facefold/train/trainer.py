@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import keras
 import numpy as np
@@ -42,7 +42,14 @@ from facefold.data.pipeline import (
     evaluation_batches,
     training_batches,
 )
-from facefold.data.records import atomic_path, read_labels, write_labels, write_text_atomic
+from facefold.data.records import (
+    atomic_path,
+    read_labels,
+    read_step_rows,
+    write_json_atomic,
+    write_labels,
+    write_rows_atomic,
+)
 from facefold.models.cnn import build_model
 from facefold.train.precision import cpu_model, resolve_precision
 from facefold.train.sparsity import SparsityTracker
@@ -153,18 +160,9 @@ def versions() -> dict[str, str]:
     }
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The evaluations logged in ``RUN/metrics.jsonl``, in step order."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return sorted(rows, key=lambda r: r["step"])
+    return read_step_rows(Path(run_dir) / METRICS_FILE)
 
 
 def eval_steps(total: int, every: int) -> list[int]:
@@ -377,9 +375,7 @@ class Trainer:
         }
 
     def _write_metrics(self, rows: list[dict]) -> None:
-        write_text_atomic(
-            self.run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows)
-        )
+        write_rows_atomic(self.run_dir / METRICS_FILE, rows)
 
     def _write_predictions(self, model: keras.Model, step: int) -> None:
         logits = model.predict(
