@@ -66,7 +66,7 @@ class AugmentSpec:
     flip: bool = True
     brightness: float = 0.4
     contrast: tuple[float, float] = (0.6, 1.4)
-    hue: float = 0.04  # ignored for 1-channel input
+    hue: float = 0.04  # fraction of the hue circle, as a YIQ rotation; ignored for 1 channel
     saturation: tuple[float, float] = (0.6, 1.4)  # ignored for 1-channel input
 
 

@@ -115,3 +115,45 @@ def test_corrupt_shard_names_the_file(tmp_path: Path) -> None:
     shard.write_bytes(shard.read_bytes()[:-40])
     with pytest.raises(ShardError, match=r"data-00\.tfrecords"):
         decode_shards(data)
+
+
+def test_color_matrix_keeps_gray_and_blends_towards_luma() -> None:
+    from facefold.data.pipeline import color_matrix
+
+    matrices = color_matrix(tf.constant([0.0, 0.3, -0.1, 0.0]),
+                            tf.constant([1.0, 0.7, 1.3, 0.0])).numpy()
+    np.testing.assert_allclose(matrices[0], np.eye(3), atol=1e-6)
+    np.testing.assert_allclose(matrices.sum(axis=2), 1.0, atol=1e-5)  # gray stays gray
+    rgb = np.array([0.9, 0.5, 0.1], np.float32)
+    luma = 0.299 * 0.9 + 0.587 * 0.5 + 0.114 * 0.1  # saturation 0: every channel = luma
+    np.testing.assert_allclose(matrices[3] @ rgb, [luma] * 3, atol=1e-5)
+    for matrix in matrices[:3]:  # hue and saturation changes keep luma
+        assert abs(np.array([0.299, 0.587, 0.114]) @ matrix @ rgb - luma) < 1e-5
+
+
+def test_color_matrix_hue_moves_colours_like_tf_adjust_hue() -> None:
+    from facefold.data.pipeline import color_matrix
+
+    colours = np.random.default_rng(0).uniform(0.2, 0.8, (500, 3)).astype(np.float32)
+    for shift in (0.04, -0.04, 0.1):
+        reference = tf.image.adjust_hue(colours[None], shift)[0].numpy() - colours
+        matrix = color_matrix(tf.constant([shift]), tf.constant([1.0]))[0].numpy()
+        ours = colours @ matrix.T - colours
+        cosine = (ours * reference).sum(1) / (
+            np.linalg.norm(ours, axis=1) * np.linalg.norm(reference, axis=1))
+        assert np.median(cosine) > 0.75  # same direction of change...
+        ratio = np.linalg.norm(ours, axis=1).mean() / np.linalg.norm(reference, axis=1).mean()
+        assert 0.8 < ratio < 1.25  # ...and about as far
+
+
+def test_fixed_contrast_and_saturation_match_a_hand_computation() -> None:
+    images = np.random.default_rng(1).integers(0, 256, (4, 10, 10, 3), dtype=np.uint8)
+    spec = AugmentSpec(flip=False, brightness=0.0, contrast=(0.5, 0.5), hue=0.0,
+                       saturation=(0.5, 0.5))
+    out = augment(tf.constant(images), spec, 10, tf.constant([1, 2], tf.int64)).numpy()
+    x = images.astype(np.float64) / 255
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    contrasted = 0.5 * x + 0.5 * mean  # contrast 0.5 pulls halfway to the channel mean
+    luma = contrasted @ np.array([0.299, 0.587, 0.114])
+    expected = np.clip(0.5 * contrasted + 0.5 * luma[..., None], 0, 1)  # saturation 0.5
+    np.testing.assert_allclose(out, expected, atol=1e-5)
