@@ -30,7 +30,7 @@ def _add_config_args(parser: argparse.ArgumentParser, preset: bool = True) -> No
     group.add_argument("--steps", type=int, help="training steps (seed preset: 8000)")
     group.add_argument("--eval-every", type=int, help="evaluate and checkpoint every N steps")
     group.add_argument("--batch-size", type=int, help="training batch size (default 128)")
-    group.add_argument("--learning-rate", type=float, help="Adam learning rate (default 1e-3)")
+    group.add_argument("--learning-rate", type=float, help="(peak) learning rate (seed: 1e-3)")
     group.add_argument("--seed", type=int, help="fixes data order, augmentation and init")
     group.add_argument(
         "--precision", choices=["auto", "float32", "bfloat16"],
@@ -163,8 +163,10 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def _cmd_presets(args: argparse.Namespace) -> None:
     from facefold.models.presets import describe_preset, list_presets
 
-    for name in list_presets():
-        print(f"{name:10s} {describe_preset(name)}")
+    names = list_presets()
+    width = max(len(name) for name in names)
+    for name in names:
+        print(f"{name:{width}s}  {describe_preset(name)}")
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 PRECISIONS = ("auto", "float32", "bfloat16")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,15 @@ class ModelSpec:
     ``channels`` channels (3 = RGB, 1 = gray), values in [0, 1]; it resizes
     the crop to ``input_size`` and standardizes each image itself, so the same
     preprocessing holds at training and prediction time.
+
+    The modern options are all off by default, so the 2016 model is unchanged:
+    ``batch_norm`` (conv without bias -> batch norm -> ReLU), ``residual``
+    (every stage after the first: two 3x3 convs plus a shortcut, a 1x1
+    projection where the width changes), ``global_pool`` (global average
+    pooling instead of flatten),
+    ``dropout`` (rate before the logits) and ``tta_flip`` (at inference the
+    logits are the mean over the image and its mirror; see
+    :mod:`facefold.models.cnn`).
     """
 
     conv_channels: tuple[int, ...] = (32, 48, 72, 108)
@@ -52,6 +62,11 @@ class ModelSpec:
     channels: int = 3
     crop_size: int = 96
     input_size: int = 96
+    batch_norm: bool = False
+    residual: bool = False
+    global_pool: bool = False
+    dropout: float = 0.0
+    tta_flip: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,16 @@ class AugmentSpec:
     The 2016 code added brightness ±0.4 to 0–255 values, which changes almost
     nothing; facefold applies ±0.4 on the [0, 1] scale (a real jitter) and
     clips to [0, 1] after brightness and contrast.
+
+    Stronger geometry, off by default (then the crop is an exact integer
+    window, the 2016 behaviour): ``scale`` is the range of the area of the
+    random box *relative to the crop_size x crop_size window* (1 = the
+    evaluation crop's field of view; below 1 zooms in, above zooms out; the box
+    is cut to the stored image), ``aspect`` the range of its width/height ratio
+    (drawn log-uniform), ``rotation`` the largest rotation in degrees; the box
+    is resampled bilinearly to the crop. ``erasing`` is the probability that a
+    random rectangle (2–25 % of the crop, aspect 1/3–3) of each image is
+    replaced by noise, after the colour jitter.
     """
 
     flip: bool = True
@@ -68,11 +93,28 @@ class AugmentSpec:
     contrast: tuple[float, float] = (0.6, 1.4)
     hue: float = 0.04  # fraction of the hue circle, as a YIQ rotation; ignored for 1 channel
     saturation: tuple[float, float] = (0.6, 1.4)  # ignored for 1-channel input
+    scale: tuple[float, float] = (1.0, 1.0)
+    aspect: tuple[float, float] = (1.0, 1.0)
+    rotation: float = 0.0
+    erasing: float = 0.0
 
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """How long and how to train."""
+    """How long and how to train.
+
+    The defaults are the 2016 recipe: Adam at a constant ``learning_rate``,
+    plain cross-entropy. The modern options (see :mod:`facefold.train.optim`):
+    ``lr_schedule = "cosine"`` decays the rate to 0 at ``steps``; both schedules
+    first ramp it linearly from 0 over ``warmup_steps``; ``adamw_decay`` > 0 is
+    AdamW's decoupled weight decay on the conv and dense kernels (each step
+    multiplies them by ``1 - lr * adamw_decay``; unrelated to the 2016
+    ``model.weight_decay`` loss term); ``label_smoothing`` spreads that much of
+    each target over all classes; ``ema_decay`` > 0 keeps an exponential moving
+    average of the weights, which evaluation, predictions and exports use (its
+    momentum at update ``t`` is ``min(ema_decay, (1 + t) / (10 + t))``, so early
+    averages follow the recent weights, not the random initial ones).
+    """
 
     steps: int = 8000
     eval_every: int = 1000
@@ -84,6 +126,11 @@ class TrainSpec:
     # Measure the zero fraction of every ReLU output every N steps (0 = off);
     # see facefold.train.sparsity. Monitoring only: it never changes training.
     sparsity_every: int = 100
+    lr_schedule: str = "constant"  # constant | cosine
+    warmup_steps: int = 0
+    adamw_decay: float = 0.0
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # 0 = off
 
 
 @dataclass(frozen=True)
@@ -189,11 +236,18 @@ def check_config(cfg: Config) -> None:
         f"model.input_size must be between 8 and crop_size ({m.crop_size}), got {m.input_size}",
     )
     _require(m.weight_decay >= 0, f"model.weight_decay must be >= 0, got {m.weight_decay}")
+    _require(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
     _require(0 <= a.brightness <= 1, f"augment.brightness must be in [0, 1], got {a.brightness}")
     for name in ("contrast", "saturation"):
         low, high = getattr(a, name)
         _require(0 <= low <= high, f"augment.{name} must be [low, high] with 0 <= low <= high")
     _require(0 <= a.hue <= 0.5, f"augment.hue must be in [0, 0.5], got {a.hue}")
+    for name in ("scale", "aspect"):
+        low, high = getattr(a, name)
+        _require(0 < low <= high, f"augment.{name} must be [low, high] with 0 < low <= high")
+    _require(0 <= a.rotation <= 45, f"augment.rotation must be in [0, 45] degrees, "
+             f"got {a.rotation}")
+    _require(0 <= a.erasing <= 1, f"augment.erasing must be in [0, 1], got {a.erasing}")
     _require(t.steps >= 0, f"train.steps must be >= 0, got {t.steps}")
     _require(t.eval_every >= 1, f"train.eval_every must be >= 1, got {t.eval_every}")
     _require(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
@@ -206,6 +260,16 @@ def check_config(cfg: Config) -> None:
         t.precision in PRECISIONS,
         f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}",
     )
+    _require(
+        t.lr_schedule in LR_SCHEDULES,
+        f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {t.lr_schedule!r}",
+    )
+    _require(t.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
+    _require(t.adamw_decay >= 0, f"train.adamw_decay must be >= 0 (0 = off), got {t.adamw_decay}")
+    _require(0 <= t.label_smoothing < 1,
+             f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+    _require(0 <= t.ema_decay < 1,
+             f"train.ema_decay must be in [0, 1) (0 = off), got {t.ema_decay}")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -132,12 +132,13 @@ def tiny_dataset(tmp_path: Path) -> Path:
     return make_tiny_dataset(tmp_path / "tiny")
 
 
-def tiny_config(steps: int = 30, eval_every: int = 15, **train):
-    """The seed architecture on 32x32 crops, float32, a few steps: fast enough for tests."""
+def tiny_config(steps: int = 30, eval_every: int = 15, preset: str = "seed", **train):
+    """A preset's architecture (default: seed) on 32x32 crops, float32, a few steps: fast
+    enough for tests. ``train`` overrides more [train] keys."""
     from facefold.config import resolve_config
 
     return resolve_config(
-        "seed",
+        preset,
         overrides={
             "model": {"crop_size": 32, "input_size": 32},
             "train": {"steps": steps, "eval_every": eval_every, "batch_size": 16,

@@ -43,6 +43,33 @@ def test_seed_flops_at_40_classes_exactly() -> None:
     assert count_training_flops(SEED, 40, 128)["train_step"] == 55_342_399_488
 
 
+def test_modern_flops_by_hand_are_about_the_seeds() -> None:
+    """Stem conv1a; residual stages 2-4 (conv a, conv b, 1x1 projection); global pooling leaves
+    96 features for the logits. Batch norm, additions and pooling are not counted."""
+    layers = count_training_flops(get_preset("modern").model, 18, 1)["per_layer_forward"]
+    by_hand = {
+        "conv1a": 2 * 9 * 3 * 16 * 96 * 96,  # 7,962,624
+        "conv2a": 2 * 9 * 16 * 32 * 48 * 48,  # 21,233,664
+        "conv2b": 2 * 9 * 32 * 32 * 48 * 48,  # 42,467,328
+        "conv2_shortcut": 2 * 16 * 32 * 48 * 48,  # 2,359,296
+        "conv3a": 2 * 9 * 32 * 48 * 24 * 24,  # 15,925,248
+        "conv3b": 2 * 9 * 48 * 48 * 24 * 24,  # 23,887,872
+        "conv3_shortcut": 2 * 32 * 48 * 24 * 24,  # 1,769,472
+        "conv4a": 2 * 9 * 48 * 96 * 12 * 12,  # 11,943,936
+        "conv4b": 2 * 9 * 96 * 96 * 12 * 12,  # 23,887,872
+        "conv4_shortcut": 2 * 48 * 96 * 12 * 12,  # 1,327,104
+        "logits": 2 * 96 * 18,  # 3,456
+    }
+    assert layers == by_hand
+    assert sum(by_hand.values()) == 152_767_872
+    step = count_training_flops(get_preset("modern").model, 18, 128)["train_step"]
+    assert step == 3 * 128 * 152_767_872  # 58.7 GFLOP, seed 55.3: the same cost per step
+    assert count_training_flops(get_preset("fast").model, 18, 128)["train_step"] == step
+    # No residual blocks: one conv per stage, the stage names of the 2016 model plus "a".
+    plain = count_training_flops(get_preset("modern-nores").model, 18, 1)["per_layer_forward"]
+    assert plain["conv4a"] == by_hand["conv4a"] and "conv4b" not in plain
+
+
 def test_flops_scale_linearly_with_batch() -> None:
     one = count_training_flops(SEED, 40, 1)
     assert one["train_step"] == 3 * one["forward_per_image"]

@@ -12,8 +12,13 @@ from facefold.cli import main
 
 def test_presets_lists_the_registry(capsys: pytest.CaptureFixture) -> None:
     assert main(["presets"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines]
     assert names[:3] == ["seed", "reduced", "grayscale"]
+    assert {"modern", "modern-noema", "modern-nores", "fast"} <= set(names)
+    starts = {len(line) - len(line[len(name):].lstrip())
+              for line, name in zip(lines, names, strict=True)}
+    assert len(starts) == 1  # the descriptions start in one column
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -41,10 +42,16 @@ def test_layers_resolve_in_order(tmp_path: Path) -> None:
         ({"model": {"channels": 2}}, "model.channels must be 1 or 3"),
         ({"model": {"input_size": 128}}, "model.input_size must be between 8 and crop_size"),
         ({"augment": {"contrast": [1.4, 0.6]}}, "augment.contrast"),
+        ({"augment": {"scale": [0.0, 1.0]}}, "augment.scale must be [low, high] with 0 < low"),
+        ({"augment": {"rotation": 90.0}}, "augment.rotation must be in [0, 45]"),
+        ({"model": {"dropout": 1.0}}, "model.dropout must be in [0, 1)"),
+        ({"train": {"lr_schedule": "step"}}, "train.lr_schedule must be one of constant, cosine"),
+        ({"train": {"ema_decay": 1.0}}, "train.ema_decay must be in [0, 1)"),
+        ({"train": {"label_smoothing": -0.1}}, "train.label_smoothing must be in [0, 1)"),
     ],
 )
 def test_bad_values_name_the_key(overrides: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         resolve_config("seed", overrides=overrides)
 
 
@@ -78,3 +85,33 @@ def test_ablation_presets_change_one_thing() -> None:
         cfg = get_preset(f"size{size}")
         assert cfg.model.input_size == size
         assert cfg.model.crop_size == seed.model.crop_size
+
+
+def test_modern_options_are_off_in_the_2016_presets() -> None:
+    for name in ("seed", "reduced", "grayscale", "size80", "size64", "size48", "size32"):
+        cfg = get_preset(name)
+        assert not (cfg.model.batch_norm or cfg.model.residual or cfg.model.global_pool)
+        assert (cfg.model.dropout, cfg.model.tta_flip) == (0.0, False)
+        assert (cfg.augment.scale, cfg.augment.aspect) == ((1.0, 1.0), (1.0, 1.0))
+        assert (cfg.augment.rotation, cfg.augment.erasing) == (0.0, 0.0)
+        assert (cfg.train.lr_schedule, cfg.train.warmup_steps) == ("constant", 0)
+        assert (cfg.train.adamw_decay, cfg.train.label_smoothing, cfg.train.ema_decay) == (0, 0, 0)
+
+
+def _differences(a: Config, b: Config) -> set[str]:
+    """``section.key`` of every value that differs between two configs."""
+    da, db = a.to_dict(), b.to_dict()
+    sections = ("model", "augment", "train")
+    return {f"{s}.{k}" for s in sections for k in da[s] if da[s][k] != db[s][k]}
+
+
+def test_each_modern_ablation_changes_only_its_ingredient() -> None:
+    from facefold.models.presets import MODERN_ABLATIONS
+
+    modern = get_preset("modern")
+    for name, (_, changes) in MODERN_ABLATIONS.items():
+        expected = {f"{s}.{k}" for s, keys in changes.items() for k in keys}
+        assert _differences(get_preset(name), modern) == expected, name
+    assert _differences(get_preset("fast"), modern) == {
+        "train.steps", "train.eval_every", "train.learning_rate", "train.warmup_steps"}
+    assert get_preset("fast").train.steps * 4 == get_preset("seed").train.steps

@@ -1,23 +1,42 @@
-"""Every registered preset builds, runs forward with the right shape, and has the closed-form size.
+"""Every registered preset builds, runs forward with the right shape, has the closed-form size
+and trains; the modern building blocks (TTA, fused batch norm, dropout state) by hand.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
+import keras
 import numpy as np
 import pytest
 
 from facefold.config import ModelSpec
-from facefold.models.cnn import build_model, relu_layer_names
+from facefold.data.pipeline import Split, training_batches
+from facefold.models.cnn import FusedBatchNorm, build_model, relu_layer_names
 from facefold.models.presets import get_preset, list_presets
+from facefold.train.trainer import compile_model
 
 
 def closed_form_parameters(spec: ModelSpec, classes: int) -> int:
-    """Weights + biases of conv (k*k*in*out + out) and dense layers, counted by hand."""
+    """Weights + biases counted by hand: a conv has k*k*in*out weights plus a bias per output,
+    or with batch norm 4 per output (scale, offset, moving mean and variance) and no bias;
+    residual stages (from the second) add a second conv and, where the width changes, a 1x1
+    projection; dense layers in*out + out, their input the flattened last pool or, with global
+    pooling, its channels."""
+    per_output = 4 if spec.batch_norm else 1
+
+    def conv(kernel: int, channels_in: int, width: int) -> int:
+        return kernel**2 * channels_in * width + per_output * width
+
     total, channels_in, side = 0, spec.channels, spec.input_size
-    for width in spec.conv_channels:
-        total += spec.kernel_size**2 * channels_in * width + width
+    for i, width in enumerate(spec.conv_channels, start=1):
+        total += conv(spec.kernel_size, channels_in, width)
+        if spec.residual and i > 1:
+            total += conv(spec.kernel_size, width, width)
+            total += conv(1, channels_in, width) if channels_in != width else 0
         channels_in, side = width, -(-side // 2)  # SAME pooling with stride 2: ceil(side / 2)
-    units_in = side * side * channels_in
+    units_in = channels_in if spec.global_pool else side * side * channels_in
     for units in (*spec.dense_units, classes):
         total += units_in * units + units
         units_in = units
@@ -33,12 +52,35 @@ def test_parameter_counts_of_the_2016_models() -> None:
     assert 896 + 13_872 + 31_176 + 70_092 + 3_982_336 + 262_400 + 10_280 == 4_371_052
 
 
+def test_parameter_count_of_the_modern_model() -> None:
+    # 18 people. Stem conv1a 3*3*3*16 + 4*16 (batch norm, no bias) = 496. A residual stage
+    # C_in -> C: conv a 9*C_in*C + 4C, conv b 9*C*C + 4C, 1x1 projection C_in*C + 4C:
+    # stage 2 4,736 + 9,344 + 640, stage 3 14,016 + 20,928 + 1,728, stage 4 41,856 + 83,328
+    # + 4,992. Global pooling leaves 96 features; logits 96*18 + 18 = 1,746.
+    by_hand = 496 + (4_736 + 9_344 + 640) + (14_016 + 20_928 + 1_728) + (
+        41_856 + 83_328 + 4_992) + 1_746
+    assert by_hand == 183_810
+    assert build_model(get_preset("modern").model, 18).count_params() == by_hand
+
+
+def _tiny_split(spec: ModelSpec, rng: np.random.Generator, classes: int = 3) -> Split:
+    """Eight random images a little larger than the crop, labels 0..classes-1."""
+    side = spec.crop_size + 4
+    images = rng.integers(0, 256, (8, side, side, spec.channels), dtype=np.uint8)
+    return Split(images, (np.arange(8) % classes).astype(np.int32))
+
+
 @pytest.mark.parametrize("name", list_presets())
-def test_every_preset_builds_and_runs(name: str) -> None:
-    spec = get_preset(name).model
+def test_every_preset_builds_runs_and_trains(name: str) -> None:
+    """Every preset: closed-form size, finite logits of the right shape, the ReLU layer names,
+    and three training steps of its own recipe (optimizer, loss, augmentation) on a tiny batch."""
+    cfg = get_preset(name)
+    cfg = cfg.replace(train={"batch_size": 4, "warmup_steps": min(cfg.train.warmup_steps, 1)})
+    spec = cfg.model
     model = build_model(spec, 7)
     assert model.count_params() == closed_form_parameters(spec, 7)
-    batch = np.random.default_rng(0).random((2, spec.crop_size, spec.crop_size, spec.channels))
+    rng = np.random.default_rng(0)
+    batch = rng.random((2, spec.crop_size, spec.crop_size, spec.channels))
     logits = model.predict(batch.astype("float32"), verbose=0)
     assert logits.shape == (2, 7)
     assert np.isfinite(logits).all()
@@ -46,6 +88,55 @@ def test_every_preset_builds_and_runs(name: str) -> None:
         *(f"conv{i}" for i in range(1, len(spec.conv_channels) + 1)),
         *(f"fc{i}" for i in range(1, len(spec.dense_units) + 1)),
     ]
+    compile_model(model, cfg)
+    before = [w.copy() for w in model.get_weights()]
+    batches = training_batches(_tiny_split(spec, rng), cfg.augment, spec.crop_size, 4, 0, 0, 3)
+    history = model.fit(batches, epochs=1, steps_per_epoch=3, shuffle=False, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert np.isfinite(model.predict(batch.astype("float32"), verbose=0)).all()
+    changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True)]
+    assert any(changed)
+
+
+def test_flip_tta_is_the_mean_over_the_image_and_its_mirror() -> None:
+    spec = dataclasses.replace(get_preset("modern").model, crop_size=32, input_size=32)
+    tta = build_model(spec, 5, seed=3)
+    plain = build_model(dataclasses.replace(spec, tta_flip=False), 5, seed=3)
+    plain.set_weights(tta.get_weights())  # TTA adds no weights
+    x = np.random.default_rng(2).random((3, 32, 32, 3)).astype("float32")
+    expected = (plain.predict(x, verbose=0) + plain.predict(x[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_allclose(tta.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    # Training sees each image once, as the plain model does (BN then uses batch statistics).
+    np.testing.assert_allclose(tta(x, training=True), plain(x, training=True), atol=1e-6)
+    assert not np.allclose(plain.predict(x, verbose=0), expected, atol=1e-4)  # the flip matters
+
+
+def test_fused_batch_norm_trains_like_keras_batch_norm() -> None:
+    """Same outputs, same moving statistics (Keras's biased variance) after one training call."""
+    x = np.random.default_rng(4).normal(2.0, 3.0, (6, 5, 5, 4)).astype("float32")
+    ours, keras_bn = FusedBatchNorm(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
+    out_ours, out_keras = ours(x, training=True), keras_bn(x, training=True)
+    np.testing.assert_allclose(out_ours, out_keras, atol=1e-4)
+    for a, b in zip(ours.weights, keras_bn.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    mean = x.mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(ours.moving_mean.numpy(), 0.1 * mean, rtol=1e-5)
+    np.testing.assert_allclose(ours.moving_variance.numpy(), 0.9 + 0.1 * x.var(axis=(0, 1, 2)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(ours(x, training=False), keras_bn(x, training=False), atol=1e-5)
+
+
+def test_dropout_state_is_saved_with_the_model(tmp_path: Path) -> None:
+    """Keras does not save a Dropout's seed state; ours does, so masks continue after a resume."""
+    spec = dataclasses.replace(get_preset("modern").model, crop_size=32, input_size=32)
+    model = build_model(spec, 3)
+    x = np.random.default_rng(5).random((2, 32, 32, 3)).astype("float32")
+    model(x, training=True)  # draws a mask: the state moves
+    state = model.get_layer("dropout").seed_generator.state.numpy()
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(loaded.get_layer("dropout").seed_generator.state.numpy(), state)
+    np.testing.assert_array_equal(loaded(x, training=True), model(x, training=True))
 
 
 def test_bfloat16_keeps_logits_in_float32() -> None:

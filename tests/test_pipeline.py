@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,17 +12,23 @@ from conftest import make_tiny_dataset, write_2016_shard
 
 from facefold.config import AugmentSpec
 from facefold.data.pipeline import (
+    ERASE_AREA,
     Split,
     _batch_indices,
+    _resample,
     augment,
     center_crop,
     decode_shards,
+    random_boxes,
+    random_erase,
     training_batches,
 )
 from facefold.data.records import ShardError
 
 NO_JITTER = AugmentSpec(flip=False, brightness=0.0, contrast=(1.0, 1.0), hue=0.0,
                         saturation=(1.0, 1.0))
+# Every stronger option at once (the seed's colour jitter stays on).
+STRONG = AugmentSpec(scale=(0.6, 1.4), aspect=(0.75, 1.33), rotation=10.0, erasing=0.5)
 
 
 def _ramp_images(n: int, size: int = 12) -> np.ndarray:
@@ -72,11 +79,12 @@ def test_every_image_once_per_epoch() -> None:
     assert list(seen[:10]) != list(range(10))  # shuffled
 
 
-def test_batches_depend_only_on_seed_and_step() -> None:
+@pytest.mark.parametrize("spec", [AugmentSpec(), STRONG], ids=["default", "strong"])
+def test_batches_depend_only_on_seed_and_step(spec: AugmentSpec) -> None:
     rng = np.random.default_rng(0)
     split = Split(rng.integers(0, 255, (20, 12, 12, 3), dtype=np.uint8), np.arange(20) % 4)
     def batches(start: int, end: int, seed: int = 5) -> list:
-        ds = training_batches(split, AugmentSpec(), 8, 6, seed, start, end)
+        ds = training_batches(split, spec, 8, 6, seed, start, end)
         return [x.numpy() for x, _ in ds]
     whole = batches(0, 6)
     resumed = batches(3, 6)
@@ -157,3 +165,81 @@ def test_fixed_contrast_and_saturation_match_a_hand_computation() -> None:
     luma = contrasted @ np.array([0.299, 0.587, 0.114])
     expected = np.clip(0.5 * contrasted + 0.5 * luma[..., None], 0, 1)  # saturation 0.5
     np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", [
+    AugmentSpec(scale=(0.7, 1.3), aspect=(0.8, 1.25)),
+    AugmentSpec(rotation=15.0),
+    AugmentSpec(erasing=1.0),
+    STRONG,
+], ids=["box", "rotation", "erasing", "all"])
+@pytest.mark.parametrize("channels", [3, 1])
+def test_strong_augmentation_is_deterministic_and_in_range(spec: AugmentSpec,
+                                                           channels: int) -> None:
+    images = tf.constant(np.random.default_rng(1).integers(0, 256, (16, 40, 40, channels),
+                                                           dtype=np.uint8))
+    def run(step: int) -> np.ndarray:
+        return augment(images, spec, 32, tf.constant([9, step], tf.int64)).numpy()
+    first = run(3)
+    assert first.shape == (16, 32, 32, channels) and first.dtype == np.float32
+    assert first.min() >= 0.0 and first.max() <= 1.0
+    np.testing.assert_array_equal(run(3), first)
+    assert not np.array_equal(run(4), first)
+    plain = augment(images, AugmentSpec(), 32, tf.constant([9, 3], tf.int64)).numpy()
+    assert not np.array_equal(plain, first)
+
+
+def test_boxes_have_the_drawn_area_and_stay_inside() -> None:
+    spec = AugmentSpec(scale=(0.5, 1.0), aspect=(0.8, 1.25))  # at most 107 px: never cut
+    flip = tf.constant(np.arange(256) % 3 == 0)
+    boxes = random_boxes((256, 112, 112), spec, 96, flip, tf.constant([1, 2], tf.int64))
+    width = np.abs(boxes.step_x.numpy()) * 96  # a box is crop steps wide
+    height = boxes.step_y.numpy() * 96
+    area = width * height / 96**2
+    assert area.min() >= 0.5 - 1e-4 and area.max() <= 1.0 + 1e-4
+    ratio = width / height
+    assert ratio.min() >= 0.8 - 1e-4 and ratio.max() <= 1.25 + 1e-4
+    for centre, step in ((boxes.centre_x, np.abs(boxes.step_x)),
+                         (boxes.centre_y, boxes.step_y)):
+        half_span = 95 / 2 * np.asarray(step)
+        assert (centre.numpy() - half_span).min() >= -1e-4  # first sample at a pixel centre >= 0
+        assert (centre.numpy() + half_span).max() <= 111 + 1e-4  # last one <= 111
+    np.testing.assert_array_equal(boxes.step_x.numpy() < 0, flip.numpy())
+
+
+def test_unturned_boxes_sample_where_the_projective_transform_does() -> None:
+    """The fast crop_and_resize path (mirrored boxes too) equals the general transform."""
+    images = tf.constant(np.random.default_rng(3).integers(0, 256, (16, 40, 40, 3),
+                                                           dtype=np.uint8))
+    flip = tf.constant(np.arange(16) % 2 == 0)
+    boxes = random_boxes((16, 40, 40), AugmentSpec(scale=(0.6, 1.4), aspect=(0.75, 1.33)), 32,
+                         flip, tf.constant([5, 6], tf.int64))
+    fast = _resample(images, boxes, 32, turned=False).numpy()
+    general = _resample(images, boxes, 32, turned=True).numpy()
+    np.testing.assert_allclose(fast, general, atol=1e-5)
+
+
+def test_a_turned_constant_image_stays_constant() -> None:
+    """Rotated corners are filled by reflection, so no black (or other) border appears."""
+    images = tf.fill((8, 40, 40, 3), tf.constant(200, tf.uint8))
+    out = augment(images, dataclasses.replace(NO_JITTER, rotation=30.0, scale=(1.4, 1.4)), 32,
+                  tf.constant([1, 1], tf.int64)).numpy()
+    np.testing.assert_allclose(out, 200 / 255, atol=1e-5)
+
+
+def test_random_erasing_paints_one_rectangle_in_one_colour() -> None:
+    x = tf.constant(np.random.default_rng(4).random((64, 32, 32, 3)), tf.float32)
+    seed = tf.constant([7, 8], tf.int64)
+    np.testing.assert_array_equal(random_erase(x, 0.0, seed).numpy(), x.numpy())
+    out = random_erase(x, 1.0, seed).numpy()
+    changed = np.any(out != x.numpy(), axis=3)  # (B, S, S)
+    for image, mask in zip(out, changed, strict=True):
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        assert mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()  # a full rectangle
+        assert mask.sum() == len(rows) * len(cols)
+        low, high = ERASE_AREA
+        assert 0.5 * low <= mask.mean() <= high + 0.1  # within a pixel row or column
+        colours = image[mask]
+        np.testing.assert_array_equal(colours, np.broadcast_to(colours[0], colours.shape))
+    some = np.any(random_erase(x, 0.5, seed).numpy() != x.numpy(), axis=(1, 2, 3))
+    assert 10 < some.sum() < 54

@@ -202,6 +202,35 @@ def test_export_round_trip_gives_the_same_answers(tiny_run, predictor, tmp_path,
     assert predict_files(exported, [], top_k=1) == []
 
 
+@pytest.fixture(scope="module")
+def modern_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(dataset, run)`` of the modern preset (batch norm, residual blocks, dropout, flip TTA,
+    weight average) on the tiny data, 20 steps; the average moves fast enough to matter."""
+    root = tmp_path_factory.mktemp("modern")
+    data = make_tiny_dataset(root / "data")
+    config = tiny_config(steps=20, eval_every=20, preset="modern", warmup_steps=2,
+                         ema_decay=0.9, sparsity_every=0)
+    train(data, config, root / "run", [0], log=lambda _: None)
+    return data, root / "run"
+
+
+def test_modern_run_predicts_and_exports_what_it_evaluated(modern_run, tmp_path):
+    """predict and every export use the averaged weights and the flip TTA, as evaluation did."""
+    data, run = modern_run
+    images, _ = shard_images(data)
+    predictor = Predictor.load(run)
+    expected = predictor.predict_crops(images)
+    evaluated = np.load(run / "predictions.npz")["probabilities"]
+    np.testing.assert_allclose(expected, evaluated, atol=1e-5)
+    features = predictor.outputs(images)["features"]
+    assert features.shape == (len(images), 96)  # global pooling of the last stage
+    for fmt, tolerance in (("keras", 1e-5), ("savedmodel", 1e-5), ("tflite", 1e-3)):
+        exported = Predictor.load(export_run(run, fmt, tmp_path / fmt))
+        np.testing.assert_allclose(exported.predict_crops(images), expected, atol=tolerance)
+        np.testing.assert_allclose(exported.outputs(images)["features"], features,
+                                   atol=tolerance * 10)
+
+
 @pytest.mark.parametrize("size_out", [24, 16])
 def test_matrix_resize_is_the_antialiased_resize(size_out):
     import keras

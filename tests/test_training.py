@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from conftest import tiny_config
 
+from facefold.data.pipeline import decode_shards, evaluation_batches
 from facefold.train import trainer as trainer_module
+from facefold.train.optim import swap_average
 from facefold.train.trainer import NaNLossError, eval_steps, latest_checkpoint, read_metrics, train
 
 
@@ -38,10 +41,14 @@ def test_a_2016_shard_trains_and_writes_a_complete_run(tiny_dataset: Path, tmp_p
     assert any((run / "tensorboard" / "eval").iterdir())
 
 
+# modern: batch norm, dropout, AdamW, warm-up + cosine, weight average, TTA and the box and
+# erasing augmentation must all resume exactly (the warm-up is shortened to fit the run).
+@pytest.mark.parametrize(("preset", "changes"), [("seed", {}), ("modern", {"warmup_steps": 5})])
 def test_resume_after_interruption_matches_an_uninterrupted_run(
-    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset: str,
+    changes: dict,
 ) -> None:
-    config = tiny_config(steps=30, eval_every=10)
+    config = tiny_config(steps=30, eval_every=10, preset=preset, **changes)
     whole = train(tiny_dataset, config, tmp_path / "whole", [1], log=lambda _: None)
 
     calls = {"n": 0}
@@ -62,6 +69,27 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
     resumed = train(tiny_dataset, config, tmp_path / "resumed", [1], log=lambda _: None)
     keys = ("step", "eval_accuracy", "eval_loss", "train_loss", "train_accuracy")
     assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in whole]
+
+
+def test_weight_average_is_what_evaluation_and_checkpoints_use(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(steps=20, eval_every=20, preset="modern", warmup_steps=2,
+                         ema_decay=0.9, sparsity_every=0)
+    rows = train(tiny_dataset, config, tmp_path / "run", [0], log=lambda _: None)
+    model = keras.models.load_model(latest_checkpoint(tmp_path / "run")[1])
+    # A checkpoint holds the average in the model and the raw weights in the average slots.
+    averaged = [w.numpy().copy() for w in model.trainable_variables]
+    raw = [a.numpy().copy() for a in model.optimizer.averages]
+    assert any(not np.allclose(a, r, atol=1e-6) for a, r in zip(averaged, raw, strict=True))
+    batches = evaluation_batches(decode_shards(tiny_dataset)[0], 32, 256)
+    loss, accuracy = model.evaluate(batches, verbose=0)
+    assert (loss, accuracy) == pytest.approx((rows[-1]["eval_loss"], rows[-1]["eval_accuracy"]),
+                                             rel=1e-5)
+    swap_average(model)  # the raw weights, as the optimizer trains them
+    for weight, value in zip(model.trainable_variables, raw, strict=True):
+        np.testing.assert_array_equal(weight.numpy(), value)
+    assert model.evaluate(batches, verbose=0)[0] != pytest.approx(loss, rel=1e-4)
 
 
 def test_nan_loss_aborts_with_a_clear_message(tiny_dataset: Path, tmp_path: Path) -> None:

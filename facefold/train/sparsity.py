@@ -23,9 +23,11 @@ the widths of its reduced model (96 and 128 dense units) from it. A
   evaluation rows one per evaluation, as :func:`facefold.train.trainer.read_metrics`
   and the cross-validation expect.
 
-Measuring is inference only (this model family has no dropout or batch norm,
-and the probe draws no random numbers), so it never changes training: a run
-resumed from a checkpoint still reproduces an uninterrupted one.
+Measuring is inference only (dropout off, batch-norm statistics left alone,
+no random numbers drawn), so it never changes training: a run resumed from a
+checkpoint still reproduces an uninterrupted one. With a weight average
+(``train.ema_decay``) it measures the weights being trained, not the average.
+With ``model.tta_flip`` the fractions cover each image and its mirror.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ A run folder holds everything needed to rebuild or continue the run::
     RUN/labels.txt           label names, line = class index
     RUN/versions.json        library versions and machine
     RUN/checkpoints/step-NNNNNN.keras   model + optimizer at every evaluation
+                             (with train.ema_decay: averaged weights in the model,
+                             see facefold.train.optim)
     RUN/metrics.jsonl        one JSON line per evaluation (step 0 included)
     RUN/sparsity.jsonl       ReLU zero fractions every train.sparsity_every steps
     RUN/predictions.npz      held-out labels and probabilities at the last step
@@ -51,6 +53,7 @@ from facefold.data.records import (
     write_rows_atomic,
 )
 from facefold.models.cnn import build_model
+from facefold.train.optim import make_loss, make_optimizer, training_weights
 from facefold.train.precision import cpu_model, resolve_precision
 from facefold.train.sparsity import SparsityTracker
 
@@ -249,10 +252,11 @@ def _split_folds(splits: list[Split], eval_shards: Sequence[int]) -> tuple[Split
 
 
 def compile_model(model: keras.Model, config: Config) -> None:
-    """Attach the training setup: Adam, cross-entropy on logits, accuracy (also used by bench)."""
+    """Attach the training setup (also used by bench): the optimizer and cross-entropy loss of
+    ``config.train`` (2016 defaults: Adam, plain cross-entropy on logits), accuracy."""
     model.compile(
-        optimizer=keras.optimizers.Adam(config.train.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=make_optimizer(config.train),
+        loss=make_loss(config.train),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=False,  # XLA measured slower than oneDNN for this model on CPU
     )
@@ -305,7 +309,8 @@ class Trainer:
         model, start = self._model_at_latest_step()
         writers = self._summary_writers()
         sparsity = SparsityTracker(self.run_dir, model, cfg, self.train_split, writers["train"])
-        sparsity.resume(start)
+        with training_weights(model):  # measured on the weights being trained, as during fit
+            sparsity.resume(start)
         rows = [r for r in read_metrics(self.run_dir) if r["step"] <= start]
         if not rows or rows[-1]["step"] != start:
             rows.append(sparsity.annotate(self._evaluate(model, start, {})))
@@ -314,8 +319,28 @@ class Trainer:
         schedule = [s for s in eval_steps(cfg.train.steps, cfg.train.eval_every) if s > start]
         for end in schedule:
             t0 = time.perf_counter()
-            progress = ProgressLine(self.name, start, cfg.train.steps, rows[-1]["eval_accuracy"])
-            try:
+            train_logs = self._fit(model, start, end, rows[-1]["eval_accuracy"], sparsity)
+            seconds_per_step = (time.perf_counter() - t0) / (end - start)
+            row = sparsity.annotate(self._evaluate(model, end, train_logs, seconds_per_step))
+            sparsity.save()  # before the checkpoint: a resume never lacks rows up to it
+            _save_checkpoint(model, self.run_dir, end)
+            rows.append(row)
+            self._write_metrics(rows)
+            self._summarize(writers, row)
+            self._log_progress(row, seconds_per_step)
+            start = end
+        self._write_predictions(model, start)
+        return rows
+
+    def _fit(
+        self, model: keras.Model, start: int, end: int, eval_accuracy: float | None,
+        sparsity: SparsityTracker,
+    ) -> dict[str, float]:
+        """Train steps ``start`` … ``end - 1``; returns the last training loss and accuracy."""
+        cfg = self.config
+        progress = ProgressLine(self.name, start, cfg.train.steps, eval_accuracy)
+        try:
+            with training_weights(model):  # outside fit the model holds the weight average
                 history = model.fit(
                     training_batches(
                         self.train_split, cfg.augment, cfg.model.crop_size,
@@ -327,20 +352,9 @@ class Trainer:
                     verbose=0,
                     callbacks=[_StopOnNaN(start), *sparsity.callbacks(start), progress],
                 )
-            finally:
-                progress.clear()  # the log line, or an error message, starts on a clean line
-            seconds_per_step = (time.perf_counter() - t0) / (end - start)
-            train_logs = {k: float(v[-1]) for k, v in history.history.items()}
-            row = sparsity.annotate(self._evaluate(model, end, train_logs, seconds_per_step))
-            sparsity.save()  # before the checkpoint: a resume never lacks rows up to it
-            _save_checkpoint(model, self.run_dir, end)
-            rows.append(row)
-            self._write_metrics(rows)
-            self._summarize(writers, row)
-            self._log_progress(row, seconds_per_step)
-            start = end
-        self._write_predictions(model, start)
-        return rows
+        finally:
+            progress.clear()  # the log line, or an error message, starts on a clean line
+        return {k: float(v[-1]) for k, v in history.history.items()}
 
     def _model_at_latest_step(self) -> tuple[keras.Model, int]:
         found = latest_checkpoint(self.run_dir)
