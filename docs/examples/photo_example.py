@@ -17,7 +17,6 @@ Chromium (selenium), the photo uploaded and the rendered page saved.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import threading
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from facefold.data.images import file_sha256
 from facefold.data.records import list_shards, read_labels, read_shard
 
 
@@ -39,7 +39,7 @@ def held_out_sources(data: Path, shard: int) -> dict[str, list[str]]:
     wanted = {r.source_sha256 for r in read_shard(list_shards(data)[shard])}
     found: dict[str, list[str]] = {}
     for path in sorted(crops.rglob("*.png")):
-        if hashlib.sha256(path.read_bytes()).hexdigest() in wanted:
+        if file_sha256(path) in wanted:
             rel = path.relative_to(crops).with_suffix("")
             found.setdefault(rel.parent.name, []).append(str(rel))
     return found

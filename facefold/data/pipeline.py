@@ -181,6 +181,12 @@ ERASE_AREA = (0.02, 0.25)
 ERASE_ASPECT = (1 / 3, 3.0)
 
 
+def _batch_size(x: tf.Tensor) -> int | tf.Tensor:
+    """The batch size of ``x``: static when known, which keeps shapes known to grappler's
+    cost model (no PredictCost warnings), else the dynamic size."""
+    return x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
+
+
 def _uniform(batch: int | tf.Tensor, seed: tf.Tensor, low: float, high: float) -> tf.Tensor:
     """``batch`` stateless uniform draws in [low, high), float32."""
     return tf.random.stateless_uniform((batch,), seed, low, high)
@@ -284,7 +290,7 @@ def random_erase(x: tf.Tensor, probability: float, seed: tf.Tensor) -> tf.Tensor
     one random colour (uniform in [0, 1] per channel); the rectangle's area and aspect are
     drawn from :data:`ERASE_AREA` and :data:`ERASE_ASPECT`, its position uniformly inside
     the crop. One colour, not per-pixel noise: the noise cost as much as the whole jitter."""
-    batch = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
+    batch = _batch_size(x)
     size = x.shape[1]
     seeds = tf.random.experimental.stateless_split(seed, 6)
     area = _uniform(batch, seeds[0], *ERASE_AREA) * size * size
@@ -314,7 +320,7 @@ def _jitter_colour(x: tf.Tensor, spec: AugmentSpec, seeds: tf.Tensor) -> tf.Tens
     the pipeline off the critical path (the HSV round trip cost a quarter of a
     training step).
     """
-    batch = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
+    batch = _batch_size(x)
     crop, channels = x.shape[1], x.shape[3]
     brightness = _uniform(batch, seeds[3], -spec.brightness, spec.brightness) if (
         spec.brightness) else 0.0
@@ -353,8 +359,7 @@ def augment(images: tf.Tensor, spec: AugmentSpec, crop: int, seed: tf.Tensor) ->
     default come from seeds folded off ``seed``, so the default settings draw
     exactly what they drew before those options existed.
     """
-    # A static batch size keeps shapes known to grappler's cost model (no PredictCost warnings).
-    batch = images.shape[0] if images.shape[0] is not None else tf.shape(images)[0]
+    batch = _batch_size(images)
     height, width = images.shape[1], images.shape[2]
     seeds = tf.random.experimental.stateless_split(seed, 7)
     flip = _uniform(batch, seeds[2], 0.0, 1.0) < 0.5 if spec.flip else tf.zeros((batch,), tf.bool)
