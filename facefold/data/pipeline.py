@@ -13,6 +13,7 @@ Pixel values handed to the model are float32 in [0, 1]; see
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,10 @@ from facefold.data.records import (
 
 @dataclass(frozen=True)
 class Split:
-    """Decoded face crops and their labels: ``images`` (N, H, W, C) uint8, ``labels`` (N,) int32."""
+    """Decoded face crops and their labels: ``images`` (N, H, W, C) uint8, ``labels`` (N,) int32.
+
+    (An embedding head's inputs are a :class:`~facefold.embeddings.shards.EmbeddingSplit`.)
+    """
 
     images: np.ndarray
     labels: np.ndarray
@@ -91,10 +95,11 @@ def decode_shards(data_dir: str | Path, channels: int = 3) -> list[Split]:
 
 
 def concat(splits: list[Split]) -> Split:
-    """Join several splits into one (e.g. the training shards of a fold)."""
-    return Split(
-        np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits])
-    )
+    """Join several splits of one kind into one (e.g. the training shards of a fold)."""
+    return dataclasses.replace(splits[0], **{
+        f.name: np.concatenate([getattr(s, f.name) for s in splits])
+        for f in dataclasses.fields(splits[0])
+    })
 
 
 def center_crop(images: tf.Tensor, crop: int) -> tf.Tensor:
@@ -414,13 +419,66 @@ def training_batches(
     end_step: int,
 ) -> tf.data.Dataset:
     """Batches ``start_step`` … ``end_step - 1`` of a training run (see :func:`batch_maker`)."""
+    return _steps(batch_maker(split, spec, crop, batch_size, seed), start_step, end_step)
+
+
+def _steps(
+    make_batch: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]], start_step: int, end_step: int
+) -> tf.data.Dataset:
+    """``make_batch(step)`` for steps ``start_step`` … ``end_step - 1``, in order, prefetched."""
     return (
         tf.data.Dataset.range(start_step, end_step)
-        .map(
-            batch_maker(split, spec, crop, batch_size, seed),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
+        .map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def embedding_batch_maker(
+    split: Split, flip: bool, batch_size: int, seed: int
+) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """A function ``step -> (x, y)`` giving training batch ``step`` of an embedding head.
+
+    ``split.images`` are embeddings (N, V, D): view 0 of the image as stored,
+    view 1 (when V = 2) of its mirror. ``x`` is (B, 1, D), one view per image:
+    with ``flip`` the mirror's with probability 1/2, the embedding-side twin of
+    the CNN's flip augmentation; ``y`` is (B,) int32. The images of batch
+    ``s`` are those of the CNN pipeline for the same seed (:func:`_batch_indices`).
+    """
+    num_images, views = len(split), split.images.shape[1]
+    if batch_size > num_images:
+        raise ValueError(f"batch size {batch_size} exceeds the {num_images} training images")
+    embeddings, labels = tf.constant(split.images, tf.float32), tf.constant(split.labels)
+
+    def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        step = tf.cast(step, tf.int64)
+        index = _batch_indices(num_images, batch_size, seed, step)
+        x = tf.gather(embeddings, index)  # (B, V, D)
+        if flip and views > 1:
+            draw = _uniform(batch_size, tf.stack([tf.constant(seed, tf.int64) + 1_000_003, step]),
+                            0.0, 1.0)
+            view = tf.cast(draw < 0.5, tf.int32)  # (B,)
+            x = tf.gather(x, view[:, None], axis=1, batch_dims=1)  # (B, 1, D)
+        else:
+            x = x[:, :1]
+        return x, tf.gather(labels, index)
+
+    return make_batch
+
+
+def embedding_training_batches(
+    split: Split, flip: bool, batch_size: int, seed: int, start_step: int, end_step: int
+) -> tf.data.Dataset:
+    """Batches ``start_step`` … ``end_step - 1`` of an embedding head's training run
+    (see :func:`embedding_batch_maker`)."""
+    return _steps(embedding_batch_maker(split, flip, batch_size, seed), start_step, end_step)
+
+
+def embedding_evaluation_batches(split: Split, views: int, batch_size: int) -> tf.data.Dataset:
+    """The first ``views`` views (N, views, D) of every image of ``split``, in order: ``(x, y)``
+    pairs (``views`` = 2 for flip TTA: the head averages the image's and the mirror's)."""
+    return (
+        tf.data.Dataset.from_tensor_slices((split.images[:, :views], split.labels))
+        .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
 
