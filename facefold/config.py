@@ -175,6 +175,19 @@ class Config:
         preset = data.pop("preset", "seed")
         return apply_overrides(cls(preset=preset), data, source="config")
 
+    @property
+    def family(self) -> str:
+        """``"cnn"`` (learns from pixels), ``"embedding"`` (a head) or ``"ensemble"``."""
+        if self.model.members:
+            return "ensemble"
+        return "embedding" if self.model.embedding else "cnn"
+
+    def require_cnn(self, what: str) -> None:
+        """Raise ``ValueError`` when this config is not a CNN's: ``what`` needs conv layers."""
+        if self.family != "cnn":
+            raise ValueError(f"{what} works on CNN presets only; preset '{self.preset}' is an "
+                             f"{'embedding head' if self.family == 'embedding' else 'ensemble'}")
+
     def replace(self, **sections: dict[str, Any]) -> Config:
         """A copy with some keys of some sections replaced: ``cfg.replace(train={"steps": 10})``."""
         return apply_overrides(self, sections, source="override")
