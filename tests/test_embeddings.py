@@ -11,6 +11,7 @@ import functools
 import io
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,47 @@ def test_dlib128_run_counts_fallbacks_predicts_and_exports(
     for folder in (run, export):
         with pytest.raises(ValueError, match="train the head again"):
             Predictor.load(folder)
+
+
+def test_serve_names_a_face_with_a_dlib128_run(
+    fake_embedder: FakeEmbedder, tiny_dataset: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
+    pytest.importorskip("python_multipart", reason="the serve extra is missing")
+    pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
+    with warnings.catch_warnings():  # Starlette nudges from httpx to httpx2; both work
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    import facefold.predict as predict_module
+    from facefold.serve import create_app
+
+    monkeypatch.setattr(predict_module, "load_detector", lambda: None)  # the whole-picture rule
+    run = tmp_path / "run"
+    train(tiny_dataset, tiny_config(steps=20, eval_every=20, preset="dlib128"), run, [0],
+          log=lambda _: None)
+    predictor = Predictor.load(run)
+    client = TestClient(create_app(predictor))
+    crop = _held_out_crops(tiny_dataset)[0]
+    buffer = io.BytesIO()
+    crop.save(buffer, format="PNG")
+    response = client.post("/api/predict", files={"file": ("face.png", buffer.getvalue(),
+                                                           "image/png")})
+    assert response.status_code == 200
+    (face,) = response.json()["faces"]
+    expected = predictor.predict_crops([crop])[0]
+    assert face["name"] == predictor.labels[int(expected.argmax())]
+    assert face["top"][0]["probability"] == pytest.approx(float(expected.max()), abs=1e-6)
+
+
+def test_commands_that_need_conv_layers_refuse_other_presets() -> None:
+    from facefold.bench import bench_config
+
+    with pytest.raises(ValueError, match="CNN presets only; preset 'dlib128' is an embedding"):
+        bench_config("dlib128", "float32", None, 8)
+    with pytest.raises(ValueError, match="preset 'ensemble' is an ensemble"):
+        bench_config("ensemble", "float32", None, 8)
 
 
 # ---------------------------------------------------------------- ensembles
