@@ -103,7 +103,7 @@ def _embed_shard(path: Path, model: dlib128.Dlib128, cache: EmbeddingCache, coun
     if todo:
         seconds = time.perf_counter() - started
         log(f"[{model.name}] {path.name}: {todo} views in {seconds:.0f} s "
-            f"({todo / seconds:.1f} images/s)")
+            f"({todo / seconds:.1f} views/s)")
     return EmbeddingSplit(vectors, labels, fallback)
 
 
