@@ -110,6 +110,10 @@ def test_missing_extra_names_the_pip_command(
                  "--out", str(out)]) == 1
     assert EXTRA in capsys.readouterr().err
     assert not out.exists()  # refused before any training
+    assert main(["train", str(tiny_dataset), "--preset", "ensemble", "--steps", "2",
+                 "--out", str(out)]) == 1  # before its first member (fast) trains
+    assert EXTRA in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_missing_weights_name_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -218,13 +222,13 @@ def test_commands_that_need_conv_layers_refuse_other_presets() -> None:
 
 def test_ensemble_probabilities_are_the_mean_of_the_members(tmp_path: Path) -> None:
     labels = np.array([0, 2])
-    members = {"a": [[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], "b": [[0.5, 0.5, 0.0], [0.3, 0.3, 0.4]]}
+    members = {"a": [[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], "b": [[0.5, 0.4, 0.1], [0.3, 0.3, 0.4]]}
     for name, probabilities in members.items():
         (tmp_path / name).mkdir()
         np.savez(tmp_path / name / "predictions.npz", step=1, labels=labels,
                  probabilities=np.array(probabilities, np.float32))
     y, mean = average_predictions([tmp_path / "a", tmp_path / "b"])
-    by_hand = np.array([[0.6, 0.35, 0.05], [0.2, 0.2, 0.6]])
+    by_hand = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
     np.testing.assert_allclose(mean, by_hand, atol=1e-7)
     np.testing.assert_allclose(mean.sum(axis=1), 1.0, atol=1e-7)
     np.testing.assert_array_equal(y, labels)

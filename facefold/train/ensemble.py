@@ -49,7 +49,7 @@ from facefold.data.records import (
     write_json_atomic,
     write_rows_atomic,
 )
-from facefold.embeddings.shards import SplitSource
+from facefold.embeddings.shards import SplitSource, check_inputs
 from facefold.models.presets import member_configs
 from facefold.train.trainer import (
     METRICS_FILE,
@@ -134,6 +134,8 @@ def train_ensemble(
     data_dir, out = Path(data_dir), Path(out)
     source = splits or SplitSource(data_dir, log)
     members = member_configs(config)
+    for member in members:  # a missing extra fails before the first member trains
+        check_inputs(member)
     labels = list(people) if people is not None else read_labels(data_dir)
     people_list = list(people) if people is not None else None
     _prepare_run_dir(out, _run_identity(data_dir, eval_shards, config, people_list), labels)
