@@ -132,12 +132,24 @@ def test_sparsity_every_zero_is_inert(tmp_path: Path) -> None:
     model = build_model(config.model, num_classes=2)
     tracker = SparsityTracker(tmp_path, model, config, split=None)
     tracker.resume(0)
-    assert tracker.callbacks(0) == []
+    assert tracker.chunks(0, 250) == [(0, 250)]  # one fit: nothing to measure between
+    tracker.measure_if_due(100)
     assert tracker.annotate({"step": 0}) == {"step": 0}
     tracker.save()
     assert not (tmp_path / SPARSITY_FILE).exists()
     with pytest.raises(ValueError, match=r"train\.sparsity_every must be >= 0"):
         tiny_config(sparsity_every=-1)
+
+
+def test_training_is_cut_into_fits_that_end_on_measurement_steps(
+    tmp_path: Path, data: Path
+) -> None:
+    config = tiny_config(sparsity_every=100)
+    split = concat(decode_shards(data))
+    tracker = SparsityTracker(tmp_path, build_model(config.model, 2), config, split)
+    assert tracker.chunks(0, 250) == [(0, 100), (100, 200), (200, 250)]
+    assert tracker.chunks(150, 400) == [(150, 200), (200, 300), (300, 400)]  # after a resume
+    assert tracker.chunks(100, 200) == [(100, 200)]
 
 
 def test_live_units_arithmetic() -> None:

@@ -307,6 +307,26 @@ def test_experiment_compares_an_ensemble_that_reuses_its_members(
     assert (out / "ensemble" / "per_person.csv").is_file() and (out / "report.html").is_file()
 
 
+def test_an_ensembles_time_to_accuracy_is_its_members_training_time(tmp_path: Path) -> None:
+    from facefold.data.records import write_json_atomic, write_rows_atomic
+    from facefold.evaluate.cv import CVResult
+    from facefold.evaluate.experiment import time_to_accuracy
+
+    case = tmp_path / "ensemble" / "case-0"
+    intervals = {"a": [(10, 0.5), (20, 1.0)], "b": [(5, 2.0)]}  # (step, seconds per step)
+    for name, rows in intervals.items():
+        write_rows_atomic(case / "members" / name / "metrics.jsonl", [
+            {"step": 0, "eval_accuracy": 0.1, "seconds_per_step": 0.0},
+            *({"step": s, "eval_accuracy": 0.5, "seconds_per_step": t} for s, t in rows)])
+    write_json_atomic(case / "ensemble.json", {"members": [
+        {"preset": name, "run": f"members/{name}", "reused": False} for name in intervals]})
+    write_rows_atomic(case / "metrics.jsonl",
+                      [{"step": 20, "eval_accuracy": 0.9, "seconds_per_step": None}])
+    curve = CVResult([20], [0], np.array([[0.9]]))
+    # a: 10 x 0.5 + 10 x 1.0 = 15 s; b: 5 x 2.0 = 10 s
+    assert time_to_accuracy(tmp_path / "ensemble", curve, [0], 0.8) == (20, 25.0)
+
+
 # ---------------------------------------------------------------- real dlib on real faces
 
 

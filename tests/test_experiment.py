@@ -63,6 +63,10 @@ def _linked_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+def row_steps(row: dict[str, str]) -> int | None:
+    return int(row["steps_to_baseline"]) if row["steps_to_baseline"] else None
+
+
 def _correct(run_dir: Path) -> np.ndarray:
     with np.load(run_dir / "predictions.npz") as data:
         return data["probabilities"].argmax(axis=1) == data["labels"]
@@ -129,6 +133,19 @@ def test_experiment_table_numbers(experiment: tuple[ExperimentResult, Path, Path
     pooled = [np.concatenate([_correct(out / p / f"case-{k}") for k in (0, 1)]) for p in PRESETS]
     assert reduced.mcnemar == mcnemar_test(*pooled)
     assert result.baseline_curve.cases == [0, 1]
+    target = np.mean(seed_finals)
+    for s in result.summaries:  # time to the seed's accuracy, by hand from metrics.jsonl
+        runs = [read_metrics(out / s.preset / f"case-{k}") for k in (0, 1)]
+        means = [np.mean([run[i]["eval_accuracy"] for run in runs]) for i in range(3)]
+        hit = next((i for i, m in enumerate(means) if m >= target - 1e-9), None)
+        if hit is None:
+            assert s.steps_to_baseline is None and s.seconds_to_baseline is None
+            continue
+        assert s.steps_to_baseline == 2 * hit  # evaluations at steps 0, 2, 4
+        seconds = [sum(2 * run[i]["seconds_per_step"] for i in range(1, hit + 1)) for run in runs]
+        assert s.seconds_to_baseline == pytest.approx(np.mean(seconds))
+        assert row_steps(rows[s.preset]) == s.steps_to_baseline
+    assert seed.steps_to_baseline is not None  # the baseline reaches its own final accuracy
     assert (out / "comparison.png").read_bytes()[:8] == PNG
     assert "reduced" in result.table and f"{reduced.parameters:,}" in result.table
 

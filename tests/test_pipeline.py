@@ -11,16 +11,12 @@ import tensorflow as tf
 from conftest import make_tiny_dataset, write_2016_shard
 
 from facefold.config import AugmentSpec
+from facefold.data.augment import ERASE_AREA, _resample, augment, random_boxes, random_erase
 from facefold.data.pipeline import (
-    ERASE_AREA,
     Split,
     _batch_indices,
-    _resample,
-    augment,
     center_crop,
     decode_shards,
-    random_boxes,
-    random_erase,
     training_batches,
 )
 from facefold.data.records import ShardError
@@ -126,7 +122,7 @@ def test_corrupt_shard_names_the_file(tmp_path: Path) -> None:
 
 
 def test_color_matrix_keeps_gray_and_blends_towards_luma() -> None:
-    from facefold.data.pipeline import color_matrix
+    from facefold.data.augment import color_matrix
 
     matrices = color_matrix(tf.constant([0.0, 0.3, -0.1, 0.0]),
                             tf.constant([1.0, 0.7, 1.3, 0.0])).numpy()
@@ -140,7 +136,7 @@ def test_color_matrix_keeps_gray_and_blends_towards_luma() -> None:
 
 
 def test_color_matrix_hue_moves_colours_like_tf_adjust_hue() -> None:
-    from facefold.data.pipeline import color_matrix
+    from facefold.data.augment import color_matrix
 
     colours = np.random.default_rng(0).uniform(0.2, 0.8, (500, 3)).astype(np.float32)
     for shift in (0.04, -0.04, 0.1):

@@ -15,6 +15,7 @@ McNemar test over the pooled held-out images (see :mod:`facefold.evaluate.stats`
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import tempfile
 from collections.abc import Sequence
@@ -60,7 +61,11 @@ class PresetSummary:
     ``(t, p)`` and ``mcnemar`` ``(b01, b10, p)`` compare with the baseline on
     the folds both ran (None for the baseline itself; ``t_test`` also None
     for a single common fold). ``b01`` counts images the baseline got wrong
-    and this preset right.
+    and this preset right. ``steps_to_baseline`` and ``seconds_to_baseline``:
+    the first evaluated step at which this preset's accuracy, averaged over the
+    folds both ran, reaches the baseline's final accuracy averaged over the
+    same folds, and the training wall time up to it (mean over those folds);
+    None when it never does or no fold is shared.
     """
 
     preset: str
@@ -74,6 +79,8 @@ class PresetSummary:
     images_per_second: float
     t_test: tuple[float, float] | None
     mcnemar: tuple[int, int, float] | None
+    steps_to_baseline: int | None = None
+    seconds_to_baseline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -231,10 +238,47 @@ def _summarize(
             [curve.accuracy[-1, curve.cases.index(k)] for k in common],
         )
         mcnemar = mcnemar_test(*pooled_correct(base_dir, cv_dir, common))
+    reached = time_to_accuracy(cv_dir, curve, common, _final_on(base, common)) if common else None
     return PresetSummary(
         name, list(curve.cases), mean, std, parameters, weights_bytes, checkpoint_bytes,
         seconds, config.train.batch_size / seconds if seconds > 0 else float("nan"),
-        t_test, mcnemar,
+        t_test, mcnemar, *(reached or (None, None)),
+    )
+
+
+def _final_on(curve: CVResult, cases: Sequence[int]) -> float:
+    """The final accuracy of ``curve`` averaged over ``cases``."""
+    return float(np.mean([curve.accuracy[-1, curve.cases.index(k)] for k in cases]))
+
+
+def time_to_accuracy(
+    cv_dir: Path, curve: CVResult, cases: Sequence[int], target: float
+) -> tuple[int, float] | None:
+    """``(step, seconds)``: the first evaluated step at which ``curve`` averaged over ``cases``
+    reaches ``target``, and the training time up to it (the sum of ``seconds_per_step`` x
+    steps over the evaluation intervals of ``metrics.jsonl``, mean over ``cases``);
+    None when it never does. Evaluation time is not counted."""
+    columns = [curve.cases.index(k) for k in cases]
+    average = curve.accuracy[:, columns].mean(axis=1)
+    hits = np.flatnonzero(average >= target - 1e-9)  # tolerate float noise in the means
+    if not hits.size:
+        return None
+    step = curve.steps[hits[0]]
+    seconds = [_training_seconds(cv_dir / CASE_DIR.format(k), step) for k in cases]
+    return step, float(np.mean(seconds))
+
+
+def _training_seconds(run_dir: Path, step: int) -> float:
+    """Training wall time of a run from step 0 to ``step`` (an evaluated step); of an
+    ensemble (one evaluated step, see facefold.train.ensemble), its members' whole training."""
+    if (run_dir / ENSEMBLE_FILE).is_file():
+        entries = json.loads((run_dir / ENSEMBLE_FILE).read_text())["members"]
+        members = [run_dir / entry["run"] for entry in entries]
+        return sum(_training_seconds(m, read_metrics(m)[-1]["step"]) for m in members)
+    rows = [r for r in read_metrics(run_dir) if r["step"] <= step]
+    return sum(
+        now["seconds_per_step"] * (now["step"] - before["step"])
+        for before, now in itertools.pairwise(rows)
     )
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # evaluate.experiment imports this module lazily
 CSV_COLUMNS = [
     "preset", "cases", "accuracy_mean", "accuracy_std", "parameters", "weights_bytes",
     "checkpoint_bytes", "seconds_per_step", "images_per_second", "t", "t_test_p",
-    "mcnemar_b01", "mcnemar_b10", "mcnemar_p",
+    "mcnemar_b01", "mcnemar_b10", "mcnemar_p", "steps_to_baseline", "seconds_to_baseline",
 ]
 
 
@@ -57,13 +57,20 @@ def _row(s: PresetSummary, baseline: str) -> list[str]:
         f"{s.images_per_second:.0f}",
         t_test,
         mcnemar,
+        _time_to(s),
     ]
+
+
+def _time_to(s: PresetSummary) -> str:
+    if s.steps_to_baseline is None:
+        return "-"
+    return f"{s.steps_to_baseline} ({s.seconds_to_baseline / 60:.1f} min)"
 
 
 def format_comparison(result: ExperimentResult) -> str:
     """The comparison as aligned text: one row per preset, then what the tests mean."""
     header = ["Preset", "Folds", "Accuracy", "Params", "Weights", "Checkpoint", "s/step",
-              "img/s", "t-test p", "McNemar p (b01/b10)"]
+              "img/s", "t-test p", "McNemar p (b01/b10)", f"To {result.baseline} acc"]
     rows = [_row(s, result.baseline) for s in result.summaries]
     widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(header)]
     lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
@@ -73,6 +80,8 @@ def format_comparison(result: ExperimentResult) -> str:
         f"Checkpoint: .keras with optimizer state.\nt-test: paired over the folds both ran, "
         f"vs {result.baseline}. McNemar: exact, on the pooled held-out images vs "
         f"{result.baseline}; b01 = {result.baseline} wrong and preset right, b10 = the reverse."
+        f"\nTo {result.baseline} acc: first evaluated step (and training time) where the "
+        f"preset's mean over the shared folds reaches {result.baseline}'s final mean."
     )
     return "\n".join(lines)
 
@@ -93,7 +102,7 @@ def write_comparison_csv(result: ExperimentResult, path: str | Path) -> None:
         b01, b10, m_p = s.mcnemar or (None, None, None)
         values = [s.accuracy_mean, s.accuracy_std, s.parameters, s.weights_bytes,
                   s.checkpoint_bytes, s.seconds_per_step, s.images_per_second, t, t_p,
-                  b01, b10, m_p]
+                  b01, b10, m_p, s.steps_to_baseline, s.seconds_to_baseline]
         writer.writerow([s.preset, ";".join(map(str, s.cases)), *map(_csv_value, values)])
     write_text_atomic(path, buffer.getvalue())
 

@@ -342,6 +342,9 @@ def _summary_from_csv(row: dict[str, str]) -> PresetSummary:
         (number("t"), number("t_test_p")) if row["t_test_p"] else None,
         (int(row["mcnemar_b01"]), int(row["mcnemar_b10"]), number("mcnemar_p"))
         if row["mcnemar_p"] else None,
+        # .get: comparison.csv files written before these columns existed
+        int(row["steps_to_baseline"]) if row.get("steps_to_baseline") else None,
+        number("seconds_to_baseline") if row.get("seconds_to_baseline") else None,
     )
 
 

@@ -44,12 +44,14 @@ import tensorflow as tf
 import facefold
 from facefold.config import Config
 from facefold.data.pipeline import (
+    BatchMaker,
     Split,
+    batch_maker,
     concat,
+    embedding_batch_maker,
     embedding_evaluation_batches,
-    embedding_training_batches,
     evaluation_batches,
-    training_batches,
+    step_batches,
 )
 from facefold.data.records import (
     atomic_path,
@@ -75,7 +77,14 @@ class NaNLossError(FloatingPointError):
 
 
 class _StopOnNaN(keras.callbacks.Callback):
-    """Raise a clear error the moment the training loss is not finite."""
+    """Raise a clear error as soon as the training loss is not finite.
+
+    ``async_safe``: Keras then runs it in a worker thread while the next steps
+    are already dispatched, and re-raises its error in ``fit`` a step or two later.
+    Without it, Keras waits for every step to finish before starting the next.
+    """
+
+    async_safe = True
 
     def __init__(self, first_step: int) -> None:
         super().__init__()
@@ -97,8 +106,12 @@ class ProgressLine(keras.callbacks.Callback):
     last step, ``eval_accuracy`` the latest held-out accuracy (None: not yet).
     It draws only when ``stream`` (default ``sys.stderr``) is a terminal or
     ``force`` is set: in logs and tests the trainer's one line per evaluation
-    is the progress. At most one redraw per ``min_interval`` seconds.
+    is the progress. At most one redraw per ``min_interval`` seconds. It
+    only reads the loss Keras hands it, so it is ``async_safe`` (see
+    :class:`_StopOnNaN`); set ``first_step`` again before each ``fit``.
     """
+
+    async_safe = True
 
     def __init__(
         self, name: str, first_step: int, total: int, eval_accuracy: float | None = None,
@@ -350,9 +363,11 @@ class Trainer:
         self._write_metrics(rows)
         sparsity.save()
         schedule = [s for s in eval_steps(cfg.train.steps, cfg.train.eval_every) if s > start]
+        make_batch = self._batch_maker()
         for end in schedule:
             t0 = time.perf_counter()
-            train_logs = self._fit(model, start, end, rows[-1]["eval_accuracy"], sparsity)
+            train_logs = self._fit(model, make_batch, start, end, rows[-1]["eval_accuracy"],
+                                   sparsity)
             seconds_per_step = (time.perf_counter() - t0) / (end - start)
             row = sparsity.annotate(self._evaluate(model, end, train_logs, seconds_per_step))
             sparsity.save()  # before the checkpoint: a resume never lacks rows up to it
@@ -366,34 +381,41 @@ class Trainer:
         return rows
 
     def _fit(
-        self, model: keras.Model, start: int, end: int, eval_accuracy: float | None,
-        sparsity: SparsityTracker,
+        self, model: keras.Model, make_batch: BatchMaker, start: int, end: int,
+        eval_accuracy: float | None, sparsity: SparsityTracker,
     ) -> dict[str, float]:
-        """Train steps ``start`` … ``end - 1``; returns the last training loss and accuracy."""
+        """Train steps ``start`` … ``end - 1``, one ``fit`` per :meth:`SparsityTracker.chunks`
+        range; returns the mean training loss and accuracy over the steps."""
         cfg = self.config
         progress = ProgressLine(self.name, start, cfg.train.steps, eval_accuracy)
+        totals: dict[str, float] = {}
         try:
-            with training_weights(model):  # outside fit the model holds the weight average
-                history = model.fit(
-                    self._training_batches(start, end),
-                    epochs=1,
-                    steps_per_epoch=end - start,
-                    shuffle=False,  # order comes from the seeded pipeline
-                    verbose=0,
-                    callbacks=[_StopOnNaN(start), *sparsity.callbacks(start), progress],
-                )
+            for first, stop in sparsity.chunks(start, end):
+                progress.first_step = first
+                with training_weights(model):  # outside fit the model holds the weight average
+                    history = model.fit(
+                        step_batches(make_batch, first, stop),
+                        epochs=1,
+                        steps_per_epoch=stop - first,
+                        shuffle=False,  # order comes from the seeded pipeline
+                        verbose=0,
+                        callbacks=[_StopOnNaN(first), progress],
+                    )
+                    sparsity.measure_if_due(stop)  # the weights being trained, as during fit
+                for key, values in history.history.items():  # Keras logs the chunk's mean
+                    totals[key] = totals.get(key, 0.0) + float(values[-1]) * (stop - first)
         finally:
             progress.clear()  # the log line, or an error message, starts on a clean line
-        return {k: float(v[-1]) for k, v in history.history.items()}
+        return {key: total / (end - start) for key, total in totals.items()}
 
-    def _training_batches(self, start: int, end: int) -> tf.data.Dataset:
-        """Training batches ``start`` … ``end - 1``: jittered crops, or embedding views."""
+    def _batch_maker(self) -> BatchMaker:
+        """``step -> (x, y)``: a training batch of jittered crops, or of embedding views."""
         cfg = self.config
         if cfg.model.embedding:
-            return embedding_training_batches(self.train_split, cfg.augment.flip,
-                                              cfg.train.batch_size, cfg.train.seed, start, end)
-        return training_batches(self.train_split, cfg.augment, cfg.model.crop_size,
-                                cfg.train.batch_size, cfg.train.seed, start, end)
+            return embedding_batch_maker(self.train_split, cfg.augment.flip,
+                                         cfg.train.batch_size, cfg.train.seed)
+        return batch_maker(self.train_split, cfg.augment, cfg.model.crop_size,
+                           cfg.train.batch_size, cfg.train.seed)
 
     def _evaluation_batches(self) -> tf.data.Dataset:
         """The held-out images in order: central crops, or embedding views (both for flip TTA)."""
