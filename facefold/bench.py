@@ -197,7 +197,9 @@ def bench_config(preset: str, precision: str, size: int | None, batch: int) -> C
     """The preset's config with the benchmark's precision, batch and optional input ``size``."""
     model = {"input_size": size} if size else {}
     train = {"batch_size": batch, "precision": precision}
-    return resolve_config(preset, overrides={"model": model, "train": train})
+    config = resolve_config(preset, overrides={"model": model, "train": train})
+    config.require_cnn("bench")
+    return config
 
 
 def _synthetic_dataset(out: Path, batch: int, log: Log) -> Path:

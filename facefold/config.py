@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 PRECISIONS = ("auto", "float32", "bfloat16")
+# Pretrained embeddings a head can learn on (model.embedding), and their size.
+EMBEDDING_DIMS = {"dlib128": 128}
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -47,6 +50,19 @@ class ModelSpec:
     ``dropout`` (rate before the logits) and ``tta_flip`` (at inference the
     logits are the mean over the image and its mirror; see
     :mod:`facefold.models.cnn`).
+
+    ``embedding`` names a pretrained embedding (a key of :data:`EMBEDDING_DIMS`)
+    to learn on instead of pixels ("" = a CNN on pixels): the model is then a
+    head on each image's cached embedding (see :mod:`facefold.models.head`)
+    with ``dense_units`` hidden layers and ``dropout``, whose logits are linear
+    or, with ``cosine_scale`` > 0, that scale times the cosine between the
+    feature and each class's weight vector. ``augment.flip`` draws the
+    mirror's embedding half of the time and ``tta_flip`` averages the two;
+    the other augment and conv keys do not apply to a head.
+
+    ``members`` names registered presets whose models are trained alone and
+    averaged (probabilities after each member's own TTA): an ensemble, see
+    :mod:`facefold.train.ensemble`; every other model key is then unused.
     """
 
     conv_channels: tuple[int, ...] = (32, 48, 72, 108)
@@ -67,6 +83,9 @@ class ModelSpec:
     global_pool: bool = False
     dropout: float = 0.0
     tta_flip: bool = False
+    embedding: str = ""
+    cosine_scale: float = 0.0  # 0 = linear logits
+    members: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,6 +175,19 @@ class Config:
         preset = data.pop("preset", "seed")
         return apply_overrides(cls(preset=preset), data, source="config")
 
+    @property
+    def family(self) -> str:
+        """``"cnn"`` (learns from pixels), ``"embedding"`` (a head) or ``"ensemble"``."""
+        if self.model.members:
+            return "ensemble"
+        return "embedding" if self.model.embedding else "cnn"
+
+    def require_cnn(self, what: str) -> None:
+        """Raise ``ValueError`` when this config is not a CNN's: ``what`` needs conv layers."""
+        if self.family != "cnn":
+            raise ValueError(f"{what} works on CNN presets only; preset '{self.preset}' is an "
+                             f"{'embedding head' if self.family == 'embedding' else 'ensemble'}")
+
     def replace(self, **sections: dict[str, Any]) -> Config:
         """A copy with some keys of some sections replaced: ``cfg.replace(train={"steps": 10})``."""
         return apply_overrides(self, sections, source="override")
@@ -164,8 +196,11 @@ class Config:
 SECTIONS = {"model": ModelSpec, "augment": AugmentSpec, "train": TrainSpec}
 
 
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    """Convert a TOML/JSON/CLI value to the type of the field's default, or raise."""
+def _coerce(value: Any, default: Any, where: str, item_type: type | None = None) -> Any:
+    """Convert a TOML/JSON/CLI value to the type of the field's default, or raise.
+
+    ``item_type`` is the item type of a tuple field (needed when its default is empty).
+    """
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ValueError(f"{where} must be true or false, got {value!r}")
@@ -173,7 +208,7 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
     if isinstance(default, tuple):
         if not isinstance(value, list | tuple):
             raise ValueError(f"{where} must be a list, got {value!r}")
-        item_type = type(default[0]) if default else int
+        item_type = item_type or (type(default[0]) if default else int)
         return tuple(_coerce(v, item_type(), where) for v in value)
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if isinstance(default, float) and is_number:
@@ -205,6 +240,7 @@ def apply_overrides(base: Config, overrides: dict[str, Any], source: str) -> Con
             raise ValueError(f"{source}: [{section_name}] must be a table of keys")
         spec = sections[section_name]
         allowed = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+        hints = typing.get_type_hints(type(spec))
         changes = {}
         for key, value in values.items():
             if key not in allowed:
@@ -212,7 +248,9 @@ def apply_overrides(base: Config, overrides: dict[str, Any], source: str) -> Con
                     f"{source}: unknown key '{key}' in [{section_name}]; "
                     f"allowed: {', '.join(allowed)}"
                 )
-            changes[key] = _coerce(value, allowed[key], f"{source}: {section_name}.{key}")
+            is_tuple = typing.get_origin(hints[key]) is tuple
+            item = typing.get_args(hints[key])[0] if is_tuple else None
+            changes[key] = _coerce(value, allowed[key], f"{source}: {section_name}.{key}", item)
         sections[section_name] = dataclasses.replace(spec, **changes)
     return Config(preset=preset, **sections)
 
@@ -237,6 +275,7 @@ def check_config(cfg: Config) -> None:
     )
     _require(m.weight_decay >= 0, f"model.weight_decay must be >= 0, got {m.weight_decay}")
     _require(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
+    _check_embedding_and_members(cfg)
     _require(0 <= a.brightness <= 1, f"augment.brightness must be in [0, 1], got {a.brightness}")
     for name in ("contrast", "saturation"):
         low, high = getattr(a, name)
@@ -270,6 +309,28 @@ def check_config(cfg: Config) -> None:
              f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     _require(0 <= t.ema_decay < 1,
              f"train.ema_decay must be in [0, 1) (0 = off), got {t.ema_decay}")
+
+
+def _check_embedding_and_members(cfg: Config) -> None:
+    """The invariants of an embedding head and of an ensemble."""
+    m = cfg.model
+    _require(not m.embedding or m.embedding in EMBEDDING_DIMS,
+             f"model.embedding must be \"\" (a CNN on pixels) or one of "
+             f"{', '.join(EMBEDDING_DIMS)}, got {m.embedding!r}")
+    _require(m.cosine_scale >= 0, f"model.cosine_scale must be >= 0 (0 = linear logits), "
+             f"got {m.cosine_scale}")
+    _require(not m.cosine_scale or bool(m.embedding),
+             "model.cosine_scale applies to embedding heads only (set model.embedding)")
+    if m.embedding:
+        _require(m.channels == 3, f"model.channels must be 3 for the {m.embedding} embedding "
+                 f"(it reads RGB), got {m.channels}")
+        _require(cfg.train.sparsity_every == 0, "train.sparsity_every must be 0 for an "
+                 "embedding head (sparsity is measured on conv layers)")
+    if m.members:
+        _require(len(m.members) >= 2 and len(set(m.members)) == len(m.members),
+                 f"model.members must name at least two different presets, got {list(m.members)}")
+        _require(not m.embedding, "model.members (an ensemble) and model.embedding exclude "
+                 "each other: make the head a member")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -21,6 +21,17 @@ the logits layer, for the ``cosine`` open-set score.
 ``{"score": name, "threshold": t, "thresholds": {score: t, ...}}``; a face
 is unknown when its score is below ``t`` (see :mod:`facefold.evaluate.openset`).
 
+**Embedding heads** (e.g. a ``dlib128`` run): the model file is the *head*
+only. Its input is ``embedding``, float32 ``(N, V, D)``: the pretrained
+embedding of each face (V = 2 with flip TTA: the image's, then its
+mirror's), which ``export.json`` names under ``embedding`` (name, model
+version, views, dim). ``facefold predict``/``serve`` compute it from the
+picture with the installed ``facefold[dlib]`` and refuse other model versions.
+
+**Ensembles**: ``DIR/members/<preset>/`` holds an export of each member, and
+``export.json`` lists them under ``ensemble``; loading averages the members'
+probabilities as for the run.
+
 The network is exported in float32 whatever precision it trained in. The
 ``.keras`` file needs facefold importable (its custom layers); SavedModel and
 TFLite need only TensorFlow (TFLite through ``tf.lite.Interpreter``; Flex ops
@@ -42,6 +53,7 @@ import facefold
 from facefold.data.records import write_json_atomic
 from facefold.evaluate.openset import CENTROIDS_FILE
 from facefold.predict import EXPORT_FILE, EXPORT_FORMAT, MODEL_FILES, Predictor
+from facefold.train.ensemble import MEMBERS_DIR
 
 FORMATS = tuple(MODEL_FILES)
 
@@ -59,15 +71,19 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty: choose a new export folder")
     predictor = Predictor.load(run_dir)
-    if predictor.info.kind != "run" or predictor.keras_model is None:
+    if predictor.info.kind != "run" or (predictor.keras_model is None and not predictor.members):
         raise ValueError(f"{run_dir} is an export already: export from a run folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
-        _write_model(predictor.keras_model, fmt, tmp / MODEL_FILES[fmt])
+        meta = export_info(predictor, fmt)
+        if predictor.members:
+            meta["ensemble"] = {"members": _export_members(predictor, fmt, tmp)}
+        else:
+            _write_model(predictor.keras_model, fmt, tmp / MODEL_FILES[fmt])
         if predictor.info.centroids is not None:
             np.save(tmp / CENTROIDS_FILE, predictor.info.centroids)
-        write_json_atomic(tmp / EXPORT_FILE, export_info(predictor, fmt))
+        write_json_atomic(tmp / EXPORT_FILE, meta)
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
@@ -76,26 +92,51 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     return out
 
 
+def _export_members(predictor: Predictor, fmt: str, folder: Path) -> list[dict]:
+    """Export each member run of an ensemble into ``folder/members/<name>``; their entries."""
+    entries = []
+    for preset, member in predictor.members.items():
+        name = f"{MEMBERS_DIR}/{preset}"
+        export_run(member.info.source, fmt, folder / name)
+        entries.append({"preset": preset, "export": name,
+                        "source_run": str(member.info.source.resolve())})
+    return entries
+
+
+def _input_info(predictor: Predictor) -> dict:
+    """The ``input`` entry of ``export.json``: images, or an embedding head's embeddings."""
+    info = predictor.info
+    if info.embedding:
+        return {
+            "name": "embedding", "dtype": "float32",
+            "shape": [None, info.embedding["views"], info.embedding["dim"]],
+            "meaning": f"the {info.embedding['name']} embedding of each face crop (the whole "
+                       "square image_size picture), then of its mirror when views is 2",
+        }
+    return {
+        "name": "image", "dtype": "uint8",
+        "shape": [None, info.image_size, info.image_size, info.channels],
+        "meaning": "the whole square face image (shorter side resized to image_size, "
+                   "centre square); the model takes the central crop_size window itself",
+    }
+
+
 def export_info(predictor: Predictor, fmt: str) -> dict:
     """The ``export.json`` of an export of ``predictor`` (a run) in format ``fmt``."""
     info = predictor.info
-    shape = [None, info.image_size, info.image_size, info.channels]
     return {
         "export_format": EXPORT_FORMAT,
         "facefold_version": facefold.__version__,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "format": fmt,
-        "model_file": MODEL_FILES[fmt],
+        "model_file": None if predictor.members else MODEL_FILES[fmt],
         "labels": info.labels,
         "image_size": info.image_size,
         "crop_size": info.crop_size,
         "channels": info.channels,
-        "input": {
-            "name": "image", "dtype": "uint8", "shape": shape,
-            "meaning": "the whole square face image (shorter side resized to image_size, "
-                       "centre square); the model takes the central crop_size window itself",
-        },
+        "input": _input_info(predictor),
+        "embedding": info.embedding,
         "outputs": {
             "logits": "float32 (N, classes); softmax gives the probabilities of labels",
             "features": "float32 (N, D), input of the logits layer (cosine open-set score)",

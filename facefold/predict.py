@@ -20,6 +20,20 @@ inference model returns ``logits`` (N, classes) and ``features`` (N, D), the
 input of the logits layer, which the ``cosine`` open-set score compares with
 the per-person centroids (see :mod:`facefold.evaluate.openset`).
 
+**Embedding heads** (``model.embedding``, e.g. the ``dlib128`` preset): the
+square uint8 picture is embedded by the pretrained model (image and, with
+flip TTA, its mirror; see :mod:`facefold.embeddings.dlib128`), and the head's
+inference model maps the views (N, V, D) to ``logits`` and ``features``. The
+run (or export) records the embedding's model version; loading it with other
+installed weights is an error, as the head would get foreign embeddings.
+
+**Ensembles** (a run with ``ensemble.json``, or an export with an
+``ensemble`` entry): every member is loaded as its own predictor, and the
+ensemble's probabilities are the mean of the members' softmax probabilities;
+its ``logits`` are their logarithm (so softmax gives the mean back) and its
+``features`` the members' features side by side. Members must share the
+labels, image size and channels.
+
 "Unknown": when the model folder holds a ``threshold.json`` (written by
 ``facefold cv --unknown-people``), or a threshold is given, a face whose
 open-set score is below it is answered as :data:`UNKNOWN`.
@@ -50,10 +64,11 @@ import tensorflow as tf
 from PIL import Image
 
 import facefold
-from facefold.config import Config, ModelSpec
+from facefold.config import EMBEDDING_DIMS, Config, ModelSpec
 from facefold.data.images import ImageError, load_rgb, square_crop
 from facefold.data.pipeline import center_crop
 from facefold.data.records import MANIFEST_FILE, REQUIRED_FEATURES, list_shards
+from facefold.embeddings.shards import embed_images, embedder
 from facefold.evaluate.openset import (
     CENTROIDS_FILE,
     DEFAULT_SCORE,
@@ -62,6 +77,8 @@ from facefold.evaluate.openset import (
     read_threshold,
 )
 from facefold.models.cnn import build_model  # also registers the custom layer checkpoints need
+from facefold.models.head import build_head
+from facefold.train.ensemble import ENSEMBLE_FILE
 from facefold.train.trainer import latest_checkpoint
 
 EXPORT_FILE = "export.json"
@@ -151,6 +168,53 @@ def inference_model(model: keras.Model, spec: ModelSpec, image_size: int) -> ker
     return keras.Model(image, heads(x), name="facefold_inference")
 
 
+def head_inference_model(model: keras.Model, spec: ModelSpec) -> keras.Model:
+    """Wrap a trained embedding head as embeddings (B, V, D) -> ``{"logits", "features"}``,
+    float32; ``features`` is the input of its logits layer (the mean over the views)."""
+    net = build_head(spec, int(model.output_shape[-1]), "float32")
+    net.set_weights(model.get_weights())
+    return keras.Model(
+        net.input, {"logits": net.output, "features": net.get_layer("logits").input},
+        name="facefold_head_inference",
+    )
+
+
+def embedding_infer(head: Infer, embedding: dict[str, Any]) -> Infer:
+    """Inference from uint8 images (B, S, S, 3): their ``embedding["views"]`` embeddings
+    (computed, not cached: pictures to name are new), then ``head``."""
+    def infer(images: np.ndarray) -> dict[str, np.ndarray]:
+        vectors, _ = embed_images(images, embedding["name"], embedding["views"])
+        return head(vectors)
+
+    return infer
+
+
+def ensemble_infer(members: Sequence[Infer]) -> Infer:
+    """Inference of an ensemble: log of the mean of the members' softmax probabilities as
+    ``logits``, the members' ``features`` concatenated."""
+    def infer(images: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = [member(images) for member in members]
+        mean = np.mean([_softmax(out["logits"]) for out in outputs], axis=0)
+        return {
+            "logits": np.log(np.maximum(mean, np.finfo(np.float32).tiny)),
+            "features": np.concatenate([out["features"] for out in outputs], axis=1),
+        }
+
+    return infer
+
+
+def check_embedding_version(embedding: dict[str, Any], where: Path) -> None:
+    """Raise ``ValueError`` when the installed embedding model is not the one ``where``'s head
+    learned on (``ModuleNotFoundError`` naming the pip command when it is not installed)."""
+    installed = embedder(embedding["name"]).version
+    if embedding["model_version"] != installed:
+        raise ValueError(
+            f"{where} was trained on {embedding['name']} embeddings of model version "
+            f"{embedding['model_version'][:12]}…, but the installed weights give version "
+            f"{installed[:12]}…: train the head again on this version"
+        )
+
+
 @dataclass(frozen=True)
 class Recognition:
     """One recognized face.
@@ -195,17 +259,24 @@ class ModelInfo:
     step: int | None = None
     threshold: dict[str, Any] | None = None
     centroids: np.ndarray | None = field(default=None, repr=False)
+    # An embedding head's embedding: name, model_version, views (2 with flip TTA), dim.
+    embedding: dict[str, Any] | None = None
 
 
 class Predictor:
-    """A model loaded once; names faces in batches. Use :meth:`load`."""
+    """A model loaded once; names faces in batches. Use :meth:`load`.
+
+    ``members`` are the member predictors of an ensemble by preset name (empty otherwise).
+    """
 
     def __init__(self, info: ModelInfo, infer: Infer, keras_model: keras.Model | None = None,
-                 batch_size: int = BATCH_SIZE) -> None:
+                 batch_size: int = BATCH_SIZE, members: dict[str, Predictor] | None = None,
+                 ) -> None:
         self.info = info
         self._infer = infer
         self.keras_model = keras_model  # the inference model (runs and .keras exports)
         self.batch_size = batch_size
+        self.members = dict(members or {})
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:
@@ -429,10 +500,33 @@ def _load_centroids(folder: Path, classes: int) -> np.ndarray | None:
     return centroids.astype(np.float32)
 
 
+def _load_ensemble(folder: Path, member_dirs: dict[str, Path], kind: str,
+                   step: int | None) -> Predictor:
+    """The members (runs or exports, by preset name) of an ensemble as one :class:`Predictor`."""
+    members = {name: Predictor.load(path) for name, path in member_dirs.items()}
+    first = next(iter(members.values())).info
+    for member in members.values():
+        other = member.info
+        if (other.labels, other.image_size, other.channels) != (
+                first.labels, first.image_size, first.channels):
+            raise ValueError(
+                f"ensemble members {first.source} and {other.source} differ in their people, "
+                "image size or channels: they cannot be averaged"
+            )
+    info = ModelInfo(first.labels, first.image_size, first.crop_size, first.channels, kind,
+                     folder, step)
+    return Predictor(info, ensemble_infer([m._infer for m in members.values()]),
+                     members=members)
+
+
 def _load_run(run_dir: Path) -> Predictor:
-    """A run folder's newest checkpoint as a :class:`Predictor`."""
+    """A run folder's newest checkpoint (or an ensemble's members) as a :class:`Predictor`."""
     labels = _read_run_labels(run_dir)
     config, info = _run_config(run_dir)
+    if (run_dir / ENSEMBLE_FILE).is_file():
+        entries = json.loads((run_dir / ENSEMBLE_FILE).read_text())["members"]
+        return _load_ensemble(run_dir, {e["preset"]: run_dir / e["run"] for e in entries},
+                              "run", config.train.steps)
     found = latest_checkpoint(run_dir)
     if found is None:
         raise FileNotFoundError(
@@ -445,10 +539,20 @@ def _load_run(run_dir: Path) -> Predictor:
                          f"{checkpoint.name} has {model.output_shape[-1]} outputs")
     spec = config.model
     image_size = dataset_image_size(info["data_dir"], spec.crop_size)
-    wrapped = inference_model(model, spec, image_size)
+    embedding = None
+    if spec.embedding:
+        embedding = {**info["embedding"], "views": 2 if spec.tta_flip else 1,
+                     "dim": EMBEDDING_DIMS[spec.embedding]}
+        check_embedding_version(embedding, run_dir)
+        wrapped = head_inference_model(model, spec)
+        infer = embedding_infer(keras_infer(wrapped), embedding)
+    else:
+        wrapped = inference_model(model, spec, image_size)
+        infer = keras_infer(wrapped)
     model_info = ModelInfo(labels, image_size, spec.crop_size, spec.channels, "run", run_dir,
-                           step, read_threshold(run_dir), _load_centroids(run_dir, len(labels)))
-    return Predictor(model_info, keras_infer(wrapped), wrapped)
+                           step, read_threshold(run_dir), _load_centroids(run_dir, len(labels)),
+                           embedding)
+    return Predictor(model_info, infer, wrapped)
 
 
 def keras_infer(model: keras.Model) -> Infer:
@@ -497,19 +601,28 @@ def read_export_info(folder: Path) -> dict[str, Any]:
 def _load_export(folder: Path) -> Predictor:
     """An export folder (``export.json`` + model file) as a :class:`Predictor`."""
     meta = read_export_info(folder)
+    if meta.get("ensemble"):
+        members = {m["preset"]: folder / m["export"] for m in meta["ensemble"]["members"]}
+        return _load_ensemble(folder, members, meta["format"], meta.get("step"))
     model_path = folder / MODEL_FILES[meta["format"]]
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path} is missing from the export {folder}")
     labels = list(meta["labels"])
+    embedding = meta.get("embedding")
+    if embedding:
+        check_embedding_version(embedding, folder)
     info = ModelInfo(labels, int(meta["image_size"]), int(meta["crop_size"]),
                      int(meta["channels"]), meta["format"], folder, meta.get("step"),
-                     meta.get("threshold"), _load_centroids(folder, len(labels)))
+                     meta.get("threshold"), _load_centroids(folder, len(labels)), embedding)
+    model = None
     if meta["format"] == "keras":
         model = keras.models.load_model(model_path, compile=False)
-        return Predictor(info, keras_infer(model), model)
-    if meta["format"] == "savedmodel":
-        return Predictor(info, savedmodel_infer(model_path))
-    return Predictor(info, tflite_infer(model_path))
+        infer = keras_infer(model)
+    elif meta["format"] == "savedmodel":
+        infer = savedmodel_infer(model_path)
+    else:
+        infer = tflite_infer(model_path)
+    return Predictor(info, embedding_infer(infer, embedding) if embedding else infer, model)
 
 
 # ---------------------------------------------------------------- many files (the CLI)

@@ -158,3 +158,42 @@ def predictor(tmp_path_factory: pytest.TempPathFactory):
     train(data, tiny_config(steps=20, eval_every=20, sparsity_every=0), root / "run", [0],
           log=lambda _: None)
     return Predictor.load(root / "run")
+
+
+class FakeEmbedder:
+    """Stands in for :class:`facefold.embeddings.dlib128.Dlib128` without dlib: a fixed random
+    projection of each image's 2x2 mean colours (so a tiny dataset's classes separate).
+
+    ``calls`` counts the images embedded; ``fallback_below`` marks images whose mean is
+    under it as landmark fallbacks; ``version`` is the model version.
+    """
+
+    name = "dlib128"
+    dim = 128
+
+    def __init__(self, version: str = "fake-1", fallback_below: float = -1.0) -> None:
+        self.version = version
+        self.fallback_below = fallback_below
+        self.calls = 0
+        self.projection = np.random.default_rng(0).normal(size=(12, self.dim)).astype("float32")
+
+    def embed(self, images: np.ndarray, mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += len(images)
+        x = images[:, :, ::-1] if mirror else images
+        n, side = len(x), x.shape[1] // 2 * 2
+        cells = x[:, :side, :side].reshape(n, 2, side // 2, 2, side // 2, 3).mean(axis=(2, 4))
+        pooled = cells.reshape(n, 12) / 255.0
+        return (pooled @ self.projection).astype("float32"), pooled.mean(axis=1) < (
+            self.fallback_below)
+
+
+@pytest.fixture
+def fake_embedder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeEmbedder:
+    """A :class:`FakeEmbedder` in place of dlib128 (no dlib needed), with a fresh embedding
+    cache under ``tmp_path``."""
+    from facefold.embeddings import dlib128
+
+    fake = FakeEmbedder()
+    monkeypatch.setattr(dlib128, "load", lambda: fake)
+    monkeypatch.setenv("FACEFOLD_CACHE", str(tmp_path / "embedding-cache"))
+    return fake

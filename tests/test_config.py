@@ -48,6 +48,13 @@ def test_layers_resolve_in_order(tmp_path: Path) -> None:
         ({"train": {"lr_schedule": "step"}}, "train.lr_schedule must be one of constant, cosine"),
         ({"train": {"ema_decay": 1.0}}, "train.ema_decay must be in [0, 1)"),
         ({"train": {"label_smoothing": -0.1}}, "train.label_smoothing must be in [0, 1)"),
+        ({"model": {"embedding": "facenet"}}, "model.embedding must be \"\" (a CNN on pixels)"),
+        ({"model": {"cosine_scale": 16.0}}, "model.cosine_scale applies to embedding heads only"),
+        ({"model": {"embedding": "dlib128", "channels": 1}}, "model.channels must be 3 for"),
+        ({"model": {"embedding": "dlib128"}}, "train.sparsity_every must be 0 for an embedding"),
+        ({"model": {"members": ["fast"]}}, "model.members must name at least two different"),
+        ({"model": {"members": ["fast", "fast"]}}, "model.members must name at least two"),
+        ({"model": {"members": [1, 2]}}, "model.members must be str"),
     ],
 )
 def test_bad_values_name_the_key(overrides: dict, message: str) -> None:
@@ -115,3 +122,20 @@ def test_each_modern_ablation_changes_only_its_ingredient() -> None:
     assert _differences(get_preset("fast"), modern) == {
         "train.steps", "train.eval_every", "train.learning_rate", "train.warmup_steps"}
     assert get_preset("fast").train.steps * 4 == get_preset("seed").train.steps
+
+
+def test_ensemble_members_from_toml_and_their_configs(tmp_path: Path) -> None:
+    from facefold.models.presets import member_configs
+
+    toml = tmp_path / "e.toml"
+    toml.write_text('preset = "seed"\n[model]\nmembers = ["reduced", "dlib128"]\n'
+                    "[train]\nseed = 3\n")
+    cfg = resolve_config(None, toml)
+    assert cfg.family == "ensemble" and cfg.model.members == ("reduced", "dlib128")
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    reduced, head = member_configs(cfg)  # the ensemble's own change (seed 3) reaches each member
+    assert reduced == get_preset("reduced").replace(train={"seed": 3})
+    assert head == get_preset("dlib128").replace(train={"seed": 3})
+    assert head.family == "embedding" and reduced.family == "cnn"
+    with pytest.raises(ValueError, match="ensemble member 'ensemble' is an ensemble itself"):
+        member_configs(cfg.replace(model={"members": ["ensemble", "seed"]}))

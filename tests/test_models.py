@@ -1,5 +1,6 @@
 """Every registered preset builds, runs forward with the right shape, has the closed-form size
-and trains; the modern building blocks (TTA, fused batch norm, dropout state) by hand.
+and trains (an embedding head on random embeddings, an ensemble member by member); the modern
+building blocks (TTA, fused batch norm, dropout state, cosine head) by hand.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import keras
 import numpy as np
 import pytest
 
-from facefold.config import ModelSpec
-from facefold.data.pipeline import Split, training_batches
+from facefold.config import EMBEDDING_DIMS, Config, ModelSpec
+from facefold.data.pipeline import Split, embedding_training_batches, training_batches
+from facefold.embeddings.shards import EmbeddingSplit
 from facefold.models.cnn import FusedBatchNorm, build_model, relu_layer_names
-from facefold.models.presets import get_preset, list_presets
+from facefold.models.head import build_head
+from facefold.models.presets import get_preset, leaf_configs, list_presets
 from facefold.train.trainer import compile_model
 
 
@@ -70,32 +73,81 @@ def _tiny_split(spec: ModelSpec, rng: np.random.Generator, classes: int = 3) -> 
     return Split(images, (np.arange(8) % classes).astype(np.int32))
 
 
-@pytest.mark.parametrize("name", list_presets())
-def test_every_preset_builds_runs_and_trains(name: str) -> None:
-    """Every preset: closed-form size, finite logits of the right shape, the ReLU layer names,
-    and three training steps of its own recipe (optimizer, loss, augmentation) on a tiny batch."""
-    cfg = get_preset(name)
-    cfg = cfg.replace(train={"batch_size": 4, "warmup_steps": min(cfg.train.warmup_steps, 1)})
-    spec = cfg.model
+def _head_parameters(spec: ModelSpec, classes: int) -> int:
+    """An embedding head by hand: dense layers in*out + out from the embedding's size; cosine
+    logits have no bias."""
+    total, units_in = 0, EMBEDDING_DIMS[spec.embedding]
+    for units in spec.dense_units:
+        total, units_in = total + units_in * units + units, units
+    return total + units_in * classes + (0 if spec.cosine_scale else classes)
+
+
+def _check_cnn_builds_and_runs(spec: ModelSpec, rng: np.random.Generator):
+    """Closed-form size, finite logits of the right shape, the ReLU layer names; returns
+    ``(model, batch, training split)``."""
     model = build_model(spec, 7)
     assert model.count_params() == closed_form_parameters(spec, 7)
-    rng = np.random.default_rng(0)
-    batch = rng.random((2, spec.crop_size, spec.crop_size, spec.channels))
-    logits = model.predict(batch.astype("float32"), verbose=0)
-    assert logits.shape == (2, 7)
-    assert np.isfinite(logits).all()
+    batch = rng.random((2, spec.crop_size, spec.crop_size, spec.channels)).astype("float32")
     assert relu_layer_names(model) == [
         *(f"conv{i}" for i in range(1, len(spec.conv_channels) + 1)),
         *(f"fc{i}" for i in range(1, len(spec.dense_units) + 1)),
     ]
+    return model, batch, _tiny_split(spec, rng)
+
+
+def _check_head_builds_and_runs(spec: ModelSpec, rng: np.random.Generator):
+    """The same for an embedding head, on random embeddings (no embedding model needed)."""
+    model = build_head(spec, 7)
+    assert model.count_params() == _head_parameters(spec, 7)
+    dim = EMBEDDING_DIMS[spec.embedding]
+    batch = rng.normal(size=(2, 2, dim)).astype("float32")  # two images, two views each
+    embeddings = rng.normal(size=(8, 2, dim)).astype("float32")
+    return model, batch, EmbeddingSplit(embeddings, (np.arange(8) % 3).astype(np.int32),
+                                        np.zeros(8, bool))
+
+
+def _check_trains(cfg: Config) -> None:
+    """Build, run forward, and train three steps of ``cfg``'s own recipe on a tiny batch."""
+    spec, rng = cfg.model, np.random.default_rng(0)
+    if spec.embedding:
+        model, batch, split = _check_head_builds_and_runs(spec, rng)
+        batches = embedding_training_batches(split, cfg.augment.flip, 4, 0, 0, 3)
+    else:
+        model, batch, split = _check_cnn_builds_and_runs(spec, rng)
+        batches = training_batches(split, cfg.augment, spec.crop_size, 4, 0, 0, 3)
+    logits = model.predict(batch, verbose=0)
+    assert logits.shape == (2, 7)
+    assert np.isfinite(logits).all()
     compile_model(model, cfg)
     before = [w.copy() for w in model.get_weights()]
-    batches = training_batches(_tiny_split(spec, rng), cfg.augment, spec.crop_size, 4, 0, 0, 3)
     history = model.fit(batches, epochs=1, steps_per_epoch=3, shuffle=False, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
-    assert np.isfinite(model.predict(batch.astype("float32"), verbose=0)).all()
+    assert np.isfinite(model.predict(batch, verbose=0)).all()
     changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True)]
     assert any(changed)
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_builds_runs_and_trains(name: str) -> None:
+    """Every preset: closed-form size, finite logits of the right shape, the ReLU layer names,
+    and three training steps of its own recipe (optimizer, loss, augmentation) on a tiny batch;
+    an ensemble's members each do."""
+    cfg = get_preset(name)
+    for member in leaf_configs(cfg):
+        _check_trains(member.replace(
+            train={"batch_size": 4, "warmup_steps": min(member.train.warmup_steps, 1)}))
+
+
+def test_cosine_head_logits_are_scaled_cosines() -> None:
+    spec = dataclasses.replace(get_preset("dlib128").model, cosine_scale=10.0, tta_flip=False)
+    model = build_head(spec, 3, seed=1)
+    x = np.random.default_rng(3).normal(size=(4, 1, 128)).astype("float32")
+    kernel = model.get_layer("logits").kernel.numpy()
+    features = x[:, 0] / np.linalg.norm(x[:, 0], axis=1, keepdims=True)
+    expected = 10.0 * features @ (kernel / np.linalg.norm(kernel, axis=0, keepdims=True))
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
+    two_views = np.concatenate([x, -x], axis=1)  # the mean of x and -x is 0 ...
+    assert np.allclose(model.get_layer("view_mean")(two_views), 0.0)  # ... averaged before logits
 
 
 def test_flip_tta_is_the_mean_over_the_image_and_its_mirror() -> None:

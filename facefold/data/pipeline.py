@@ -13,6 +13,7 @@ Pixel values handed to the model are float32 in [0, 1]; see
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,10 @@ from facefold.data.records import (
 
 @dataclass(frozen=True)
 class Split:
-    """Decoded face crops and their labels: ``images`` (N, H, W, C) uint8, ``labels`` (N,) int32."""
+    """Decoded face crops and their labels: ``images`` (N, H, W, C) uint8, ``labels`` (N,) int32.
+
+    (An embedding head's inputs are a :class:`~facefold.embeddings.shards.EmbeddingSplit`.)
+    """
 
     images: np.ndarray
     labels: np.ndarray
@@ -92,10 +96,11 @@ def decode_shards(data_dir: str | Path, channels: int = 3) -> list[Split]:
 
 
 def concat(splits: list[Split]) -> Split:
-    """Join several splits into one (e.g. the training shards of a fold)."""
-    return Split(
-        np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits])
-    )
+    """Join several splits of one kind into one (e.g. the training shards of a fold)."""
+    return dataclasses.replace(splits[0], **{
+        f.name: np.concatenate([getattr(s, f.name) for s in splits])
+        for f in dataclasses.fields(splits[0])
+    })
 
 
 def center_crop(images: tf.Tensor, crop: int) -> tf.Tensor:
@@ -178,6 +183,55 @@ def training_batches(
 ) -> tf.data.Dataset:
     """Batches ``start_step`` … ``end_step - 1`` of a training run (see :func:`batch_maker`)."""
     return step_batches(batch_maker(split, spec, crop, batch_size, seed), start_step, end_step)
+
+
+def embedding_batch_maker(split: Split, flip: bool, batch_size: int, seed: int) -> BatchMaker:
+    """A function ``step -> (x, y)`` giving training batch ``step`` of an embedding head.
+
+    ``split.images`` are embeddings (N, V, D): view 0 of the image as stored,
+    view 1 (when V = 2) of its mirror. ``x`` is (B, 1, D), one view per image:
+    with ``flip`` the mirror's with probability 1/2, the embedding-side twin of
+    the CNN's flip augmentation; ``y`` is (B,) int32. The images of batch
+    ``s`` are those of the CNN pipeline for the same seed (:func:`_batch_indices`).
+    """
+    num_images, views = len(split), split.images.shape[1]
+    if batch_size > num_images:
+        raise ValueError(f"batch size {batch_size} exceeds the {num_images} training images")
+    embeddings, labels = tf.constant(split.images, tf.float32), tf.constant(split.labels)
+
+    def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        step = tf.cast(step, tf.int64)
+        index = _batch_indices(num_images, batch_size, seed, step)
+        x = tf.gather(embeddings, index)  # (B, V, D)
+        if flip and views > 1:
+            draw_seed = tf.stack([tf.constant(seed, tf.int64) + 1_000_003, step])
+            mirror = tf.random.stateless_uniform((batch_size,), draw_seed) < 0.5
+            view = tf.cast(mirror, tf.int32)  # (B,)
+            x = tf.gather(x, view[:, None], axis=1, batch_dims=1)  # (B, 1, D)
+        else:
+            x = x[:, :1]
+        return x, tf.gather(labels, index)
+
+    return make_batch
+
+
+def embedding_training_batches(
+    split: Split, flip: bool, batch_size: int, seed: int, start_step: int, end_step: int
+) -> tf.data.Dataset:
+    """Batches ``start_step`` … ``end_step - 1`` of an embedding head's training run
+    (see :func:`embedding_batch_maker`)."""
+    return step_batches(embedding_batch_maker(split, flip, batch_size, seed), start_step,
+                        end_step)
+
+
+def embedding_evaluation_batches(split: Split, views: int, batch_size: int) -> tf.data.Dataset:
+    """The first ``views`` views (N, views, D) of every image of ``split``, in order: ``(x, y)``
+    pairs (``views`` = 2 for flip TTA: the head averages the image's and the mirror's)."""
+    return (
+        tf.data.Dataset.from_tensor_slices((split.images[:, :views], split.labels))
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def evaluation_batches(split: Split, crop: int, batch_size: int) -> tf.data.Dataset:

@@ -25,14 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from facefold.config import Config
-from facefold.data.pipeline import decode_shards
 from facefold.data.records import (
     LABELS_FILE,
     MANIFEST_FILE,
     atomic_path,
     list_shards,
 )
+from facefold.embeddings.shards import SplitSource, check_inputs
 from facefold.evaluate.worker import run_files, train_in_worker
+from facefold.models.presets import leaf_configs
 from facefold.train.trainer import Log, read_metrics, train
 
 EXECUTORS = ("local", "ray")
@@ -119,6 +120,9 @@ def run_trials(
     for trial in trials:
         if trial not in pending:
             log(f"[{trial.name}] complete, skipped")
+    for trial in pending:  # a missing optional extra (e.g. facefold[dlib]) fails before any work
+        for config in leaf_configs(trial.config):
+            check_inputs(config)
     run = _run_local if executor.kind == "local" else _run_ray
     finished = run(Path(data_dir), pending, executor, log)
     outcomes = [finished.get(t.name) or TrialOutcome(t, skipped=True) for t in trials]
@@ -135,13 +139,16 @@ def run_trials(
 def _run_local(
     data_dir: Path, trials: list[Trial], executor: Executor, log: Log
 ) -> dict[str, TrialOutcome]:
-    # Decode each dataset once for all trials; a broken dataset stops everything at once.
-    decoded = {c: decode_shards(data_dir, c) for c in {t.config.model.channels for t in trials}}
+    # Load each kind of input (decoded images, embeddings) once for all trials, up front: a
+    # broken dataset stops everything at once.
+    source = SplitSource(data_dir, log)
+    for trial in trials:
+        for config in leaf_configs(trial.config):
+            source.get(config)
     outcomes = {}
     for trial in trials:
-        splits = decoded[trial.config.model.channels]
         try:
-            rows = train(data_dir, trial.config, trial.out, [trial.fold], splits, log)
+            rows = train(data_dir, trial.config, trial.out, [trial.fold], source, log)
             outcomes[trial.name] = TrialOutcome(trial, rows=rows)
         except (KeyboardInterrupt, SystemExit):
             raise

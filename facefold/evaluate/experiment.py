@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
-import facefold.models.cnn  # noqa: F401  (registers the custom layer checkpoints need)
+import facefold.models.head  # noqa: F401  (registers the custom layers checkpoints need)
 from facefold.config import Config, resolve_config
 from facefold.data.records import list_shards, read_labels, write_json_atomic
 from facefold.evaluate.cv import (
@@ -42,6 +42,7 @@ from facefold.evaluate.errors import read_predictions
 from facefold.evaluate.executor import LOCAL, Executor, run_trials
 from facefold.evaluate.stats import mcnemar_test, paired_t_test
 from facefold.models.presets import describe_preset, list_presets
+from facefold.train.ensemble import ENSEMBLE_FILE
 from facefold.train.trainer import Log, latest_checkpoint, read_metrics
 
 BASELINE = "seed"
@@ -169,6 +170,8 @@ def run_experiment(
         log(f"preset {name}: {describe_preset(name)}")
         prepare_cv_dir(data_dir, config, out / name, cases)
         trials += cv_trials(config, out / name, cases, name)
+    # Ensembles last, so that they reuse their members' runs of this experiment.
+    trials.sort(key=lambda trial: bool(trial.config.model.members))
     run_trials(data_dir, trials, executor, log)  # every (preset, fold) is one trial
     result = compare_presets(out, names)
     log(result.table)
@@ -266,7 +269,12 @@ def time_to_accuracy(
 
 
 def _training_seconds(run_dir: Path, step: int) -> float:
-    """Training wall time of a run from step 0 to ``step`` (an evaluated step)."""
+    """Training wall time of a run from step 0 to ``step`` (an evaluated step); of an
+    ensemble (one evaluated step, see facefold.train.ensemble), its members' whole training."""
+    if (run_dir / ENSEMBLE_FILE).is_file():
+        entries = json.loads((run_dir / ENSEMBLE_FILE).read_text())["members"]
+        members = [run_dir / entry["run"] for entry in entries]
+        return sum(_training_seconds(m, read_metrics(m)[-1]["step"]) for m in members)
     rows = [r for r in read_metrics(run_dir) if r["step"] <= step]
     return sum(
         now["seconds_per_step"] * (now["step"] - before["step"])
@@ -275,7 +283,12 @@ def _training_seconds(run_dir: Path, step: int) -> float:
 
 
 def model_sizes(run_dir: Path) -> tuple[int, int, int]:
-    """``(parameters, weights-only bytes, full checkpoint bytes)`` of a run's last checkpoint."""
+    """``(parameters, weights-only bytes, full checkpoint bytes)`` of a run's last checkpoint;
+    of an ensemble, the sums over its members."""
+    if (run_dir / ENSEMBLE_FILE).is_file():
+        members = json.loads((run_dir / ENSEMBLE_FILE).read_text())["members"]
+        sizes = [model_sizes(run_dir / member["run"]) for member in members]
+        return tuple(int(sum(column)) for column in zip(*sizes, strict=True))
     found = latest_checkpoint(run_dir)
     if found is None:
         raise FileNotFoundError(f"{run_dir} holds no checkpoint: the run has not started")
@@ -288,12 +301,13 @@ def model_sizes(run_dir: Path) -> tuple[int, int, int]:
 
 
 def seconds_per_step(cv_dir: Path, cases: Sequence[int]) -> float:
-    """Mean ``seconds_per_step`` over the evaluations after step 0 of ``cases`` (NaN if none)."""
+    """Mean ``seconds_per_step`` over the evaluations after step 0 of ``cases`` (NaN if none;
+    an ensemble's rows have none)."""
     times = [
         row["seconds_per_step"]
         for k in cases
         for row in read_metrics(cv_dir / CASE_DIR.format(k))
-        if row["step"] > 0
+        if row["step"] > 0 and row.get("seconds_per_step") is not None
     ]
     return float(np.mean(times)) if times else float("nan")
 

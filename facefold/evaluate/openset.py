@@ -279,6 +279,7 @@ def run_open_set_cv(
 
     if not 0 <= far < 1:  # before any training
         raise ValueError(f"--far (false-accept rate) must be in [0, 1), got {far}")
+    config.require_cnn("--unknown-people")
     out, labels = Path(out), read_labels(data_dir)
     unknown = choose_unknown_people(labels, unknown_people, config.train.seed)
     splits = decode_shards(data_dir, config.model.channels)

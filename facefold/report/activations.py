@@ -83,16 +83,18 @@ def load_run_model(run_dir: str | Path) -> RunModel:
     run_file = run_dir / "run.json"
     if not run_file.is_file():
         raise FileNotFoundError(f"{run_file} is missing: {run_dir} is not a facefold run folder")
+    info = json.loads(run_file.read_text())
+    config = Config.from_dict(info["config"])
+    config.require_cnn("analyze activations")
     found = latest_checkpoint(run_dir)
     if found is None:
         raise FileNotFoundError(
             f"{run_dir / 'checkpoints'} holds no checkpoint (step-NNNNNN.keras): "
             "train the run first"
         )
-    info = json.loads(run_file.read_text())
     step, path = found
     model = keras.models.load_model(path, compile=False)  # inference only: no optimizer needed
-    return RunModel(model, step, Config.from_dict(info["config"]), info)
+    return RunModel(model, step, config, info)
 
 
 def conv_layer_names(model: keras.Model) -> list[str]:

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from facefold.data.records import atomic_path, write_text_atomic
+from facefold.report.plots import one_point_marker, zoom_steps
 
 if TYPE_CHECKING:  # evaluate.experiment imports this module lazily
     from facefold.evaluate.experiment import ExperimentResult, PresetSummary
@@ -121,7 +122,7 @@ def plot_comparison(result: ExperimentResult, path: str | Path) -> None:
                 continue  # drawn below as the reference
             style = {"color": "0.55", "lw": 1.2} if name == result.baseline else {"lw": 1.6}
             ax.plot(curve.steps, curve.average, label=f"{name} (folds {_folds(curve.cases)})",
-                    **style)
+                    **style, **one_point_marker(curve.steps))
         ax.plot(base.steps, base.average, "k--", lw=2,
                 label=f"{result.baseline}: average of {len(base.cases)} fold(s)")
         ax.set_xlabel("training step")
@@ -129,8 +130,7 @@ def plot_comparison(result: ExperimentResult, path: str | Path) -> None:
         ax.grid(alpha=0.3)
         if zoom:
             ax.set_ylim(max(0.0, low - 0.05), 1.0)
-            steps = base.steps
-            ax.set_xlim(steps[len(steps) // 4] if len(steps) > 3 else steps[0], steps[-1])
+            zoom_steps(ax, base.steps)
             ax.set_title("zoomed near the top")
         else:
             ax.set_ylim(0, 1.0)

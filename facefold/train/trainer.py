@@ -3,7 +3,9 @@
 A run folder holds everything needed to rebuild or continue the run::
 
     RUN/config.json          resolved config (preset + every value)
-    RUN/run.json             dataset, held-out shards, resolved precision
+    RUN/run.json             dataset, held-out shards, config; for an embedding head
+                             also the embedding's model version and how many images'
+                             landmark fit failed ("landmark_fallbacks")
     RUN/labels.txt           label names, line = class index
     RUN/versions.json        library versions and machine
     RUN/checkpoints/step-NNNNNN.keras   model + optimizer at every evaluation
@@ -13,6 +15,10 @@ A run folder holds everything needed to rebuild or continue the run::
     RUN/sparsity.jsonl       ReLU zero fractions every train.sparsity_every steps
     RUN/predictions.npz      held-out labels and probabilities at the last step
     RUN/tensorboard/         loss and accuracy curves for TensorBoard
+
+The model is a CNN on pixels or, with ``model.embedding``, a head on cached
+embeddings (:mod:`facefold.models.head`); the loop, files and reports are the
+same. An ensemble (``model.members``) is trained by :mod:`facefold.train.ensemble`.
 
 Training into a folder that already holds a run with the same config and data
 resumes from its last checkpoint; because every batch is a pure function of
@@ -42,7 +48,8 @@ from facefold.data.pipeline import (
     Split,
     batch_maker,
     concat,
-    decode_shards,
+    embedding_batch_maker,
+    embedding_evaluation_batches,
     evaluation_batches,
     step_batches,
 )
@@ -54,7 +61,8 @@ from facefold.data.records import (
     write_labels,
     write_rows_atomic,
 )
-from facefold.models.cnn import build_model
+from facefold.embeddings.shards import EmbeddingSplit, SplitSource, embedder, load_splits
+from facefold.models.head import build_network
 from facefold.train.optim import make_loss, make_optimizer, training_weights
 from facefold.train.precision import cpu_model, resolve_precision
 from facefold.train.sparsity import SparsityTracker
@@ -208,6 +216,8 @@ def _run_identity(
 
     ``people`` (the label list of a run trained on a subset of the dataset's
     people, see :mod:`facefold.evaluate.openset`) is part of the identity only when given.
+    An embedding head's identity includes the embedding's model version: a head
+    learned on one version's embeddings is meaningless on another's.
     """
     identity = {
         "data_dir": str(data_dir.resolve()),
@@ -216,6 +226,9 @@ def _run_identity(
     }
     if people is not None:
         identity["people"] = list(people)
+    if config.model.embedding:
+        model = embedder(config.model.embedding)
+        identity["embedding"] = {"name": model.name, "model_version": model.version}
     return json.loads(json.dumps(identity))
 
 
@@ -232,8 +245,13 @@ def _same_run(existing: dict, identity: dict) -> list[str]:
     return differ if same_config else [*differ, "config"]
 
 
-def _prepare_run_dir(run_dir: Path, identity: dict, labels: list[str]) -> None:
-    """Create the run folder, or check that an existing one is the same run."""
+def _prepare_run_dir(
+    run_dir: Path, identity: dict, labels: list[str], notes: dict | None = None
+) -> None:
+    """Create the run folder, or check that an existing one is the same run.
+
+    ``notes`` are facts about the run (not part of its identity) added to a new ``run.json``.
+    """
     run_file = run_dir / "run.json"
     if run_file.is_file():
         mismatched = _same_run(json.loads(run_file.read_text()), identity)
@@ -249,7 +267,7 @@ def _prepare_run_dir(run_dir: Path, identity: dict, labels: list[str]) -> None:
     write_json_atomic(run_dir / "config.json", identity["config"])
     write_labels(run_dir, labels)
     write_json_atomic(run_dir / "versions.json", versions())
-    write_json_atomic(run_file, identity)
+    write_json_atomic(run_file, {**identity, **(notes or {})})
 
 
 def _split_folds(splits: list[Split], eval_shards: Sequence[int]) -> tuple[Split, Split]:
@@ -293,7 +311,7 @@ class Trainer:
         config: Config,
         out: str | Path,
         eval_shards: Sequence[int] = (0,),
-        splits: list[Split] | None = None,
+        splits: list[Split] | SplitSource | None = None,
         log: Log = print,
         name: str = "",
         people: Sequence[str] | None = None,
@@ -307,17 +325,32 @@ class Trainer:
         # ``people``: the label list when ``splits`` hold a relabelled subset of the people.
         self.people = list(people) if people is not None else None
         self.labels = self.people or read_labels(self.data_dir)
-        splits = splits if splits is not None else decode_shards(data_dir, config.model.channels)
+        if isinstance(splits, SplitSource):
+            splits = splits.get(config)
+        splits = splits if splits is not None else load_splits(data_dir, config, log)
         self.train_split, self.eval_split = _split_folds(splits, self.eval_shards)
         self.precision, why = resolve_precision(config.train.precision)
         self.log(f"[{self.name}] precision {self.precision} ({why})")
+        self.notes = self._fallback_notes()
+
+    def _fallback_notes(self) -> dict:
+        """For an embedding head: how many images' landmark fit failed (logged; in run.json)."""
+        if not isinstance(self.train_split, EmbeddingSplit):
+            return {}
+        counts = {"train": int(self.train_split.fallback.sum()),
+                  "eval": int(self.eval_split.fallback.sum())}
+        if counts["train"] or counts["eval"]:
+            self.log(f"[{self.name}] {self.config.model.embedding}: landmark fit failed on "
+                     f"{counts['train']} of {len(self.train_split)} training and {counts['eval']} "
+                     f"of {len(self.eval_split)} held-out images (whole image used as the chip)")
+        return {"landmark_fallbacks": counts}
 
     def run(self) -> list[dict]:
         """Train to ``config.train.steps``, evaluating and checkpointing every ``eval_every``."""
         cfg = self.config
         _prepare_run_dir(
             self.run_dir, _run_identity(self.data_dir, self.eval_shards, cfg, self.people),
-            self.labels,
+            self.labels, self.notes,
         )
         model, start = self._model_at_latest_step()
         writers = self._summary_writers()
@@ -330,8 +363,7 @@ class Trainer:
         self._write_metrics(rows)
         sparsity.save()
         schedule = [s for s in eval_steps(cfg.train.steps, cfg.train.eval_every) if s > start]
-        make_batch = batch_maker(self.train_split, cfg.augment, cfg.model.crop_size,
-                                 cfg.train.batch_size, cfg.train.seed)
+        make_batch = self._batch_maker()
         for end in schedule:
             t0 = time.perf_counter()
             train_logs = self._fit(model, make_batch, start, end, rows[-1]["eval_accuracy"],
@@ -376,13 +408,30 @@ class Trainer:
             progress.clear()  # the log line, or an error message, starts on a clean line
         return {key: total / (end - start) for key, total in totals.items()}
 
+    def _batch_maker(self) -> BatchMaker:
+        """``step -> (x, y)``: a training batch of jittered crops, or of embedding views."""
+        cfg = self.config
+        if cfg.model.embedding:
+            return embedding_batch_maker(self.train_split, cfg.augment.flip,
+                                         cfg.train.batch_size, cfg.train.seed)
+        return batch_maker(self.train_split, cfg.augment, cfg.model.crop_size,
+                           cfg.train.batch_size, cfg.train.seed)
+
+    def _evaluation_batches(self) -> tf.data.Dataset:
+        """The held-out images in order: central crops, or embedding views (both for flip TTA)."""
+        cfg = self.config
+        if cfg.model.embedding:
+            return embedding_evaluation_batches(self.eval_split, 2 if cfg.model.tta_flip else 1,
+                                                cfg.train.eval_batch_size)
+        return evaluation_batches(self.eval_split, cfg.model.crop_size, cfg.train.eval_batch_size)
+
     def _model_at_latest_step(self) -> tuple[keras.Model, int]:
         found = latest_checkpoint(self.run_dir)
         if found:
             step, path = found
             self.log(f"[{self.name}] resuming from {path.name}")
             return keras.models.load_model(path), step
-        model = build_model(
+        model = build_network(
             self.config.model, len(self.labels), self.precision, self.config.train.seed
         )
         compile_model(model, self.config)
@@ -392,12 +441,7 @@ class Trainer:
     def _evaluate(
         self, model: keras.Model, step: int, train_logs: dict, seconds_per_step: float = 0.0
     ) -> dict:
-        loss, accuracy = model.evaluate(
-            evaluation_batches(
-                self.eval_split, self.config.model.crop_size, self.config.train.eval_batch_size
-            ),
-            verbose=0,
-        )
+        loss, accuracy = model.evaluate(self._evaluation_batches(), verbose=0)
         return {
             "step": step,
             "eval_accuracy": float(accuracy),
@@ -412,12 +456,7 @@ class Trainer:
         write_rows_atomic(self.run_dir / METRICS_FILE, rows)
 
     def _write_predictions(self, model: keras.Model, step: int) -> None:
-        logits = model.predict(
-            evaluation_batches(
-                self.eval_split, self.config.model.crop_size, self.config.train.eval_batch_size
-            ),
-            verbose=0,
-        )
+        logits = model.predict(self._evaluation_batches(), verbose=0)
         with atomic_path(self.run_dir / "predictions.npz") as tmp, tmp.open("wb") as handle:
             np.savez(
                 handle,
@@ -456,15 +495,22 @@ def train(
     config: Config,
     out: str | Path,
     eval_shards: Sequence[int] = (0,),
-    splits: list[Split] | None = None,
+    splits: list[Split] | SplitSource | None = None,
     log: Log = print,
     people: Sequence[str] | None = None,
 ) -> list[dict]:
     """Train on all shards but ``eval_shards``, evaluate on those; return the metrics rows.
 
-    ``splits`` are pre-decoded shards (from :func:`decode_shards`) to share
-    between folds; by default the shards are decoded here. ``people`` is the
-    label list (index = label) when ``splits`` were relabelled to a subset of
-    the dataset's people; by default it is the dataset's ``labels.txt``.
+    ``splits`` are the shards' inputs loaded beforehand to share between folds:
+    a list (from :func:`~facefold.embeddings.shards.load_splits`) or a
+    :class:`~facefold.embeddings.shards.SplitSource`, which an ensemble needs (its
+    members take different inputs); by default they are loaded here. ``people``
+    is the label list (index = label) when ``splits`` were relabelled to a subset
+    of the dataset's people; by default it is the dataset's ``labels.txt``.
+    A config with ``model.members`` trains an ensemble (see :mod:`facefold.train.ensemble`).
     """
+    if config.model.members:
+        from facefold.train.ensemble import train_ensemble  # it builds on this module
+
+        return train_ensemble(data_dir, config, out, eval_shards, splits, log, people)
     return Trainer(data_dir, config, out, eval_shards, splits, log, people=people).run()

@@ -1,0 +1,168 @@
+"""A dataset's shards as embeddings: what an embedding head trains and is evaluated on.
+
+:func:`embed_shards` reads every record of every shard, looks its image up in
+the cache by the SHA-256 of its stored JPEG bytes
+(:mod:`facefold.embeddings.cache`) and computes only the missing ones: the
+image decoded to RGB (:func:`facefold.data.images.load_rgb`, as ``predict``
+decodes a picture), whole, as the model sees it at prediction time.
+
+:func:`load_splits` gives any config its inputs — decoded images for a CNN,
+embeddings for a head — and :class:`SplitSource` shares them between the
+trials of a cross-validation or experiment, loading each kind once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facefold.config import Config
+from facefold.data.images import load_rgb
+from facefold.data.pipeline import Split, decode_shards
+from facefold.data.records import ShardError, list_shards, read_labels, read_shard
+from facefold.embeddings import dlib128
+from facefold.embeddings.cache import EmbeddingCache, content_hash, default_cache_dir
+
+Log = Callable[[str], None]
+# Images embedded per call of the model: a progress line each, bounded memory.
+CHUNK = 64
+
+
+@dataclass(frozen=True)
+class EmbeddingSplit(Split):
+    """Embeddings of face images: ``images`` (N, V, D) float32 — view 0 of the image as stored,
+    view 1 (V = 2) of its mirror —, ``labels`` (N,) int32, ``fallback`` (N,) bool: the landmark
+    fit failed in some view and the whole image was the chip (see :mod:`~.dlib128`)."""
+
+    fallback: np.ndarray
+
+
+def embedder(name: str) -> dlib128.Dlib128:
+    """The loaded model of embedding ``name``; ``ModuleNotFoundError`` naming the pip command
+    when its extra is missing."""
+    if name != dlib128.NAME:
+        raise ValueError(f"unknown embedding {name!r}; known: {dlib128.NAME}")
+    return dlib128.load()
+
+
+def views(config: Config) -> int:
+    """Embeddings per image a config needs: 2 (image and mirror) for flip or flip TTA, else 1."""
+    return 2 if config.augment.flip or config.model.tta_flip else 1
+
+
+def embed_images(
+    images: np.ndarray, name: str, count: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Uncached embeddings of RGB uint8 images (N, S, S, 3): ``(N, count, D)`` float32 views
+    (the image, then its mirror) and (N,) bool fallbacks. What ``predict`` runs on a picture."""
+    model = embedder(name)
+    done = [model.embed(images, mirror=bool(v)) for v in range(count)]
+    return np.stack([e for e, _ in done], axis=1), np.any([f for _, f in done], axis=0)
+
+
+def _embed_shard(path: Path, model: dlib128.Dlib128, cache: EmbeddingCache, count: int,
+                 num_classes: int, log: Log) -> EmbeddingSplit:
+    """Embed one shard's records, in order, computing only what the cache lacks."""
+    records = list(read_shard(path))
+    if not records:
+        raise ShardError(f"{path} holds no records")
+    labels = np.array([r.label for r in records], np.int32)
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise ShardError(f"{path} record {bad[0]}: label {labels[bad[0]]} is outside the label "
+                         f"list (0..{num_classes - 1})")
+    keys = [content_hash(r.image_raw) for r in records]
+    vectors = np.zeros((len(records), count, model.dim), np.float32)
+    fallback = np.zeros(len(records), bool)
+    missing: dict[int, list[int]] = {}  # view -> indices of the records it lacks
+    for i, key in enumerate(keys):
+        for view in range(count):
+            entry = cache.get(key, bool(view))
+            if entry is None:
+                missing.setdefault(view, []).append(i)
+            else:
+                vectors[i, view], fallback[i] = entry[0], fallback[i] or entry[1]
+    todo = sum(len(v) for v in missing.values())
+    if todo:
+        log(f"[{model.name}] {path.name}: embedding {todo} of {len(records) * count} "
+            f"image views (the rest are cached)")
+    started = time.perf_counter()
+    for view, indices in missing.items():
+        for start in range(0, len(indices), CHUNK):
+            chunk = indices[start : start + CHUNK]
+            images = np.stack([np.asarray(load_rgb(records[i].image_raw, f"{path} record {i}"))
+                               for i in chunk])
+            embeddings, failed = model.embed(images, mirror=bool(view))
+            for i, vector, bad_fit in zip(chunk, embeddings, failed, strict=True):
+                cache.put(keys[i], bool(view), vector, bool(bad_fit))
+                vectors[i, view], fallback[i] = vector, fallback[i] or bool(bad_fit)
+    if todo:
+        seconds = time.perf_counter() - started
+        log(f"[{model.name}] {path.name}: {todo} views in {seconds:.0f} s "
+            f"({todo / seconds:.1f} views/s)")
+    return EmbeddingSplit(vectors, labels, fallback)
+
+
+def embed_shards(
+    data_dir: str | Path, name: str, count: int = 1, cache_dir: str | Path | None = None,
+    log: Log = print,
+) -> list[EmbeddingSplit]:
+    """Every shard of a dataset as embeddings ``name`` with ``count`` views, in shard order.
+
+    Cached in ``cache_dir`` (default :func:`~facefold.embeddings.cache.default_cache_dir`).
+    Logs how many images fell back to the whole image. Raises ``ModuleNotFoundError`` naming
+    the pip command when the extra is missing, :class:`ShardError` naming a bad record.
+    """
+    model = embedder(name)
+    cache = EmbeddingCache(cache_dir or default_cache_dir(), name, model.version)
+    num_classes = len(read_labels(data_dir))
+    splits = [_embed_shard(p, model, cache, count, num_classes, log)
+              for p in list_shards(data_dir)]
+    fallbacks = sum(int(s.fallback.sum()) for s in splits)
+    if fallbacks:
+        log(f"[{name}] {fallbacks} of {sum(len(s) for s in splits)} images: landmark fit "
+            "failed, the whole image was the chip")
+    return splits
+
+
+def check_inputs(config: Config) -> None:
+    """Raise before any work when a config needs an extra that is not installed."""
+    if config.model.embedding:
+        embedder(config.model.embedding)
+
+
+def load_splits(data_dir: str | Path, config: Config, log: Log = print) -> list[Split]:
+    """The inputs of every shard for ``config``: embeddings for a head, else decoded images."""
+    if config.model.members:
+        raise ValueError("an ensemble has no inputs of its own: load its members' splits")
+    if config.model.embedding:
+        return embed_shards(data_dir, config.model.embedding, views(config), log=log)
+    return decode_shards(data_dir, config.model.channels)
+
+
+class SplitSource:
+    """Loads the inputs of a dataset once per kind (pixels per channel count, or an
+    embedding with its views) for every config that asks: :meth:`get`."""
+
+    def __init__(self, data_dir: str | Path, log: Log = print) -> None:
+        self.data_dir = Path(data_dir)
+        self.log = log
+        self._loaded: dict[tuple, list[Split]] = {}
+
+    @staticmethod
+    def key(config: Config) -> tuple:
+        """Which inputs ``config`` needs; configs with equal keys share them."""
+        if config.model.embedding:
+            return "embedding", config.model.embedding, views(config)
+        return "pixels", config.model.channels
+
+    def get(self, config: Config) -> list[Split]:
+        """The inputs of ``config`` (see :func:`load_splits`), loaded on the first request."""
+        key = self.key(config)
+        if key not in self._loaded:
+            self._loaded[key] = load_splits(self.data_dir, config, self.log)
+        return self._loaded[key]

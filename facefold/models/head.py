@@ -1,0 +1,128 @@
+"""The embedding family: a classifier head on a pretrained face embedding.
+
+The embedding itself (e.g. dlib's 128-d descriptor, see
+:mod:`facefold.embeddings.dlib128`) is computed once per image outside the
+model and cached; the head is the only part trained, under the same trainer,
+folds, checkpoints and reports as the CNNs.
+
+Input: ``(B, V, D)`` float32, V views of each image's embedding: 1 in
+training (the image or, with flip augmentation, sometimes its mirror) and at
+inference without TTA, 2 (image, mirror) with ``tta_flip``. Each view goes
+through the ``dense_units`` hidden layers (``fc1`` …, ReLU) and ``dropout``;
+:class:`ViewMean` averages the views' features, and the logits layer
+(``logits``: linear, or :class:`CosineLogits` when ``cosine_scale`` > 0)
+maps the mean to ``(B, num_classes)`` float32 logits. With no hidden layer
+and linear logits the head is multinomial logistic regression on the
+embedding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from facefold.config import EMBEDDING_DIMS, ModelSpec
+
+# The CNN's seed offsets, so a head's initial weights follow the same rule.
+from facefold.models.cnn import (
+    _SEED_DENSE,
+    _SEED_DROPOUT,
+    _SEED_LOGITS,
+    DENSE_NAME,
+    ResumableDropout,
+    build_model,
+)
+
+
+@keras.saving.register_keras_serializable(package="facefold")
+class ViewMean(keras.layers.Layer):
+    """Features of V views (B, V, D) -> their mean (B, D): the head's flip TTA, placed before the
+    logits layer as the CNN's :class:`~facefold.models.cnn.TwinMean` (with linear logits, the
+    mean of the views' logits)."""
+
+    def call(self, features: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_mean(features, axis=1)
+
+
+@keras.saving.register_keras_serializable(package="facefold")
+class CosineLogits(keras.layers.Layer):
+    """Logits ``scale * cos(feature, w_c)`` (B, classes): a cosine classifier.
+
+    Features and class weights are L2-normalized, so a logit depends on the
+    angle only and its range is fixed (±``scale``); a fixed scale keeps the
+    softmax from saturating or staying flat.
+    """
+
+    def __init__(self, units: int, scale: float, seed: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.units, self.scale, self.seed = units, scale, seed
+
+    def build(self, input_shape: tuple) -> None:
+        self.kernel = self.add_weight(
+            name="kernel", shape=(input_shape[-1], self.units),
+            initializer=keras.initializers.GlorotUniform(seed=self.seed),
+        )
+
+    def call(self, features: tf.Tensor) -> tf.Tensor:
+        x = tf.math.l2_normalize(features, axis=-1)
+        w = tf.math.l2_normalize(self.kernel, axis=0)
+        return self.scale * tf.matmul(x, w)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units, "scale": self.scale,
+                "seed": self.seed}
+
+
+def build_head(
+    spec: ModelSpec, num_classes: int, precision: str = "float32", seed: int = 0
+) -> keras.Model:
+    """Build the head for ``spec`` (``spec.embedding`` set) with ``num_classes`` outputs.
+
+    ``precision`` as for :func:`facefold.models.cnn.build_model` (the hidden
+    layers compute in it; the logits are float32); ``seed`` fixes the initial
+    weights and dropout masks, with the CNN's seed offsets.
+    """
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if spec.embedding not in EMBEDDING_DIMS:
+        raise ValueError(f"model.embedding must be one of {', '.join(EMBEDDING_DIMS)}, "
+                         f"got {spec.embedding!r}")
+    compute = "mixed_bfloat16" if precision == "bfloat16" else "float32"
+    inputs = keras.Input((None, EMBEDDING_DIMS[spec.embedding]), name="embedding")  # (B, V, D)
+    x = inputs
+    for i, units in enumerate(spec.dense_units, start=1):
+        x = keras.layers.Dense(
+            units, activation="relu",
+            kernel_initializer=keras.initializers.TruncatedNormal(
+                stddev=spec.dense_init_std, seed=seed * 1000 + _SEED_DENSE + i),
+            bias_initializer=keras.initializers.Constant(spec.dense_bias_init),
+            dtype=compute, name=DENSE_NAME.format(i),
+        )(x)  # (B, V, units)
+    if spec.dropout:
+        x = ResumableDropout(
+            spec.dropout, seed=seed * 1000 + _SEED_DROPOUT, dtype=compute, name="dropout"
+        )(x)
+    x = ViewMean(dtype="float32", name="view_mean")(x)  # (B, D')
+    if spec.cosine_scale:
+        logits = CosineLogits(num_classes, spec.cosine_scale, seed=seed * 1000 + _SEED_LOGITS,
+                              dtype="float32", name="logits")(x)
+    else:
+        logits = keras.layers.Dense(
+            num_classes,
+            kernel_initializer=keras.initializers.TruncatedNormal(
+                stddev=spec.dense_init_std, seed=seed * 1000 + _SEED_LOGITS),
+            dtype="float32", name="logits",
+        )(x)
+    return keras.Model(inputs, logits, name="head")
+
+
+def build_network(
+    spec: ModelSpec, num_classes: int, precision: str = "float32", seed: int = 0
+) -> keras.Model:
+    """The model of any non-ensemble spec: a head on an embedding, or the CNN on pixels."""
+    if spec.embedding:
+        return build_head(spec, num_classes, precision, seed)
+    return build_model(spec, num_classes, precision, seed)
