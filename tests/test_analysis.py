@@ -141,7 +141,7 @@ def test_sparsity_every_zero_is_inert(tmp_path: Path) -> None:
         tiny_config(sparsity_every=-1)
 
 
-def test_training_is_cut_into_fits_that_end_on_measurement_steps(
+def test_training_is_cut_into_epochs_that_end_on_measurement_steps(
     tmp_path: Path, data: Path
 ) -> None:
     config = tiny_config(sparsity_every=100)

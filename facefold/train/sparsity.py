@@ -104,8 +104,8 @@ class SparsityTracker:
     ``model`` is the model being trained, ``split`` its training images,
     ``writer`` the TensorBoard writer for the train curves (or None). Use:
     :meth:`resume` once at the start step, :meth:`chunks` to cut training into
-    ``fit`` calls that end on measurement steps, :meth:`measure_if_due` after
-    each, :meth:`annotate` on every evaluation row and :meth:`save` before each
+    epochs that end on measurement steps, :meth:`measure_if_due` after each,
+    :meth:`annotate` on every evaluation row and :meth:`save` before each
     checkpoint.
     """
 
@@ -156,9 +156,10 @@ class SparsityTracker:
 
     def chunks(self, start: int, end: int) -> list[tuple[int, int]]:
         """Steps ``start`` … ``end`` cut into ``(first, stop)`` ranges that stop at every
-        measurement step, so each range can be one ``fit`` and the measurement comes between
-        two of them. Between fits, not in a callback: a per-step callback would make Keras wait
-        for every step to finish before starting the next (20 % slower on 2 cores)."""
+        measurement step, so each range can be one epoch and the measurement comes between
+        two of them. Between epochs, not after a batch: a per-batch callback that reads the
+        model makes Keras wait for every step to finish before starting the next (20 % slower
+        on 2 cores)."""
         stops = [s for s in range(start + 1, end) if self.every and s % self.every == 0]
         edges = [start, *stops, end]
         return list(itertools.pairwise(edges))
