@@ -91,7 +91,7 @@ from facefold.train.precision import cpu_model, resolve_precision
 from facefold.train.trainer import Log, compile_model
 
 TRAIN_PASSES = 3  # forward + input gradient + weight gradient
-TIMING_ROUNDS = 2  # alternating compute / pipeline timings; the best of each counts
+TIMING_ROUNDS = 2  # default alternations of compute / pipeline timings; the best counts
 SYNTHETIC_PEOPLE = 10
 SYNTHETIC_SIZE = 112  # the 2016 stored size, so the 96x96 crop (and its jitter) applies
 LATENCY_WARMUP = 10
@@ -291,7 +291,7 @@ def peak_memory_mb() -> float:
 
 def _measure(
     model: keras.Model, cfg: Config, split: Split, num_classes: int,
-    steps: int, warmup: int, latency_calls: int, log: Log,
+    steps: int, warmup: int, latency_calls: int, log: Log, rounds: int = TIMING_ROUNDS,
 ) -> dict[str, float]:
     """Every timing of :func:`run_bench` on one compiled model (see there for the keys)."""
     spec, batch = cfg.model, cfg.train.batch_size
@@ -304,8 +304,8 @@ def _measure(
     # Alternate the two measurements and keep each one's best round, so a burst of
     # other load on the machine cannot masquerade as a slow (or fast) input pipeline.
     times: dict[str, list[float]] = {"compute": [], "pipeline": []}
-    for round_ in range(1, TIMING_ROUNDS + 1):
-        log(f"bench: round {round_}/{TIMING_ROUNDS}: training on a fixed batch, then through "
+    for round_ in range(1, rounds + 1):
+        log(f"bench: round {round_}/{rounds}: training on a fixed batch, then through "
             f"the input pipeline ({warmup} warm-up + {steps} steps each)")
         times["compute"].append(_seconds_per_step(model, lambda s, e: fixed, steps, warmup))
         times["pipeline"].append(_seconds_per_step(model, real, steps, warmup))
@@ -340,6 +340,7 @@ def run_bench(
     threads: int = 0,
     latency_calls: int = 200,
     log: Log = print,
+    rounds: int = TIMING_ROUNDS,
 ) -> dict[str, Any]:
     """Measure training, evaluation and prediction speed of a preset on this machine.
 
@@ -347,7 +348,9 @@ def run_bench(
     ``size`` overriding ``model.input_size``, the training ``batch``, the timed
     ``steps`` after ``warmup`` untimed ones, a dataset folder (default: a small
     SYNTHETIC one drawn at 112px in a temporary folder), TensorFlow ``threads``
-    (0 = default) and the number of single-image ``latency_calls``.
+    (0 = default), the number of single-image ``latency_calls`` and of ``rounds``
+    (compute-only and pipeline timings alternate that many times; the best of each
+    counts, so more rounds resist bursts of load from other tenants of a shared VM).
 
     Returns ``{"machine", "settings", "flops", "measured"}``: ``flops`` is
     :func:`count_training_flops`; ``measured`` holds positive floats:
@@ -359,9 +362,10 @@ def run_bench(
     ``gflops_per_s`` (counted FLOPs per step ÷ compute seconds per step) and
     ``peak_memory_mb`` (``ru_maxrss`` of the whole process).
     """
-    if steps < 1 or warmup < 1 or latency_calls < 1:
+    if min(steps, warmup, latency_calls, rounds) < 1:
         raise ValueError(
-            f"steps, warmup and latency_calls must be >= 1, got {steps}, {warmup}, {latency_calls}"
+            "steps, warmup, latency_calls and rounds must be >= 1, got "
+            f"{steps}, {warmup}, {latency_calls}, {rounds}"
         )
     _set_threads(threads)
     cfg = bench_config(preset, precision, size, batch)
@@ -372,13 +376,15 @@ def run_bench(
     model = build_model(cfg.model, num_classes, machine["precision"], cfg.train.seed)
     compile_model(model, cfg)
     flops = count_training_flops(cfg.model, num_classes, batch)
-    measured = _measure(model, cfg, split, num_classes, steps, warmup, latency_calls, log)
+    measured = _measure(model, cfg, split, num_classes, steps, warmup, latency_calls, log,
+                        rounds)
     measured["gflops_per_s"] = flops["train_step"] / measured["compute_seconds_per_step"] / 1e9
     measured["peak_memory_mb"] = peak_memory_mb()
     settings = {
         "preset": cfg.preset, "crop_size": cfg.model.crop_size,
         "input_size": cfg.model.input_size, "channels": cfg.model.channels,
-        "batch": batch, "steps": steps, "warmup": warmup, "latency_calls": latency_calls,
+        "batch": batch, "steps": steps, "warmup": warmup, "rounds": rounds,
+        "latency_calls": latency_calls,
         "data": str(data_dir) if data_dir else f"SYNTHETIC faces at {SYNTHETIC_SIZE}px (temporary)",
         "images": len(split), "num_classes": num_classes,
     }
@@ -413,7 +419,7 @@ def format_bench(result: dict[str, Any]) -> str:
         f"model: preset {s['preset']}, {s['input_size']}x{s['input_size']} input from "
         f"{s['crop_size']}x{s['crop_size']}x{s['channels']} crops, {s['num_classes']} classes",
         f"data: {s['data']}, {s['images']} images; batch {s['batch']}, "
-        f"{s['steps']} timed steps after {s['warmup']} warm-up",
+        f"{s['steps']} timed steps after {s['warmup']} warm-up, best of {s['rounds']} rounds",
         f"FLOPs per training step (conv + dense multiply-adds, 3 x forward): "
         f"{result['flops']['train_step'] / 1e9:.2f} GFLOP",
         "",

@@ -159,7 +159,8 @@ def test_bench_refuses_images_smaller_than_the_crop(tiny_dataset: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["bench", "--steps", "0"], "steps, warmup and latency_calls must be >= 1"),
+        (["bench", "--steps", "0"], "steps, warmup, latency_calls and rounds must be >= 1"),
+        (["bench", "--rounds", "0"], "steps, warmup, latency_calls and rounds must be >= 1"),
         (["bench", "--size", "200"], "model.input_size must be between 8 and crop_size"),
         (["bench", "--preset", "huge"], "unknown preset 'huge'"),
     ],
