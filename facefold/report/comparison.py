@@ -130,7 +130,9 @@ def plot_comparison(result: ExperimentResult, path: str | Path) -> None:
         ax.grid(alpha=0.3)
         if zoom:
             ax.set_ylim(max(0.0, low - 0.05), 1.0)
-            zoom_steps(ax, base.steps)
+            # Over every curve's steps: presets that stop early must stay in the panel.
+            every = {int(k) for c in (*result.curves.values(), base) for k in c.steps}
+            zoom_steps(ax, sorted(every))
             ax.set_title("zoomed near the top")
         else:
             ax.set_ylim(0, 1.0)
