@@ -130,7 +130,7 @@ def test_resumed_run_logs_the_same_sparsity(
 def test_sparsity_every_zero_is_inert(tmp_path: Path) -> None:
     config = tiny_config(sparsity_every=0)
     model = build_model(config.model, num_classes=2)
-    tracker = SparsityTracker(tmp_path, model, config, split=None)
+    tracker = SparsityTracker(tmp_path, model, config, make_batch=None)
     tracker.resume(0)
     assert tracker.chunks(0, 250) == [(0, 250)]  # one fit: nothing to measure between
     tracker.measure_if_due(100)
@@ -141,12 +141,9 @@ def test_sparsity_every_zero_is_inert(tmp_path: Path) -> None:
         tiny_config(sparsity_every=-1)
 
 
-def test_training_is_cut_into_epochs_that_end_on_measurement_steps(
-    tmp_path: Path, data: Path
-) -> None:
+def test_training_is_cut_into_epochs_that_end_on_measurement_steps(tmp_path: Path) -> None:
     config = tiny_config(sparsity_every=100)
-    split = concat(decode_shards(data))
-    tracker = SparsityTracker(tmp_path, build_model(config.model, 2), config, split)
+    tracker = SparsityTracker(tmp_path, build_model(config.model, 2), config, make_batch=None)
     assert tracker.chunks(0, 250) == [(0, 100), (100, 200), (200, 250)]
     assert tracker.chunks(150, 400) == [(150, 200), (200, 300), (300, 400)]  # after a resume
     assert tracker.chunks(100, 200) == [(100, 200)]

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from facefold.config import Config
-from facefold.data.pipeline import Split, batch_maker
+from facefold.data.pipeline import BatchMaker
 from facefold.data.records import read_step_rows, write_rows_atomic
 from facefold.models.cnn import relu_layer_names
 
@@ -101,8 +101,10 @@ def read_sparsity(run_dir: str | Path) -> list[dict]:
 class SparsityTracker:
     """Sparsity bookkeeping of one training run; inert when ``train.sparsity_every`` is 0.
 
-    ``model`` is the model being trained, ``split`` its training images,
-    ``writer`` the TensorBoard writer for the train curves (or None). Use:
+    ``model`` is the model being trained, ``make_batch`` the run's own
+    ``step -> (x, y)`` training batches (see :func:`~facefold.data.pipeline.batch_maker`;
+    shared, not rebuilt, so the images are held once), ``writer`` the
+    TensorBoard writer for the train curves (or None). Use:
     :meth:`resume` once at the start step, :meth:`chunks` to cut training into
     epochs that end on measurement steps, :meth:`measure_if_due` after each,
     :meth:`annotate` on every evaluation row and :meth:`save` before each
@@ -114,20 +116,16 @@ class SparsityTracker:
         run_dir: str | Path,
         model: keras.Model,
         config: Config,
-        split: Split,
+        make_batch: BatchMaker | None,
         writer: tf.summary.SummaryWriter | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.config = config
-        self.split = split
         self.writer = writer
         self.every = config.train.sparsity_every
         self.meter = SparsityMeter(model) if self.every else None
         # Batch s exactly as fit gets it: a pure function of (seed, s).
-        self.batch = batch_maker(
-            split, config.augment, config.model.crop_size, config.train.batch_size,
-            config.train.seed,
-        ) if self.every else None
+        self.batch = make_batch if self.every else None
         self.rows: list[dict] = []
 
     def resume(self, start: int) -> None:

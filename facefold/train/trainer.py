@@ -377,7 +377,8 @@ class Trainer:
         )
         model, start = self._model_at_latest_step()
         writers = self._summary_writers()
-        sparsity = SparsityTracker(self.run_dir, model, cfg, self.train_split, writers["train"])
+        make_batch = self._batch_maker()
+        sparsity = SparsityTracker(self.run_dir, model, cfg, make_batch, writers["train"])
         with training_weights(model):  # measured on the weights being trained, as during fit
             sparsity.resume(start)
         rows = [r for r in read_metrics(self.run_dir) if r["step"] <= start]
@@ -386,7 +387,6 @@ class Trainer:
         self._write_metrics(rows)
         sparsity.save()
         schedule = [s for s in eval_steps(cfg.train.steps, cfg.train.eval_every) if s > start]
-        make_batch = self._batch_maker()
         for end in schedule:
             t0 = time.perf_counter()
             train_logs = self._fit(model, make_batch, start, end, rows[-1]["eval_accuracy"],
