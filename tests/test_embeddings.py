@@ -323,7 +323,7 @@ def test_an_ensembles_time_to_accuracy_is_its_members_training_time(tmp_path: Pa
     write_rows_atomic(case / "metrics.jsonl",
                       [{"step": 20, "eval_accuracy": 0.9, "seconds_per_step": None}])
     curve = CVResult([20], [0], np.array([[0.9]]))
-    # a: 10 x 0.5 + 10 x 1.0 = 15 s; b: 5 x 2.0 = 10 s
+    # a: 20 steps x median(0.5, 1.0) s = 15 s; b: 5 x 2.0 = 10 s
     assert time_to_accuracy(tmp_path / "ensemble", curve, [0], 0.8) == (20, 25.0)
 
 

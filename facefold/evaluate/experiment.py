@@ -15,7 +15,6 @@ McNemar test over the pooled held-out images (see :mod:`facefold.evaluate.stats`
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import tempfile
 from collections.abc import Sequence
@@ -56,15 +55,17 @@ class PresetSummary:
     sample std over ``cases``. ``parameters``: ``model.count_params()``.
     ``weights_bytes``: a ``.weights.h5`` of the final model; ``checkpoint_bytes``:
     the last ``.keras`` checkpoint (model + optimizer state), both of the first
-    case. ``seconds_per_step``: mean over every evaluation interval of every
-    case; ``images_per_second`` = batch size / seconds per step. ``t_test``
-    ``(t, p)`` and ``mcnemar`` ``(b01, b10, p)`` compare with the baseline on
-    the folds both ran (None for the baseline itself; ``t_test`` also None
-    for a single common fold). ``b01`` counts images the baseline got wrong
-    and this preset right. ``steps_to_baseline`` and ``seconds_to_baseline``:
-    the first evaluated step at which this preset's accuracy, averaged over the
-    folds both ran, reaches the baseline's final accuracy averaged over the
-    same folds, and the training wall time up to it (mean over those folds);
+    case. ``seconds_per_step``: median over every evaluation interval of every
+    case (a median, so that an interval slowed by a paused or contended process
+    does not stand for the preset's speed); ``images_per_second`` = batch size /
+    seconds per step. ``t_test`` ``(t, p)`` and ``mcnemar`` ``(b01, b10, p)``
+    compare with the baseline on the folds both ran (None for the baseline
+    itself; ``t_test`` also None for a single common fold). ``b01`` counts
+    images the baseline got wrong and this preset right. ``steps_to_baseline``
+    and ``seconds_to_baseline``: the first evaluated step at which this preset's
+    accuracy, averaged over the folds both ran, reaches the baseline's final
+    accuracy averaged over the same folds, and the training time up to it (that
+    many steps at each run's median seconds per step, mean over those folds);
     None when it never does or no fold is shared.
     """
 
@@ -255,9 +256,9 @@ def time_to_accuracy(
     cv_dir: Path, curve: CVResult, cases: Sequence[int], target: float
 ) -> tuple[int, float] | None:
     """``(step, seconds)``: the first evaluated step at which ``curve`` averaged over ``cases``
-    reaches ``target``, and the training time up to it (the sum of ``seconds_per_step`` x
-    steps over the evaluation intervals of ``metrics.jsonl``, mean over ``cases``);
-    None when it never does. Evaluation time is not counted."""
+    reaches ``target``, and the training time up to it (``step`` x the run's median
+    ``seconds_per_step`` from ``metrics.jsonl``, mean over ``cases``); None when it never
+    does. Evaluation time is not counted."""
     columns = [curve.cases.index(k) for k in cases]
     average = curve.accuracy[:, columns].mean(axis=1)
     hits = np.flatnonzero(average >= target - 1e-9)  # tolerate float noise in the means
@@ -269,17 +270,25 @@ def time_to_accuracy(
 
 
 def _training_seconds(run_dir: Path, step: int) -> float:
-    """Training wall time of a run from step 0 to ``step`` (an evaluated step); of an
+    """Training time of a run from step 0 to ``step`` at its median seconds per step; of an
     ensemble (one evaluated step, see facefold.train.ensemble), its members' whole training."""
     if (run_dir / ENSEMBLE_FILE).is_file():
         entries = json.loads((run_dir / ENSEMBLE_FILE).read_text())["members"]
         members = [run_dir / entry["run"] for entry in entries]
         return sum(_training_seconds(m, read_metrics(m)[-1]["step"]) for m in members)
-    rows = [r for r in read_metrics(run_dir) if r["step"] <= step]
-    return sum(
-        now["seconds_per_step"] * (now["step"] - before["step"])
-        for before, now in itertools.pairwise(rows)
-    )
+    return step * _median_seconds_per_step([run_dir])
+
+
+def _median_seconds_per_step(run_dirs: Sequence[Path]) -> float:
+    """Median ``seconds_per_step`` over the evaluation intervals (rows after step 0) of
+    ``run_dirs`` (NaN if none; an ensemble's rows have none)."""
+    times = [
+        row["seconds_per_step"]
+        for run_dir in run_dirs
+        for row in read_metrics(run_dir)
+        if row["step"] > 0 and row.get("seconds_per_step") is not None
+    ]
+    return float(np.median(times)) if times else float("nan")
 
 
 def model_sizes(run_dir: Path) -> tuple[int, int, int]:
@@ -301,15 +310,8 @@ def model_sizes(run_dir: Path) -> tuple[int, int, int]:
 
 
 def seconds_per_step(cv_dir: Path, cases: Sequence[int]) -> float:
-    """Mean ``seconds_per_step`` over the evaluations after step 0 of ``cases`` (NaN if none;
-    an ensemble's rows have none)."""
-    times = [
-        row["seconds_per_step"]
-        for k in cases
-        for row in read_metrics(cv_dir / CASE_DIR.format(k))
-        if row["step"] > 0 and row.get("seconds_per_step") is not None
-    ]
-    return float(np.mean(times)) if times else float("nan")
+    """Median ``seconds_per_step`` over the evaluation intervals of ``cases`` (NaN if none)."""
+    return _median_seconds_per_step([cv_dir / CASE_DIR.format(k) for k in cases])
 
 
 def _final_predictions(run_dir: Path) -> dict[str, np.ndarray]:
