@@ -304,6 +304,9 @@ def test_experiment_compares_an_ensemble_that_reuses_its_members(
     assert 0 < float(rows["ensemble"]["accuracy_mean"]) <= 1
     assert int(rows["ensemble"]["parameters"]) == (
         int(rows["fast"]["parameters"]) + int(rows["dlib128"]["parameters"]))
+    assert rows["ensemble"]["seconds_per_step"] == ""  # its members trained, not it ...
+    ensemble_line = next(line for line in printed.splitlines() if line.startswith("ensemble  "))
+    assert "nan" not in ensemble_line and "  -  " in ensemble_line  # ... shown as "-"
     assert (out / "ensemble" / "per_person.csv").is_file() and (out / "report.html").is_file()
 
 

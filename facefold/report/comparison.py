@@ -53,12 +53,16 @@ def _row(s: PresetSummary, baseline: str) -> list[str]:
         f"{s.parameters:,}",
         _size(s.weights_bytes),
         _size(s.checkpoint_bytes),
-        f"{s.seconds_per_step:.3f}",
-        f"{s.images_per_second:.0f}",
+        _number(s.seconds_per_step, ".3f"),  # NaN for an ensemble: its members trained
+        _number(s.images_per_second, ".0f"),
         t_test,
         mcnemar,
         _time_to(s),
     ]
+
+
+def _number(value: float, spec: str) -> str:
+    return "-" if math.isnan(value) else format(value, spec)
 
 
 def _time_to(s: PresetSummary) -> str:
@@ -77,7 +81,8 @@ def format_comparison(result: ExperimentResult) -> str:
              for line in (header, *rows)]
     lines.append(
         f"Accuracy: final held-out, mean ± sample std over folds. Weights: .weights.h5; "
-        f"Checkpoint: .keras with optimizer state.\nt-test: paired over the folds both ran, "
+        f"Checkpoint: .keras with optimizer state. s/step: median over evaluation intervals."
+        f"\nt-test: paired over the folds both ran, "
         f"vs {result.baseline}. McNemar: exact, on the pooled held-out images vs "
         f"{result.baseline}; b01 = {result.baseline} wrong and preset right, b10 = the reverse."
         f"\nTo {result.baseline} acc: first evaluated step (and training time) where the "
