@@ -117,7 +117,8 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     result = run_experiment(args.data, presets, args.out, args.folds, _train_overrides(args),
-                            args.config, executor=_executor_from_args(args))
+                            args.config, executor=_executor_from_args(args),
+                            baseline=args.baseline)
     for summary in result.summaries:  # per preset: per_person.csv, confusion.png, errors.png
         save_error_report(Path(args.out) / summary.preset)
     print(f"Error analysis of each preset in {Path(args.out)}/<preset>/ "
@@ -332,13 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     cv.set_defaults(func=_cmd_cv)
 
     experiment = commands.add_parser(
-        "experiment", help="cross-validate several presets and compare them with seed",
+        "experiment", help="cross-validate several presets and compare them with a baseline",
         allow_abbrev=False,  # `--preset` must not silently mean `--presets`
     )
     experiment.add_argument("data", type=Path)
     experiment.add_argument("--presets", required=True,
                             help="comma-separated presets, e.g. seed,reduced,grayscale,size64 "
-                            "(seed, the baseline, is always added)")
+                            "(the baseline is always added)")
+    experiment.add_argument("--baseline", default="seed",
+                            help="preset the others are tested against (default seed, the 2016 "
+                            "model; e.g. fast to see what each of its ablations changes)")
     experiment.add_argument("--folds", default="0", help="'all', or held-out shards, e.g. 0 "
                             "(default 0; significance over folds needs at least 2)")
     experiment.add_argument("--out", type=Path, required=True,

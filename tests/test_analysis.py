@@ -137,6 +137,8 @@ def test_sparsity_every_zero_is_inert(tmp_path: Path) -> None:
     assert tracker.annotate({"step": 0}) == {"step": 0}
     tracker.save()
     assert not (tmp_path / SPARSITY_FILE).exists()
+    with pytest.raises(ValueError, match="sparsity tracking is off"):
+        tracker.measure(100)
     with pytest.raises(ValueError, match=r"train\.sparsity_every must be >= 0"):
         tiny_config(sparsity_every=-1)
 
@@ -147,6 +149,8 @@ def test_training_is_cut_into_epochs_that_end_on_measurement_steps(tmp_path: Pat
     assert tracker.chunks(0, 250) == [(0, 100), (100, 200), (200, 250)]
     assert tracker.chunks(150, 400) == [(150, 200), (200, 300), (300, 400)]  # after a resume
     assert tracker.chunks(100, 200) == [(100, 200)]
+    with pytest.raises(ValueError, match="without make_batch"):
+        tracker.measure(100)
 
 
 def test_live_units_arithmetic() -> None:

@@ -170,6 +170,32 @@ def test_cli_reuses_finished_runs_and_reports_one_fold(
         assert (out / "reduced" / name).is_file()
 
 
+def test_another_baseline_swaps_the_paired_tests(
+    experiment: tuple[ExperimentResult, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    result, data, toml = experiment
+    out = _linked_copy(result.out, tmp_path / "out")
+    argv = ["experiment", str(data), "--presets", "seed", "--baseline", "reduced", "--folds",
+            "0,1", "--steps", "4", "--eval-every", "2", "--config", str(toml), "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "step 4/4" not in printed  # both presets reused, nothing trained
+    assert json.loads((out / "experiment.json").read_text())["baseline"] == "reduced"
+    rows = {r["preset"]: r for r in csv.DictReader((out / "comparison.csv").open())}
+    assert list(rows) == ["reduced", "seed"]  # the baseline first
+    assert rows["reduced"]["mcnemar_p"] == "" and rows["reduced"]["t_test_p"] == ""
+    # The tests are symmetric: seed against reduced has the counts of reduced against seed
+    # swapped and the same p-values.
+    before = {s.preset: s for s in result.summaries}["reduced"]
+    b01, b10, p = before.mcnemar
+    assert (int(rows["seed"]["mcnemar_b01"]), int(rows["seed"]["mcnemar_b10"])) == (b10, b01)
+    assert float(rows["seed"]["mcnemar_p"]) == pytest.approx(p, abs=1e-6)  # CSV: 6 digits
+    assert float(rows["seed"]["t_test_p"]) == pytest.approx(before.t_test[1], abs=1e-6)
+    assert "baseline reduced" in (out / "report.md").read_text()
+    with pytest.raises(ValueError, match=r"unknown preset\(s\) nope"):
+        run_experiment(data, ["seed"], out, "0", TRAIN, toml, baseline="nope")
+
+
 def test_unknown_preset_fails_before_training(tiny_dataset: Path, tmp_path: Path) -> None:
     logged: list[str] = []
     with pytest.raises(ValueError, match=r"unknown preset\(s\) huge; known presets: seed, reduced"):

@@ -1,13 +1,14 @@
-"""Compare presets: one cross-validation per preset, one table and one plot against ``seed``.
+"""Compare presets: one cross-validation per preset, one table and one plot against a baseline.
 
 An experiment folder holds::
 
-    OUT/experiment.json     dataset, presets, folds, overrides
+    OUT/experiment.json     dataset, presets, baseline, folds, overrides
     OUT/<preset>/           an ordinary CV folder per preset (resumes; reused when complete)
     OUT/comparison.csv      one row per preset (see :class:`PresetSummary`)
-    OUT/comparison.png      every preset's average accuracy curve against the seed's
+    OUT/comparison.png      every preset's average accuracy curve against the baseline's
 
-The seed preset is always the baseline. Significance against it uses the
+The baseline is ``seed`` (the 2016 model) unless another preset is named, e.g.
+``fast`` to ask what each of its ablations changes. Significance against it uses the
 folds both ran: a paired t-test over per-fold final accuracies and an exact
 McNemar test over the pooled held-out images (see :mod:`facefold.evaluate.stats`).
 """
@@ -44,7 +45,7 @@ from facefold.models.presets import describe_preset, list_presets
 from facefold.train.ensemble import ENSEMBLE_FILE
 from facefold.train.trainer import Log, latest_checkpoint, read_metrics
 
-BASELINE = "seed"
+DEFAULT_BASELINE = "seed"
 
 
 @dataclass(frozen=True)
@@ -101,15 +102,15 @@ class ExperimentResult:
     table: str = ""
 
 
-def check_presets(presets: Sequence[str]) -> list[str]:
+def check_presets(presets: Sequence[str], baseline: str = DEFAULT_BASELINE) -> list[str]:
     """The presets to run, baseline first; ``ValueError`` lists the known ones on a typo."""
     known = list_presets()
-    unknown = [p for p in presets if p not in known]
+    unknown = [p for p in [baseline, *presets] if p not in known]
     if unknown:
         raise ValueError(
             f"unknown preset(s) {', '.join(unknown)}; known presets: {', '.join(known)}"
         )
-    return list(dict.fromkeys([BASELINE, *presets]))
+    return list(dict.fromkeys([baseline, *presets]))
 
 
 def _check_existing(cv_dir: Path, data_dir: Path, config: Config) -> None:
@@ -143,19 +144,20 @@ def run_experiment(
     config_file: str | Path | None = None,
     log: Log = print,
     executor: Executor = LOCAL,
+    baseline: str = DEFAULT_BASELINE,
 ) -> ExperimentResult:
-    """Cross-validate each preset into ``OUT/<preset>/`` and compare them with ``seed``.
+    """Cross-validate each preset into ``OUT/<preset>/`` and compare them with ``baseline``.
 
     ``folds`` is ``"0"``, ``"all"``, ``"0,3"`` or a list of shard indices, the
     same for every preset. Each preset's config is the preset < ``config_file``
     (its ``preset`` key is ignored) < ``overrides`` (``{"train": {"steps": 2000}}``).
-    ``seed`` is added when missing. Unknown presets and folders holding other
+    ``baseline`` (default ``seed``) is added when missing. Unknown presets and folders holding other
     runs are errors before any training. ``executor`` runs the (preset, fold)
     trials locally one after another or as parallel Ray tasks. Writes ``OUT/comparison.csv`` and
     ``.png``, logs the table, and returns the result.
     """
     data_dir, out = Path(data_dir), Path(out)
-    names = check_presets(presets)
+    names = check_presets(presets, baseline)
     configs = {name: resolve_config(name, config_file, overrides) for name in names}
     cases = parse_folds(folds, len(list_shards(data_dir)))
     for name, config in configs.items():
@@ -163,7 +165,8 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
         out / "experiment.json",
-        {"data_dir": str(data_dir.resolve()), "presets": names, "cases": cases,
+        {"data_dir": str(data_dir.resolve()), "presets": names, "baseline": baseline,
+         "cases": cases,
          "overrides": overrides or {}, "config_file": str(config_file or "")},
     )
     trials = []
@@ -174,37 +177,40 @@ def run_experiment(
     # Ensembles last, so that they reuse their members' runs of this experiment.
     trials.sort(key=lambda trial: bool(trial.config.model.members))
     run_trials(data_dir, trials, executor, log)  # every (preset, fold) is one trial
-    result = compare_presets(out, names)
+    result = compare_presets(out, names, baseline)
     log(result.table)
     return result
 
 
-def compare_presets(out: str | Path, presets: Sequence[str]) -> ExperimentResult:
-    """Summarize the CV folders ``OUT/<preset>/`` against the baseline and write the comparison.
+def compare_presets(
+    out: str | Path, presets: Sequence[str], baseline: str = DEFAULT_BASELINE
+) -> ExperimentResult:
+    """Summarize the CV folders ``OUT/<preset>/`` against ``OUT/<baseline>/`` and write the
+    comparison (``comparison.csv`` and ``.png``; the table is ``result.table``).
 
     Raises ``ValueError`` when the runs come from different datasets or label
     lists, or were evaluated on different images.
     """
     out = Path(out)
-    names = list(dict.fromkeys([BASELINE, *presets]))
+    names = list(dict.fromkeys([baseline, *presets]))
     curves = {name: load_cv(out / name) for name in names}
-    _check_same_data(out, curves)
+    _check_same_data(out, curves, baseline)
     summaries = [
-        _summarize(name, out / name, curves[name], out / BASELINE, curves[BASELINE])
+        _summarize(name, out / name, curves[name], out / baseline, curves[baseline])
         for name in names
     ]
-    reference = finished_cases(out / BASELINE)
+    reference = finished_cases(out / baseline)
     if not reference.cases:  # nothing finished yet: draw what there is
-        reference = curves[BASELINE]
-    result = ExperimentResult(out, BASELINE, summaries, curves, reference)
+        reference = curves[baseline]
+    result = ExperimentResult(out, baseline, summaries, curves, reference)
     from facefold.report.comparison import save_comparison  # report builds on evaluate
 
     return dataclasses.replace(result, table=save_comparison(result, out))
 
 
-def _check_same_data(out: Path, curves: dict[str, CVResult]) -> None:
+def _check_same_data(out: Path, curves: dict[str, CVResult], baseline: str) -> None:
     """Every case of every preset must come from the baseline's dataset and label list."""
-    reference = out / BASELINE / CASE_DIR.format(curves[BASELINE].cases[0])
+    reference = out / baseline / CASE_DIR.format(curves[baseline].cases[0])
     data = json.loads((reference / "run.json").read_text())["data_dir"]
     labels = read_labels(reference)
     for name, curve in curves.items():
@@ -233,7 +239,7 @@ def _summarize(
     mean, std = curve.final()
     common = [k for k in curve.cases if k in base.cases]
     t_test = mcnemar = None
-    if name != BASELINE and common:
+    if cv_dir != base_dir and common:
         t_test = paired_t_test(
             [base.accuracy[-1, base.cases.index(k)] for k in common],
             [curve.accuracy[-1, curve.cases.index(k)] for k in common],

@@ -132,6 +132,12 @@ for _name, (_description, _changes) in ABLATIONS.items():
     register_preset(_name, _description, **_merged(FAST, _changes))
 
 
+# A deep ensemble from scratch: the same recipe from another random seed (weights, data order
+# and augmentation) makes different mistakes, so averaging the two removes some of them.
+register_preset("fast-s1", "fast from random seed 1 (weights, data order, augmentation)",
+                **_merged(FAST, {"train": {"seed": 1}}))
+
+
 def member_configs(config: Config) -> list[Config]:
     """The configs of an ensemble's members (``model.members``), in order.
 
@@ -185,4 +191,8 @@ register_preset(
 register_ensemble(
     "ensemble", ["fast", "dlib128"],
     "mean probabilities of fast and dlib128 (members reuse the experiment's own runs of them)",
+)
+register_ensemble(
+    "fast-x2", ["fast", "fast-s1"],
+    "from scratch: mean probabilities of fast and fast-s1 (two seeds of the same recipe)",
 )

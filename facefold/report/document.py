@@ -41,7 +41,7 @@ from facefold.data.records import read_labels, write_text_atomic
 from facefold.evaluate.cv import CASE_DIR, CVResult, load_cv
 from facefold.evaluate.errors import case_dirs
 from facefold.evaluate.experiment import (
-    BASELINE,
+    DEFAULT_BASELINE,
     ExperimentResult,
     PresetSummary,
     finished_cases,
@@ -272,7 +272,7 @@ def _experiment_section(source: Source, slug: str, assets: Path) -> list[Block]:
         Heading(2, f"Experiment {source.path.name}"),
         Paragraph(
             f"Folder `{source.path}`. Presets {', '.join(presets)} (baseline "
-            f"{BASELINE}); folds {', '.join(map(str, info.get('cases', [])))}; "
+            f"{_baseline(source)}); folds {', '.join(map(str, info.get('cases', [])))}; "
             f"overrides `{json.dumps(info.get('overrides') or {})}`."
         ),
     ]
@@ -283,6 +283,11 @@ def _experiment_section(source: Source, slug: str, assets: Path) -> list[Block]:
         blocks += [Heading(3, f"Preset {preset}"), *_preset_note(preset)]
         blocks += _cv_blocks(cv_dir, f"{slug}-{_safe(preset)}", assets, level=4)
     return blocks
+
+
+def _baseline(source: Source) -> str:
+    """The experiment's baseline preset (folders written before it was recorded used seed)."""
+    return source.info.get("baseline", DEFAULT_BASELINE)
 
 
 def _preset_note(preset: str) -> list[Block]:
@@ -321,8 +326,9 @@ def _comparison_table(source: Source, path: Path) -> tuple[str, str]:
     with path.open(newline="") as handle:
         summaries = [_summary_from_csv(row) for row in csv.DictReader(handle)]
     curves = {s.preset: load_cv(source.path / s.preset) for s in summaries}
+    baseline = _baseline(source)
     result = ExperimentResult(
-        source.path, BASELINE, summaries, curves, finished_cases(source.path / BASELINE)
+        source.path, baseline, summaries, curves, finished_cases(source.path / baseline)
     )
     lines = format_comparison(result).splitlines()
     rows = 1 + len(summaries)

@@ -141,7 +141,11 @@ class SparsityTracker:
 
     def measure(self, step: int) -> dict:
         """Measure the current model on training batch ``step``; record and return the row."""
-        assert self.meter is not None, "sparsity tracking is off (train.sparsity_every = 0)"
+        if self.meter is None:
+            raise ValueError("sparsity tracking is off (train.sparsity_every = 0)")
+        if self.batch is None:
+            raise ValueError("SparsityTracker was built without make_batch: it has no training "
+                             "batch to measure on")
         images, _ = self.batch(tf.constant(step, tf.int64))
         row = {"step": step, **self.meter(images)}
         self.rows.append(row)
