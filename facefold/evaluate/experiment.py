@@ -166,8 +166,7 @@ def run_experiment(
     write_json_atomic(
         out / "experiment.json",
         {"data_dir": str(data_dir.resolve()), "presets": names, "baseline": baseline,
-         "cases": cases,
-         "overrides": overrides or {}, "config_file": str(config_file or "")},
+         "cases": cases, "overrides": overrides or {}, "config_file": str(config_file or "")},
     )
     trials = []
     for name, config in configs.items():
