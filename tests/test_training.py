@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import keras
@@ -64,6 +65,9 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
     with pytest.raises(KeyboardInterrupt):
         train(tiny_dataset, config, tmp_path / "resumed", [1], log=lambda _: None)
     assert latest_checkpoint(tmp_path / "resumed")[0] == 20
+    with warnings.catch_warnings():  # a run killed before step 10 resumes from step 0 silently
+        warnings.filterwarnings("error", message="Skipping variable loading")
+        keras.models.load_model(tmp_path / "resumed" / "checkpoints" / "step-000000.keras")
     monkeypatch.setattr(trainer_module.Trainer, "_log_progress", original)
 
     resumed = train(tiny_dataset, config, tmp_path / "resumed", [1], log=lambda _: None)

@@ -465,6 +465,9 @@ class Trainer:
             self.config.model, len(self.labels), self.precision, self.config.train.seed
         )
         compile_model(model, self.config)
+        # Built before the first step, so that the step-0 checkpoint holds the optimizer's slots
+        # like every later one: Keras warns when it loads one whose optimizer was never built.
+        model.optimizer.build(model.trainable_variables)
         _save_checkpoint(model, self.run_dir, 0)
         return model, 0
 
