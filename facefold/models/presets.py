@@ -141,8 +141,8 @@ register_preset("fast-wide", "fast with conv 16/48/80/160 (2.3x the FLOPs, 490k 
 # and augmentation) makes different mistakes, so averaging the two removes some of them.
 register_preset("fast-s1", "fast from random seed 1 (weights, data order, augmentation)",
                 **_merged(FAST, {"train": {"seed": 1}}))
-# fast-nogap gained 1.3 points over fast on celeb21's folds 0-3: on aligned crops, where a
-# feature sits carries identity. Its second seed makes the from-scratch ensemble below.
+# fast-nogap beat fast on all six folds of celeb21 (94.9 against 93.4 %): on aligned crops,
+# where a feature sits carries identity. Two of its seeds make the from-scratch ensemble below.
 FAST_NOGAP = _merged(FAST, ABLATIONS["fast-nogap"][1])
 register_preset("fast-nogap-s1", "fast-nogap from random seed 1",
                 **_merged(FAST_NOGAP, {"train": {"seed": 1}}))
