@@ -18,6 +18,7 @@ from facefold.cli import main
 from facefold.data.records import write_labels, write_text_atomic
 from facefold.evaluate.cv import load_cv
 from facefold.evaluate.experiment import ExperimentResult, run_experiment
+from facefold.report.comparison import curve_style
 from facefold.report.document import ASSETS_DIR, write_report
 from facefold.report.table import format_table
 from facefold.train.trainer import ProgressLine, train
@@ -195,3 +196,10 @@ def test_training_draws_the_line_only_on_a_terminal(
         pattern = rf"\r\[shown\] step {step}/4 loss \d+\.\d{{3}} eval acc \d\.\d{{4}}"
         assert re.search(pattern, drawn)
     assert drawn.endswith("\r")  # cleared before the trainer's own line
+
+
+def test_more_than_ten_curves_still_look_different() -> None:
+    styles = [curve_style(i) for i in range(30)]
+    assert styles[0] == {"color": "C0", "linestyle": "-"}
+    assert styles[10] == {"color": "C0", "linestyle": ":"}  # the 11th: C0 again, but dotted
+    assert len({tuple(style.values()) for style in styles}) == 30

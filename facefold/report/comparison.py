@@ -112,6 +112,16 @@ def write_comparison_csv(result: ExperimentResult, path: str | Path) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
+def curve_style(index: int) -> dict[str, str]:
+    """Colour and line style of the ``index``-th preset's curve (from 0).
+
+    Matplotlib's 10 default colours, solid, then the same colours dotted, then
+    dash-dotted: an ablation study easily has more than 10 presets, and with the
+    colours alone the 11th would look like the 1st. Distinct for 30 curves.
+    """
+    return {"color": f"C{index % 10}", "linestyle": ("-", ":", "-.")[index // 10 % 3]}
+
+
 def plot_comparison(result: ExperimentResult, path: str | Path) -> None:
     """Write a PNG: each preset's average curve against the baseline's (dashed black).
 
@@ -122,10 +132,11 @@ def plot_comparison(result: ExperimentResult, path: str | Path) -> None:
     finals = [c.average[-1] for c in result.curves.values()] + [base.average[-1]]
     low = np.nanmin(finals) if np.isfinite(finals).any() else 0.0
     for ax, zoom in zip(axes, (False, True), strict=True):
-        for name, curve in result.curves.items():
+        for index, (name, curve) in enumerate(result.curves.items()):
             if name == result.baseline and curve.cases == base.cases:
                 continue  # drawn below as the reference
-            style = {"color": "0.55", "lw": 1.2} if name == result.baseline else {"lw": 1.6}
+            style = ({"color": "0.55", "lw": 1.2} if name == result.baseline
+                     else {"lw": 1.6, **curve_style(index)})
             ax.plot(curve.steps, curve.average, label=f"{name} (folds {_folds(curve.cases)})",
                     **style, **one_point_marker(curve.steps))
         ax.plot(base.steps, base.average, "k--", lw=2,
