@@ -71,7 +71,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facefold.config import Config, ModelSpec, resolve_config
+from facefold.config import Config, ModelSpec
 from facefold.data.build import build_dataset
 from facefold.data.pipeline import (
     BatchMaker,
@@ -86,6 +86,7 @@ from facefold.data.pipeline import (
 from facefold.data.records import read_labels
 from facefold.data.synthetic import make_synthetic_faces
 from facefold.models.cnn import CONV_NAME, DENSE_NAME, build_model
+from facefold.models.presets import resolve_config
 from facefold.train.precision import cpu_model, resolve_precision
 
 # The trainer's compile (optimizer, loss, metric, no XLA): the benchmark must time

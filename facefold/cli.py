@@ -51,9 +51,16 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]] | No
 
 
 def _config_from_args(args: argparse.Namespace):
-    from facefold.config import resolve_config
+    from facefold.models.presets import resolve_config
 
     return resolve_config(args.preset, args.config, _train_overrides(args))
+
+
+def _add_restart_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--restart", action="store_true",
+                        help="discard runs in --out made from other data or another config and "
+                        "train them again (without it they are refused; runs of the same data "
+                        "and config are resumed or reused either way)")
 
 
 def _add_executor_args(parser: argparse.ArgumentParser) -> None:
@@ -92,10 +99,11 @@ def _cmd_dataset_inspect(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from facefold.train.trainer import train
+    from facefold.train import train
 
     eval_shards = [int(k) for k in args.eval_shards.split(",")]
-    rows = train(args.data, _config_from_args(args), args.out, eval_shards)
+    rows = train(args.data, _config_from_args(args), args.out, eval_shards,
+                 restart=args.restart)
     print(f"final held-out accuracy at step {rows[-1]['step']}: {rows[-1]['eval_accuracy']:.4f}")
 
 
@@ -107,18 +115,20 @@ def _cmd_cv(args: argparse.Namespace) -> None:
     from facefold.report import report_cv
 
     result = run_cv(args.data, _config_from_args(args), args.out, args.folds,
-                    executor=_executor_from_args(args))
+                    executor=_executor_from_args(args), restart=args.restart)
     print(report_cv(result, args.out))
 
 
 def _cmd_experiment(args: argparse.Namespace) -> None:
     from facefold.evaluate.experiment import run_experiment
+    from facefold.report.comparison import save_comparison
     from facefold.report.errors import save_error_report
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     result = run_experiment(args.data, presets, args.out, args.folds, _train_overrides(args),
                             args.config, executor=_executor_from_args(args),
-                            baseline=args.baseline)
+                            baseline=args.baseline, restart=args.restart)
+    print(save_comparison(result, args.out))
     for summary in result.summaries:  # per preset: per_person.csv, confusion.png, errors.png
         save_error_report(Path(args.out) / summary.preset)
     print(f"Error analysis of each preset in {Path(args.out)}/<preset>/ "
@@ -183,17 +193,18 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _cmd_cv_open_set(args: argparse.Namespace) -> None:
+    from facefold import runs
     from facefold.evaluate.cv import load_cv
-    from facefold.evaluate.openset import run_open_set_cv
+    from facefold.evaluate.openset_cv import run_open_set_cv
     from facefold.report import save_cv_report
 
     if getattr(args, "executor", "local") != "local":
         raise ValueError("--unknown-people runs its cases locally: leave out --executor")
     result = run_open_set_cv(args.data, _config_from_args(args), args.out, args.folds,
-                             args.unknown_people, args.far)
+                             args.unknown_people, args.far, restart=args.restart)
     print(save_cv_report(load_cv(args.out), args.out))
     print(result.table())
-    print(f"Wrote {Path(args.out) / 'openset.json'}; each case-K/threshold.json is used by "
+    print(f"Wrote {Path(args.out) / runs.OPENSET_FILE}; each case's threshold is used by "
           "`facefold predict`")
 
 
@@ -317,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-shards", default="0", help="held-out shard(s), e.g. 0 or 0,1")
     train.add_argument("--out", type=Path, required=True, help="run folder (resumes if present)")
     _add_config_args(train)
+    _add_restart_arg(train)
     train.set_defaults(func=_cmd_train)
 
     cv = commands.add_parser("cv", help="K-fold cross-validation over the shards")
@@ -330,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "measure how well the model answers 'unknown' for them")
     cv.add_argument("--far", type=float, default=0.05,
                     help="with --unknown-people: false-accept rate on unknowns for the threshold")
+    _add_restart_arg(cv)
     cv.set_defaults(func=_cmd_cv)
 
     experiment = commands.add_parser(
@@ -349,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="output folder: one CV folder per preset (resumes if present)")
     _add_config_args(experiment, preset=False)
     _add_executor_args(experiment)
+    _add_restart_arg(experiment)
     experiment.set_defaults(func=_cmd_experiment)
 
     analyze = commands.add_parser("analyze", help="look inside trained runs")

@@ -343,25 +343,3 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: not valid TOML ({err})") from err
-
-
-def resolve_config(
-    preset: str | None = None,
-    file: str | Path | None = None,
-    overrides: dict[str, dict[str, Any]] | None = None,
-) -> Config:
-    """Resolve defaults < preset < TOML file < overrides into one checked :class:`Config`.
-
-    ``preset`` defaults to the file's ``preset`` key, else ``"seed"``.
-    """
-    from facefold.models.presets import get_preset  # presets import this module
-
-    file_values = load_toml(file) if file else {}
-    name = preset or file_values.get("preset") or "seed"
-    cfg = get_preset(name)
-    if file_values:
-        sections = {k: v for k, v in file_values.items() if k != "preset"}
-        cfg = apply_overrides(cfg, sections, str(file))
-    if overrides:
-        cfg = apply_overrides(cfg, overrides, "command line")
-    return cfg

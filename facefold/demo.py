@@ -13,10 +13,10 @@ import json
 import shutil
 from pathlib import Path
 
-from facefold.config import resolve_config
 from facefold.data.build import build_dataset
 from facefold.data.synthetic import make_synthetic_faces
 from facefold.evaluate.cv import CVResult, run_cv
+from facefold.models.presets import resolve_config
 from facefold.report import report_cv
 from facefold.train.trainer import Log
 

@@ -46,16 +46,15 @@ import tempfile
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 import facefold
+from facefold import runs
 from facefold.data.records import write_json_atomic
-from facefold.evaluate.openset import CENTROIDS_FILE
-from facefold.predict import EXPORT_FILE, EXPORT_FORMAT, MODEL_FILES, Predictor
-from facefold.train.ensemble import MEMBERS_DIR
+from facefold.models.families import FAMILIES
+from facefold.predict import Predictor
 
-FORMATS = tuple(MODEL_FILES)
+FORMATS = tuple(runs.MODEL_FILES)
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
@@ -75,15 +74,16 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
         raise ValueError(f"{run_dir} is an export already: export from a run folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; an export is an ordinary folder
     try:
         meta = export_info(predictor, fmt)
         if predictor.members:
             meta["ensemble"] = {"members": _export_members(predictor, fmt, tmp)}
         else:
-            _write_model(predictor.keras_model, fmt, tmp / MODEL_FILES[fmt])
+            _write_model(predictor.keras_model, fmt, tmp / runs.MODEL_FILES[fmt])
         if predictor.info.centroids is not None:
-            np.save(tmp / CENTROIDS_FILE, predictor.info.centroids)
-        write_json_atomic(tmp / EXPORT_FILE, meta)
+            runs.write_centroids(tmp, predictor.info.centroids)
+        write_json_atomic(tmp / runs.EXPORT_FILE, meta)
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
@@ -96,53 +96,44 @@ def _export_members(predictor: Predictor, fmt: str, folder: Path) -> list[dict]:
     """Export each member run of an ensemble into ``folder/members/<name>``; their entries."""
     entries = []
     for preset, member in predictor.members.items():
-        name = f"{MEMBERS_DIR}/{preset}"
-        export_run(member.info.source, fmt, folder / name)
+        target = runs.member_dir(folder, preset)  # a preset name is one folder name, never a path
+        name = target.relative_to(folder).as_posix()
+        export_run(member.info.source, fmt, target)
         entries.append({"preset": preset, "export": name,
                         "source_run": str(member.info.source.resolve())})
     return entries
 
 
-def _input_info(predictor: Predictor) -> dict:
-    """The ``input`` entry of ``export.json``: images, or an embedding head's embeddings."""
-    info = predictor.info
-    if info.embedding:
-        return {
-            "name": "embedding", "dtype": "float32",
-            "shape": [None, info.embedding["views"], info.embedding["dim"]],
-            "meaning": f"the {info.embedding['name']} embedding of each face crop (the whole "
-                       "square image_size picture), then of its mirror when views is 2",
-        }
-    return {
-        "name": "image", "dtype": "uint8",
-        "shape": [None, info.image_size, info.image_size, info.channels],
-        "meaning": "the whole square face image (shorter side resized to image_size, "
-                   "centre square); the model takes the central crop_size window itself",
-    }
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def export_info(predictor: Predictor, fmt: str) -> dict:
     """The ``export.json`` of an export of ``predictor`` (a run) in format ``fmt``."""
     info = predictor.info
     return {
-        "export_format": EXPORT_FORMAT,
+        "export_format": runs.EXPORT_FORMAT,
         "facefold_version": facefold.__version__,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "format": fmt,
-        "model_file": None if predictor.members else MODEL_FILES[fmt],
+        "family": info.family,
+        "model_file": None if predictor.members else runs.MODEL_FILES[fmt],
         "labels": info.labels,
         "image_size": info.image_size,
         "crop_size": info.crop_size,
         "channels": info.channels,
-        "input": _input_info(predictor),
+        "input": FAMILIES[info.family].export_input(info.embedding, info.image_size,
+                                                   info.channels),
         "embedding": info.embedding,
         "outputs": {
             "logits": "float32 (N, classes); softmax gives the probabilities of labels",
             "features": "float32 (N, D), input of the logits layer (cosine open-set score)",
         },
         "threshold": info.threshold,
-        "centroids_file": CENTROIDS_FILE if info.centroids is not None else None,
+        "centroids_file": runs.CENTROIDS_FILE if info.centroids is not None else None,
         "source_run": str(info.source.resolve()),
         "step": info.step,
     }

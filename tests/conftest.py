@@ -135,7 +135,7 @@ def tiny_dataset(tmp_path: Path) -> Path:
 def tiny_config(steps: int = 30, eval_every: int = 15, preset: str = "seed", **train):
     """A preset's architecture (default: seed) on 32x32 crops, float32, a few steps: fast
     enough for tests. ``train`` overrides more [train] keys."""
-    from facefold.config import resolve_config
+    from facefold.models.presets import resolve_config
 
     return resolve_config(
         preset,
@@ -151,7 +151,7 @@ def tiny_config(steps: int = 30, eval_every: int = 15, preset: str = "seed", **t
 def predictor(tmp_path_factory: pytest.TempPathFactory):
     """A :class:`facefold.predict.Predictor` of a tiny run, shared by a test module."""
     from facefold.predict import Predictor
-    from facefold.train.trainer import train
+    from facefold.train import train
 
     root = tmp_path_factory.mktemp("predictor")
     data = make_tiny_dataset(root / "data")

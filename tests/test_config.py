@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from facefold.config import Config, resolve_config
-from facefold.models.presets import describe_preset, get_preset, list_presets
+from facefold.config import Config
+from facefold.models.presets import describe_preset, get_preset, list_presets, resolve_config
 
 
 def test_defaults_are_the_2016_model() -> None:

@@ -12,7 +12,7 @@ from conftest import tiny_config
 from facefold.evaluate.cv import CVResult, load_cv, parse_folds, run_cv
 from facefold.report import save_cv_report
 from facefold.report.table import format_table
-from facefold.train.trainer import read_metrics
+from facefold.runs import read_metrics
 
 
 def test_parse_folds() -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from conftest import shared_dataset_path
 
-from facefold.config import resolve_config
 from facefold.data.build import build_dataset
 from facefold.demo import run_demo
-from facefold.train.trainer import train
+from facefold.models.presets import resolve_config
+from facefold.train import train
 
 
 def test_small_demo_learns_synthetic_faces(tmp_path: Path) -> None:

@@ -26,10 +26,13 @@ from facefold.embeddings import dlib128
 from facefold.embeddings.cache import EmbeddingCache, content_hash
 from facefold.embeddings.shards import embed_shards
 from facefold.export import export_run
+from facefold.models.inference import ensemble_infer
+from facefold.models.inference import softmax as _softmax
 from facefold.models.presets import member_configs
-from facefold.predict import Predictor, _softmax, ensemble_infer
+from facefold.predict import Predictor
+from facefold.runs import read_metrics
+from facefold.train import train
 from facefold.train.ensemble import average_predictions
-from facefold.train.trainer import read_metrics, train
 
 EXTRA = "pip install 'facefold[dlib]'"
 
@@ -187,10 +190,10 @@ def test_serve_names_a_face_with_a_dlib128_run(
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
 
-    import facefold.predict as predict_module
+    import facefold.predict.predictor as predictor_module
     from facefold.serve import create_app
 
-    monkeypatch.setattr(predict_module, "load_detector", lambda: None)  # the whole-picture rule
+    monkeypatch.setattr(predictor_module, "load_detector", lambda: None)  # the whole-picture rule
     run = tmp_path / "run"
     train(tiny_dataset, tiny_config(steps=20, eval_every=20, preset="dlib128"), run, [0],
           log=lambda _: None)

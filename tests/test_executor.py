@@ -10,7 +10,7 @@ from conftest import tiny_config
 
 from facefold.evaluate.cv import cv_trials, prepare_cv_dir
 from facefold.evaluate.executor import Executor, TrialsFailed, is_complete, run_trials
-from facefold.train.trainer import read_metrics
+from facefold.runs import read_metrics
 
 TINY_OVERRIDES = {"model": {"crop_size": 32, "input_size": 32}}
 
@@ -48,7 +48,7 @@ def test_ray_gives_the_same_accuracies_as_local(tiny_dataset: Path, tmp_path: Pa
     assert list(got.values()) == list(expected.values())
     # The driver holds the same files as a local run, pointing at the driver's dataset.
     for trial in remote:
-        assert is_complete(trial)
+        assert is_complete(trial, tiny_dataset)
         assert (trial.out / "checkpoints" / "step-000012.keras").is_file()
         assert str(tiny_dataset.resolve()) in (trial.out / "run.json").read_text()
     # Re-running skips complete trials, and re-runs only a missing one.
@@ -107,7 +107,7 @@ def test_a_failing_trial_does_not_stop_the_others(tiny_dataset: Path, tmp_path: 
                                                                       [0], "good")
     with pytest.raises(TrialsFailed, match=r"1 of 2 trials failed(.|\n)*bad/case-0: NaNLossError"):
         run_trials(tiny_dataset, trials, log=lambda _: None)
-    assert is_complete(trials[1])
+    assert is_complete(trials[1], tiny_dataset)
 
 
 def test_executor_options_are_checked() -> None:

@@ -14,7 +14,6 @@ from conftest import make_tiny_dataset
 from scipy import stats
 
 from facefold.cli import main
-from facefold.config import resolve_config
 from facefold.data.records import write_labels, write_text_atomic
 from facefold.evaluate.errors import (
     collect_predictions,
@@ -30,8 +29,10 @@ from facefold.evaluate.experiment import (
 )
 from facefold.evaluate.stats import mcnemar_test, paired_t_test
 from facefold.models.cnn import build_model
+from facefold.models.presets import resolve_config
+from facefold.report.comparison import format_comparison, save_comparison
 from facefold.report.errors import save_error_report, write_per_person_csv
-from facefold.train.trainer import latest_checkpoint, read_metrics
+from facefold.runs import latest_checkpoint, read_metrics
 
 PRESETS = ["seed", "reduced"]
 TRAIN = {"train": {"steps": 4, "eval_every": 2}}
@@ -54,6 +55,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentResu
     data = make_tiny_dataset(root / "data")
     toml = _small_toml(root)
     result = run_experiment(data, ["reduced"], root / "out", "0,1", TRAIN, toml, log=lambda _: None)
+    save_comparison(result, root / "out")  # evaluate computes, report writes
     return result, data, toml
 
 
@@ -147,7 +149,8 @@ def test_experiment_table_numbers(experiment: tuple[ExperimentResult, Path, Path
         assert row_steps(rows[s.preset]) == s.steps_to_baseline
     assert seed.steps_to_baseline is not None  # the baseline reaches its own final accuracy
     assert (out / "comparison.png").read_bytes()[:8] == PNG
-    assert "reduced" in result.table and f"{reduced.parameters:,}" in result.table
+    table = format_comparison(result)
+    assert "reduced" in table and f"{reduced.parameters:,}" in table
 
 
 def test_cli_reuses_finished_runs_and_reports_one_fold(
@@ -214,8 +217,10 @@ def test_mismatched_runs_are_refused(
         message = "labels.txt differs from .*seed/case-0/labels.txt"
     elif tamper == "run.json":
         run = json.loads((case / "run.json").read_text())
-        write_text_atomic(case / "run.json", json.dumps({**run, "data_dir": "/elsewhere"}))
-        message = "trained on dataset /elsewhere"
+        data = {**run["data"], "digest": "other content"}
+        write_text_atomic(case / "run.json", json.dumps({**run, "data": data,
+                                                         "data_dir": "/elsewhere"}))
+        message = r"trained on other data \(/elsewhere\)"
     else:
         with np.load(case / "predictions.npz") as npz:
             arrays = dict(npz)

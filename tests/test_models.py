@@ -16,8 +16,9 @@ from facefold.config import EMBEDDING_DIMS, Config, ModelSpec
 from facefold.data.pipeline import Split, embedding_training_batches, training_batches
 from facefold.embeddings.shards import EmbeddingSplit
 from facefold.models.cnn import FusedBatchNorm, build_model, relu_layer_names
+from facefold.models.families import leaf_configs
 from facefold.models.head import build_head
-from facefold.models.presets import get_preset, leaf_configs, list_presets
+from facefold.models.presets import get_preset, list_presets
 from facefold.train.trainer import compile_model
 
 

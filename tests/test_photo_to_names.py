@@ -13,10 +13,10 @@ import pytest
 from conftest import shared_dataset_path
 from PIL import Image
 
-from facefold.config import resolve_config
 from facefold.data.build import build_dataset
+from facefold.models.presets import resolve_config
 from facefold.predict import Predictor, load_detector
-from facefold.train.trainer import train
+from facefold.train import train
 
 PEOPLE = [f"s{i}" for i in range(1, 9)]
 TRAINING_PHOTOS = range(1, 10)  # photo 10 of every person is never seen in training

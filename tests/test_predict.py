@@ -14,29 +14,29 @@ from conftest import make_tiny_dataset, shared_dataset_path, tiny_config
 from PIL import Image
 from scipy.stats import mannwhitneyu
 
-import facefold.predict as predict_module
+import facefold.predict.files as files_module
+import facefold.predict.predictor as predictor_module
 from facefold.cli import main
 from facefold.data.images import NotAnImageError, load_rgb
 from facefold.data.pipeline import decode_shards
 from facefold.evaluate.openset import (
     auroc,
-    choose_unknown_people,
     class_centroids,
     open_set_report,
     open_set_scores,
-    split_people,
     threshold_at_far,
 )
+from facefold.evaluate.openset_cv import choose_unknown_people, split_people
 from facefold.export import export_run
+from facefold.models.inference import MatrixResize
 from facefold.predict import (
     UNKNOWN,
-    MatrixResize,
     NoFaceError,
     Predictor,
     load_detector,
     predict_files,
 )
-from facefold.train.trainer import train
+from facefold.train import train
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_predict_files_batches_and_names_bad_files(tiny_run, predictor, tmp_path
     (tmp_path / "notes.txt").write_text("not a picture")
     paths.insert(2, tmp_path / "notes.txt")
     whole = predict_files(predictor, paths, top_k=2)
-    monkeypatch.setattr(predict_module, "FILES_PER_CHUNK", 2)  # several model calls
+    monkeypatch.setattr(files_module, "FILES_PER_CHUNK", 2)  # several model calls
     chunked = predict_files(predictor, paths, top_k=2)
     assert [r["image"] for r in whole] == [str(p) for p in paths]
     assert "notes.txt" in whole[2]["error"] and not whole[2]["faces"]
@@ -128,7 +128,7 @@ def test_threshold_turns_low_scores_into_unknown(predictor):
 
 
 def test_fallback_rule_takes_only_crop_like_pictures(predictor, monkeypatch):
-    monkeypatch.setattr(predict_module, "load_detector", lambda: None)
+    monkeypatch.setattr(predictor_module, "load_detector", lambda: None)
     crop = Image.new("RGB", (120, 116), (90, 80, 70))
     assert predictor.face_crops(crop) == [(None, crop)]
     with pytest.raises(NoFaceError, match="not installed"):
@@ -149,7 +149,7 @@ def test_detected_faces_are_aligned_to_the_image_size(predictor, monkeypatch):
         return Image.new("RGB", (size, size), (200, 50, 50))
 
     fake = SimpleNamespace(detect_faces=detect_faces, align_face=align_face)
-    monkeypatch.setattr(predict_module, "load_detector", lambda: fake)
+    monkeypatch.setattr(predictor_module, "load_detector", lambda: fake)
     faces = predictor.recognize_photo(Image.new("RGB", (400, 300)), top_k=3)
     assert [f.box for f in faces] == [(10.0, 20.0, 50.0, 60.0), (100.0, 20.0, 30.0, 30.0)]
     assert calls == [predictor.info.image_size] * 2

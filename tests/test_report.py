@@ -18,10 +18,11 @@ from facefold.cli import main
 from facefold.data.records import write_labels, write_text_atomic
 from facefold.evaluate.cv import load_cv
 from facefold.evaluate.experiment import ExperimentResult, run_experiment
-from facefold.report.comparison import curve_style
+from facefold.report.comparison import curve_style, format_comparison, save_comparison
 from facefold.report.document import ASSETS_DIR, write_report
 from facefold.report.table import format_table
-from facefold.train.trainer import ProgressLine, train
+from facefold.train import train
+from facefold.train.trainer import ProgressLine
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TRAIN = {"train": {"steps": 4, "eval_every": 2}}
@@ -56,6 +57,7 @@ def reported(tmp_path_factory: pytest.TempPathFactory) -> dict:
                     '[train]\nbatch_size = 16\nprecision = "float32"\nsparsity_every = 2\n')
     exp = root / "exp"
     result = run_experiment(data, ["reduced"], exp, "0,1", TRAIN, toml, log=lambda _: None)
+    save_comparison(result, exp)  # what `facefold experiment` does
     before = _snapshot(exp, data)
     markdown, page = write_report([exp / "seed", exp], root / "report")
     return {"root": root, "data": data, "toml": toml, "exp": exp, "result": result,
@@ -96,7 +98,8 @@ def test_experiment_report_compares_presets_with_p_values(reported: dict) -> Non
     text = reported["markdown"].read_text()
     result: ExperimentResult = reported["result"]
     assert "t-test p" in text and "McNemar p (b01/b10)" in text
-    printed = result.table.splitlines()[: 1 + len(result.summaries)]  # header + one row each
+    # The header and one row each.
+    printed = format_comparison(result).splitlines()[: 1 + len(result.summaries)]
     for line in printed:
         assert line in text
     reduced = result.summaries[1]
@@ -147,13 +150,18 @@ def test_runs_of_different_label_lists_or_datasets_are_refused(
         write_labels(other / case, ["ann", "bob", "cy", "dee"])
     with pytest.raises(ValueError, match=r"other/case-0/labels.txt differs from .*labels.txt"):
         write_report([seed, other], tmp_path / "out")
+    # Another dataset is refused; the same content in another folder is the same dataset.
     moved = _linked_copy(seed, tmp_path / "moved")
     cv = json.loads((moved / "cv.json").read_text())
     write_text_atomic(moved / "cv.json", json.dumps({**cv, "data_dir": "/elsewhere"}))
-    assert main(["report", str(seed), str(moved), "--out", str(tmp_path / "out")]) == 1
+    other_data = _linked_copy(seed, tmp_path / "other_data")
+    write_text_atomic(other_data / "cv.json", json.dumps(
+        {**cv, "data_dir": "/elsewhere", "data": {**cv["data"], "digest": "other content"}}))
+    assert main(["report", str(seed), str(other_data), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("facefold: error:") and "made from dataset /elsewhere" in err
     assert not (tmp_path / "out").exists()
+    assert main(["report", str(seed), str(moved), "--out", str(tmp_path / "out")]) == 0
 
 
 # --- the progress line ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ with warnings.catch_warnings():  # Starlette 1.x nudges from httpx to httpx2; bo
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-import facefold.predict as predict_module
+import facefold.predict.predictor as predictor_module
 from facefold.predict import Predictor
 from facefold.serve import create_app
 
@@ -32,7 +32,7 @@ def client(predictor: Predictor) -> TestClient:
 @pytest.fixture(autouse=True)
 def no_detector(monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole-picture rule, whether or not facefold.faces.detect is installed."""
-    monkeypatch.setattr(predict_module, "load_detector", lambda: None)
+    monkeypatch.setattr(predictor_module, "load_detector", lambda: None)
 
 
 def png(image: Image.Image) -> bytes:

@@ -12,9 +12,11 @@ import pytest
 from conftest import tiny_config
 
 from facefold.data.pipeline import decode_shards, evaluation_batches
+from facefold.runs import latest_checkpoint, read_metrics
+from facefold.train import train
 from facefold.train import trainer as trainer_module
 from facefold.train.optim import swap_average
-from facefold.train.trainer import NaNLossError, eval_steps, latest_checkpoint, read_metrics, train
+from facefold.train.trainer import NaNLossError, eval_steps
 
 
 def test_eval_steps_include_zero_and_the_last_step() -> None:
@@ -105,7 +107,8 @@ def test_nan_loss_aborts_with_a_clear_message(tiny_dataset: Path, tmp_path: Path
 def test_a_different_run_in_the_same_folder_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
     train(tiny_dataset, tiny_config(steps=2, eval_every=2), tmp_path / "run", [0],
           log=lambda _: None)
-    with pytest.raises(ValueError, match=r"holds a different run .*config"):
+    with pytest.raises(ValueError, match=r"holds a run of other data or settings \(the config "
+                       r"\(train.steps 2 against 4\)\)"):
         train(tiny_dataset, tiny_config(steps=4, eval_every=2), tmp_path / "run", [0],
               log=lambda _: None)
     (tmp_path / "other").mkdir()

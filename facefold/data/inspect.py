@@ -367,6 +367,21 @@ def _manifest_near_dup_distance(data_dir: Path) -> int:
         return neardup.DEFAULT_DISTANCE
 
 
+def draw_montage(data_dir: str | Path, path: str | Path, per_person: int = 6) -> None:
+    """Write the montage of a dataset without inspecting it: the first ``per_person`` crops of
+    each person, read in shard order (what a report shows; ``inspect_dataset`` checks)."""
+    labels = records.read_labels(data_dir)
+    samples: dict[int, list[bytes]] = {}
+    for shard in records.list_shards(data_dir):
+        for record in records.read_shard(shard):
+            crops = samples.setdefault(record.label, [])
+            if len(crops) < per_person:
+                crops.append(record.image_raw)
+        if all(len(samples.get(k, [])) >= per_person for k in range(len(labels))):
+            break
+    write_montage(path, labels, samples, per_person)
+
+
 def write_montage(
     path: str | Path, labels: list[str], samples: dict[int, list[bytes]], per_person: int
 ) -> None:

@@ -6,9 +6,8 @@ the cache by the SHA-256 of its stored JPEG bytes
 image decoded to RGB (:func:`facefold.data.images.load_rgb`, as ``predict``
 decodes a picture), whole, as the model sees it at prediction time.
 
-:func:`load_splits` gives any config its inputs — decoded images for a CNN,
-embeddings for a head — and :class:`SplitSource` shares them between the
-trials of a cross-validation or experiment, loading each kind once.
+Which inputs a config needs is its model family's business
+(:mod:`facefold.models.families`).
 """
 
 from __future__ import annotations
@@ -20,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facefold.config import Config
 from facefold.data.images import load_rgb
-from facefold.data.pipeline import Split, decode_shards
+from facefold.data.pipeline import Split
 from facefold.data.records import ShardError, list_shards, read_labels, read_shard
 from facefold.embeddings import dlib128
 from facefold.embeddings.cache import EmbeddingCache, content_hash, default_cache_dir
@@ -47,11 +45,6 @@ def embedder(name: str) -> dlib128.Dlib128:
     if name != dlib128.NAME:
         raise ValueError(f"unknown embedding {name!r}; known: {dlib128.NAME}")
     return dlib128.load()
-
-
-def views(config: Config) -> int:
-    """Embeddings per image a config needs: 2 (image and mirror) for flip or flip TTA, else 1."""
-    return 2 if config.augment.flip or config.model.tta_flip else 1
 
 
 def embed_images(
@@ -127,42 +120,3 @@ def embed_shards(
         log(f"[{name}] {fallbacks} of {sum(len(s) for s in splits)} images: landmark fit "
             "failed, the whole image was the chip")
     return splits
-
-
-def check_inputs(config: Config) -> None:
-    """Raise before any work when a config needs an extra that is not installed."""
-    if config.model.embedding:
-        embedder(config.model.embedding)
-
-
-def load_splits(data_dir: str | Path, config: Config, log: Log = print) -> list[Split]:
-    """The inputs of every shard for ``config``: embeddings for a head, else decoded images."""
-    if config.model.members:
-        raise ValueError("an ensemble has no inputs of its own: load its members' splits")
-    if config.model.embedding:
-        return embed_shards(data_dir, config.model.embedding, views(config), log=log)
-    return decode_shards(data_dir, config.model.channels)
-
-
-class SplitSource:
-    """Loads the inputs of a dataset once per kind (pixels per channel count, or an
-    embedding with its views) for every config that asks: :meth:`get`."""
-
-    def __init__(self, data_dir: str | Path, log: Log = print) -> None:
-        self.data_dir = Path(data_dir)
-        self.log = log
-        self._loaded: dict[tuple, list[Split]] = {}
-
-    @staticmethod
-    def key(config: Config) -> tuple:
-        """Which inputs ``config`` needs; configs with equal keys share them."""
-        if config.model.embedding:
-            return "embedding", config.model.embedding, views(config)
-        return "pixels", config.model.channels
-
-    def get(self, config: Config) -> list[Split]:
-        """The inputs of ``config`` (see :func:`load_splits`), loaded on the first request."""
-        key = self.key(config)
-        if key not in self._loaded:
-            self._loaded[key] = load_splits(self.data_dir, config, self.log)
-        return self._loaded[key]

@@ -8,19 +8,17 @@ cross-validation resumes where it stopped.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from facefold import runs
 from facefold.config import Config
-from facefold.data.records import list_shards, write_json_atomic
+from facefold.data.records import list_shards
 from facefold.evaluate.executor import LOCAL, Executor, Trial, run_trials
-from facefold.train.trainer import Log, read_metrics
-
-CASE_DIR = "case-{}"
+from facefold.train.trainer import Log
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,7 @@ def parse_folds(spec: str | Sequence[int] | None, num_shards: int) -> list[int]:
 def collect(out: str | Path, cases: Sequence[int]) -> CVResult:
     """Gather the metrics of ``OUT/case-K`` for each case into a :class:`CVResult`."""
     per_case = {
-        k: {r["step"]: r["eval_accuracy"] for r in read_metrics(Path(out) / CASE_DIR.format(k))}
+        k: {r["step"]: r["eval_accuracy"] for r in runs.read_metrics(runs.case_dir(out, k))}
         for k in cases
     }
     steps = sorted({s for rows in per_case.values() for s in rows})
@@ -80,19 +78,26 @@ def collect(out: str | Path, cases: Sequence[int]) -> CVResult:
     return CVResult(steps, list(cases), accuracy)
 
 
-def prepare_cv_dir(data_dir: str | Path, config: Config, out: Path, cases: list[int]) -> None:
-    """Create ``OUT`` and write ``OUT/cv.json`` (dataset, cases, config)."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
-        out / "cv.json",
-        {"data_dir": str(Path(data_dir).resolve()), "cases": cases, "config": config.to_dict()},
-    )
+def prepare_cv_dir(data_dir: str | Path, config: Config, out: Path, cases: list[int],
+                   restart: bool = False, data: dict | None = None, **extra: object) -> None:
+    """Check ``OUT`` (a CV folder of other data or config is refused unless ``restart``),
+    then create it and write ``OUT/cv.json`` (data fingerprint and folder, cases, config)."""
+    data = data or runs.data_fingerprint(data_dir)
+    runs.check_cv_dir(out, data, config, restart)
+    runs.write_cv_info(out, runs.cv_info(data, data_dir, cases, config, **extra))
 
 
-def cv_trials(config: Config, out: Path, cases: Sequence[int], name: str = "") -> list[Trial]:
-    """One trial per case: train on every shard but k, evaluate on k, in ``OUT/case-k``."""
+def cv_trials(config: Config, out: Path, cases: Sequence[int], name: str = "",
+              members: Mapping[str, Path] | None = None) -> list[Trial]:
+    """One trial per case: train on every shard but k, evaluate on k, in ``OUT/case-k``.
+
+    ``members`` (ensembles): the CV folders, by preset, whose ``case-k`` runs are the
+    members' runs of case k (an experiment hands over its own presets' folders).
+    """
     prefix = f"{name}/" if name else ""
-    return [Trial(f"{prefix}case-{k}", config, k, out / CASE_DIR.format(k)) for k in cases]
+    return [Trial(f"{prefix}{runs.case_dir(out, k).name}", config, k, runs.case_dir(out, k),
+                  {p: runs.case_dir(d, k) for p, d in (members or {}).items()})
+            for k in cases]
 
 
 def run_cv(
@@ -102,24 +107,27 @@ def run_cv(
     folds: str | Sequence[int] | None = None,
     log: Log = print,
     executor: Executor = LOCAL,
+    restart: bool = False,
 ) -> CVResult:
     """Run case k (train on all shards but k, evaluate on k) for each fold; return the table.
 
     Writes ``OUT/case-K/`` run folders and ``OUT/cv.json``; the caller writes
     the table and plots (see :mod:`facefold.report`). Complete cases are
-    skipped, interrupted ones resume. ``executor`` runs the cases locally one
+    skipped, interrupted ones resume; a folder of other data or config is refused
+    before any work (unless ``restart``). ``executor`` runs the cases locally one
     after another, or as parallel Ray tasks.
     """
     out = Path(out)
     cases = parse_folds(folds, len(list_shards(data_dir)))
-    prepare_cv_dir(data_dir, config, out, cases)
-    run_trials(data_dir, cv_trials(config, out, cases), executor, log)
+    data = runs.data_fingerprint(data_dir)
+    runs.check_cv_dir(out, data, config, restart)
+    trials = cv_trials(config, out, cases)
+    # Every case folder is checked before cv.json is (re)written: nothing stale is kept.
+    run_trials(data_dir, trials, executor, log, restart, before=lambda: prepare_cv_dir(
+        data_dir, config, out, cases, restart, data))
     return collect(out, cases)
 
 
 def load_cv(out: str | Path) -> CVResult:
     """Read a cross-validation folder written by :func:`run_cv`."""
-    path = Path(out) / "cv.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {out} is not a facefold cv folder")
-    return collect(out, json.loads(path.read_text())["cases"])
+    return collect(out, runs.cv_cases(out))

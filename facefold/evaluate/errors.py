@@ -1,26 +1,22 @@
 """Error analysis of finished runs: who gets confused with whom, and on which images.
 
-Works on a cross-validation folder (``OUT/cv.json`` + ``OUT/case-K/``), an
-experiment's preset folder (the same thing) or a single training run folder
-(``RUN/predictions.npz``). Each case's ``predictions.npz`` holds the held-out
-labels and class probabilities at the last step, images in shard order; the
-cases are pooled in case order. The plots live in :mod:`facefold.report.errors`.
+Works on a cross-validation folder, an experiment's preset folder (the same
+thing) or a single training run folder (see :mod:`facefold.runs`). Each case's
+predictions hold the held-out labels and class probabilities at the last step,
+images in shard order; the cases are pooled in case order. The plots live in
+:mod:`facefold.report.errors`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from facefold.config import Config
+from facefold import runs
 from facefold.data.pipeline import Split, concat, decode_shards
 from facefold.data.records import read_labels
-from facefold.evaluate.cv import CASE_DIR
-
-PREDICTIONS_FILE = "predictions.npz"
 
 
 @dataclass(frozen=True)
@@ -54,35 +50,12 @@ class Predictions:
         return self.predicted == self.labels
 
 
-def case_dirs(folder: str | Path) -> list[Path]:
-    """The run folders of a CV folder (in ``cv.json`` case order), or ``[folder]`` for a run."""
-    folder = Path(folder)
-    cv_file = folder / "cv.json"
-    if cv_file.is_file():
-        cases = json.loads(cv_file.read_text())["cases"]
-        return [folder / CASE_DIR.format(k) for k in cases]
-    if (folder / PREDICTIONS_FILE).is_file():
-        return [folder]
-    raise FileNotFoundError(
-        f"{folder} is neither a facefold cv folder (cv.json) nor a run folder ({PREDICTIONS_FILE})"
-    )
-
-
-def read_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """``step``, ``labels`` (N,) and ``probabilities`` (N, C) from ``RUN/predictions.npz``."""
-    path = Path(run_dir) / PREDICTIONS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the run has not finished")
-    with np.load(path) as data:
-        return {key: data[key] for key in ("step", "labels", "probabilities")}
-
-
 def collect_predictions(folder: str | Path) -> Predictions:
-    """Pool the held-out predictions of every case of ``folder`` (see :func:`case_dirs`).
+    """Pool the held-out predictions of every case of ``folder`` (:func:`~facefold.runs.run_dirs`).
 
     Raises ``ValueError`` naming the folders when cases disagree on the label list.
     """
-    dirs = case_dirs(folder)
+    dirs = runs.run_dirs(folder)
     names = read_labels(dirs[0])
     labels, probabilities, sizes = [], [], []
     for run_dir in dirs:
@@ -91,10 +64,10 @@ def collect_predictions(folder: str | Path) -> Predictions:
                 f"{run_dir}/labels.txt differs from {dirs[0]}/labels.txt: "
                 "the cases were trained on different label lists"
             )
-        data = read_predictions(run_dir)
+        data = runs.read_predictions(run_dir)
         if data["probabilities"].shape != (len(data["labels"]), len(names)):
             raise ValueError(
-                f"{run_dir}/{PREDICTIONS_FILE}: probabilities have shape "
+                f"{run_dir}/{runs.PREDICTIONS_FILE}: probabilities have shape "
                 f"{data['probabilities'].shape}, expected ({len(data['labels'])}, {len(names)})"
             )
         labels.append(data["labels"].astype(np.int64))
@@ -143,8 +116,8 @@ def row_normalize(matrix: np.ndarray) -> np.ndarray:
 
 def _held_out(run_dir: Path, cache: dict[tuple[str, int], list[Split]]) -> Split:
     """The held-out images of one run, decoded from its dataset in evaluation order."""
-    run = json.loads((run_dir / "run.json").read_text())
-    channels = Config.from_dict(run["config"]).model.channels
+    run = runs.read_run_info(run_dir)
+    channels = runs.read_run_config(run_dir).model.channels
     key = (run["data_dir"], channels)
     if key not in cache:  # the cases of one CV share a dataset: decode it once
         cache[key] = decode_shards(run["data_dir"], channels)
@@ -164,7 +137,7 @@ def held_out_images(predictions: Predictions) -> np.ndarray:
         split = _held_out(run_dir, cache)
         if not np.array_equal(split.labels, predictions.labels[start : start + size]):
             raise ValueError(
-                f"{run_dir}: the held-out shards no longer match {PREDICTIONS_FILE} "
+                f"{run_dir}: the held-out shards no longer match {runs.PREDICTIONS_FILE} "
                 "(the dataset changed since the run)"
             )
         images.append(split.images)

@@ -11,30 +11,33 @@ worker trains in a temporary folder of its own (resuming from the files the
 driver already has) and sends the run folder back, and the driver writes it
 into ``Trial.out`` — so no shared file system is needed. A trial that fails is
 reported with its error while the others finish; trials whose run folder is
-already complete are skipped, so re-running resumes only the missing ones.
+already complete (:func:`facefold.runs.is_finished`) are skipped, so re-running
+resumes only the missing ones. A trial's folder holding a run of other data or
+another config stops everything before any training
+(:class:`~facefold.runs.RunMismatchError`), unless ``restart`` discards it.
+
+An ensemble trial is expanded into its members' trials (each in the folder the
+trial hands it, see :class:`Trial`), which run like any other, in parallel under
+Ray; the ensemble is then combined on the driver (:func:`facefold.train.ensemble.combine`).
 """
 
 from __future__ import annotations
 
-import json
+import shutil
 import socket
 import traceback
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facefold import runs
 from facefold.config import Config
-from facefold.data.records import (
-    LABELS_FILE,
-    MANIFEST_FILE,
-    atomic_path,
-    list_shards,
-)
-from facefold.embeddings.shards import SplitSource, check_inputs
-from facefold.evaluate.worker import run_files, train_in_worker
-from facefold.models.presets import leaf_configs
-from facefold.train.trainer import Log, read_metrics, train
+from facefold.data.records import LABELS_FILE, MANIFEST_FILE, list_shards
+from facefold.evaluate.worker import train_in_worker
+from facefold.models.families import Ensemble, SplitSource, family_of, leaf_configs
+from facefold.train.ensemble import combine, member_runs
+from facefold.train.trainer import Log, Trainer
 
 EXECUTORS = ("local", "ray")
 
@@ -66,12 +69,23 @@ LOCAL = Executor()  # the default: one trial after another in this process
 
 @dataclass(frozen=True)
 class Trial:
-    """One training run: ``config`` trained on every shard but ``fold``, written to ``out``."""
+    """One training run: ``config`` trained on every shard but ``fold``, written to ``out``.
+
+    ``members`` (ensembles only) hands member presets their run folders, e.g. the
+    experiment's own ``OUT/fast/case-K`` for member ``fast``; a member not listed is
+    trained into ``out/members/<preset>``.
+    """
 
     name: str  # shown in logs, e.g. "seed/case-0"
     config: Config
     fold: int
     out: Path
+    members: Mapping[str, Path] = field(default_factory=dict, compare=False, hash=False)
+
+    def identity(self, data: dict) -> dict:
+        """The run identity this trial's folder must hold, for the dataset ``data``."""
+        return runs.run_identity(data, [self.fold], self.config, None,
+                                 family_of(self.config).identity(self.config))
 
 
 @dataclass(frozen=True)
@@ -88,20 +102,27 @@ class TrialsFailed(RuntimeError):
     """Some trials failed; the others finished and their folders are complete."""
 
 
-def is_complete(trial: Trial) -> bool:
-    """True when ``trial.out`` holds a finished run of ``trial.config``.
+def is_complete(trial: Trial, data_dir: str | Path) -> bool:
+    """True when ``trial.out`` holds a finished run of ``trial`` on the dataset in
+    ``data_dir`` (the one rule: :func:`facefold.runs.is_finished`)."""
+    return runs.is_finished(trial.out, trial.identity(runs.data_fingerprint(data_dir)))
 
-    Finished means: the same resolved config, metrics up to the last step, and predictions.
-    """
-    run_file = trial.out / "run.json"
-    if not run_file.is_file() or not (trial.out / "predictions.npz").is_file():
-        return False
-    try:
-        same = Config.from_dict(json.loads(run_file.read_text())["config"]) == trial.config
-    except (KeyError, ValueError):
-        return False
-    rows = read_metrics(trial.out)
-    return same and bool(rows) and rows[-1]["step"] == trial.config.train.steps
+
+def _expand(trials: Sequence[Trial]) -> tuple[list[Trial], dict[str, list[tuple[Config, Path]]]]:
+    """The trials that train a network (an ensemble's members in its place, each once) and,
+    per ensemble trial, its members' configs and folders."""
+    leaves: dict[Path, Trial] = {}
+    ensembles = {}
+    for trial in trials:
+        if not isinstance(family_of(trial.config), Ensemble):
+            leaves.setdefault(trial.out.resolve(), trial)
+    for trial in trials:
+        if isinstance(family_of(trial.config), Ensemble):
+            ensembles[trial.name] = member_runs(trial.config, trial.out, trial.members)
+            for member, out in ensembles[trial.name]:
+                leaves.setdefault(out.resolve(), Trial(f"{trial.name}/{member.preset}", member,
+                                                       trial.fold, out))
+    return list(leaves.values()), ensembles
 
 
 def run_trials(
@@ -109,35 +130,87 @@ def run_trials(
     trials: Sequence[Trial],
     executor: Executor = LOCAL,
     log: Log = print,
+    restart: bool = False,
+    before: Callable[[], None] | None = None,
 ) -> list[TrialOutcome]:
     """Run every trial that is not complete yet; return one outcome per trial, in order.
 
-    Raises ``ValueError`` for an unreachable cluster or a resource request it
-    cannot meet, before any trial starts; raises :class:`TrialsFailed` after
-    the others finished when some trials failed.
+    ``before`` is called once every folder has been checked and before any is written
+    (the caller writes its ``cv.json`` there, so a refused call leaves nothing behind).
+
+    Raises, before any trial starts: ``ValueError`` for an unreachable cluster or a
+    resource request it cannot meet, :class:`~facefold.runs.RunMismatchError` for a folder
+    of another run (unless ``restart``, which discards it); :class:`TrialsFailed` after the
+    others finished when some trials failed.
     """
-    pending = [t for t in trials if not is_complete(t)]
-    for trial in trials:
-        if trial not in pending:
+    data_dir = Path(data_dir)
+    for trial in trials:  # a missing optional extra (e.g. facefold[dlib]) fails before any work
+        family_of(trial.config).check_available(trial.config)
+    data = runs.data_fingerprint(data_dir)
+    leaves, ensembles = _expand(trials)
+    for trial in [*leaves, *(t for t in trials if t.name in ensembles)]:
+        runs.check_run_dir(trial.out, trial.identity(data), restart)  # refuse before any work
+    if before is not None:
+        before()
+    pending = []
+    for trial in leaves:
+        if runs.is_finished(trial.out, trial.identity(data)):
             log(f"[{trial.name}] complete, skipped")
-    for trial in pending:  # a missing optional extra (e.g. facefold[dlib]) fails before any work
-        for config in leaf_configs(trial.config):
-            check_inputs(config)
+            continue
+        if runs.is_run(trial.out) and not runs.check_run_dir(trial.out, trial.identity(data),
+                                                             restart):
+            log(f"[{trial.name}] --restart: discarding {trial.out}, a run of other data or "
+                "settings")
+            shutil.rmtree(trial.out)
+        pending.append(trial)
     run = _run_local if executor.kind == "local" else _run_ray
-    finished = run(Path(data_dir), pending, executor, log)
-    outcomes = [finished.get(t.name) or TrialOutcome(t, skipped=True) for t in trials]
-    failed = [o for o in outcomes if o.error]
+    finished = run(data_dir, pending, executor, log, data)
+    outcomes = {t.name: finished.get(t.name) or TrialOutcome(t, skipped=True) for t in leaves}
+    for trial in trials:
+        if trial.name in ensembles:
+            outcomes[trial.name] = _combine(data_dir, trial, ensembles[trial.name], outcomes,
+                                            pending, log, data, restart)
+    results = [outcomes[t.name] for t in trials]
+    failed = [o for o in {id(o): o for o in outcomes.values()}.values() if o.error]
     if failed:
         details = "\n".join(f"  {o.trial.name}: {o.error.splitlines()[-1]}" for o in failed)
         raise TrialsFailed(
-            f"{len(failed)} of {len(trials)} trials failed (the others finished; run the same "
+            f"{len(failed)} of {len(outcomes)} trials failed (the others finished; run the same "
             f"command again to retry only these):\n{details}"
         )
-    return outcomes
+    return results
+
+
+def _combine(data_dir: Path, trial: Trial, members: list[tuple[Config, Path]],
+             outcomes: dict[str, TrialOutcome], pending: list[Trial], log: Log, data: dict,
+             restart: bool) -> TrialOutcome:
+    """The ensemble trial's outcome: its members combined, or why it could not be."""
+    by_out = {o.trial.out.resolve(): o for o in outcomes.values()}
+    failed = [by_out[out.resolve()] for _, out in members if by_out[out.resolve()].error]
+    if failed:
+        return TrialOutcome(trial, error=f"member {failed[0].trial.name} failed: "
+                                         f"{failed[0].error.splitlines()[-1]}")
+    identity = runs.run_identity(data, [trial.fold], trial.config)
+    if runs.is_finished(trial.out, identity) and not any(
+            t.out.resolve() in {o.resolve() for _, o in members} for t in pending):
+        return TrialOutcome(trial, skipped=True)
+    trained = {t.out.resolve() for t in pending}
+    reused = {m.preset: out.resolve() not in trained for m, out in members}
+    for member, out in members:
+        if reused[member.preset]:
+            log(f"[{trial.name}] member {member.preset}: reusing the finished run {out}")
+    try:
+        rows = combine(data_dir, trial.config, trial.out, [trial.fold], members, reused, log,
+                       data=data, restart=restart)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:
+        return TrialOutcome(trial, error=f"{type(err).__name__}: {err}")
+    return TrialOutcome(trial, rows=rows)
 
 
 def _run_local(
-    data_dir: Path, trials: list[Trial], executor: Executor, log: Log
+    data_dir: Path, trials: list[Trial], executor: Executor, log: Log, data: dict
 ) -> dict[str, TrialOutcome]:
     # Load each kind of input (decoded images, embeddings) once for all trials, up front: a
     # broken dataset stops everything at once.
@@ -148,7 +221,8 @@ def _run_local(
     outcomes = {}
     for trial in trials:
         try:
-            rows = train(data_dir, trial.config, trial.out, [trial.fold], source, log)
+            rows = Trainer(data_dir, trial.config, trial.out, [trial.fold], source, log,
+                           data=data).run()
             outcomes[trial.name] = TrialOutcome(trial, rows=rows)
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -217,19 +291,8 @@ def _dataset_files(data_dir: Path) -> dict[str, bytes]:
     return {name: (data_dir / name).read_bytes() for name in names}
 
 
-def _write_run_files(run_dir: Path, files: dict[str, bytes]) -> None:
-    """Write a worker's run folder on the driver.
-
-    Metrics and predictions go last, so a copy cut short looks unfinished, not complete.
-    """
-    last = ("predictions.npz", "metrics.jsonl")
-    for name in sorted(files, key=lambda n: (n in last, last.index(n) if n in last else 0, n)):
-        with atomic_path(run_dir / name) as tmp:
-            tmp.write_bytes(files[name])
-
-
 def _run_ray(
-    data_dir: Path, trials: list[Trial], executor: Executor, log: Log
+    data_dir: Path, trials: list[Trial], executor: Executor, log: Log, data: dict
 ) -> dict[str, TrialOutcome]:
     ray = _import_ray()
     _connect(ray, executor)
@@ -240,7 +303,7 @@ def _run_ray(
     dataset = ray.put(_dataset_files(data_dir))
     driver_data = str(data_dir.resolve())
     futures = {
-        remote.remote(dataset, t.config.to_dict(), t.fold, run_files(t.out), driver_data): t
+        remote.remote(dataset, t.config.to_dict(), t.fold, runs.run_files(t.out), driver_data): t
         for t in trials
     }
     log(f"submitted {len(futures)} trials to Ray ({cpus:g} CPU, {gpus:g} GPU each)")
@@ -250,8 +313,8 @@ def _run_ray(
         done, waiting = ray.wait(waiting, num_returns=1)
         trial = futures[done[0]]
         try:
-            _write_run_files(trial.out, ray.get(done[0]))
-            outcomes[trial.name] = TrialOutcome(trial, rows=read_metrics(trial.out))
+            runs.write_run_files(trial.out, ray.get(done[0]))
+            outcomes[trial.name] = TrialOutcome(trial, rows=runs.read_metrics(trial.out))
             log(f"[{trial.name}] finished on Ray: "
                 f"accuracy {outcomes[trial.name].rows[-1]['eval_accuracy']:.4f}")
         except Exception as err:  # a failed task: report it, keep collecting the others

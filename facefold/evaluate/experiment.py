@@ -11,12 +11,12 @@ The baseline is ``seed`` (the 2016 model) unless another preset is named, e.g.
 ``fast`` to ask what each of its ablations changes. Significance against it uses the
 folds both ran: a paired t-test over per-fold final accuracies and an exact
 McNemar test over the pooled held-out images (see :mod:`facefold.evaluate.stats`).
+This module returns the numbers (:class:`ExperimentResult`);
+:mod:`facefold.report.comparison` writes the table and plot.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,23 +27,15 @@ import keras
 import numpy as np
 
 import facefold.models.head  # noqa: F401  (registers the custom layers checkpoints need)
-from facefold.config import Config, resolve_config
-from facefold.data.records import list_shards, read_labels, write_json_atomic
-from facefold.evaluate.cv import (
-    CASE_DIR,
-    CVResult,
-    collect,
-    cv_trials,
-    load_cv,
-    parse_folds,
-    prepare_cv_dir,
-)
-from facefold.evaluate.errors import read_predictions
+from facefold import runs
+from facefold.config import Config
+from facefold.data.records import list_shards, read_labels
+from facefold.evaluate.cv import CVResult, collect, cv_trials, load_cv, parse_folds, prepare_cv_dir
 from facefold.evaluate.executor import LOCAL, Executor, run_trials
 from facefold.evaluate.stats import mcnemar_test, paired_t_test
-from facefold.models.presets import describe_preset, list_presets
-from facefold.train.ensemble import ENSEMBLE_FILE
-from facefold.train.trainer import Log, latest_checkpoint, read_metrics
+from facefold.models.families import Ensemble, family_of
+from facefold.models.presets import describe_preset, list_presets, resolve_config
+from facefold.train.trainer import Log
 
 DEFAULT_BASELINE = "seed"
 
@@ -87,7 +79,8 @@ class PresetSummary:
 
 @dataclass(frozen=True)
 class ExperimentResult:
-    """Every preset's curves and summary; ``table`` is the printed comparison.
+    """Every preset's curves and summary (:func:`facefold.report.comparison.save_comparison`
+    writes and prints them).
 
     ``curves[p]`` covers the folds preset ``p`` ran; ``baseline_curve`` covers
     every finished fold of the baseline folder (earlier runs included), which
@@ -99,7 +92,6 @@ class ExperimentResult:
     summaries: list[PresetSummary]
     curves: dict[str, CVResult]
     baseline_curve: CVResult
-    table: str = ""
 
 
 def check_presets(presets: Sequence[str], baseline: str = DEFAULT_BASELINE) -> list[str]:
@@ -113,28 +105,6 @@ def check_presets(presets: Sequence[str], baseline: str = DEFAULT_BASELINE) -> l
     return list(dict.fromkeys([baseline, *presets]))
 
 
-def _check_existing(cv_dir: Path, data_dir: Path, config: Config) -> None:
-    """Refuse, before any training, an existing preset folder made from other data or config."""
-    path = cv_dir / "cv.json"
-    if not path.is_file():
-        return
-    existing = json.loads(path.read_text())
-    if existing.get("data_dir") != str(data_dir.resolve()):
-        raise ValueError(
-            f"{path}: that cross-validation used dataset {existing.get('data_dir')}, "
-            f"not {data_dir.resolve()}; choose a new output folder"
-        )
-    try:
-        same = Config.from_dict(existing["config"]) == config
-    except (KeyError, ValueError):
-        same = False
-    if not same:
-        raise ValueError(
-            f"{path}: that cross-validation used another config for preset "
-            f"'{config.preset}'; choose a new output folder or the same options"
-        )
-
-
 def run_experiment(
     data_dir: str | Path,
     presets: Sequence[str],
@@ -145,6 +115,7 @@ def run_experiment(
     log: Log = print,
     executor: Executor = LOCAL,
     baseline: str = DEFAULT_BASELINE,
+    restart: bool = False,
 ) -> ExperimentResult:
     """Cross-validate each preset into ``OUT/<preset>/`` and compare them with ``baseline``.
 
@@ -152,78 +123,83 @@ def run_experiment(
     same for every preset. Each preset's config is the preset < ``config_file``
     (its ``preset`` key is ignored) < ``overrides`` (``{"train": {"steps": 2000}}``).
     ``baseline`` (default ``seed``) is added when missing. Unknown presets and folders holding other
-    runs are errors before any training. ``executor`` runs the (preset, fold)
-    trials locally one after another or as parallel Ray tasks. Writes ``OUT/comparison.csv`` and
-    ``.png``, logs the table, and returns the result.
+    runs are errors before any training (``restart`` discards such runs instead).
+    ``executor`` runs the (preset, fold) trials locally one after another or as parallel
+    Ray tasks; an ensemble's members are the experiment's own runs of those presets.
+    Returns the result (the caller writes the comparison: :mod:`facefold.report.comparison`).
     """
     data_dir, out = Path(data_dir), Path(out)
     names = check_presets(presets, baseline)
     configs = {name: resolve_config(name, config_file, overrides) for name in names}
     cases = parse_folds(folds, len(list_shards(data_dir)))
+    data = runs.data_fingerprint(data_dir)
     for name, config in configs.items():
-        _check_existing(out / name, data_dir, config)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
-        out / "experiment.json",
-        {"data_dir": str(data_dir.resolve()), "presets": names, "baseline": baseline,
-         "cases": cases, "overrides": overrides or {}, "config_file": str(config_file or "")},
-    )
+        runs.check_cv_dir(runs.preset_dir(out, name), data, config, restart)
     trials = []
     for name, config in configs.items():
         log(f"preset {name}: {describe_preset(name)}")
-        prepare_cv_dir(data_dir, config, out / name, cases)
-        trials += cv_trials(config, out / name, cases, name)
-    # Ensembles last, so that they reuse their members' runs of this experiment.
-    trials.sort(key=lambda trial: bool(trial.config.model.members))
-    run_trials(data_dir, trials, executor, log)  # every (preset, fold) is one trial
-    result = compare_presets(out, names, baseline)
-    log(result.table)
-    return result
+        members = {}
+        if isinstance(family_of(config), Ensemble):
+            # Members that are presets of this experiment reuse its own runs of them.
+            members = {m.preset: runs.preset_dir(out, m.preset)
+                       for m in family_of(config).members(config)
+                       if m.preset in configs and configs[m.preset] == m}
+        trials += cv_trials(config, runs.preset_dir(out, name), cases, name, members)
+
+    def write_folders() -> None:
+        runs.write_experiment_info(out, {
+            "data": data, "data_dir": str(data_dir.resolve()), "presets": names,
+            "baseline": baseline, "cases": cases, "overrides": overrides or {},
+            "config_file": str(config_file or "")})
+        for name, config in configs.items():
+            prepare_cv_dir(data_dir, config, runs.preset_dir(out, name), cases, restart, data)
+
+    run_trials(data_dir, trials, executor, log, restart, before=write_folders)
+    return compare_presets(out, names, baseline)
 
 
 def compare_presets(
     out: str | Path, presets: Sequence[str], baseline: str = DEFAULT_BASELINE
 ) -> ExperimentResult:
-    """Summarize the CV folders ``OUT/<preset>/`` against ``OUT/<baseline>/`` and write the
-    comparison (``comparison.csv`` and ``.png``; the table is ``result.table``).
+    """Summarize the CV folders ``OUT/<preset>/`` against ``OUT/<baseline>/``.
 
     Raises ``ValueError`` when the runs come from different datasets or label
     lists, or were evaluated on different images.
     """
     out = Path(out)
     names = list(dict.fromkeys([baseline, *presets]))
-    curves = {name: load_cv(out / name) for name in names}
+    curves = {name: load_cv(runs.preset_dir(out, name)) for name in names}
     _check_same_data(out, curves, baseline)
     summaries = [
-        _summarize(name, out / name, curves[name], out / baseline, curves[baseline])
+        _summarize(name, runs.preset_dir(out, name), curves[name],
+                   runs.preset_dir(out, baseline), curves[baseline])
         for name in names
     ]
-    reference = finished_cases(out / baseline)
+    reference = finished_cases(runs.preset_dir(out, baseline))
     if not reference.cases:  # nothing finished yet: draw what there is
         reference = curves[baseline]
-    result = ExperimentResult(out, baseline, summaries, curves, reference)
-    from facefold.report.comparison import save_comparison  # report builds on evaluate
-
-    return dataclasses.replace(result, table=save_comparison(result, out))
+    return ExperimentResult(out, baseline, summaries, curves, reference)
 
 
 def _check_same_data(out: Path, curves: dict[str, CVResult], baseline: str) -> None:
     """Every case of every preset must come from the baseline's dataset and label list."""
-    reference = out / baseline / CASE_DIR.format(curves[baseline].cases[0])
-    data = json.loads((reference / "run.json").read_text())["data_dir"]
+    reference = runs.case_dir(runs.preset_dir(out, baseline), curves[baseline].cases[0])
+    data = runs.data_of(reference)
     labels = read_labels(reference)
     for name, curve in curves.items():
         for k in curve.cases:
-            case_dir = out / name / CASE_DIR.format(k)
-            other = json.loads((case_dir / "run.json").read_text())["data_dir"]
-            if other != data:
+            case = runs.case_dir(runs.preset_dir(out, name), k)
+            other = runs.data_of(case)
+            # Same fingerprint; runs older than fingerprints compare by folder.
+            same = other[0] == data[0] if other[0] or data[0] else other[1] == data[1]
+            if not same:
                 raise ValueError(
-                    f"{case_dir} was trained on dataset {other}, but {reference} on {data}; "
-                    "only runs of the same dataset can be compared"
+                    f"{case} was trained on other data ({other[1]}) than {reference} "
+                    f"({data[1]}); only runs of the same dataset can be compared"
                 )
-            if read_labels(case_dir) != labels:
+            if read_labels(case) != labels:
                 raise ValueError(
-                    f"{case_dir}/labels.txt differs from {reference}/labels.txt; "
+                    f"{case}/labels.txt differs from {reference}/labels.txt; "
                     "runs with different label lists cannot be compared"
                 )
 
@@ -231,8 +207,8 @@ def _check_same_data(out: Path, curves: dict[str, CVResult], baseline: str) -> N
 def _summarize(
     name: str, cv_dir: Path, curve: CVResult, base_dir: Path, base: CVResult
 ) -> PresetSummary:
-    first = cv_dir / CASE_DIR.format(curve.cases[0])
-    config = Config.from_dict(json.loads((first / "config.json").read_text()))
+    first = runs.case_dir(cv_dir, curve.cases[0])
+    config = runs.read_run_config(first)
     parameters, weights_bytes, checkpoint_bytes = model_sizes(first)
     seconds = seconds_per_step(cv_dir, curve.cases)
     mean, std = curve.final()
@@ -270,17 +246,17 @@ def time_to_accuracy(
     if not hits.size:
         return None
     step = curve.steps[hits[0]]
-    seconds = [_training_seconds(cv_dir / CASE_DIR.format(k), step) for k in cases]
+    seconds = [_training_seconds(runs.case_dir(cv_dir, k), step) for k in cases]
     return step, float(np.mean(seconds))
 
 
 def _training_seconds(run_dir: Path, step: int) -> float:
     """Training time of a run from step 0 to ``step`` at its median seconds per step; of an
     ensemble (one evaluated step, see facefold.train.ensemble), its members' whole training."""
-    if (run_dir / ENSEMBLE_FILE).is_file():
-        entries = json.loads((run_dir / ENSEMBLE_FILE).read_text())["members"]
-        members = [run_dir / entry["run"] for entry in entries]
-        return sum(_training_seconds(m, read_metrics(m)[-1]["step"]) for m in members)
+    members = runs.ensemble_member_dirs(run_dir)
+    if members is not None:
+        return sum(_training_seconds(m, runs.read_metrics(m)[-1]["step"])
+                   for m in members.values())
     return step * _median_seconds_per_step([run_dir])
 
 
@@ -290,7 +266,7 @@ def _median_seconds_per_step(run_dirs: Sequence[Path]) -> float:
     times = [
         row["seconds_per_step"]
         for run_dir in run_dirs
-        for row in read_metrics(run_dir)
+        for row in runs.read_metrics(run_dir)
         if row["step"] > 0 and row.get("seconds_per_step") is not None
     ]
     return float(np.median(times)) if times else float("nan")
@@ -299,11 +275,11 @@ def _median_seconds_per_step(run_dirs: Sequence[Path]) -> float:
 def model_sizes(run_dir: Path) -> tuple[int, int, int]:
     """``(parameters, weights-only bytes, full checkpoint bytes)`` of a run's last checkpoint;
     of an ensemble, the sums over its members."""
-    if (run_dir / ENSEMBLE_FILE).is_file():
-        members = json.loads((run_dir / ENSEMBLE_FILE).read_text())["members"]
-        sizes = [model_sizes(run_dir / member["run"]) for member in members]
+    members = runs.ensemble_member_dirs(run_dir)
+    if members is not None:
+        sizes = [model_sizes(member) for member in members.values()]
         return tuple(int(sum(column)) for column in zip(*sizes, strict=True))
-    found = latest_checkpoint(run_dir)
+    found = runs.latest_checkpoint(run_dir)
     if found is None:
         raise FileNotFoundError(f"{run_dir} holds no checkpoint: the run has not started")
     path = found[1]
@@ -316,13 +292,13 @@ def model_sizes(run_dir: Path) -> tuple[int, int, int]:
 
 def seconds_per_step(cv_dir: Path, cases: Sequence[int]) -> float:
     """Median ``seconds_per_step`` over the evaluation intervals of ``cases`` (NaN if none)."""
-    return _median_seconds_per_step([cv_dir / CASE_DIR.format(k) for k in cases])
+    return _median_seconds_per_step([runs.case_dir(cv_dir, k) for k in cases])
 
 
 def _final_predictions(run_dir: Path) -> dict[str, np.ndarray]:
     """``predictions.npz`` of a run, checked to be from its last evaluated step."""
-    data = read_predictions(run_dir)
-    rows = read_metrics(run_dir)
+    data = runs.read_predictions(run_dir)
+    rows = runs.read_metrics(run_dir)
     if not rows or int(data["step"]) != rows[-1]["step"]:
         last = rows[-1]["step"] if rows else "nothing"
         raise ValueError(
@@ -341,7 +317,7 @@ def pooled_correct(
     """
     correct_base, correct_other = [], []
     for k in cases:
-        a_dir, b_dir = base_dir / CASE_DIR.format(k), other_dir / CASE_DIR.format(k)
+        a_dir, b_dir = runs.case_dir(base_dir, k), runs.case_dir(other_dir, k)
         a, b = _final_predictions(a_dir), _final_predictions(b_dir)
         if not np.array_equal(a["labels"], b["labels"]):
             raise ValueError(
@@ -354,24 +330,16 @@ def pooled_correct(
 
 
 def finished_cases(cv_dir: Path) -> CVResult:
-    """Every finished ``case-K`` of a CV folder with its ``cv.json`` dataset and config.
+    """Every finished ``case-K`` of a CV folder of its ``cv.json`` data and config.
 
     Includes cases of earlier runs that the latest ``cv.json`` no longer lists,
     so a quick one-fold experiment still draws the seed's all-fold average.
     """
-    cv = json.loads((cv_dir / "cv.json").read_text())
+    cv = runs.read_cv_info(cv_dir)
     config = Config.from_dict(cv["config"])
-    cases = []
-    for case_dir in cv_dir.glob(CASE_DIR.format("*")):
-        index = case_dir.name.removeprefix(CASE_DIR.format(""))
-        if not index.isdigit() or not (case_dir / "run.json").is_file():
-            continue
-        run = json.loads((case_dir / "run.json").read_text())
-        try:
-            same = run["data_dir"] == cv["data_dir"] and Config.from_dict(run["config"]) == config
-        except (KeyError, ValueError):
-            same = False
-        rows = read_metrics(case_dir)
-        if same and rows and rows[-1]["step"] == config.train.steps:
-            cases.append(int(index))
-    return collect(cv_dir, sorted(cases))
+    data = cv.get("data") or {"digest": None}
+    # What the family adds to an identity (an embedding's version) was checked in training.
+    ignore = family_of(config).identity_keys
+    cases = [k for k, case in runs.existing_cases(cv_dir)
+             if runs.is_finished(case, runs.run_identity(data, [k], config), ignore)]
+    return collect(cv_dir, cases)

@@ -7,30 +7,10 @@ says so, instead of an unpickling error.
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import tempfile
 from pathlib import Path
-
-
-def run_files(run_dir: Path) -> dict[str, bytes]:
-    """Every file of a run folder, by path relative to it (empty when it does not exist)."""
-    if not run_dir.is_dir():
-        return {}
-    return {
-        str(p.relative_to(run_dir)): p.read_bytes()
-        for p in sorted(run_dir.rglob("*"))
-        if p.is_file() and not p.name.startswith(".")
-    }
-
-
-def _set_data_dir(files: dict[str, bytes], data_dir: str) -> None:
-    """Point the run identity at ``data_dir`` (the worker's copy, or the driver's folder)."""
-    if "run.json" in files:
-        identity = json.loads(files["run.json"])
-        identity["data_dir"] = data_dir
-        files["run.json"] = (json.dumps(identity, indent=2) + "\n").encode()
 
 
 def train_in_worker(
@@ -45,8 +25,9 @@ def train_in_worker(
     ``run.json`` names ``driver_data`` as the dataset.
     """
     try:
+        from facefold import runs
         from facefold.config import Config
-        from facefold.train.trainer import train
+        from facefold.train.trainer import Trainer
     except ImportError as err:
         raise RuntimeError(
             f"Ray worker on node {socket.gethostname()} cannot import TensorFlow/facefold "
@@ -59,13 +40,13 @@ def train_in_worker(
         for name, content in dataset.items():
             (data_dir / name).write_bytes(content)
         existing = dict(existing)
-        _set_data_dir(existing, str(data_dir.resolve()))
+        runs.set_data_dir_note(existing, str(data_dir.resolve()))
         for name, content in existing.items():
             (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
             (run_dir / name).write_bytes(content)
-        train(data_dir, Config.from_dict(config), run_dir, [fold], log=print)
-        files = run_files(run_dir)
-        _set_data_dir(files, driver_data)
+        Trainer(data_dir, Config.from_dict(config), run_dir, [fold], log=print).run()
+        files = runs.run_files(run_dir)
+        runs.set_data_dir_note(files, driver_data)
         return files
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -32,7 +32,6 @@ from facefold.models.cnn import (
     _SEED_LOGITS,
     DENSE_NAME,
     ResumableDropout,
-    build_model,
 )
 
 
@@ -117,12 +116,3 @@ def build_head(
             dtype="float32", name="logits",
         )(x)
     return keras.Model(inputs, logits, name="head")
-
-
-def build_network(
-    spec: ModelSpec, num_classes: int, precision: str = "float32", seed: int = 0
-) -> keras.Model:
-    """The model of any non-ensemble spec: a head on an embedding, or the CNN on pixels."""
-    if spec.embedding:
-        return build_head(spec, num_classes, precision, seed)
-    return build_model(spec, num_classes, precision, seed)

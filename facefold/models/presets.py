@@ -8,9 +8,10 @@ model code.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
-from facefold.config import Config, apply_overrides
+from facefold.config import Config, apply_overrides, load_toml
 
 _PRESETS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {}
 
@@ -42,6 +43,26 @@ def describe_preset(name: str) -> str:
     """The one-line description given at registration."""
     get_preset(name)
     return _PRESETS[name][0]
+
+
+def resolve_config(
+    preset: str | None = None,
+    file: str | Path | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Config:
+    """Resolve defaults < preset < TOML file < overrides into one checked :class:`Config`.
+
+    ``preset`` defaults to the file's ``preset`` key, else ``"seed"``.
+    """
+    file_values = load_toml(file) if file else {}
+    name = preset or file_values.get("preset") or "seed"
+    cfg = get_preset(name)
+    if file_values:
+        sections = {k: v for k, v in file_values.items() if k != "preset"}
+        cfg = apply_overrides(cfg, sections, str(file))
+    if overrides:
+        cfg = apply_overrides(cfg, overrides, "command line")
+    return cfg
 
 
 register_preset(
@@ -173,11 +194,6 @@ def member_configs(config: Config) -> list[Config]:
             raise ValueError(f"ensemble member '{name}' is an ensemble itself: list its members")
         members.append(apply_overrides(member, changes, f"ensemble member '{name}'"))
     return members
-
-
-def leaf_configs(config: Config) -> list[Config]:
-    """The configs that train a model: an ensemble's members, else ``[config]``."""
-    return member_configs(config) if config.model.members else [config]
 
 
 def register_ensemble(name: str, members: list[str], description: str) -> None:

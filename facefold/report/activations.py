@@ -23,7 +23,6 @@ no checkpoint raises ``FileNotFoundError``, an unreadable picture
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,18 +33,17 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 
+from facefold import runs
 from facefold.config import Config
 from facefold.data.images import load_rgb, square_crop
 from facefold.data.pipeline import Split, center_crop, concat, decode_shards, evaluation_batches
 from facefold.data.records import atomic_path, list_shards
 from facefold.models.cnn import CONV_NAME, relu_layer_names  # also registers its custom layer
 from facefold.train.sparsity import build_probe
-from facefold.train.trainer import latest_checkpoint
 
 Log = Callable[[str], None]
 OUT_DIR = Path("analysis") / "activations"
 # Size margin of a dataset image over the model's crop when the dataset is gone (112 = 96 + 16).
-CROP_MARGIN = 16
 TILE_MIN = 48  # pixels: small feature maps are enlarged (nearest) to at least this side
 DEAD_COLOR = (220, 30, 30)
 
@@ -80,17 +78,16 @@ class ActivationReport:
 def load_run_model(run_dir: str | Path) -> RunModel:
     """Load the newest checkpoint of ``run_dir``; ``FileNotFoundError`` naming what is missing."""
     run_dir = Path(run_dir)
-    run_file = run_dir / "run.json"
-    if not run_file.is_file():
-        raise FileNotFoundError(f"{run_file} is missing: {run_dir} is not a facefold run folder")
-    info = json.loads(run_file.read_text())
-    config = Config.from_dict(info["config"])
+    if not runs.is_run(run_dir):
+        raise FileNotFoundError(f"{run_dir / runs.RUN_FILE} is missing: {run_dir} is not a "
+                                "facefold run folder")
+    info = runs.read_run_info(run_dir)
+    config = runs.read_run_config(run_dir)
     config.require_cnn("analyze activations")
-    found = latest_checkpoint(run_dir)
+    found = runs.latest_checkpoint(run_dir)
     if found is None:
         raise FileNotFoundError(
-            f"{run_dir / 'checkpoints'} holds no checkpoint (step-NNNNNN.keras): "
-            "train the run first"
+            f"{run_dir / runs.CHECKPOINT_DIR} holds no checkpoint: train the run first"
         )
     step, path = found
     model = keras.models.load_model(path, compile=False)  # inference only: no optimizer needed
@@ -198,9 +195,9 @@ def analyze_activations(
     spec = run.config.model
     split = eval_split(run.info, spec.channels)
     if split is None:
-        size = spec.crop_size + CROP_MARGIN
-        log(f"dataset {run.info['data_dir']} not found: assuming {size}x{size} images "
-            "and skipping the eval-shard dead-channel count")
+        size = runs.run_image_size(run_dir, spec.crop_size)
+        log(f"dataset {run.info.get('data_dir')} not found: {size}x{size} images (as the run "
+            "records) and no eval-shard dead-channel count")
     else:
         size = split.images.shape[1]
     acts = conv_outputs(run.model, prepare_image(img, size, spec.crop_size, spec.channels))

@@ -10,7 +10,6 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -19,10 +18,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from facefold.data.records import atomic_path, write_text_atomic
+from facefold.evaluate.experiment import ExperimentResult, PresetSummary
 from facefold.report.plots import one_point_marker, zoom_steps
-
-if TYPE_CHECKING:  # evaluate.experiment imports this module lazily
-    from facefold.evaluate.experiment import ExperimentResult, PresetSummary
+from facefold.runs import comparison_paths
 
 CSV_COLUMNS = [
     "preset", "cases", "accuracy_mean", "accuracy_std", "parameters", "weights_bytes",
@@ -166,10 +164,7 @@ def _folds(cases: list[int]) -> str:
 
 def save_comparison(result: ExperimentResult, out: str | Path) -> str:
     """Write ``OUT/comparison.csv`` and ``OUT/comparison.png``; return the printed table."""
-    out = Path(out)
-    write_comparison_csv(result, out / "comparison.csv")
-    plot_comparison(result, out / "comparison.png")
-    return (
-        format_comparison(result)
-        + f"\nWrote {out / 'comparison.csv'} and {out / 'comparison.png'}"
-    )
+    csv_path, png_path = comparison_paths(out)
+    write_comparison_csv(result, csv_path)
+    plot_comparison(result, png_path)
+    return format_comparison(result) + f"\nWrote {csv_path} and {png_path}"

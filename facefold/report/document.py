@@ -36,16 +36,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import facefold
-from facefold.data.inspect import DatasetError, inspect_dataset
+from facefold import runs
+from facefold.data.inspect import draw_montage
 from facefold.data.records import read_labels, write_text_atomic
-from facefold.evaluate.cv import CASE_DIR, CVResult, load_cv
-from facefold.evaluate.errors import case_dirs
-from facefold.evaluate.experiment import (
-    DEFAULT_BASELINE,
-    ExperimentResult,
-    PresetSummary,
-    finished_cases,
-)
+from facefold.evaluate.cv import CVResult, load_cv
+from facefold.evaluate.experiment import DEFAULT_BASELINE, compare_presets
 from facefold.models.presets import describe_preset
 from facefold.report.comparison import format_comparison
 from facefold.report.plots import plot_accuracy
@@ -130,36 +125,35 @@ class Source:
 def read_source(folder: str | Path) -> Source:
     """Classify ``folder``; ``ValueError`` naming it when it is neither kind of folder."""
     folder = Path(folder)
-    if (folder / "cv.json").is_file():
-        return Source(folder, "cv", _read_json(folder / "cv.json"), {"": folder})
-    if (folder / "experiment.json").is_file():
-        info = _read_json(folder / "experiment.json")
+    if runs.is_cv(folder):
+        return Source(folder, "cv", runs.read_cv_info(folder), {"": folder})
+    if runs.is_experiment(folder):
+        info = runs.read_experiment_info(folder)
         presets = info.get("presets", [])
-        ran = {p: folder / p for p in presets if (folder / p / "cv.json").is_file()}
+        ran = {p: runs.preset_dir(folder, p) for p in presets
+               if runs.is_cv(runs.preset_dir(folder, p))}
         if not ran:
             raise ValueError(f"{folder}: no preset of the experiment has started yet")
         return Source(folder, "experiment", info, ran, [p for p in presets if p not in ran])
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist")
     raise ValueError(
-        f"{folder} is neither a facefold cv folder (cv.json) nor an experiment folder "
-        "(experiment.json); give the --out folder of `facefold cv` or `facefold experiment`"
+        f"{folder} is neither a facefold cv folder ({runs.CV_FILE}) nor an experiment folder "
+        f"({runs.EXPERIMENT_FILE}); give the --out folder of `facefold cv` or "
+        "`facefold experiment`"
     )
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def check_one_dataset(sources: Sequence[Source]) -> tuple[Path, list[str]]:
     """``(dataset folder, label names)`` shared by every CV folder of ``sources``.
 
     Raises ``ValueError`` naming two folders when they differ in label list
-    (``labels.txt`` of their cases) or dataset (``cv.json`` ``data_dir``).
+    (the label lists of their cases) or dataset (fingerprint, or folder for older runs).
     """
     cv_dirs = [d for s in sources for d in s.cv_dirs.values()]
     reference: tuple[Path, list[str]] | None = None
-    for run_dir in (r for d in cv_dirs for r in case_dirs(d) if (r / "labels.txt").is_file()):
+    for run_dir in (r for d in cv_dirs for r in runs.run_dirs(d)
+                    if (r / runs.LABELS_FILE).is_file()):
         labels = read_labels(run_dir)
         if reference is None:
             reference = (run_dir, labels)
@@ -168,18 +162,20 @@ def check_one_dataset(sources: Sequence[Source]) -> tuple[Path, list[str]]:
                 f"{run_dir}/labels.txt differs from {reference[0]}/labels.txt: one report "
                 "covers runs of one label list; write a report per dataset"
             )
-    data = {d: _read_json(d / "cv.json")["data_dir"] for d in cv_dirs}
+    data = {d: runs.data_of(d) for d in cv_dirs}
     first = cv_dirs[0]
-    for folder, data_dir in data.items():
-        if data_dir != data[first]:
+    for folder, (digest, data_dir) in data.items():
+        same = digest == data[first][0] if digest or data[first][0] else data_dir == data[first][1]
+        if not same:
             raise ValueError(
-                f"{folder} was made from dataset {data_dir}, but {first} from {data[first]}; "
-                "one report covers runs of one dataset: write a report per dataset"
+                f"{folder} was made from dataset {data_dir}, but {first} from {data[first][1]} "
+                "(other content); one report covers runs of one dataset: write a report per "
+                "dataset"
             )
-    data_dir = Path(data[first])
+    data_dir = Path(data[first][1])
     if reference is not None:
         return data_dir, reference[1]
-    return data_dir, read_labels(data_dir) if (data_dir / "labels.txt").is_file() else []
+    return data_dir, read_labels(data_dir) if (data_dir / runs.LABELS_FILE).is_file() else []
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -256,10 +252,8 @@ def _dataset_blocks(data_dir: Path, assets: Path) -> list[Block]:
         return [*blocks, Paragraph(f"`{data_dir}` is no longer there: no montage.")]
     else:
         try:
-            inspect_dataset(data_dir, montage=target)
-        except DatasetError as err:  # the montage is drawn anyway; say the checks failed
-            note = f"`facefold dataset inspect` finds {len(err.problems)} problem(s)."
-        except FileNotFoundError as err:
+            draw_montage(data_dir, target)  # a picture, not a check: `dataset inspect` checks
+        except (FileNotFoundError, ValueError) as err:
             return [*blocks, Paragraph(f"No montage: {err}.")]
     caption = "A few crops of every person (first 50 people), label index and name."
     return [*blocks, Figure("dataset/montage.png", caption), *([Paragraph(note)] if note else [])]
@@ -298,60 +292,34 @@ def _preset_note(preset: str) -> list[Block]:
 
 
 def _comparison_blocks(source: Source, slug: str, assets: Path) -> list[Block]:
-    """The printed comparison (from ``comparison.csv``, with p-values) and ``comparison.png``."""
+    """The printed comparison (with p-values) and ``comparison.png``."""
     blocks: list[Block] = [Heading(3, "Comparison with the baseline")]
-    path = source.path / "comparison.csv"
-    if not path.is_file():
-        return [*blocks, Paragraph(
-            "`comparison.csv` is missing: the experiment has not finished; run it again."
-        )]
-    table, explanation = _comparison_table(source, path)
+    try:
+        table, explanation = _comparison_table(source)
+    except (FileNotFoundError, ValueError) as err:
+        return [*blocks, Paragraph(f"No comparison yet ({err}); run the experiment again.")]
     blocks += [Code(table), Paragraph(explanation)]
-    if (source.path / "comparison.png").is_file():
-        _copy(source.path / "comparison.png", assets / slug / "comparison.png")
+    png = runs.comparison_paths(source.path)[1]
+    if png.is_file():
+        _copy(png, assets / slug / png.name)
         blocks.append(Figure(
-            f"{slug}/comparison.png",
+            f"{slug}/{png.name}",
             "Average held-out accuracy of each preset against the baseline (dashed); "
             "right: zoomed near the top.",
         ))
     return blocks
 
 
-def _comparison_table(source: Source, path: Path) -> tuple[str, str]:
-    """The experiment's printed table, rebuilt from ``comparison.csv`` (no model is loaded).
+def _comparison_table(source: Source) -> tuple[str, str]:
+    """The experiment's printed table, computed from its folders as the experiment does.
 
     Returns ``(table, explanation)``: the header and one row per preset, then the
     lines that say what the columns and tests mean.
     """
-    with path.open(newline="") as handle:
-        summaries = [_summary_from_csv(row) for row in csv.DictReader(handle)]
-    curves = {s.preset: load_cv(source.path / s.preset) for s in summaries}
-    baseline = _baseline(source)
-    result = ExperimentResult(
-        source.path, baseline, summaries, curves, finished_cases(source.path / baseline)
-    )
+    result = compare_presets(source.path, list(source.cv_dirs), _baseline(source))
     lines = format_comparison(result).splitlines()
-    rows = 1 + len(summaries)
+    rows = 1 + len(result.summaries)
     return "\n".join(lines[:rows]), " ".join(lines[rows:])
-
-
-def _summary_from_csv(row: dict[str, str]) -> PresetSummary:
-    """One :class:`~facefold.evaluate.experiment.PresetSummary` from a ``comparison.csv`` row."""
-    def number(key: str) -> float:
-        return float(row[key]) if row[key] else float("nan")  # NaN is written as ""
-
-    return PresetSummary(
-        row["preset"], [int(k) for k in row["cases"].split(";") if k],
-        number("accuracy_mean"), number("accuracy_std"), int(row["parameters"]),
-        int(row["weights_bytes"]), int(row["checkpoint_bytes"]), number("seconds_per_step"),
-        number("images_per_second"),
-        (number("t"), number("t_test_p")) if row["t_test_p"] else None,
-        (int(row["mcnemar_b01"]), int(row["mcnemar_b10"]), number("mcnemar_p"))
-        if row["mcnemar_p"] else None,
-        # .get: comparison.csv files written before these columns existed
-        int(row["steps_to_baseline"]) if row.get("steps_to_baseline") else None,
-        number("seconds_to_baseline") if row.get("seconds_to_baseline") else None,
-    )
 
 
 def _cv_section(source: Source, slug: str, assets: Path) -> list[Block]:
@@ -367,13 +335,13 @@ def _cv_blocks(cv_dir: Path, slug: str, assets: Path, level: int) -> list[Block]
     result = load_cv(cv_dir)
     if not result.steps:
         return [Paragraph("No case has been evaluated yet."), *_details_blocks(cv_dir)]
-    runs = case_dirs(cv_dir)
+    run_dirs = runs.run_dirs(cv_dir)
     return [
         Heading(level, "Held-out accuracy"),
         Code(format_table(result)),
         *_curve_blocks(result, cv_dir, slug, assets),
-        *_sparsity_blocks(runs, slug, assets, level),
-        *_activation_blocks(runs, slug, assets, level),
+        *_sparsity_blocks(run_dirs, slug, assets, level),
+        *_activation_blocks(run_dirs, slug, assets, level),
         *_error_blocks(cv_dir, slug, assets, level),
         *_details_blocks(cv_dir),
     ]
@@ -386,14 +354,14 @@ def _curve_blocks(result: CVResult, cv_dir: Path, slug: str, assets: Path) -> li
     return [Figure(f"{slug}/accuracy.png", caption)]
 
 
-def _sparsity_blocks(runs: list[Path], slug: str, assets: Path, level: int) -> list[Block]:
+def _sparsity_blocks(run_dirs: list[Path], slug: str, assets: Path, level: int) -> list[Block]:
     """Sparsity curves of the cases that measured them, and the dense layers' live units."""
-    measured = {run.name: read_sparsity(run) for run in runs}
+    measured = {run.name: read_sparsity(run) for run in run_dirs}
     measured = {name: rows for name, rows in measured.items() if rows}
     if not measured:
         return []
     plot_sparsity(measured, assets / slug / "sparsity.png")
-    dense = [row for run in runs if run.name in measured
+    dense = [row for run in run_dirs if run.name in measured
              for row in final_dense_sparsity(run, run.name)]
     return [
         Heading(level, "ReLU sparsity"),
@@ -405,10 +373,10 @@ def _sparsity_blocks(runs: list[Path], slug: str, assets: Path, level: int) -> l
     ]
 
 
-def _activation_blocks(runs: list[Path], slug: str, assets: Path, level: int) -> list[Block]:
+def _activation_blocks(run_dirs: list[Path], slug: str, assets: Path, level: int) -> list[Block]:
     """The grids ``facefold analyze activations`` left in the cases (none are computed here)."""
     figures = []
-    for run in runs:
+    for run in run_dirs:
         for png in sorted((run / ACTIVATIONS_DIR).glob("*.png")):
             name = f"{slug}/activations/{run.name}-{png.name}"
             _copy(png, assets / name)
@@ -456,12 +424,12 @@ def _per_person_table(path: Path) -> Table:
 
 def _details_blocks(cv_dir: Path) -> list[Block]:
     """Seed, config and library versions of the first case (cv.json when none has started)."""
-    cv = _read_json(cv_dir / "cv.json")
-    first = cv_dir / CASE_DIR.format(cv["cases"][0]) if cv.get("cases") else cv_dir
-    config_file = first / "config.json"
-    config = _read_json(config_file) if config_file.is_file() else cv["config"]
-    versions_file = first / "versions.json"
-    versions = _read_json(versions_file) if versions_file.is_file() else {}
+    cv = runs.read_cv_info(cv_dir)
+    first = runs.case_dir(cv_dir, cv["cases"][0]) if cv.get("cases") else cv_dir
+    config_file = first / runs.CONFIG_FILE
+    config = runs.read_json_object(config_file) if config_file.is_file() else cv["config"]
+    versions_file = first / runs.VERSIONS_FILE
+    versions = runs.read_json_object(versions_file) if versions_file.is_file() else {}
     details: list[Block] = [
         Paragraph(f"Cases {', '.join(map(str, cv['cases']))}; seed {config['train']['seed']} "
                   "(fixes data order, augmentation and initialization). The resolved config, "

@@ -9,7 +9,6 @@ image. That is how the 2016 study chose 96 and 128 units for its reduced model.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,10 +19,11 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 
+from facefold import runs
 from facefold.config import Config
 from facefold.data.records import atomic_path
 from facefold.models.cnn import DENSE_NAME
-from facefold.train.sparsity import SPARSITY_FILE, read_sparsity
+from facefold.train.sparsity import read_sparsity
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def load_run_sparsity(run_dir: str | Path) -> list[dict]:
     rows = read_sparsity(run_dir)
     if not rows:
         raise FileNotFoundError(
-            f"{run_dir / SPARSITY_FILE} is missing or empty: the run has no sparsity "
+            f"{run_dir / runs.SPARSITY_FILE} is missing or empty: the run has no sparsity "
             "measurements (train with train.sparsity_every > 0)"
         )
     return rows
@@ -70,10 +70,10 @@ def load_run_sparsity(run_dir: str | Path) -> list[dict]:
 
 def dense_units_of(run_dir: str | Path) -> dict[str, int]:
     """``{"fc1": units, …}`` of the hidden dense layers, from ``RUN/config.json``."""
-    path = Path(run_dir) / "config.json"
+    path = Path(run_dir) / runs.CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: {run_dir} is not a facefold run folder")
-    spec = Config.from_dict(json.loads(path.read_text())).model
+    spec = Config.from_dict(runs.read_json_object(path)).model
     return {DENSE_NAME.format(i): units for i, units in enumerate(spec.dense_units, start=1)}
 
 

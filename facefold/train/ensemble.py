@@ -4,20 +4,17 @@ An ensemble's config names registered presets in ``model.members`` (e.g. the
 ``ensemble`` preset: ``fast`` + ``dlib128``); each member is an ordinary run
 of its config (see :func:`facefold.models.presets.member_configs`). The
 ensemble's probabilities are the plain mean of its members' softmax
-probabilities, each after the member's own TTA. A run folder of an ensemble::
+probabilities, each after the member's own TTA. Besides the files of any run
+(:mod:`facefold.runs`), an ensemble's run folder holds ``ensemble.json`` (each
+member's run folder) and, for members trained for it, ``members/<preset>/``.
 
-    RUN/run.json, config.json, labels.txt, versions.json   as for any run
-    RUN/ensemble.json      the members: preset, run folder (relative to RUN), reused
-    RUN/members/<preset>/  a member trained here: an ordinary, resumable run
-    RUN/metrics.jsonl      one row (see below)
-    RUN/predictions.npz    held-out labels and the averaged probabilities
-
-**Reuse**: when RUN is ``OUT/<ensemble>/case-K`` of an experiment (or of
-cross-validations side by side) and ``OUT/<member>/case-K`` holds a finished
-run of the member's exact identity (dataset, held-out shards, config, embedding
-version), that run is used and nothing is trained; otherwise the member is
-trained into ``RUN/members/<member>``. An experiment runs ensembles after the
-other presets, so that their members are there to reuse.
+**Members are handed their folders by the caller.** An experiment or a
+cross-validation that also runs preset ``fast`` hands the ensemble its
+``fast`` run of the same fold (``member_dirs``); a finished run there of the
+member's exact identity (data, held-out shards, config, embedding version) is
+reused, an unfinished one is trained there. A member nobody handed over is
+trained into ``RUN/members/<preset>``. The executor trains members as trials of
+their own (in parallel under Ray) and then calls :func:`combine`.
 
 **Curve**: members evaluate at different steps (``fast`` every 500 of 2,000,
 ``dlib128`` every 250 of 1,000) and keep only their final predictions, so
@@ -34,119 +31,71 @@ probabilities the same way (see :mod:`facefold.predict`).
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from facefold import runs
 from facefold.config import Config
-from facefold.data.pipeline import Split
-from facefold.data.records import (
-    atomic_path,
-    read_labels,
-    write_json_atomic,
-    write_rows_atomic,
-)
-from facefold.embeddings.shards import SplitSource, check_inputs
-from facefold.models.presets import member_configs
-from facefold.train.trainer import (
-    METRICS_FILE,
-    Log,
-    _prepare_run_dir,
-    _run_identity,
-    _same_run,
-    read_metrics,
-    train,
-)
-
-ENSEMBLE_FILE = "ensemble.json"
-MEMBERS_DIR = "members"
-PREDICTIONS_FILE = "predictions.npz"
-
-
-def finished_run(run_dir: Path, identity: dict, steps: int) -> bool:
-    """Whether ``run_dir`` holds a run of exactly ``identity`` trained to ``steps``, with its
-    predictions."""
-    run_file = run_dir / "run.json"
-    if not run_file.is_file() or not (run_dir / PREDICTIONS_FILE).is_file():
-        return False
-    if _same_run(json.loads(run_file.read_text()), identity):
-        return False
-    rows = read_metrics(run_dir)
-    return bool(rows) and rows[-1]["step"] == steps
+from facefold.data.records import read_labels
+from facefold.models.families import Ensemble, SplitSource, family_of
+from facefold.train.trainer import Log, Trainer, versions
 
 
 def average_predictions(run_dirs: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels (N,), mean probabilities (N, C))`` of the runs' ``predictions.npz``.
+    """``(labels (N,), mean probabilities (N, C))`` of the runs' predictions.
 
     Raises ``ValueError`` when the runs were evaluated on different images or classes.
     """
     labels, probabilities = None, []
     for run_dir in run_dirs:
-        with np.load(run_dir / PREDICTIONS_FILE) as data:
-            if labels is not None and not np.array_equal(labels, data["labels"]):
-                raise ValueError(f"{run_dir}/{PREDICTIONS_FILE} holds other held-out labels "
-                                 f"than {run_dirs[0]}: the members saw different images")
-            labels = data["labels"]
-            probabilities.append(data["probabilities"].astype(np.float64))
+        data = runs.read_predictions(run_dir)
+        if labels is not None and not np.array_equal(labels, data["labels"]):
+            raise ValueError(f"{run_dir}/{runs.PREDICTIONS_FILE} holds other held-out labels "
+                             f"than {run_dirs[0]}: the members saw different images")
+        labels = data["labels"]
+        probabilities.append(data["probabilities"].astype(np.float64))
     shapes = {p.shape for p in probabilities}
     if len(shapes) != 1:
         raise ValueError(f"the members' probabilities differ in shape: {sorted(shapes)}")
     return labels, np.mean(probabilities, axis=0)
 
 
-def _member_run(
-    out: Path, member: Config, data_dir: Path, eval_shards: Sequence[int],
-    source: SplitSource, log: Log, people: Sequence[str] | None,
-) -> tuple[Path, bool]:
-    """``(run folder, reused)`` of one member: the finished sibling run, else one trained here."""
-    people_list = list(people) if people is not None else None
-    sibling = out.parent.parent / member.preset / out.name
-    identity = _run_identity(data_dir, eval_shards, member, people_list)
-    if finished_run(sibling, identity, member.train.steps):
-        log(f"[{out.name}] member {member.preset}: reusing the finished run {sibling}")
-        return sibling, True
-    run_dir = out / MEMBERS_DIR / member.preset
-    log(f"[{out.name}] member {member.preset}: training into {run_dir}")
-    train(data_dir, member, run_dir, eval_shards, source, log, people)
-    return run_dir, False
+def member_runs(config: Config, out: str | Path,
+                member_dirs: Mapping[str, Path] | None = None) -> list[tuple[Config, Path]]:
+    """Each member's config and run folder: the one handed over in ``member_dirs`` (by
+    preset name), else ``OUT/members/<preset>``."""
+    family = family_of(config)
+    if not isinstance(family, Ensemble):
+        raise ValueError(f"preset '{config.preset}' is not an ensemble")
+    handed = dict(member_dirs or {})
+    return [(member, Path(handed.get(member.preset) or runs.member_dir(out, member.preset)))
+            for member in family.members(config)]
 
 
-def train_ensemble(
-    data_dir: str | Path,
-    config: Config,
-    out: str | Path,
-    eval_shards: Sequence[int] = (0,),
-    splits: list[Split] | SplitSource | None = None,
-    log: Log = print,
-    people: Sequence[str] | None = None,
+def ensemble_identity(data: dict, config: Config, eval_shards: Sequence[int],
+                      people: Sequence[str] | None) -> dict:
+    return runs.run_identity(data, eval_shards, config, people)
+
+
+def combine(
+    data_dir: str | Path, config: Config, out: str | Path, eval_shards: Sequence[int],
+    members: Sequence[tuple[Config, Path]], reused: Mapping[str, bool] | None = None,
+    log: Log = print, people: Sequence[str] | None = None, data: dict | None = None,
+    restart: bool = False,
 ) -> list[dict]:
-    """Reuse or train every member of ``config``'s ensemble, then write the averaged
-    predictions and the one metrics row; returns ``[row]``.
-
-    ``splits`` must be a :class:`SplitSource` or None (the members take different inputs).
-    """
-    if splits is not None and not isinstance(splits, SplitSource):
-        raise ValueError("an ensemble's members take different inputs: give a SplitSource "
-                         "(or nothing), not one list of splits")
+    """Write the ensemble run of finished member runs: ``ensemble.json``, the averaged
+    predictions and the one metrics row; returns ``[row]``."""
     data_dir, out = Path(data_dir), Path(out)
-    source = splits or SplitSource(data_dir, log)
-    members = member_configs(config)
-    for member in members:  # a missing extra fails before the first member trains
-        check_inputs(member)
+    data = data or runs.data_fingerprint(data_dir)
     labels = list(people) if people is not None else read_labels(data_dir)
-    people_list = list(people) if people is not None else None
-    _prepare_run_dir(out, _run_identity(data_dir, eval_shards, config, people_list), labels)
-    entries = []
-    for member in members:
-        run_dir, reused = _member_run(out, member, data_dir, eval_shards, source, log, people)
-        entries.append({"preset": member.preset, "run": os.path.relpath(run_dir, out),
-                        "reused": reused})
-    write_json_atomic(out / ENSEMBLE_FILE, {"members": entries})
-    runs = [out / e["run"] for e in entries]
-    y, probabilities = average_predictions(runs)
+    identity = ensemble_identity(data, config, eval_shards, people)
+    runs.prepare_run_dir(out, identity, labels, runs.run_notes(data_dir, 0), versions(),
+                         restart)
+    dirs = {member.preset: path for member, path in members}
+    runs.write_ensemble(out, dirs, {p: bool((reused or {}).get(p)) for p in dirs})
+    y, probabilities = average_predictions(list(dirs.values()))
     correct = probabilities.argmax(axis=1) == y
     row = {
         "step": config.train.steps,
@@ -156,12 +105,51 @@ def train_ensemble(
         "train_accuracy": None,
         "seconds_per_step": None,
         "eval_images": len(y),
-        "members": {e["preset"]: read_metrics(r)[-1]["eval_accuracy"]
-                    for e, r in zip(entries, runs, strict=True)},
+        "members": {preset: runs.read_metrics(path)[-1]["eval_accuracy"]
+                    for preset, path in dirs.items()},
     }
-    with atomic_path(out / PREDICTIONS_FILE) as tmp, tmp.open("wb") as handle:
-        np.savez(handle, step=row["step"], labels=y, probabilities=probabilities.astype(np.float32))
-    write_rows_atomic(out / METRICS_FILE, [row])
+    runs.write_predictions(out, row["step"], y, probabilities.astype(np.float32))
+    runs.write_metrics(out, [row])
     members_text = ", ".join(f"{p} {a:.4f}" for p, a in row["members"].items())
     log(f"[{out.name}] ensemble eval acc {row['eval_accuracy']:.4f} (members: {members_text})")
     return [row]
+
+
+def train_ensemble(
+    data_dir: str | Path,
+    config: Config,
+    out: str | Path,
+    eval_shards: Sequence[int] = (0,),
+    splits: SplitSource | None = None,
+    log: Log = print,
+    people: Sequence[str] | None = None,
+    restart: bool = False,
+    member_dirs: Mapping[str, Path] | None = None,
+) -> list[dict]:
+    """Reuse or train every member of ``config``'s ensemble (in ``member_dirs`` when handed,
+    else in ``OUT/members/``), then :func:`combine` them; returns ``[row]``.
+
+    ``splits`` must be a :class:`SplitSource` or None (the members take different inputs).
+    """
+    if splits is not None and not isinstance(splits, SplitSource):
+        raise ValueError("an ensemble's members take different inputs: give a SplitSource "
+                         "(or nothing), not one list of splits")
+    data_dir, out = Path(data_dir), Path(out)
+    family_of(config).check_available(config)  # a missing extra fails before any training
+    data = runs.data_fingerprint(data_dir)
+    runs.check_run_dir(out, ensemble_identity(data, config, eval_shards, people), restart)
+    source = splits or SplitSource(data_dir, log)
+    members = member_runs(config, out, member_dirs)
+    reused = {}
+    for member, run_dir in members:
+        identity = runs.run_identity(data, eval_shards, member, people,
+                                     family_of(member).identity(member))
+        reused[member.preset] = runs.is_finished(run_dir, identity)
+        if reused[member.preset]:
+            log(f"[{out.name}] member {member.preset}: reusing the finished run {run_dir}")
+            continue
+        log(f"[{out.name}] member {member.preset}: training into {run_dir}")
+        Trainer(data_dir, member, run_dir, eval_shards, source, log, people=people,
+                restart=restart, data=data).run()
+    return combine(data_dir, config, out, eval_shards, members, reused, log, people, data,
+                   restart)

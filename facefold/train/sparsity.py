@@ -20,7 +20,7 @@ the widths of its reduced model (96 and 128 dense units) from it. A
   ``{"step": s, "conv1": f, …}``), TensorBoard scalars ``<layer>/sparsity``
   on the train writer, and the latest measurement inside every evaluation row
   of ``RUN/metrics.jsonl`` under ``"sparsity"``. A separate file keeps the
-  evaluation rows one per evaluation, as :func:`facefold.train.trainer.read_metrics`
+  evaluation rows one per evaluation, as :func:`facefold.runs.read_metrics`
   and the cross-validation expect.
 
 Measuring is inference only (dropout off, batch-norm statistics left alone,
@@ -40,12 +40,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from facefold import runs
 from facefold.config import Config
 from facefold.data.pipeline import BatchMaker
 from facefold.data.records import read_step_rows, write_rows_atomic
 from facefold.models.cnn import relu_layer_names
-
-SPARSITY_FILE = "sparsity.jsonl"
 
 
 def zero_fraction(x: tf.Tensor | np.ndarray) -> float:
@@ -95,7 +94,7 @@ class SparsityMeter:
 
 def read_sparsity(run_dir: str | Path) -> list[dict]:
     """The rows of ``RUN/sparsity.jsonl`` in step order (empty if the file is absent)."""
-    return read_step_rows(Path(run_dir) / SPARSITY_FILE)
+    return read_step_rows(Path(run_dir) / runs.SPARSITY_FILE)
 
 
 class SparsityTracker:
@@ -181,4 +180,4 @@ class SparsityTracker:
     def save(self) -> None:
         """Write ``RUN/sparsity.jsonl`` atomically (nothing when tracking is off)."""
         if self.every:
-            write_rows_atomic(self.run_dir / SPARSITY_FILE, self.rows)
+            write_rows_atomic(self.run_dir / runs.SPARSITY_FILE, self.rows)

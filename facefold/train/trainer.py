@@ -1,34 +1,23 @@
 """Train one model on some shards and evaluate it on the held-out ones, resumably.
 
-A run folder holds everything needed to rebuild or continue the run::
+A run folder (its files are listed in :mod:`facefold.runs`, which owns them) holds
+everything needed to rebuild, continue or deploy the run: its identity (the data's
+fingerprint, held-out shards, config), labels, checkpoints, metrics, predictions.
 
-    RUN/config.json          resolved config (preset + every value)
-    RUN/run.json             dataset, held-out shards, config; for an embedding head
-                             also the embedding's model version and how many images'
-                             landmark fit failed ("landmark_fallbacks")
-    RUN/labels.txt           label names, line = class index
-    RUN/versions.json        library versions and machine
-    RUN/checkpoints/step-NNNNNN.keras   model + optimizer at every evaluation
-                             (with train.ema_decay: averaged weights in the model,
-                             see facefold.train.optim)
-    RUN/metrics.jsonl        one JSON line per evaluation (step 0 included)
-    RUN/sparsity.jsonl       ReLU zero fractions every train.sparsity_every steps
-    RUN/predictions.npz      held-out labels and probabilities at the last step
-    RUN/tensorboard/         loss and accuracy curves for TensorBoard
+What differs between a CNN on pixels and a head on cached embeddings — inputs,
+network, batches — is asked of the config's model family
+(:mod:`facefold.models.families`); the loop, files and reports are the same. An
+ensemble (``model.members``) is trained by :mod:`facefold.train.ensemble`.
 
-The model is a CNN on pixels or, with ``model.embedding``, a head on cached
-embeddings (:mod:`facefold.models.head`); the loop, files and reports are the
-same. An ensemble (``model.members``) is trained by :mod:`facefold.train.ensemble`.
-
-Training into a folder that already holds a run with the same config and data
-resumes from its last checkpoint; because every batch is a pure function of
-``(seed, step)``, the resumed run reproduces the uninterrupted one.
+Training into a folder that already holds a run of the same identity resumes from
+its last checkpoint; because every batch is a pure function of ``(seed, step)``,
+the resumed run reproduces the uninterrupted one. A folder holding a run of other
+data or another config is refused (:class:`facefold.runs.RunMismatchError`).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import platform
@@ -43,33 +32,15 @@ import numpy as np
 import tensorflow as tf
 
 import facefold
+from facefold import runs
 from facefold.config import Config
-from facefold.data.pipeline import (
-    BatchMaker,
-    Split,
-    batch_maker,
-    concat,
-    embedding_batch_maker,
-    embedding_evaluation_batches,
-    evaluation_batches,
-    step_batches,
-)
-from facefold.data.records import (
-    atomic_path,
-    read_labels,
-    read_step_rows,
-    write_json_atomic,
-    write_labels,
-    write_rows_atomic,
-)
-from facefold.embeddings.shards import EmbeddingSplit, SplitSource, embedder, load_splits
-from facefold.models.head import build_network
+from facefold.data.pipeline import BatchMaker, Split, concat, step_batches
+from facefold.data.records import read_labels
+from facefold.models.families import SplitSource, family_of
 from facefold.train.optim import make_loss, make_optimizer, training_weights
 from facefold.train.precision import cpu_model, resolve_precision
 from facefold.train.sparsity import SparsityTracker
 
-CHECKPOINT_DIR = "checkpoints"
-METRICS_FILE = "metrics.jsonl"
 Log = Callable[[str], None]
 
 
@@ -207,90 +178,12 @@ def versions() -> dict[str, str]:
     }
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The evaluations logged in ``RUN/metrics.jsonl``, in step order."""
-    return read_step_rows(Path(run_dir) / METRICS_FILE)
-
-
 def eval_steps(total: int, every: int) -> list[int]:
     """Steps at which to evaluate: 0, every, 2*every, …, and always the last step."""
     steps = list(range(0, total + 1, every))
     if steps[-1] != total:
         steps.append(total)
     return steps
-
-
-def _checkpoint_path(run_dir: Path, step: int) -> Path:
-    return run_dir / CHECKPOINT_DIR / f"step-{step:06d}.keras"
-
-
-def latest_checkpoint(run_dir: str | Path) -> tuple[int, Path] | None:
-    """``(step, path)`` of the newest checkpoint in a run folder, or None."""
-    paths = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step-*.keras"))
-    if not paths:
-        return None
-    return int(paths[-1].stem.split("-")[1]), paths[-1]
-
-
-def _run_identity(
-    data_dir: Path, eval_shards: Sequence[int], config: Config, people: list[str] | None = None
-) -> dict:
-    """What makes two runs the same run, in its JSON form (so it compares with run.json).
-
-    ``people`` (the label list of a run trained on a subset of the dataset's
-    people, see :mod:`facefold.evaluate.openset`) is part of the identity only when given.
-    An embedding head's identity includes the embedding's model version: a head
-    learned on one version's embeddings is meaningless on another's.
-    """
-    identity = {
-        "data_dir": str(data_dir.resolve()),
-        "eval_shards": list(eval_shards),
-        "config": config.to_dict(),
-    }
-    if people is not None:
-        identity["people"] = list(people)
-    if config.model.embedding:
-        model = embedder(config.model.embedding)
-        identity["embedding"] = {"name": model.name, "model_version": model.version}
-    return json.loads(json.dumps(identity))
-
-
-def _same_run(existing: dict, identity: dict) -> list[str]:
-    """Which parts of two run identities differ; configs compare after resolution, so a run
-    written before a new config key existed still matches when it used that key's default."""
-    differ = [k for k in identity if k != "config" and existing.get(k) != identity[k]]
-    try:
-        same_config = Config.from_dict(existing.get("config", {})) == Config.from_dict(
-            identity["config"]
-        )
-    except ValueError:
-        same_config = False
-    return differ if same_config else [*differ, "config"]
-
-
-def _prepare_run_dir(
-    run_dir: Path, identity: dict, labels: list[str], notes: dict | None = None
-) -> None:
-    """Create the run folder, or check that an existing one is the same run.
-
-    ``notes`` are facts about the run (not part of its identity) added to a new ``run.json``.
-    """
-    run_file = run_dir / "run.json"
-    if run_file.is_file():
-        mismatched = _same_run(json.loads(run_file.read_text()), identity)
-        if mismatched:
-            raise ValueError(
-                f"{run_dir} holds a different run ({', '.join(mismatched)} differ); "
-                "choose a new output folder to start a new run"
-            )
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise FileExistsError(f"{run_dir} exists and is not a facefold run folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "config.json", identity["config"])
-    write_labels(run_dir, labels)
-    write_json_atomic(run_dir / "versions.json", versions())
-    write_json_atomic(run_file, {**identity, **(notes or {})})
 
 
 def _split_folds(splits: list[Split], eval_shards: Sequence[int]) -> tuple[Split, Split]:
@@ -318,15 +211,22 @@ def compile_model(model: keras.Model, config: Config) -> None:
 
 def _save_checkpoint(model: keras.Model, run_dir: Path, step: int) -> None:
     """Save model + optimizer atomically: a killed save never looks like a checkpoint."""
-    final = _checkpoint_path(run_dir, step)
+    final = runs.checkpoint_path(run_dir, step)
     final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(f".partial-{final.name}")  # Keras wants the .keras suffix
+    partial = runs.partial_checkpoint_path(final)
     model.save(partial)
     os.replace(partial, final)
 
 
 class Trainer:
-    """One training run: ``Trainer(...).run()`` returns the list of evaluation rows."""
+    """One training run: ``Trainer(...).run()`` returns the list of evaluation rows.
+
+    ``splits`` are the shards' inputs loaded beforehand (a list, or a
+    :class:`~facefold.models.families.SplitSource` shared between trials); ``people``
+    the label list when they hold a relabelled subset of the dataset's people;
+    ``restart`` discards a run of other data or config found in ``out`` instead of
+    refusing it; ``data`` the dataset's fingerprint when the caller computed it.
+    """
 
     def __init__(
         self,
@@ -338,50 +238,48 @@ class Trainer:
         log: Log = print,
         name: str = "",
         people: Sequence[str] | None = None,
+        restart: bool = False,
+        data: dict | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.config = config
+        self.family = family_of(config)
         self.run_dir = Path(out)
         self.eval_shards = list(eval_shards)
         self.log = log
         self.name = name or self.run_dir.name
-        # ``people``: the label list when ``splits`` hold a relabelled subset of the people.
+        self.restart = restart
         self.people = list(people) if people is not None else None
         self.labels = self.people or read_labels(self.data_dir)
+        self.identity = runs.run_identity(
+            data or runs.data_fingerprint(self.data_dir), self.eval_shards, config,
+            self.people, self.family.identity(config))
+        # Before any decoding: a folder of another run is refused at once.
+        runs.check_run_dir(self.run_dir, self.identity, restart)
         if isinstance(splits, SplitSource):
             splits = splits.get(config)
-        splits = splits if splits is not None else load_splits(data_dir, config, log)
+        if splits is None:
+            splits = self.family.load_inputs(self.data_dir, config, log)
         self.train_split, self.eval_split = _split_folds(splits, self.eval_shards)
         self.precision, why = resolve_precision(config.train.precision)
         self.log(f"[{self.name}] precision {self.precision} ({why})")
-        self.notes = self._fallback_notes()
-
-    def _fallback_notes(self) -> dict:
-        """For an embedding head: how many images' landmark fit failed (logged; in run.json)."""
-        if not isinstance(self.train_split, EmbeddingSplit):
-            return {}
-        counts = {"train": int(self.train_split.fallback.sum()),
-                  "eval": int(self.eval_split.fallback.sum())}
-        if counts["train"] or counts["eval"]:
-            self.log(f"[{self.name}] {self.config.model.embedding}: landmark fit failed on "
-                     f"{counts['train']} of {len(self.train_split)} training and {counts['eval']} "
-                     f"of {len(self.eval_split)} held-out images (whole image used as the chip)")
-        return {"landmark_fallbacks": counts}
+        self.notes, message = self.family.notes(self.train_split, self.eval_split)
+        if message:
+            self.log(f"[{self.name}] {config.model.embedding}: {message}")
 
     def run(self) -> list[dict]:
         """Train to ``config.train.steps``, evaluating and checkpointing every ``eval_every``."""
         cfg = self.config
-        _prepare_run_dir(
-            self.run_dir, _run_identity(self.data_dir, self.eval_shards, cfg, self.people),
-            self.labels, self.notes,
-        )
+        notes = {**runs.run_notes(self.data_dir, cfg.model.crop_size), **self.notes}
+        runs.prepare_run_dir(self.run_dir, self.identity, self.labels, notes, versions(),
+                             self.restart)
         model, start = self._model_at_latest_step()
         writers = self._summary_writers()
         make_batch = self._batch_maker()
         sparsity = SparsityTracker(self.run_dir, model, cfg, make_batch, writers["train"])
         with training_weights(model):  # measured on the weights being trained, as during fit
             sparsity.resume(start)
-        rows = [r for r in read_metrics(self.run_dir) if r["step"] <= start]
+        rows = [r for r in runs.read_metrics(self.run_dir) if r["step"] <= start]
         if not rows or rows[-1]["step"] != start:
             rows.append(sparsity.annotate(self._evaluate(model, start, {})))
         self._write_metrics(rows)
@@ -439,31 +337,20 @@ class Trainer:
         return {key: total / (end - start) for key, total in totals.items()}
 
     def _batch_maker(self) -> BatchMaker:
-        """``step -> (x, y)``: a training batch of jittered crops, or of embedding views."""
-        cfg = self.config
-        if cfg.model.embedding:
-            return embedding_batch_maker(self.train_split, cfg.augment.flip,
-                                         cfg.train.batch_size, cfg.train.seed)
-        return batch_maker(self.train_split, cfg.augment, cfg.model.crop_size,
-                           cfg.train.batch_size, cfg.train.seed)
+        """``step -> (x, y)``: a training batch (jittered crops, or embedding views)."""
+        return self.family.training_batches(self.train_split, self.config)
 
     def _evaluation_batches(self) -> tf.data.Dataset:
-        """The held-out images in order: central crops, or embedding views (both for flip TTA)."""
-        cfg = self.config
-        if cfg.model.embedding:
-            return embedding_evaluation_batches(self.eval_split, 2 if cfg.model.tta_flip else 1,
-                                                cfg.train.eval_batch_size)
-        return evaluation_batches(self.eval_split, cfg.model.crop_size, cfg.train.eval_batch_size)
+        """The held-out inputs in order, as the family evaluates them."""
+        return self.family.evaluation_batches(self.eval_split, self.config)
 
     def _model_at_latest_step(self) -> tuple[keras.Model, int]:
-        found = latest_checkpoint(self.run_dir)
+        found = runs.latest_checkpoint(self.run_dir)
         if found:
             step, path = found
             self.log(f"[{self.name}] resuming from {path.name}")
             return keras.models.load_model(path), step
-        model = build_network(
-            self.config.model, len(self.labels), self.precision, self.config.train.seed
-        )
+        model = self.family.build(self.config, len(self.labels), self.precision)
         compile_model(model, self.config)
         # Built before the first step, so that the step-0 checkpoint holds the optimizer's slots
         # like every later one: Keras warns when it loads one whose optimizer was never built.
@@ -486,20 +373,15 @@ class Trainer:
         }
 
     def _write_metrics(self, rows: list[dict]) -> None:
-        write_rows_atomic(self.run_dir / METRICS_FILE, rows)
+        runs.write_metrics(self.run_dir, rows)
 
     def _write_predictions(self, model: keras.Model, step: int) -> None:
         logits = model.predict(self._evaluation_batches(), verbose=0)
-        with atomic_path(self.run_dir / "predictions.npz") as tmp, tmp.open("wb") as handle:
-            np.savez(
-                handle,
-                step=step,
-                labels=self.eval_split.labels,
-                probabilities=tf.nn.softmax(logits).numpy(),
-            )
+        runs.write_predictions(self.run_dir, step, self.eval_split.labels,
+                               tf.nn.softmax(logits).numpy())
 
     def _summary_writers(self) -> dict[str, tf.summary.SummaryWriter]:
-        root = self.run_dir / "tensorboard"
+        root = self.run_dir / runs.TENSORBOARD_DIR
         return {
             "train": tf.summary.create_file_writer(str(root / "train")),
             "eval": tf.summary.create_file_writer(str(root / "eval")),
@@ -521,29 +403,3 @@ class Trainer:
             f"eval acc {row['eval_accuracy']:.4f} ({seconds_per_step:.3f} s/step, "
             f"{left / 60:.0f} min left)"
         )
-
-
-def train(
-    data_dir: str | Path,
-    config: Config,
-    out: str | Path,
-    eval_shards: Sequence[int] = (0,),
-    splits: list[Split] | SplitSource | None = None,
-    log: Log = print,
-    people: Sequence[str] | None = None,
-) -> list[dict]:
-    """Train on all shards but ``eval_shards``, evaluate on those; return the metrics rows.
-
-    ``splits`` are the shards' inputs loaded beforehand to share between folds:
-    a list (from :func:`~facefold.embeddings.shards.load_splits`) or a
-    :class:`~facefold.embeddings.shards.SplitSource`, which an ensemble needs (its
-    members take different inputs); by default they are loaded here. ``people``
-    is the label list (index = label) when ``splits`` were relabelled to a subset
-    of the dataset's people; by default it is the dataset's ``labels.txt``.
-    A config with ``model.members`` trains an ensemble (see :mod:`facefold.train.ensemble`).
-    """
-    if config.model.members:
-        from facefold.train.ensemble import train_ensemble  # it builds on this module
-
-        return train_ensemble(data_dir, config, out, eval_shards, splits, log, people)
-    return Trainer(data_dir, config, out, eval_shards, splits, log, people=people).run()

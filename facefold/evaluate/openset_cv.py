@@ -1,0 +1,198 @@
+"""The open-set cross-validation: people held out of training entirely, then scored.
+
+``facefold cv --unknown-people K``: ``K`` people, chosen with ``train.seed``, are
+held out of training; the others are relabelled 0..M-1 and each case trains on
+them as usual. On the held-out shard of each case every image of a known and of
+an unknown person is scored (:mod:`facefold.evaluate.openset`), and the default
+score's threshold is stored in the case's run folder (``threshold.json``, with
+the class centroids), so ``facefold predict`` on that run answers "unknown".
+The CV folder gets ``openset.json``: the held-out people, each case's report and
+the mean over cases (the file names belong to :mod:`facefold.runs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facefold import runs
+from facefold.config import Config
+from facefold.data.pipeline import Split, concat, decode_shards
+from facefold.data.records import read_labels
+from facefold.evaluate.cv import parse_folds, prepare_cv_dir
+from facefold.evaluate.openset import (
+    DEFAULT_FAR,
+    DEFAULT_SCORE,
+    class_centroids,
+    open_set_report,
+    open_set_scores,
+    threshold_entry,
+)
+from facefold.predict.predictor import Predictor
+from facefold.train.trainer import Log, Trainer
+
+
+def choose_unknown_people(labels: Sequence[str], count: int, seed: int) -> list[int]:
+    """``count`` label indices drawn with ``seed`` to hold out of training (sorted).
+
+    At least two people must stay known; ``ValueError`` otherwise.
+    """
+    if not 1 <= count <= len(labels) - 2:
+        raise ValueError(
+            f"--unknown-people must be between 1 and {len(labels) - 2} (the dataset has "
+            f"{len(labels)} people and at least 2 must stay known), got {count}"
+        )
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(len(labels), size=count, replace=False))
+
+
+def split_people(
+    splits: list[Split], unknown: Sequence[int], num_classes: int
+) -> tuple[list[Split], list[Split]]:
+    """Split every shard into its known people (relabelled 0..M-1 in label order) and the rest.
+
+    ``num_classes`` is the dataset's number of people. Returns ``(known,
+    unknown)`` lists of splits, one per shard; the unknown splits keep their
+    original labels.
+    """
+    is_unknown = np.isin(np.arange(num_classes), list(unknown))
+    new_label = np.cumsum(~is_unknown) - 1  # old label -> index among the known people
+    known_splits, unknown_splits = [], []
+    for split in splits:
+        mask = is_unknown[split.labels]
+        known_splits.append(
+            Split(split.images[~mask], new_label[split.labels[~mask]].astype(np.int32))
+        )
+        unknown_splits.append(Split(split.images[mask], split.labels[mask]))
+    return known_splits, unknown_splits
+
+
+# ---------------------------------------------------------------- the cross-validation
+
+
+@dataclass(frozen=True)
+class OpenSetResult:
+    """What :func:`run_open_set_cv` measured: held-out people, per-case reports, their mean."""
+
+    unknown_people: list[str]
+    cases: list[int]
+    reports: dict[int, dict[str, Any]]
+    mean: dict[str, dict[str, float]]
+    far: float
+
+    def table(self) -> str:
+        """The mean over cases as a small text table, one row per score."""
+        lines = [
+            f"Open set: {len(self.unknown_people)} people never trained on "
+            f"({', '.join(self.unknown_people)}); cases {self.cases}",
+            f"{'score':10s} {'AUROC':>7s} {'known acc':>10s} {'accepted':>9s} "
+            f"{'FAR':>6s}   (threshold at {self.far:.0%} false accepts)",
+        ]
+        for name, row in self.mean.items():
+            mark = "  <- default" if name == DEFAULT_SCORE else ""
+            lines.append(
+                f"{name:10s} {row['auroc']:7.4f} {row['known_accuracy']:10.4f} "
+                f"{row['accepted']:9.4f} {row['far']:6.3f}{mark}"
+            )
+        closed = np.mean([r["closed_set_accuracy"] for r in self.reports.values()])
+        lines.append(f"closed-set accuracy on the known people (no rejection): {closed:.4f}")
+        return "\n".join(lines)
+
+
+def run_open_set_cv(
+    data_dir: str | Path,
+    config: Config,
+    out: str | Path,
+    folds: str | Sequence[int] | None,
+    unknown_people: int,
+    far: float = DEFAULT_FAR,
+    log: Log = print,
+    restart: bool = False,
+) -> OpenSetResult:
+    """Cross-validate with ``unknown_people`` people held out of training; measure open-set scores.
+
+    Case k trains on the known people of every shard but k (an ordinary,
+    resumable run in ``OUT/case-k`` whose ``labels.txt`` lists the known
+    people only) and is scored on all of shard k. Writes ``OUT/cv.json`` (so
+    the usual accuracy table works), ``OUT/openset.json`` and, per case,
+    ``openset.json``, ``threshold.json`` and ``centroids.npy``.
+    """
+    if not 0 <= far < 1:  # before any training
+        raise ValueError(f"--far (false-accept rate) must be in [0, 1), got {far}")
+    config.require_cnn("--unknown-people")
+    out, labels = Path(out), read_labels(data_dir)
+    unknown = choose_unknown_people(labels, unknown_people, config.train.seed)
+    splits = decode_shards(data_dir, config.model.channels)
+    cases = parse_folds(folds, len(splits))
+    known_splits, unknown_splits = split_people(splits, unknown, len(labels))
+    known_names = [n for i, n in enumerate(labels) if i not in unknown]
+    unknown_names = [labels[i] for i in unknown]
+    data = runs.data_fingerprint(data_dir)
+    trainers = [Trainer(data_dir, config, runs.case_dir(out, k), [k], known_splits, log,
+                        people=known_names, restart=restart, data=data) for k in cases]
+    prepare_cv_dir(data_dir, config, out, cases, restart, data, unknown_people=unknown_names)
+    reports = {}
+    for k, trainer in zip(cases, trainers, strict=True):
+        log(f"=== Open-set case #{k}: {len(known_names)} known people, "
+            f"{len(unknown_names)} unknown; evaluate on shard {k} ===")
+        trainer.run()
+        run_dir = runs.case_dir(out, k)
+        reports[k] = evaluate_case(run_dir, known_splits, unknown_splits[k], k, far)
+        reports[k]["unknown_people"] = unknown_names
+        runs.write_openset_report(run_dir, reports[k])
+    result = OpenSetResult(unknown_names, cases, reports, _mean_report(reports), far)
+    runs.write_openset_report(out, {
+        "unknown_people": unknown_names, "far": far, "default_score": DEFAULT_SCORE,
+        "mean": result.mean, "cases": {str(k): r for k, r in reports.items()},
+    })
+    return result
+
+
+def evaluate_case(
+    run_dir: Path, known_splits: list[Split], unknown: Split, k: int, far: float
+) -> dict[str, Any]:
+    """Score shard ``k`` with the run's final model; write its centroids and threshold.
+
+    Returns the report: ``scores`` (per score, see :func:`open_set_report`),
+    ``closed_set_accuracy`` and the image counts.
+    """
+    predictor = Predictor.load(run_dir)
+    trained = concat([s for j, s in enumerate(known_splits) if j != k])
+    train_features = predictor.outputs_for_arrays(trained.images)["features"]
+    centroids = class_centroids(train_features, trained.labels, len(predictor.labels))
+    runs.write_centroids(run_dir, centroids)
+    known = predictor.outputs_for_arrays(known_splits[k].images)
+    other = predictor.outputs_for_arrays(unknown.images)
+    correct = known["logits"].argmax(axis=1) == known_splits[k].labels
+    scores = open_set_report(
+        open_set_scores(known["logits"], known["features"], centroids),
+        open_set_scores(other["logits"], other["features"], centroids),
+        correct, far,
+    )
+    write_threshold(run_dir, scores, far, f"open-set case {k}: {len(unknown)} unknown images")
+    return {
+        "scores": scores,
+        "closed_set_accuracy": float(correct.mean()),
+        "known_images": len(known_splits[k]),
+        "unknown_images": len(unknown),
+    }
+
+
+def write_threshold(run_dir: Path, scores: dict[str, dict[str, float]], far: float,
+                    source: str) -> None:
+    """Write ``RUN/threshold.json``: the default score's threshold, and every score's."""
+    runs.write_threshold(run_dir, threshold_entry(scores, far, source))
+
+
+def _mean_report(reports: dict[int, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean of every number of every score over the cases."""
+    first = next(iter(reports.values()))["scores"]
+    return {
+        name: {key: float(np.mean([r["scores"][name][key] for r in reports.values()]))
+               for key in first[name]}
+        for name in first
+    }

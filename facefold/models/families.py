@@ -1,0 +1,284 @@
+"""Model families as types: what differs between a CNN, an embedding head and an ensemble.
+
+Every config belongs to one family (:attr:`facefold.config.Config.family`), and
+:func:`family_of` gives its :class:`ModelFamily`. The trainer, the executor,
+predict and export ask the family — for the inputs of a dataset, the network,
+the batches, what the run's identity must add, the inference model and the
+input of an export — instead of branching on config keys:
+
+- :class:`CNN` learns from pixels (:mod:`facefold.models.cnn`): inputs are the
+  decoded images, batches jittered crops, inference takes uint8 images.
+- :class:`EmbeddingHead` learns on a pretrained embedding
+  (:mod:`facefold.models.head`, :mod:`facefold.embeddings`): inputs are cached
+  embeddings, the identity holds the embedding's model version, and inference
+  embeds each picture first.
+- :class:`Ensemble` trains nothing itself: it names member presets
+  (:meth:`Ensemble.members`) whose probabilities are averaged
+  (:mod:`facefold.train.ensemble`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from facefold.config import EMBEDDING_DIMS, Config
+from facefold.data.pipeline import (
+    BatchMaker,
+    Split,
+    batch_maker,
+    decode_shards,
+    embedding_batch_maker,
+    embedding_evaluation_batches,
+    evaluation_batches,
+)
+from facefold.embeddings.shards import EmbeddingSplit, embed_images, embed_shards, embedder
+from facefold.models.cnn import build_model
+from facefold.models.head import build_head
+from facefold.models.inference import head_inference_model, inference_model
+from facefold.models.presets import member_configs
+
+Log = Callable[[str], None]
+Infer = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+class ModelFamily:
+    """The interface every family implements (an ensemble only :meth:`check_available`
+    and its own :meth:`Ensemble.members`: it has no network of its own)."""
+
+    name: ClassVar[str]
+    # The keys :meth:`identity` adds to a run's identity.
+    identity_keys: ClassVar[tuple[str, ...]] = ()
+
+    def check_available(self, config: Config) -> None:
+        """Raise, before any work, when ``config`` needs an extra that is not installed."""
+
+    def input_key(self, config: Config) -> tuple:
+        """Which inputs ``config`` needs; configs with equal keys share them."""
+        raise self._none("inputs")
+
+    def load_inputs(self, data_dir: str | Path, config: Config, log: Log) -> list[Split]:
+        """The inputs of every shard of a dataset, in shard order."""
+        raise self._none("inputs")
+
+    def build(self, config: Config, num_classes: int, precision: str) -> keras.Model:
+        """The untrained network (logits out), its initial weights fixed by the seed."""
+        raise self._none("network")
+
+    def training_batches(self, split: Split, config: Config) -> BatchMaker:
+        """``step -> (x, y)``: the training batch of a step, a pure function of it."""
+        raise self._none("batches")
+
+    def evaluation_batches(self, split: Split, config: Config) -> tf.data.Dataset:
+        """The held-out inputs in order, as the model is evaluated on them."""
+        raise self._none("batches")
+
+    def identity(self, config: Config) -> dict[str, Any]:
+        """What a run's identity must hold besides data, folds and config."""
+        return {}
+
+    def notes(self, train_split: Split, eval_split: Split) -> tuple[dict[str, Any], str]:
+        """Facts about a run's inputs for its ``run.json`` and a log line ("" for none)."""
+        return {}, ""
+
+    def inference(self, model: keras.Model, config: Config, image_size: int,
+                  run_info: dict[str, Any]) -> tuple[keras.Model, dict[str, Any] | None]:
+        """The trained ``model`` wrapped for inference (``{"logits", "features"}`` out) and
+        what an export must record to feed it (None when it takes the pictures)."""
+        raise self._none("inference model")
+
+    def picture_inference(self, infer: Infer, meta: dict[str, Any] | None,
+                          where: Path) -> Infer:
+        """Inference from uint8 pictures (N, S, S, C), given the wrapped model's ``infer``."""
+        return infer
+
+    def export_input(self, meta: dict[str, Any] | None, image_size: int,
+                     channels: int) -> dict[str, Any]:
+        """The ``input`` entry of ``export.json``."""
+        return {
+            "name": "image", "dtype": "uint8",
+            "shape": [None, image_size, image_size, channels],
+            "meaning": "the whole square face image (shorter side resized to image_size, "
+                       "centre square); the model takes the central crop_size window itself",
+        }
+
+    def _none(self, what: str) -> TypeError:
+        return TypeError(f"the {self.name} family has no {what} of its own")
+
+
+class CNN(ModelFamily):
+    """A CNN on pixels (the 2016 model, its ablations, the modern presets)."""
+
+    name = "cnn"
+
+    def input_key(self, config: Config) -> tuple:
+        return "pixels", config.model.channels
+
+    def load_inputs(self, data_dir: str | Path, config: Config, log: Log) -> list[Split]:
+        return decode_shards(data_dir, config.model.channels)
+
+    def build(self, config: Config, num_classes: int, precision: str) -> keras.Model:
+        return build_model(config.model, num_classes, precision, config.train.seed)
+
+    def training_batches(self, split: Split, config: Config) -> BatchMaker:
+        return batch_maker(split, config.augment, config.model.crop_size,
+                           config.train.batch_size, config.train.seed)
+
+    def evaluation_batches(self, split: Split, config: Config) -> tf.data.Dataset:
+        return evaluation_batches(split, config.model.crop_size, config.train.eval_batch_size)
+
+    def inference(self, model: keras.Model, config: Config, image_size: int,
+                  run_info: dict[str, Any]) -> tuple[keras.Model, dict[str, Any] | None]:
+        return inference_model(model, config.model, image_size), None
+
+
+class EmbeddingHead(ModelFamily):
+    """A head on a pretrained face embedding (``model.embedding``, e.g. ``dlib128``)."""
+
+    name = "embedding"
+    identity_keys = ("embedding",)
+
+    @staticmethod
+    def views(config: Config) -> int:
+        """Embeddings per image a config needs: 2 (image and mirror) for flip or flip TTA."""
+        return 2 if config.augment.flip or config.model.tta_flip else 1
+
+    def check_available(self, config: Config) -> None:
+        embedder(config.model.embedding)
+
+    def input_key(self, config: Config) -> tuple:
+        return "embedding", config.model.embedding, self.views(config)
+
+    def load_inputs(self, data_dir: str | Path, config: Config, log: Log) -> list[Split]:
+        return embed_shards(data_dir, config.model.embedding, self.views(config), log=log)
+
+    def build(self, config: Config, num_classes: int, precision: str) -> keras.Model:
+        return build_head(config.model, num_classes, precision, config.train.seed)
+
+    def training_batches(self, split: Split, config: Config) -> BatchMaker:
+        return embedding_batch_maker(split, config.augment.flip, config.train.batch_size,
+                                     config.train.seed)
+
+    def evaluation_batches(self, split: Split, config: Config) -> tf.data.Dataset:
+        return embedding_evaluation_batches(split, 2 if config.model.tta_flip else 1,
+                                            config.train.eval_batch_size)
+
+    def identity(self, config: Config) -> dict[str, Any]:
+        # A head learned on one version's embeddings is meaningless on another's.
+        model = embedder(config.model.embedding)
+        return {"embedding": {"name": model.name, "model_version": model.version}}
+
+    def notes(self, train_split: Split, eval_split: Split) -> tuple[dict[str, Any], str]:
+        if not isinstance(train_split, EmbeddingSplit):
+            return {}, ""
+        counts = {"train": int(train_split.fallback.sum()),
+                  "eval": int(eval_split.fallback.sum())}  # type: ignore[attr-defined]
+        message = ""
+        if counts["train"] or counts["eval"]:
+            message = (f"landmark fit failed on {counts['train']} of {len(train_split)} "
+                       f"training and {counts['eval']} of {len(eval_split)} held-out images "
+                       "(whole image used as the chip)")
+        return {"landmark_fallbacks": counts}, message
+
+    def inference(self, model: keras.Model, config: Config, image_size: int,
+                  run_info: dict[str, Any]) -> tuple[keras.Model, dict[str, Any] | None]:
+        spec = config.model
+        recorded = run_info.get("embedding") or {}
+        meta = {"name": spec.embedding, "model_version": recorded.get("model_version", ""),
+                "views": 2 if spec.tta_flip else 1, "dim": EMBEDDING_DIMS[spec.embedding]}
+        return head_inference_model(model, spec), meta
+
+    def picture_inference(self, infer: Infer, meta: dict[str, Any] | None,
+                          where: Path) -> Infer:
+        meta = check_embedding_meta(meta, where)
+
+        def infer_pictures(images: np.ndarray) -> dict[str, np.ndarray]:
+            # Computed, not cached: pictures to name are new.
+            vectors, _ = embed_images(images, meta["name"], meta["views"])
+            return infer(vectors)
+
+        return infer_pictures
+
+    def export_input(self, meta: dict[str, Any] | None, image_size: int,
+                     channels: int) -> dict[str, Any]:
+        assert meta is not None  # an embedding head's inference always has its meta
+        return {
+            "name": "embedding", "dtype": "float32",
+            "shape": [None, meta["views"], meta["dim"]],
+            "meaning": f"the {meta['name']} embedding of each face crop (the whole square "
+                       "image_size picture), then of its mirror when views is 2",
+        }
+
+
+class Ensemble(ModelFamily):
+    """Registered presets trained alone, their probabilities averaged (``model.members``)."""
+
+    name = "ensemble"
+
+    def members(self, config: Config) -> list[Config]:
+        """The members' configs (see :func:`facefold.models.presets.member_configs`)."""
+        return member_configs(config)
+
+    def check_available(self, config: Config) -> None:
+        for member in self.members(config):
+            family_of(member).check_available(member)
+
+
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (CNN(), EmbeddingHead(), Ensemble())}
+
+
+def family_of(config: Config) -> ModelFamily:
+    """The family of a config."""
+    return FAMILIES[config.family]
+
+
+def leaf_configs(config: Config) -> list[Config]:
+    """The configs that train a network: an ensemble's members, else ``[config]``."""
+    family = family_of(config)
+    return family.members(config) if isinstance(family, Ensemble) else [config]
+
+
+def check_embedding_meta(meta: Any, where: Path) -> dict[str, Any]:
+    """An embedding entry (of a run or an export), checked field by field and against the
+    installed embedding model: a head must get the embeddings it learned on."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where}: field 'embedding' must be an object, got {meta!r}")
+    name, version = meta.get("name"), meta.get("model_version")
+    if name not in EMBEDDING_DIMS:
+        raise ValueError(f"{where}: field 'embedding.name' must be one of "
+                         f"{', '.join(EMBEDDING_DIMS)}, got {name!r}")
+    views, dim = meta.get("views"), meta.get("dim")
+    if views not in (1, 2) or dim != EMBEDDING_DIMS[name]:
+        raise ValueError(f"{where}: fields 'embedding.views' (1 or 2) and 'embedding.dim' "
+                         f"({EMBEDDING_DIMS[name]}) are {views!r} and {dim!r}")
+    installed = embedder(name).version
+    if version != installed:
+        raise ValueError(
+            f"{where} was trained on {name} embeddings of model version "
+            f"{str(version)[:12]}…, but the installed weights give version "
+            f"{installed[:12]}…: train the head again on this version"
+        )
+    return meta
+
+
+class SplitSource:
+    """Loads the inputs of a dataset once per kind (pixels per channel count, or an
+    embedding with its views) for every config that asks: :meth:`get`."""
+
+    def __init__(self, data_dir: str | Path, log: Log = print) -> None:
+        self.data_dir = Path(data_dir)
+        self.log = log
+        self._loaded: dict[tuple, list[Split]] = {}
+
+    def get(self, config: Config) -> list[Split]:
+        """The inputs of ``config`` (see :meth:`ModelFamily.load_inputs`), loaded once."""
+        family = family_of(config)
+        key = family.input_key(config)
+        if key not in self._loaded:
+            self._loaded[key] = family.load_inputs(self.data_dir, config, self.log)
+        return self._loaded[key]

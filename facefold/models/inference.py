@@ -1,0 +1,135 @@
+"""Inference models: a trained network wrapped to take what a deployed model is given.
+
+The wrapped model returns ``{"logits": (N, classes), "features": (N, D)}`` in float32,
+``features`` being the input of the logits layer (for the cosine open-set score).
+
+- CNN: uint8 images (N, S, S, C), the *whole* square image as stored in a dataset; the
+  model cuts the central crop, scales it to [0, 1] and resizes it itself
+  (:class:`CenterCropScale`, :class:`MatrixResize`), so every export format runs the
+  same ops and computes the same numbers.
+- Embedding head: the embeddings (N, V, D) of each picture's V views.
+
+Training code never needs these; predict, export and the analyses do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from facefold.config import ModelSpec
+from facefold.data.pipeline import center_crop
+from facefold.models.cnn import build_model  # also registers the custom layers checkpoints need
+from facefold.models.head import build_head
+
+# uint8 pictures (or embeddings) in, {"logits", "features"} float32 out.
+Infer = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+@keras.saving.register_keras_serializable(package="facefold")
+class CenterCropScale(keras.layers.Layer):
+    """uint8 images (B, S, S, C) -> their central ``crop`` window as float32 in [0, 1]."""
+
+    def __init__(self, crop: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.crop = crop
+
+    def call(self, images: tf.Tensor) -> tf.Tensor:
+        return center_crop(images, self.crop)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "crop": self.crop}
+
+
+@keras.saving.register_keras_serializable(package="facefold")
+class MatrixResize(keras.layers.Layer):
+    """The antialiased resize of :class:`keras.layers.Resizing`, as two matrix products.
+
+    An antialiased (triangle-filter) resize is linear and separable: each
+    output row mixes input rows with fixed weights, and likewise for columns.
+    The weights are read off by resizing the identity, so this is the same
+    resize as in training, built from ops that TFLite has (its converter has no
+    ``ScaleAndTranslate``, the op behind ``antialias=True``).
+    """
+
+    def __init__(self, size_in: int, size_out: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.size_in, self.size_out = size_in, size_out
+        basis = tf.eye(size_in)[:, :, None, None]  # size_in images of (size_in, 1, 1)
+        resized = tf.image.resize(basis, (size_out, 1), antialias=True)  # (in, out, 1, 1)
+        self.weights_matrix = tf.transpose(resized[:, :, 0, 0]).numpy()  # (out, in)
+
+    def call(self, images: tf.Tensor) -> tf.Tensor:
+        matrix = tf.constant(self.weights_matrix)
+        x = tf.transpose(images, [0, 3, 1, 2])  # (B, C, H, W)
+        x = tf.matmul(tf.matmul(matrix, x), matrix, transpose_b=True)  # (B, C, out, out)
+        return tf.transpose(x, [0, 2, 3, 1])  # (B, out, out, C)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "size_in": self.size_in, "size_out": self.size_out}
+
+
+def inference_model(model: keras.Model, spec: ModelSpec, image_size: int) -> keras.Model:
+    """Wrap a trained CNN as uint8 image (B, S, S, C) -> ``{"logits", "features"}``, float32.
+
+    The network is rebuilt in float32 with the trained weights (a bfloat16
+    run predicts in float32), its resize done by :class:`MatrixResize`, so
+    every export format runs the same ops and computes the same numbers.
+    """
+    # The same network without its (weightless) resize layer: input is the resized crop.
+    net = build_model(dataclasses.replace(spec, crop_size=spec.input_size),
+                      int(model.output_shape[-1]), "float32")
+    net.set_weights(model.get_weights())
+    heads = keras.Model(
+        net.inputs,
+        {"logits": net.output, "features": net.get_layer("logits").input},
+        name="cnn_with_features",
+    )
+    image = keras.Input((image_size, image_size, spec.channels), dtype="uint8", name="image")
+    x = CenterCropScale(spec.crop_size, name="center_crop")(image)  # (B, crop, crop, C)
+    if spec.input_size != spec.crop_size:
+        x = MatrixResize(spec.crop_size, spec.input_size, name="resize")(x)  # (B, in, in, C)
+    return keras.Model(image, heads(x), name="facefold_inference")
+
+
+def head_inference_model(model: keras.Model, spec: ModelSpec) -> keras.Model:
+    """Wrap a trained embedding head as embeddings (B, V, D) -> ``{"logits", "features"}``,
+    float32; ``features`` is the input of its logits layer (the mean over the views)."""
+    net = build_head(spec, int(model.output_shape[-1]), "float32")
+    net.set_weights(model.get_weights())
+    return keras.Model(
+        net.input, {"logits": net.output, "features": net.get_layer("logits").input},
+        name="facefold_head_inference",
+    )
+
+
+def keras_infer(model: keras.Model) -> Infer:
+    """Inference with an in-memory Keras model, traced once per batch shape."""
+    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return lambda x: {k: v.numpy() for k, v in call(tf.constant(x)).items()}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 for accuracy, returned as float32 (N, C)."""
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def ensemble_infer(members: Sequence[Infer]) -> Infer:
+    """Inference of an ensemble: log of the mean of the members' softmax probabilities as
+    ``logits`` (so softmax gives the mean back), the members' ``features`` concatenated."""
+    def infer(images: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = [member(images) for member in members]
+        mean = np.mean([softmax(out["logits"]) for out in outputs], axis=0)
+        return {
+            "logits": np.log(np.maximum(mean, np.finfo(np.float32).tiny)),
+            "features": np.concatenate([out["features"] for out in outputs], axis=1),
+        }
+
+    return infer

@@ -1,0 +1,251 @@
+"""Loading a model folder — a run or an export — into what inference needs.
+
+A **run folder** (``facefold train --out RUN`` or a ``case-K`` of a
+cross-validation) gives its newest checkpoint, ``labels.txt``, config and the
+image size its ``run.json`` records (:mod:`facefold.runs`); nothing is read
+back from the dataset. An **export folder** (``facefold export``, see
+:mod:`facefold.export`) carries all of that in ``export.json``. Both are
+treated as untrusted data: every field is type- and range-checked with the
+file named, labels must match the model's outputs, and every path stays
+inside the folder.
+
+What differs by model family (the inference model of a CNN or an embedding
+head, embedding each picture first) is asked of the family
+(:mod:`facefold.models.families`). An ensemble loads each member as a model of
+its own and averages their probabilities (:func:`~facefold.models.inference.ensemble_infer`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import facefold
+from facefold import runs
+from facefold.models.families import FAMILIES, Ensemble, ModelFamily, family_of
+from facefold.models.inference import Infer, ensemble_infer, keras_infer
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model folder says about its model: people, input, threshold, where it came from."""
+
+    labels: list[str]
+    image_size: int
+    crop_size: int
+    channels: int
+    kind: str  # "run" or an export format
+    source: Path
+    step: int | None = None
+    threshold: dict[str, Any] | None = None
+    centroids: np.ndarray | None = field(default=None, repr=False)
+    # An embedding head's embedding: name, model_version, views (2 with flip TTA), dim.
+    embedding: dict[str, Any] | None = None
+    family: str = "cnn"
+
+
+@dataclass
+class LoadedModel:
+    """A model folder loaded for inference: ``infer`` maps uint8 pictures (N, S, S, C) to
+    ``{"logits", "features"}``; ``keras_model`` is the wrapped inference model (runs and
+    ``.keras`` exports; what ``export`` saves); ``members`` an ensemble's, by preset."""
+
+    info: ModelInfo
+    infer: Infer
+    keras_model: keras.Model | None = None
+    members: dict[str, LoadedModel] = field(default_factory=dict)
+
+
+def load_model_folder(path: str | Path) -> LoadedModel:
+    """Load a run folder or an export folder; errors name the missing or bad file."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder {path} does not exist")
+    if runs.is_export(path):
+        return _load_export(path)
+    if runs.is_run(path):
+        return _load_run(path)
+    if runs.is_cv(path):
+        raise ValueError(
+            f"{path} is a cross-validation folder, not one model: give one of its runs "
+            f"(e.g. {runs.case_dir(path, 0)}) or an export of one"
+        )
+    raise FileNotFoundError(f"{path} is neither a run folder (no {runs.RUN_FILE}) nor an "
+                            f"export (no {runs.EXPORT_FILE})")
+
+
+def _check_outputs(model: keras.Model, labels: list[str], where: Path) -> None:
+    """A trained network's logits must be one per label (a checkpoint has one output)."""
+    outputs = int(model.output_shape[-1])
+    if outputs != len(labels):
+        raise ValueError(f"{where} lists {len(labels)} people but the model has {outputs} "
+                         "outputs: the label list does not belong to this model")
+
+
+def _load_ensemble(folder: Path, member_dirs: dict[str, Path], kind: str,
+                   step: int | None) -> LoadedModel:
+    """The members (runs or exports, by preset name) of an ensemble as one model."""
+    members = {name: load_model_folder(path) for name, path in member_dirs.items()}
+    if len(members) < 2:
+        raise ValueError(f"{folder}: an ensemble needs at least two members, found "
+                         f"{len(members)}")
+    first = next(iter(members.values())).info
+    for member in members.values():
+        other = member.info
+        if (other.labels, other.image_size, other.channels) != (
+                first.labels, first.image_size, first.channels):
+            raise ValueError(
+                f"ensemble members {first.source} and {other.source} differ in their people, "
+                "image size or channels: they cannot be averaged"
+            )
+    info = ModelInfo(first.labels, first.image_size, first.crop_size, first.channels, kind,
+                     folder, step, family=Ensemble.name)
+    return LoadedModel(info, ensemble_infer([m.infer for m in members.values()]),
+                       members=members)
+
+
+def _load_run(run_dir: Path) -> LoadedModel:
+    """A run folder's newest checkpoint (or an ensemble's members)."""
+    labels = runs.read_run_labels(run_dir)
+    config = runs.read_run_config(run_dir)
+    family = family_of(config)
+    members = runs.ensemble_member_dirs(run_dir)
+    if isinstance(family, Ensemble):
+        if members is None:
+            raise FileNotFoundError(f"{run_dir / runs.ENSEMBLE_FILE} is missing: the ensemble "
+                                    "has not been combined yet")
+        return _load_ensemble(run_dir, members, "run", config.train.steps)
+    found = runs.latest_checkpoint(run_dir)
+    if found is None:
+        raise FileNotFoundError(
+            f"{run_dir / runs.CHECKPOINT_DIR} holds no checkpoint: train the run first"
+        )
+    step, checkpoint = found
+    model = keras.models.load_model(checkpoint, compile=False)
+    _check_outputs(model, labels, run_dir / runs.LABELS_FILE)
+    spec = config.model
+    image_size = runs.run_image_size(run_dir, spec.crop_size)
+    wrapped, meta = family.inference(model, config, image_size, runs.read_run_info(run_dir))
+    infer = family.picture_inference(keras_infer(wrapped), meta, run_dir)
+    info = ModelInfo(labels, image_size, spec.crop_size, spec.channels, "run", run_dir, step,
+                     runs.read_threshold(run_dir), runs.read_centroids(run_dir, len(labels)),
+                     meta, family.name)
+    return LoadedModel(info, infer, wrapped)
+
+
+def savedmodel_infer(path: Path) -> Infer:
+    """Inference with a SavedModel written by ``facefold export --format savedmodel``."""
+    loaded = tf.saved_model.load(str(path))
+    return lambda x: {k: v.numpy() for k, v in loaded.serve(tf.constant(x)).items()}
+
+
+def tflite_infer(path: Path) -> Infer:
+    """Inference with a ``.tflite`` file through ``tf.lite.Interpreter`` (resized per batch)."""
+    with warnings.catch_warnings():
+        # TF 2.21 still ships tf.lite.Interpreter but warns that it moves to ai_edge_litert.
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    runner = interpreter.get_signature_runner()
+    (name,) = runner.get_input_details()  # the export has one input, "image"
+    return lambda x: runner(**{name: x})
+
+
+def _positive_int(meta: dict[str, Any], key: str, where: Path, low: int = 1) -> int:
+    value = meta.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{where}: field '{key}' must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def read_export_info(folder: Path) -> dict[str, Any]:
+    """``export.json`` of an export folder, checked field by field (errors name the file and
+    the field) and to be of this facefold's export format."""
+    path = folder / runs.EXPORT_FILE
+    meta = runs.read_json_object(path)
+    if meta.get("export_format") != runs.EXPORT_FORMAT:
+        raise ValueError(
+            f"{path} was written by facefold {meta.get('facefold_version', '?')} (export format "
+            f"{meta.get('export_format', '?')}); facefold {facefold.__version__} reads export "
+            f"format {runs.EXPORT_FORMAT}: export the run again with this version"
+        )
+    if meta.get("format") not in runs.MODEL_FILES:
+        raise ValueError(f"{path}: field 'format' must be one of {', '.join(runs.MODEL_FILES)}, "
+                         f"got {meta.get('format')!r}")
+    labels = meta.get("labels")
+    if not isinstance(labels, list) or not all(isinstance(n, str) and n for n in labels) or (
+            len(set(labels)) != len(labels)):
+        raise ValueError(f"{path}: field 'labels' must be a list of distinct, non-empty names")
+    crop = _positive_int(meta, "crop_size", path, 8)
+    _positive_int(meta, "image_size", path, crop)
+    if meta.get("channels") not in (1, 3):
+        raise ValueError(f"{path}: field 'channels' must be 1 or 3, got {meta.get('channels')!r}")
+    if meta.get("step") is not None:
+        _positive_int(meta, "step", path, 0)
+    if meta.get("threshold") is not None:
+        runs.check_threshold(meta["threshold"], path)
+    return meta
+
+
+def export_family(meta: dict[str, Any], where: Path) -> ModelFamily:
+    """The model family of an export (exports before the ``family`` field: a head when it
+    names an embedding)."""
+    name = meta.get("family") or ("embedding" if meta.get("embedding") else "cnn")
+    if name not in FAMILIES:
+        raise ValueError(f"{where}: field 'family' must be one of {', '.join(FAMILIES)}, "
+                         f"got {name!r}")
+    return FAMILIES[name]
+
+
+def _load_export(folder: Path) -> LoadedModel:
+    """An export folder (``export.json`` + model file) as a model."""
+    meta = read_export_info(folder)
+    where = folder / runs.EXPORT_FILE
+    if meta.get("ensemble"):
+        entries = meta["ensemble"].get("members") if isinstance(meta["ensemble"], dict) else None
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError(f"{where}: field 'ensemble.members' must be a list of objects")
+        members = {runs.safe_name(str(m.get("preset"))):
+                   runs.contained(folder, m.get("export"), "ensemble.members.export", where)
+                   for m in entries}
+        return _load_ensemble(folder, members, meta["format"], meta.get("step"))
+    family = export_family(meta, where)
+    model_path = folder / runs.MODEL_FILES[meta["format"]]
+    if not model_path.exists():
+        raise FileNotFoundError(f"{model_path} is missing from the export {folder}")
+    labels = list(meta["labels"])
+    model = None
+    if meta["format"] == "keras":
+        model = keras.models.load_model(model_path, compile=False)
+        infer = keras_infer(model)
+    elif meta["format"] == "savedmodel":
+        infer = savedmodel_infer(model_path)
+    else:
+        infer = tflite_infer(model_path)
+    infer = family.picture_inference(infer, meta.get("embedding"), folder)
+    infer = _checked_outputs(infer, len(labels), where)
+    info = ModelInfo(labels, int(meta["image_size"]), int(meta["crop_size"]),
+                     int(meta["channels"]), meta["format"], folder, meta.get("step"),
+                     meta.get("threshold"), runs.read_centroids(folder, len(labels)),
+                     meta.get("embedding"), family.name)
+    return LoadedModel(info, infer, model)
+
+
+def _checked_outputs(infer: Infer, classes: int, where: Path) -> Infer:
+    """``infer`` that raises a clear error when the model's outputs are not one per label
+    (a SavedModel or TFLite file is only known once it has run)."""
+    def checked(x: np.ndarray) -> dict[str, np.ndarray]:
+        out = infer(x)
+        logits = np.asarray(out["logits"])
+        if logits.ndim != 2 or logits.shape[1] != classes:
+            raise ValueError(f"{where} lists {classes} people but the model gives "
+                             f"{logits.shape[1:]} outputs: the label list does not belong to "
+                             "this model")
+        return out
+
+    return checked
