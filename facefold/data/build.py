@@ -5,13 +5,25 @@ Input: ``SRC/<person>/<any image file>``. Output: ``OUT/data-00.tfrecords`` …,
 :mod:`facefold.data.records`. Every shard holds the same number of crops of
 every person (±1), so any shard can be the held-out fold of a K-fold
 cross-validation.
+
+The dataset is written to a hidden sibling folder ``.OUT.building-XXXXXXXX``
+and swapped with ``OUT`` only once it is complete, so a killed build leaves
+either the old dataset or the new one in ``OUT``, never a mix (see
+:func:`_publish`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import os
-from collections.abc import Callable, Sequence
+import secrets
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +39,15 @@ Log = Callable[[str], None]
 
 # How many reasons the summary prints before "…"; the manifest lists them all.
 _SHOWN = 5
+
+# Written into a dataset folder by `dataset inspect` (the CLI's default): it
+# shows the old crops, so an overwrite drops it with the old dataset.
+MONTAGE_FILE = "montage.png"
+# Temporary folders: ".OUT.building-XXXXXXXX" beside OUT holds a build until it
+# is swapped in; ".OUT.old-XXXXXXXX" holds the old OUT for the moment of a swap
+# done by two renames; "OUT/.building-XXXXXXXX" is used where OUT cannot be
+# swapped whole (a mount point, or a parent folder we may not write).
+_BUILDING, _OLD = "building", "old"
 
 
 @dataclass(frozen=True)
@@ -48,7 +69,6 @@ class _Scan:
     skipped: list[dict[str, str]] = field(default_factory=list)
     duplicates: list[dict[str, str]] = field(default_factory=list)
     near_duplicates: list[dict[str, Any]] = field(default_factory=list)
-    bad_names: list[str] = field(default_factory=list)
 
 
 def build_dataset(
@@ -75,18 +95,29 @@ def build_dataset(
     summary and the manifest. So are near-duplicates: a crop whose 256-bit
     perceptual hash is at most ``near_duplicates`` bits from an earlier kept
     crop anywhere in the tree (0 disables; the default 16 is explained in
-    :mod:`facefold.data.neardup`). ``manifest.json`` is written last: a folder
-    without it is an interrupted build.
+    :mod:`facefold.data.neardup`).
 
-    Returns the manifest as a dict. Raises ``ValueError`` for a bad parameter
-    or when fewer than two people qualify, ``FileExistsError`` when ``out``
-    already holds a dataset and ``overwrite`` is false.
+    Nothing in ``out`` changes until the new dataset is complete in a
+    temporary sibling folder (so the disk needs room for both); then the two
+    are swapped in one step. Files in ``out`` that are not part of a dataset
+    (notes, sub-folders) are kept; the old shards, ``labels.txt``,
+    ``manifest.json`` and ``montage.png`` are replaced. A temporary folder
+    left by a killed build is removed by the next build.
+
+    Returns the manifest as a dict. Raises ``ValueError`` for a bad parameter,
+    a person folder whose name cannot be a label (see
+    :func:`facefold.data.records.label_name_problem`) or when fewer than two
+    people qualify, ``FileExistsError`` when ``out`` already holds a dataset
+    and ``overwrite`` is false or is a file.
     """
     _check_params(shards=shards, per_class=per_class, size=size, jpeg_quality=jpeg_quality)
     near_duplicates = neardup.check_distance(near_duplicates)
     src, out = Path(src).resolve(), Path(out).resolve()
     if not src.is_dir():
         raise FileNotFoundError(f"source folder {src} does not exist")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; the output must be a folder (new or existing)")
+    _restore_interrupted_swap(out, log)
     existing = _existing_outputs(out)
     if existing and not overwrite:
         raise FileExistsError(
@@ -96,6 +127,7 @@ def build_dataset(
         )
 
     folders = _person_folders(src, exclude=out)
+    _check_folder_names(src, folders)
     log(f"scanning {len(folders)} person folders in {src}")
     scan = _scan(src, folders, size=size, jpeg_quality=jpeg_quality, near=near_duplicates)
     _drop_near_duplicates(scan, near_duplicates)
@@ -105,12 +137,38 @@ def build_dataset(
     people = [kept[i] for i in rng.permutation(len(kept))]
     shard_records = _distribute(people, scan.crops, per_class, shards, rng)
 
-    # Only now, with everything validated, is the old dataset removed.
-    for path in existing:
-        path.unlink()
+    # Only now, with everything validated, is anything written.
     _remove_stale_temporaries(out)
-    counts, hashes = _write(out, shard_records, people)
-    manifest = {  # key order: what was built, how, the result, then what was left out
+    with _staging_folder(out) as stage:
+        counts, hashes = _write(stage, shard_records, people)
+        manifest = _manifest(
+            src=src, seed=seed, size=size, per_class=per_class, shards=shards,
+            jpeg_quality=jpeg_quality, near_duplicates=near_duplicates, people=people,
+            counts=counts, hashes=hashes, scan=scan, dropped=dropped,
+        )
+        records.write_json_atomic(stage / records.MANIFEST_FILE, manifest)
+        _publish(stage, out)
+    _log_summary(log, manifest, out)
+    return manifest
+
+
+def _manifest(
+    *,
+    src: Path,
+    seed: int,
+    size: int,
+    per_class: int,
+    shards: int,
+    jpeg_quality: int,
+    near_duplicates: int,
+    people: Sequence[str],
+    counts: list[list[int]],
+    hashes: dict[str, str],
+    scan: _Scan,
+    dropped: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The contents of ``manifest.json`` for a build with these parameters and results."""
+    return {  # key order: what was built, how, the result, then what was left out
         "facefold_version": facefold.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": str(src),
@@ -121,7 +179,7 @@ def build_dataset(
         "jpeg_quality": jpeg_quality,
         "near_dup_distance": near_duplicates,
         "near_dup_hash": neardup.HASH_NAME,
-        "people": people,
+        "people": list(people),
         "counts": counts,
         "shard_sha256": hashes,
         "skipped": scan.skipped,
@@ -129,9 +187,6 @@ def build_dataset(
         "near_duplicates": scan.near_duplicates,
         "dropped_people": dropped,
     }
-    records.write_json_atomic(out / records.MANIFEST_FILE, manifest)
-    _log_summary(log, manifest, out)
-    return manifest
 
 
 def _check_params(*, shards: int, per_class: int, size: int, jpeg_quality: int) -> None:
@@ -160,14 +215,192 @@ def _existing_outputs(out: Path) -> list[Path]:
     return found + sorted(shards)
 
 
+def _dataset_owned(name: str) -> bool:
+    """Whether a file named ``name`` directly in a dataset folder belongs to the dataset.
+
+    These are replaced by a new build; anything else in the folder is the user's and kept.
+    """
+    if name in (records.MANIFEST_FILE, records.LABELS_FILE, MONTAGE_FILE):
+        return True
+    if records.SHARD_REGEX.match(name):
+        return True
+    # A .tmp file a killed writer left behind (see records.atomic_path).
+    ours = (".data-", f".{records.LABELS_FILE}.", f".{records.MANIFEST_FILE}.")
+    return name.startswith(ours) and name.endswith(".tmp")
+
+
+def _temporary_name(kind: str, out_name: str = "") -> str:
+    """``.OUT.building-XXXXXXXX`` (or ``.old-``) for a sibling of ``OUT``, ``.building-XXXXXXXX``
+    inside it (``out_name`` empty); ``XXXXXXXX`` is random hex."""
+    return f".{out_name + '.' if out_name else ''}{kind}-{secrets.token_hex(4)}"
+
+
+def _is_temporary(name: str, kind: str, out_name: str = "") -> bool:
+    """Whether ``name`` is one of :func:`_temporary_name`'s (exactly, so that another
+    dataset's temporary folder is never mistaken for this one's)."""
+    prefix = f".{out_name + '.' if out_name else ''}{kind}-"
+    tail = name.removeprefix(prefix)
+    return name.startswith(prefix) and len(tail) == 8 and all(c in "0123456789abcdef" for c in tail)
+
+
+def _siblings(out: Path, kind: str) -> list[Path]:
+    """The temporary folders of ``kind`` beside ``out``, oldest first."""
+    if not out.parent.is_dir():
+        return []
+    found = [p for p in out.parent.iterdir() if _is_temporary(p.name, kind, out.name)]
+    return sorted((p for p in found if p.is_dir()), key=lambda p: p.stat().st_mtime)
+
+
+def _restore_interrupted_swap(out: Path, log: Log) -> None:
+    """Put the old dataset back when a build was killed between the two renames of a swap.
+
+    Only :func:`_swap_by_renames` leaves ``out`` missing, and only for a
+    moment; its ``.OUT.old-…`` folder then holds the complete old ``out``.
+    """
+    old = _siblings(out, _OLD)
+    if out.exists() or not old:
+        return
+    old[-1].rename(out)
+    log(f"restored {out} from {old[-1].name}, left by a build killed while swapping folders")
+
+
 def _remove_stale_temporaries(out: Path) -> None:
-    """Delete ``.tmp`` files a killed earlier build left behind (see records.atomic_path)."""
+    """Delete what a killed earlier build left behind: its temporary folders and ``.tmp`` files.
+
+    Safe because none of them holds the only copy of a user's file: a
+    building folder holds hard links or copies of them, and an old folder is
+    one that :func:`_restore_interrupted_swap` did not need, left after
+    ``out`` received the new dataset (see :func:`_publish`).
+    """
+    for path in _siblings(out, _BUILDING):
+        shutil.rmtree(path)
     if not out.is_dir():
         return
-    ours = (".data-", f".{records.LABELS_FILE}.", f".{records.MANIFEST_FILE}.")
+    for path in _siblings(out, _OLD):
+        shutil.rmtree(path)
     for path in out.iterdir():
-        if path.name.startswith(ours) and path.name.endswith(".tmp"):
+        if _is_temporary(path.name, _BUILDING) and path.is_dir():
+            shutil.rmtree(path)
+        elif _dataset_owned(path.name) and path.name.endswith(".tmp"):
             path.unlink()
+
+
+@contextmanager
+def _staging_folder(out: Path) -> Iterator[Path]:
+    """A new empty folder to build the dataset in, removed again with what it holds at the end.
+
+    It is a sibling of ``out`` (so it can be swapped with it), or a hidden
+    folder inside ``out`` when ``out`` is a mount point or its parent is not
+    writable. After a swap it holds the old dataset, hence the removal.
+    """
+    in_place = out.is_dir() and (os.path.ismount(out) or not os.access(out.parent, os.W_OK))
+    parent, out_name = (out, "") if in_place else (out.parent, out.name)
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        stage = parent / _temporary_name(_BUILDING, out_name)
+        try:
+            stage.mkdir()  # not mkdtemp: it would make the published folder private (0700)
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield stage
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage)
+
+
+def _publish(stage: Path, out: Path) -> None:
+    """Make the complete dataset in ``stage`` the one in ``out``, keeping the user's files.
+
+    With ``stage`` beside ``out``: the user's files are hard-linked (or
+    copied) into ``stage``, then the two folders are exchanged in one atomic
+    step, so ``out`` is at every moment the complete old or new dataset.
+    With ``stage`` inside ``out`` the files are moved one by one instead, the
+    manifest removed first and put back last, so a kill leaves ``out``
+    without ``manifest.json``: the mark of an interrupted build.
+    """
+    if stage.parent == out:
+        for path in [*_existing_outputs(out), out / MONTAGE_FILE]:
+            path.unlink(missing_ok=True)
+        for path in sorted(stage.iterdir(), key=lambda p: p.name == records.MANIFEST_FILE):
+            os.replace(path, out / path.name)
+        return
+    if not out.exists():
+        os.rename(stage, out)
+        return
+    _carry_user_files(out, stage)
+    shutil.copymode(out, stage)
+    if not _exchange(stage, out):
+        _swap_by_renames(stage, out)
+
+
+def _carry_user_files(out: Path, stage: Path) -> None:
+    """Hard-link (or, where the file system has no hard links, copy) into ``stage``
+    every entry of ``out`` that is not part of the dataset."""
+    for path in sorted(out.iterdir()):
+        if _dataset_owned(path.name) or _is_temporary(path.name, _BUILDING):
+            continue
+        target = stage / path.name
+        if path.is_symlink():
+            os.symlink(os.readlink(path), target)
+        elif path.is_dir():
+            shutil.copytree(path, target, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(path, target)
+
+
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """Hard-link ``src`` as ``dst``, or copy it with its metadata where linking fails."""
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """The C library's ``renameat2``, or None where there is none (not Linux, glibc < 2.28)."""
+    if sys.platform != "linux":
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_uint]
+    return function
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders atomically (``renameat2(RENAME_EXCHANGE)``, Linux 3.15+).
+
+    Returns False where the system or file system cannot, so the caller falls back.
+    """
+    at_fdcwd, rename_exchange = -100, 2  # from <fcntl.h> and <linux/fs.h>
+    function = _renameat2()
+    if function is None:
+        return False
+    if function(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def _swap_by_renames(stage: Path, out: Path) -> None:
+    """Swap with two renames where :func:`_exchange` cannot: ``out`` to ``.OUT.old-…``, then
+    ``stage`` to ``out``. A kill between the two is undone by the next build
+    (:func:`_restore_interrupted_swap`)."""
+    old = out.parent / _temporary_name(_OLD, out.name)
+    os.rename(out, old)
+    try:
+        os.rename(stage, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old)
 
 
 def _person_folders(src: Path, exclude: Path) -> list[Path]:
@@ -176,6 +409,25 @@ def _person_folders(src: Path, exclude: Path) -> list[Path]:
         p
         for p in src.iterdir()
         if p.is_dir() and not p.name.startswith(".") and p.resolve() != exclude
+    )
+
+
+def _check_folder_names(src: Path, folders: Sequence[Path]) -> None:
+    """Raise ``ValueError`` naming every person folder whose name cannot be a label.
+
+    Refused, not skipped: a name holding e.g. ``"\\x85"`` would have been
+    split into two labels by a reader using ``str.splitlines``, and a person
+    quietly left out is easy to miss; renaming the folder is the fix.
+    """
+    bad = [(f.name, problem) for f in folders if (problem := records.label_name_problem(f.name))]
+    if not bad:
+        return
+    shown = "; ".join(f"{name!r} {problem}" for name, problem in bad[:20])
+    raise ValueError(
+        f"{len(bad)} person folder name{'s' if len(bad) > 1 else ''} in {src} cannot be "
+        f"label names: {shown}{'; …' if len(bad) > 20 else ''}. A label is one line of "
+        f"{records.LABELS_FILE}: no control, line-separator or invisible format characters "
+        "and no whitespace at either end; rename the folder (nothing was written)"
     )
 
 
@@ -199,10 +451,6 @@ def _scan(
     scan = _Scan()
     jobs: list[tuple[str, Path]] = []
     for folder in folders:
-        if folder.name != folder.name.strip() or "\n" in folder.name:
-            # labels.txt strips each line, so such a name could not be read back.
-            scan.bad_names.append(folder.name)
-            continue
         files = _person_files(folder)
         scan.files[folder.name] = len(files)
         scan.crops[folder.name] = []
@@ -280,10 +528,7 @@ def _select_people(scan: _Scan, per_class: int) -> tuple[list[str], list[dict[st
     listing everyone's count when fewer than two people qualify.
     """
     kept: list[str] = []
-    dropped: list[dict[str, Any]] = [
-        {"name": name, "images": 0, "reason": "folder name starts or ends with a space"}
-        for name in scan.bad_names
-    ]
+    dropped: list[dict[str, Any]] = []
     for name, crops in scan.crops.items():
         if len(crops) >= per_class:
             kept.append(name)

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -208,20 +209,97 @@ def write_shard(path: str | Path, records: Iterable[Record]) -> int:
     return count
 
 
+# Unicode categories that may not appear in a label name: control characters
+# (Cc: \r, \x0b, \x85, …), line and paragraph separators (Zl, Zp: U+2028,
+# U+2029), invisible format characters (Cf: bidi overrides, zero-width space,
+# BOM) and lone surrogates (Cs: a folder name that was not valid UTF-8). Any of
+# them would split a line of labels.txt for some reader (str.splitlines, an
+# editor) or make two different names look the same.
+_BAD_CATEGORIES = {
+    "Cc": "a control character",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+    "Cf": "an invisible format character",
+    "Cs": "an unpaired surrogate (the name is not valid UTF-8)",
+}
+# Zero-width non-joiner and joiner are Cf but part of ordinary spelling (Persian,
+# Indic scripts, emoji sequences), so names holding them are allowed.
+_ALLOWED_FORMAT = {"\u200c", "\u200d"}
+
+
+def label_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a label (one line of ``labels.txt``), or None when it can.
+
+    A label is a non-empty string without surrounding whitespace and without
+    any character of :data:`_BAD_CATEGORIES`; the answer names the first
+    offending character, e.g. ``"holds U+0085 '\\x85' (a control character)"``.
+    """
+    if not name:
+        return "is empty"
+    if name != name.strip():
+        return "starts or ends with whitespace"
+    for char in name:
+        kind = _BAD_CATEGORIES.get(unicodedata.category(char))
+        if kind and char not in _ALLOWED_FORMAT:
+            return f"holds U+{ord(char):04X} {char!r} ({kind})"
+    return None
+
+
 def read_labels(data_dir: str | Path) -> list[str]:
-    """The label names of a dataset (``labels.txt``), index = label."""
+    """The label names in ``data_dir/labels.txt``, index = label (dataset or run folder).
+
+    Lines are split on ``"\\n"`` only, so no other separator can ever add a
+    label. One ``"\\r"`` before each ``"\\n"`` is dropped (a file saved with
+    Windows line ends reads the same) and so is a UTF-8 byte-order mark; blank
+    lines are allowed only at the end. Raises ``FileNotFoundError`` when the
+    folder or file is missing, ``ValueError`` naming the file and line when
+    the file is not UTF-8, a line is blank before the last name, a name
+    breaks :func:`label_name_problem` or repeats an earlier one.
+    """
     if not Path(data_dir).is_dir():
         raise FileNotFoundError(f"dataset folder {data_dir} does not exist")
     path = Path(data_dir) / LABELS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: a dataset needs its label list")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    names = [n for n in names if n]
-    if len(set(names)) != len(names):
-        raise ValueError(f"{path}: label names repeat")
-    return names
+        raise FileNotFoundError(f"{path} is missing: a dataset or run folder needs its label list")
+    try:
+        # Bytes, not read_text(): text mode would turn a lone "\r" into a line end.
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason})") from err
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    first_line: dict[str, int] = {}  # name -> 1-based line it first appears on
+    for number, name in enumerate(lines, start=1):
+        if not name:
+            raise ValueError(
+                f"{path} line {number} is blank: every line up to the last name must hold "
+                "one name (a blank line would shift the label index of every later name)"
+            )
+        problem = label_name_problem(name)
+        if problem:
+            raise ValueError(f"{path} line {number}: name {name!r} {problem}")
+        if name in first_line:
+            raise ValueError(
+                f"{path} line {number}: name {name!r} repeats line {first_line[name]}"
+            )
+        first_line[name] = number
+    return lines
 
 
 def write_labels(data_dir: str | Path, names: list[str]) -> None:
-    """Write ``labels.txt`` atomically."""
+    """Write ``names`` as ``data_dir/labels.txt`` (one per line, UTF-8), atomically.
+
+    Raises ``ValueError`` naming the first name that :func:`read_labels` could
+    not read back: one breaking :func:`label_name_problem` or a repeat.
+    """
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        problem = label_name_problem(name)
+        if problem:
+            raise ValueError(f"label {index} {name!r} {problem}; it cannot be a line of "
+                             f"{LABELS_FILE}")
+        if name in seen:
+            raise ValueError(f"label {index} {name!r} repeats an earlier label")
+        seen.add(name)
     write_text_atomic(Path(data_dir) / LABELS_FILE, "".join(f"{n}\n" for n in names))
