@@ -1,25 +1,37 @@
 # The two commands a newcomer needs:  make demo   and   make test
-PYTHON ?= python3
+#   make demo  creates .venv with facefold and only what it needs, then runs the demo
+#   make test  adds the test tools and every extra to the same .venv, then runs the suite
+# facefold needs Python 3.11 exactly (its TensorFlow); python3.11 is used when it is on PATH.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
+BASE := $(VENV)/.installed-base
+DEV := $(VENV)/.installed-dev
 
-.PHONY: setup demo test lint clean
+.PHONY: demo test lint clean
 
-$(BIN)/facefold: pyproject.toml
+$(BASE): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { \
+	  echo "facefold needs Python 3.11; $(PYTHON) --version says: $$($(PYTHON) --version 2>&1)" >&2; \
+	  echo "Install Python 3.11 (e.g. apt install python3.11-venv, or pyenv install 3.11)," >&2; \
+	  echo "then: rm -rf $(VENV) && make $(or $(MAKECMDGOALS),demo) PYTHON=python3.11" >&2; \
+	  exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(DEV): $(BASE)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-setup: $(BIN)/facefold  ## create .venv and install facefold with its test tools
-
-demo: setup  ## SYNTHETIC-face cross-validation, a few minutes on 2 CPU cores
+demo: $(BASE)  ## SYNTHETIC-face cross-validation, a few minutes on 2 CPU cores
 	$(BIN)/facefold demo --out runs/demo
 
-test: setup  ## the whole test suite (skips real-data tests when ../shared is absent)
+test: $(DEV)  ## the whole test suite (skips real-data tests when ../shared is absent)
 	$(BIN)/python -m pytest -q
 
-lint:
+lint: $(DEV)
 	$(BIN)/ruff check facefold tests
 
 clean:

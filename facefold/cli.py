@@ -9,12 +9,73 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from facefold import __version__
+
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+THREADS_HELP = "TensorFlow intra-op threads (default 0 = one per core)"
+
+
+class _DeprecatedAlias(argparse.Action):
+    """A hidden old spelling of an option: prints a one-line notice, then stores into ``dest``."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str, **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                         **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        _warn_deprecated(option_string or self.dest, self.new)
+        setattr(namespace, self.dest, values)
+
+
+def _warn_deprecated(old: str, new: str) -> None:
+    print(f"facefold: warning: {old} is deprecated, use {new} (the old spelling will be "
+          "removed in the next release)", file=sys.stderr)
+
+
+def _alias(parser: argparse.ArgumentParser, old: str, new: argparse.Action) -> None:
+    """Keep ``old`` working as a hidden, deprecated spelling of the option ``new``."""
+    parser.add_argument(old, dest=new.dest, type=new.type, action=_DeprecatedAlias,
+                        new=new.option_strings[0])
+
+
+def _add_out(parser: argparse.ArgumentParser, help: str, legacy_positional: bool = False) -> None:
+    """``--out DIR``, the output folder, required. ``legacy_positional`` also accepts the old
+    positional OUT (deprecated; :func:`parse_args` checks that one of the two is given)."""
+    if not legacy_positional:
+        parser.add_argument("--out", type=Path, required=True, help=help)
+        return
+    parser.add_argument("legacy_out", type=Path, nargs="?", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=f"{help} (required)")
+    parser.set_defaults(out_parser=parser)
+
+
+def _resolve_legacy_out(args: argparse.Namespace) -> None:
+    """Accept the old positional OUT where ``--out`` replaced it; require one of the two."""
+    parser = getattr(args, "out_parser", None)
+    if parser is None:
+        return
+    if args.legacy_out is not None:
+        if args.out is not None:
+            parser.error("give the output folder once, as --out OUT")
+        _warn_deprecated("the positional OUT", "--out OUT")
+        args.out = args.legacy_out
+    elif args.out is None:
+        parser.error("the following arguments are required: --out")
+
+
+def _add_folds(parser: argparse.ArgumentParser) -> None:
+    """``--folds``: which shards are held out, one case each (cv and experiment)."""
+    parser.add_argument("--folds", default="all",
+                        help="held-out shards, one case each: 'all' (default) or e.g. 0 or 0,3 "
+                        "(significance over folds needs at least 2)")
 
 
 def _add_config_args(parser: argparse.ArgumentParser, preset: bool = True) -> None:
@@ -101,7 +162,7 @@ def _cmd_dataset_inspect(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from facefold.train import train
 
-    eval_shards = [int(k) for k in args.eval_shards.split(",")]
+    eval_shards = [int(k) for k in args.folds.split(",")]
     rows = train(args.data, _config_from_args(args), args.out, eval_shards,
                  restart=args.restart)
     print(f"final held-out accuracy at step {rows[-1]['step']}: {rows[-1]['eval_accuracy']:.4f}")
@@ -150,7 +211,12 @@ def _cmd_report(args: argparse.Namespace) -> None:
 def _cmd_analyze_sparsity(args: argparse.Namespace) -> None:
     from facefold.report.sparsity import analyze_sparsity
 
-    print(analyze_sparsity(args.runs, args.out))
+    out = args.out
+    if out is not None and out.suffix.lower() == ".png":  # the old meaning: the file itself
+        _warn_deprecated("--out FILE.png", "--out DIR (writes DIR/sparsity.png)")
+    elif out is not None:
+        out = out / "sparsity.png"
+    print(analyze_sparsity(args.runs, out))
 
 
 def _cmd_analyze_errors(args: argparse.Namespace) -> None:
@@ -184,12 +250,13 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from facefold.bench import format_bench, run_bench
     from facefold.data.records import write_json_atomic
 
-    result = run_bench(args.preset, args.precision, args.size, args.batch, args.steps,
-                       args.warmup, args.data, args.threads, rounds=args.rounds)
+    result = run_bench(args.preset, args.precision, args.input_size, args.batch_size,
+                       args.timed_steps, args.warmup, args.data, args.threads, rounds=args.rounds)
     print(format_bench(result))
-    if args.json:
-        write_json_atomic(args.json, result)
-        print(f"Wrote {args.json}")
+    path = args.out / "bench.json" if args.out else getattr(args, "legacy_json", None)
+    if path:
+        write_json_atomic(path, result)
+        print(f"Wrote {path}")
 
 
 def _cmd_cv_open_set(args: argparse.Namespace) -> None:
@@ -285,8 +352,9 @@ def _add_faces_commands(commands: argparse._SubParsersAction) -> None:
         "crop", help="photos -> aligned face crops, same folder layout (e.g. one per person)"
     )
     crop.add_argument("photos", type=Path, metavar="PHOTOS", help="folder of photos (recursive)")
-    crop.add_argument("out", type=Path, metavar="OUT", help="folder for the crops")
-    crop.add_argument("--size", type=int, default=112, help="crop side in pixels (default 112)")
+    _add_out(crop, "folder for the crops", legacy_positional=True)
+    crop.add_argument("--size", type=int, default=112,
+                      help="side of the square crops in pixels (default 112)")
     crop.add_argument("--multiple", choices=["largest", "all"], default="largest",
                       help="photos with several faces: keep the largest (default) or all")
     crop.add_argument("--min-score", type=float, default=0.9,
@@ -299,19 +367,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facefold", description="Train and cross-validate face-identification CNNs."
     )
-    parser.add_argument("--threads", type=int, default=0,
-                        help="TensorFlow intra-op threads (0 = one per core)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
     dataset = commands.add_parser("dataset", help="build or check TFRecord shards")
     dataset_commands = dataset.add_subparsers(dest="dataset_command", required=True)
     build = dataset_commands.add_parser("build", help="face folders -> balanced shards")
     build.add_argument("src", type=Path, help="folder with one sub-folder of images per person")
-    build.add_argument("out", type=Path, help="output folder for data-NN.tfrecords")
-    build.add_argument("--shards", type=int, default=6)
-    build.add_argument("--per-class", type=int, default=180, help="images kept per person")
-    build.add_argument("--size", type=int, default=112, help="crop side in pixels")
-    build.add_argument("--seed", type=int, default=0)
+    _add_out(build, "output folder for data-NN.tfrecords, labels.txt, manifest.json",
+             legacy_positional=True)
+    build.add_argument("--shards", type=int, default=6,
+                       help="number of shards, which is the number of folds of `cv` (default 6)")
+    build.add_argument("--per-class", type=int, default=180,
+                       help="images kept per person: people with fewer are left out, people "
+                       "with more are sampled down to it (default 180)")
+    build.add_argument("--size", type=int, default=112,
+                       help="side of the square crops in pixels (default 112)")
+    build.add_argument("--seed", type=int, default=0,
+                       help="fixes which images are kept and the shard of each (default 0)")
     build.add_argument("--overwrite", action="store_true", help="replace existing shards in OUT")
     build.add_argument("--near-dup-distance", type=int, default=16, metavar="BITS",
                        help="drop pictures whose 256-bit perceptual hash is within BITS of an "
@@ -325,16 +399,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train on some shards, evaluate on others")
     train.add_argument("data", type=Path, help="dataset folder (data-NN.tfrecords)")
-    train.add_argument("--eval-shards", default="0", help="held-out shard(s), e.g. 0 or 0,1")
-    train.add_argument("--out", type=Path, required=True, help="run folder (resumes if present)")
+    folds = train.add_argument("--folds", default="0",
+                               help="shard(s) held out of this one run and evaluated on, e.g. 0 "
+                               "(default) or 0,1")
+    _alias(train, "--eval-shards", folds)
+    _add_out(train, "run folder (resumes if present)")
     _add_config_args(train)
     _add_restart_arg(train)
     train.set_defaults(func=_cmd_train)
 
     cv = commands.add_parser("cv", help="K-fold cross-validation over the shards")
     cv.add_argument("data", type=Path)
-    cv.add_argument("--folds", default="all", help="'all' or held-out shards, e.g. 0,3")
-    cv.add_argument("--out", type=Path, required=True, help="output folder (resumes if present)")
+    _add_folds(cv)
+    _add_out(cv, "output folder: one case-K run folder per fold (resumes if present)")
     _add_config_args(cv)
     _add_executor_args(cv)
     cv.add_argument("--unknown-people", type=int, default=0, metavar="K",
@@ -356,10 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--baseline", default="seed",
                             help="preset the others are tested against (default seed, the 2016 "
                             "model; e.g. fast to see what each of its ablations changes)")
-    experiment.add_argument("--folds", default="0", help="'all', or held-out shards, e.g. 0 "
-                            "(default 0; significance over folds needs at least 2)")
-    experiment.add_argument("--out", type=Path, required=True,
-                            help="output folder: one CV folder per preset (resumes if present)")
+    _add_folds(experiment)
+    _add_out(experiment, "output folder: one CV folder per preset (resumes if present)")
     _add_config_args(experiment, preset=False)
     _add_executor_args(experiment)
     _add_restart_arg(experiment)
@@ -371,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sparsity", help="ReLU sparsity curves of runs; live units of the dense layers"
     )
     sparsity.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folder(s)")
-    sparsity.add_argument("--out", type=Path, help="PNG path (default FIRST_RUN/sparsity.png)")
+    sparsity.add_argument("--out", type=Path,
+                          help="folder for sparsity.png (default: the first RUN)")
     sparsity.set_defaults(func=_cmd_analyze_sparsity)
     activations = analyze_commands.add_parser(
         "activations", help="every conv channel's output on one image; dead channels"
@@ -407,20 +483,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="time training, evaluation and prediction")
     bench.add_argument("--preset", default="seed", help="registered preset (default seed)")
-    bench.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
-    bench.add_argument("--size", type=int, help="override model.input_size")
-    bench.add_argument("--batch", type=int, default=128, help="training batch size")
-    bench.add_argument("--steps", type=int, default=30, help="timed steps (after --warmup)")
-    bench.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    bench.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                       help="auto (default) = bfloat16 where the CPU/GPU computes it natively, "
+                       "else float32")
+    _alias(bench, "--size", bench.add_argument(
+        "--input-size", type=int, help="override the preset's model.input_size"))
+    _alias(bench, "--batch", bench.add_argument(
+        "--batch-size", type=int, default=128, help="training batch size (default 128)"))
+    _alias(bench, "--steps", bench.add_argument(
+        "--timed-steps", type=int, default=30, help="timed training steps, after --warmup "
+        "(default 30)"))
+    bench.add_argument("--warmup", type=int, default=5,
+                       help="untimed training steps first (default 5)")
     bench.add_argument("--rounds", type=int, default=2,
                        help="alternations of compute-only and pipeline timings; the best "
                             "of each counts (more resist load bursts)")
     bench.add_argument("--data", type=Path, help="dataset folder (default: SYNTHETIC faces)")
-    bench.add_argument("--json", type=Path, help="also write the result as JSON")
+    bench.add_argument("--out", type=Path, help="also write the result to OUT/bench.json")
+    bench.add_argument("--json", dest="legacy_json", type=Path, action=_DeprecatedAlias,
+                       new="--out DIR (writes DIR/bench.json)")
     bench.set_defaults(func=_cmd_bench)
     _add_recognize_commands(commands)
     _add_faces_commands(commands)
+    for _, command in iter_commands(parser):  # --threads before or after the subcommand
+        command.add_argument("--threads", type=int, default=argparse.SUPPRESS, help=THREADS_HELP)
     return parser
+
+
+def iter_commands(
+    parser: argparse.ArgumentParser, words: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every subcommand parser below ``parser`` with its words, e.g. ``("dataset", "build")``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                yield (*words, name), command
+                yield from iter_commands(command, (*words, name))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a ``facefold`` command line (without the program name) as :func:`main` does."""
+    args = build_parser().parse_args(argv)
+    _resolve_legacy_out(args)
+    return args
 
 
 def _set_threads(threads: int) -> None:
@@ -433,7 +538,7 @@ def _set_threads(threads: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``facefold`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     _set_threads(args.threads)
     try:
         args.func(args)

@@ -1,4 +1,4 @@
-"""Make the README's photo -> named faces example: a group "photo" and a screenshot of the page.
+"""Make the photo -> named faces example of docs/results.md: a group photo and the page.
 
 The photo is made of ORIGINAL photos (not crops) of people the model has never
 seen in training: the held-out shard's pictures of known people, plus some of
@@ -9,7 +9,8 @@ background, so finding, aligning and naming the faces is left to `facefold`::
 
 RUN is an open-set case folder (``facefold cv --unknown-people``), DATA the
 dataset it was trained on, SOURCE the folder of original photos the crops
-were made from (``facefold faces crop SOURCE CROPS``, same relative names).
+were made from (``facefold faces crop SOURCE --out CROPS``, same relative
+names).
 With ``--screenshot``, the page of ``facefold serve RUN`` is opened in headless
 Chromium (selenium), the photo uploaded and the rendered page saved.
 """
