@@ -249,7 +249,7 @@ def test_ensemble_probabilities_are_the_mean_of_the_members(tmp_path: Path) -> N
         average_predictions([tmp_path / "a", tmp_path / "b"])
 
 
-def test_ensemble_reuses_a_finished_sibling_and_predicts_the_mean(
+def test_ensemble_reuses_a_handed_member_run_and_predicts_the_mean(
     fake_embedder: FakeEmbedder, tiny_dataset: Path, tmp_path: Path
 ) -> None:
     config = tiny_config(steps=6, eval_every=6, preset="ensemble").replace(
@@ -260,7 +260,9 @@ def test_ensemble_reuses_a_finished_sibling_and_predicts_the_mean(
     out = tmp_path / "experiment"
     train(tiny_dataset, reduced, out / "reduced" / "case-0", [0], log=lambda _: None)
     case = out / "ensemble" / "case-0"
-    rows = train(tiny_dataset, config, case, [0], log=lambda _: None)
+    # The caller hands the ensemble its member's folder; nothing is guessed.
+    rows = train(tiny_dataset, config, case, [0], log=lambda _: None,
+                 member_dirs={"reduced": out / "reduced" / "case-0"})
 
     ensemble = json.loads((case / "ensemble.json").read_text())["members"]
     assert [(m["preset"], m["run"], m["reused"]) for m in ensemble] == [

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from facefold.config import Config
@@ -24,6 +24,7 @@ def train(
     log: Log = print,
     people: Sequence[str] | None = None,
     restart: bool = False,
+    member_dirs: Mapping[str, Path] | None = None,
 ) -> list[dict]:
     """Train on all shards but ``eval_shards``, evaluate on those; return the metrics rows.
 
@@ -32,14 +33,17 @@ def train(
     different inputs); by default they are loaded here. ``people`` is the label list (index =
     label) when ``splits`` were relabelled to a subset of the dataset's people. ``restart``
     discards a run of other data or config in ``out`` instead of refusing it
-    (:class:`facefold.runs.RunMismatchError`).
+    (:class:`facefold.runs.RunMismatchError`). ``member_dirs`` hands an ensemble's members
+    their run folders by preset (a finished run there is reused); the others are trained into
+    ``out/members/<preset>``.
     """
     if isinstance(family_of(config), Ensemble):
         source = splits if isinstance(splits, SplitSource) or splits is None else None
         if splits is not None and source is None:
             raise ValueError("an ensemble's members take different inputs: give a SplitSource "
                              "(or nothing), not one list of splits")
-        return train_ensemble(data_dir, config, out, eval_shards, source, log, people, restart)
+        return train_ensemble(data_dir, config, out, eval_shards, source, log, people, restart,
+                              member_dirs)
     return Trainer(data_dir, config, out, eval_shards, splits, log, people=people,
                    restart=restart).run()
 
