@@ -141,8 +141,8 @@ def test_every_bad_folder_is_named_at_once_and_the_cli_says_so(
 ) -> None:
     src = tmp_path / "src"
     write_image_tree(src, {**PEOPLE, "a\x85b": 4, "c\u2028d": 4})
-    assert main(["dataset", "build", str(src), str(tmp_path / "ds"), "--per-class", "4",
-                 "--shards", "2", "--size", "16"]) == 1
+    assert main(["dataset", "build", str(src), "--out", str(tmp_path / "ds"), "--per-class",
+                 "4", "--shards", "2", "--size", "16"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("facefold: error: 2 person folder names in")
     assert "'a\\x85b' holds U+0085" in err and "'c\\u2028d' holds U+2028" in err
