@@ -265,7 +265,7 @@ class Trainer:
         self.log(f"[{self.name}] precision {self.precision} ({why})")
         self.notes, message = self.family.notes(self.train_split, self.eval_split)
         if message:
-            self.log(f"[{self.name}] {config.model.embedding}: {message}")
+            self.log(f"[{self.name}] {message}")
 
     def run(self) -> list[dict]:
         """Train to ``config.train.steps``, evaluating and checkpointing every ``eval_every``."""
