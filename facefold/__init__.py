@@ -1,4 +1,31 @@
-"""facefold: train face-identification models on your own labeled face crops and
-evaluate them honestly with K-fold cross-validation (TensorFlow 2 / Keras 3)."""
+"""facefold: train face-identification models on your own labeled face crops, evaluate them
+honestly with K-fold cross-validation, and deploy a recognizer (TensorFlow 2 / Keras 3).
+
+The public API, imported on first use (``import facefold`` itself stays light)::
+
+    from facefold import Recognizer, build_dataset, cross_validate, fit
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
+
+# name -> (module, attribute): the documented entry points (docs/python-api.md).
+_API = {
+    "Recognizer": ("facefold.recognizer", "Recognizer"),
+    "build_dataset": ("facefold.data.build", "build_dataset"),
+    "cross_validate": ("facefold.evaluate.cv", "run_cv"),
+    "fit": ("facefold.fit", "fit"),
+    "resolve_config": ("facefold.models.presets", "resolve_config"),
+}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'facefold' has no attribute {name!r}")
+    module, attribute = _API[name]
+    return getattr(import_module(module), attribute)

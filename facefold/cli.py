@@ -247,9 +247,15 @@ def _cmd_presets(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from facefold.bench import format_bench, run_bench
+    from facefold.bench import bench_model, format_bench, format_bench_model, run_bench
     from facefold.data.records import write_json_atomic
 
+    if args.model:
+        result = bench_model(args.model, args.data)
+        print(format_bench_model(result))
+        if args.out:
+            write_json_atomic(args.out / "bench_model.json", result)
+        return
     result = run_bench(args.preset, args.precision, args.input_size, args.batch_size,
                        args.timed_steps, args.warmup, args.data, args.threads, rounds=args.rounds)
     print(format_bench(result))
@@ -286,6 +292,59 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     print(json.dumps(results, indent=2) if args.json else format_results(results))
     if any(r["error"] for r in results):
         raise SystemExit(1)
+
+
+def _cmd_fit(args: argparse.Namespace) -> None:
+    import json
+
+    from facefold.fit import fit, measure_enrollment
+
+    if args.enrollment_test:
+        result = measure_enrollment(args.data, _config_from_args(args), args.out,
+                                    args.enrollment_test, args.enrollment_test, args.shots,
+                                    args.groups, args.far)
+        print(json.dumps({k: v for k, v in result.items() if k != "calibration"}, indent=2))
+        return
+    result = fit(args.data, _config_from_args(args), args.out, args.groups, args.far,
+                 restart=args.restart)
+    print(f"Model and its card: {result.model_dir}")
+
+
+def _cmd_enroll(args: argparse.Namespace) -> None:
+    from facefold.recognizer import Recognizer, picture_files
+
+    recognizer = Recognizer.load(args.model)
+    for folder in args.people:
+        count = recognizer.enroll(args.name or folder.name, picture_files([folder]),
+                                  detect=not args.crops)
+        print(f"enrolled {args.name or folder.name}: {count} picture(s)")
+
+
+def _cmd_identify(args: argparse.Namespace) -> None:
+    import json
+
+    from facefold.recognizer import Recognizer, identify_csv, write_identify_csv
+
+    rows = Recognizer.load(args.model).identify(args.pictures, args.top_k, not args.crops)
+    if args.csv:
+        write_identify_csv(rows, args.csv)
+        print(f"Wrote {len(rows)} row(s) to {args.csv}")
+    else:
+        print(json.dumps(rows, indent=2) if args.json else identify_csv(rows), end="")
+    if any(row.get("error") for row in rows):
+        raise SystemExit(1)
+
+
+def _cmd_verify(args: argparse.Namespace) -> None:
+    import json
+
+    from facefold.recognizer import Recognizer
+
+    result = Recognizer.load(args.model).verify(args.a, args.b, not args.crops, args.threshold)
+    verdict = "same person" if result.same else "different people"
+    print(json.dumps(result.to_dict()) if args.json else
+          f"{verdict}: similarity {result.similarity:.4f} "
+          f"{'>=' if result.same else '<'} threshold {result.threshold:.4f}")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -336,6 +395,59 @@ def _add_recognize_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-upload-mb", type=float, default=10,
                        help="largest accepted upload (default 10 MB; larger -> HTTP 413)")
     serve.set_defaults(func=_cmd_serve)
+
+
+def _add_deploy_commands(commands: argparse._SubParsersAction) -> None:
+    """``fit``, ``enroll``, ``identify`` and ``verify``: a recognizer to deploy."""
+    fit = commands.add_parser("fit", help="train on every shard and calibrate 'unknown': a "
+                              "model to deploy, with its model card")
+    fit.add_argument("data", type=Path, help="dataset folder (data-NN.tfrecords)")
+    fit.add_argument("--out", type=Path, required=True, help="model folder (resumes if present)")
+    fit.add_argument("--groups", type=int, default=4,
+                     help="leave-people-out groups for the calibration (each trains one more "
+                     "model without its people; default 4)")
+    fit.add_argument("--far", type=float, default=0.01,
+                     help="share of strangers the threshold accepts (default 0.01)")
+    fit.add_argument("--enrollment-test", type=int, default=0, metavar="N",
+                     help="measure instead: leave N people out to enroll and N more as "
+                     "strangers, fit on the rest, enroll each from --shots pictures and "
+                     "report how many of their other pictures are named right")
+    fit.add_argument("--shots", type=int, default=5, help="pictures per enrolled person in "
+                     "--enrollment-test (default 5)")
+    _add_config_args(fit)
+    _add_restart_arg(fit)
+    fit.set_defaults(func=_cmd_fit)
+
+    enroll = commands.add_parser("enroll", help="add people from a few photos, no retraining")
+    enroll.add_argument("model", type=Path, metavar="MODEL", help="a `facefold fit` folder")
+    enroll.add_argument("people", type=Path, nargs="+", metavar="PERSON_DIR",
+                        help="one folder of photos per person, named after them")
+    enroll.add_argument("--name", help="the person's name (default: the folder's name)")
+    enroll.add_argument("--crops", action="store_true",
+                        help="the pictures are face crops: take them whole, detect nothing")
+    enroll.set_defaults(func=_cmd_enroll)
+
+    identify = commands.add_parser("identify", help="name every face in photos (files or "
+                                   "folders), one row per face")
+    identify.add_argument("model", type=Path, metavar="MODEL")
+    identify.add_argument("pictures", type=Path, nargs="+", metavar="PICTURE")
+    identify.add_argument("--csv", type=Path, help="write the rows to this CSV file")
+    identify.add_argument("--json", action="store_true", help="print JSON instead of CSV")
+    identify.add_argument("--top-k", type=int, default=5, help="names per face (default 5)")
+    identify.add_argument("--crops", action="store_true",
+                          help="the pictures are face crops: take them whole, detect nothing")
+    identify.set_defaults(func=_cmd_identify)
+
+    verify = commands.add_parser("verify", help="are two photos the same person?")
+    verify.add_argument("model", type=Path, metavar="MODEL")
+    verify.add_argument("a", type=Path, metavar="A")
+    verify.add_argument("b", type=Path, metavar="B")
+    verify.add_argument("--threshold", type=float,
+                        help="similarity threshold (default: the model's calibrated one)")
+    verify.add_argument("--json", action="store_true", help="print JSON")
+    verify.add_argument("--crops", action="store_true",
+                        help="the pictures are face crops: take them whole, detect nothing")
+    verify.set_defaults(func=_cmd_verify)
 
 
 def _cmd_faces_crop(args: argparse.Namespace) -> None:
@@ -499,11 +611,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="alternations of compute-only and pipeline timings; the best "
                             "of each counts (more resist load bursts)")
     bench.add_argument("--data", type=Path, help="dataset folder (default: SYNTHETIC faces)")
+    bench.add_argument("--model", type=Path, help="time this model folder naming face crops "
+                       "(per face, the whole path) instead of training a preset")
     bench.add_argument("--out", type=Path, help="also write the result to OUT/bench.json")
     bench.add_argument("--json", dest="legacy_json", type=Path, action=_DeprecatedAlias,
                        new="--out DIR (writes DIR/bench.json)")
     bench.set_defaults(func=_cmd_bench)
     _add_recognize_commands(commands)
+    _add_deploy_commands(commands)
     _add_faces_commands(commands)
     for _, command in iter_commands(parser):  # --threads before or after the subcommand
         command.add_argument("--threads", type=int, default=argparse.SUPPRESS, help=THREADS_HELP)

@@ -16,6 +16,10 @@ cross-validation)::
     RUN/threshold.json    optional: the open-set threshold ("unknown" below it)
     RUN/centroids.npy     optional: per-person mean features for the cosine score
     RUN/openset.json      optional: the open-set report of that run
+    RUN/model_card.json   a model fit on every shard (``facefold fit``): data, people, the
+    RUN/MODEL_CARD.md     calibrated threshold and the rates it gives, versions
+    RUN/calibration/group-G/  the leave-people-out runs that calibrated it
+    RUN/gallery.npz       people enrolled without retraining (``facefold enroll``)
     RUN/ensemble.json     an ensemble only: its members' run folders
     RUN/members/<preset>/ an ensemble only: members trained for it (ordinary runs)
 
@@ -61,6 +65,7 @@ from facefold.data.records import (
     write_json_atomic,
     write_labels,
     write_rows_atomic,
+    write_text_atomic,
 )
 
 # ---------------------------------------------------------------- names
@@ -84,6 +89,10 @@ CASE_PREFIX = "case-"
 EXPERIMENT_FILE = "experiment.json"
 COMPARISON_CSV, COMPARISON_PNG = "comparison.csv", "comparison.png"
 EXPORT_FILE = "export.json"
+MODEL_CARD_JSON, MODEL_CARD_MD = "model_card.json", "MODEL_CARD.md"
+GALLERY_FILE = "gallery.npz"
+ENROLLMENT_TEST_FILE = "enrollment_test.json"
+CALIBRATION_DIR = "calibration"
 # Bump when export.json or the model files change meaning; loading checks it.
 EXPORT_FORMAT = 1
 MODEL_FILES = {"keras": "model.keras", "savedmodel": "savedmodel", "tflite": "model.tflite"}
@@ -494,6 +503,9 @@ def check_threshold(data: Any, where: Path) -> dict[str, Any]:
     if not _is_number(data.get("threshold")):
         raise ValueError(f"{where}: field 'threshold' must be a number, got "
                          f"{data.get('threshold')!r}")
+    if data.get("verify_threshold") is not None and not _is_number(data["verify_threshold"]):
+        raise ValueError(f"{where}: field 'verify_threshold' must be a number, got "
+                         f"{data['verify_threshold']!r}")
     thresholds = data.get("thresholds", {})
     if not isinstance(thresholds, dict) or not all(
             isinstance(k, str) and _is_number(v) for k, v in thresholds.items()):
@@ -527,6 +539,51 @@ def write_centroids(folder: str | Path, centroids: np.ndarray) -> None:
 
 def write_openset_report(folder: str | Path, report: dict[str, Any]) -> None:
     write_json_atomic(Path(folder) / OPENSET_FILE, report)
+
+
+def calibration_dir(model_dir: str | Path, group: int) -> Path:
+    """``MODEL/calibration/group-G``: a leave-people-out run that calibrated a fit model."""
+    return Path(model_dir) / CALIBRATION_DIR / f"group-{group}"
+
+
+def write_model_card(model_dir: str | Path, card: dict[str, Any], markdown: str) -> None:
+    write_json_atomic(Path(model_dir) / MODEL_CARD_JSON, card)
+    write_text_atomic(Path(model_dir) / MODEL_CARD_MD, markdown)
+
+
+def read_model_card(model_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(model_dir) / MODEL_CARD_JSON
+    return read_json_object(path) if path.is_file() else None
+
+
+def write_enrollment_test(model_dir: str | Path, result: dict[str, Any]) -> None:
+    write_json_atomic(Path(model_dir) / ENROLLMENT_TEST_FILE, result)
+
+
+def read_gallery(folder: str | Path, dim: int | None = None
+                 ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(names, sums (E, D), counts (E,))`` of the people enrolled in a model folder (empty
+    when none): each person's sum of unit-length features and how many pictures made it."""
+    path = Path(folder) / GALLERY_FILE
+    if not path.is_file():
+        return [], np.zeros((0, dim or 0), np.float32), np.zeros(0, np.int64)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = [str(n) for n in data["names"]]
+            sums, counts = data["sums"].astype(np.float32), data["counts"].astype(np.int64)
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{path}: not a facefold gallery ({err})") from err
+    if sums.ndim != 2 or len(sums) != len(names) or counts.shape != (len(names),) or (
+            dim is not None and len(names) and sums.shape[1] != dim):
+        raise ValueError(f"{path}: names, sums {sums.shape} and counts {counts.shape} do not "
+                         f"fit together{f' or the model features ({dim})' if dim else ''}")
+    return names, sums, counts
+
+
+def write_gallery(folder: str | Path, names: Sequence[str], sums: np.ndarray,
+                  counts: np.ndarray) -> None:
+    with atomic_path(Path(folder) / GALLERY_FILE) as tmp, tmp.open("wb") as handle:
+        np.savez(handle, names=np.array(list(names), dtype=str), sums=sums, counts=counts)
 
 
 # ---------------------------------------------------------------- ensembles

@@ -63,17 +63,17 @@ def class_centroids(features: np.ndarray, labels: np.ndarray, num_classes: int) 
 
     Raises ``ValueError`` naming a class without any image.
     """
-    unit = _unit(features)
+    unit = unit_rows(features)
     centroids = np.zeros((num_classes, features.shape[1]), np.float32)
     for c in range(num_classes):
         members = unit[labels == c]
         if not len(members):
             raise ValueError(f"class {c} has no training image: cannot compute its centroid")
         centroids[c] = members.mean(axis=0)
-    return _unit(centroids)
+    return unit_rows(centroids)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
     """Rows of ``x`` scaled to length 1 (zero rows stay zero)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -96,7 +96,7 @@ def open_set_scores(
     if features is not None and centroids is not None:
         # float64 like the others: thresholds are float64, and NumPy compares a float32 array
         # with a Python float in float32, which can round a threshold onto a score.
-        unit = _unit(np.asarray(features)).astype(np.float64)
+        unit = unit_rows(np.asarray(features)).astype(np.float64)
         scores["cosine"] = (unit @ np.asarray(centroids, np.float64).T).max(axis=1)
     return scores
 

@@ -31,6 +31,7 @@ from facefold.evaluate.openset import (
     open_set_report,
     open_set_scores,
     threshold_entry,
+    unit_rows,
 )
 from facefold.predict.predictor import Predictor
 from facefold.train.trainer import Log, Trainer
@@ -152,6 +153,42 @@ def run_open_set_cv(
     return result
 
 
+@dataclass(frozen=True)
+class CaseScores:
+    """Every open-set score of one held-out shard: ``known`` and ``unknown`` map a score name
+    to the scores (N,) and (U,); ``correct`` (N,) whether each known image was named right by
+    the classifier, ``nearest_correct`` by its nearest centroid; ``centroids`` (C, D) the unit
+    mean features of the training images; ``unknown_features`` (U, D) with ``unknown_labels``
+    (U,) for verification pairs among people the model never saw."""
+
+    known: dict[str, np.ndarray]
+    unknown: dict[str, np.ndarray]
+    correct: np.ndarray
+    nearest_correct: np.ndarray
+    centroids: np.ndarray
+    unknown_features: np.ndarray
+    unknown_labels: np.ndarray
+
+
+def case_scores(predictor: Predictor, trained: Split, known: Split, unknown: Split,
+                model_inputs: bool = False) -> CaseScores:
+    """Score a model trained on ``trained`` (its known people) on held-out ``known`` images and
+    on ``unknown`` people's images it never saw. The splits hold pictures, or with
+    ``model_inputs`` what the family's network takes (an embedding head: embeddings)."""
+    outputs = predictor.outputs_for_model_inputs if model_inputs else (
+        predictor.outputs_for_arrays)
+    train_features = outputs(trained.images)["features"]
+    centroids = class_centroids(train_features, trained.labels, len(predictor.labels))
+    known_out = outputs(known.images)
+    other = outputs(unknown.images)
+    known_scores = open_set_scores(known_out["logits"], known_out["features"], centroids)
+    nearest = (unit_rows(known_out["features"]) @ centroids.T).argmax(axis=1)
+    return CaseScores(
+        known_scores, open_set_scores(other["logits"], other["features"], centroids),
+        known_out["logits"].argmax(axis=1) == known.labels, nearest == known.labels,
+        centroids, other["features"], unknown.labels)
+
+
 def evaluate_case(
     run_dir: Path, known_splits: list[Split], unknown: Split, k: int, far: float
 ) -> dict[str, Any]:
@@ -160,19 +197,11 @@ def evaluate_case(
     Returns the report: ``scores`` (per score, see :func:`open_set_report`),
     ``closed_set_accuracy`` and the image counts.
     """
-    predictor = Predictor.load(run_dir)
     trained = concat([s for j, s in enumerate(known_splits) if j != k])
-    train_features = predictor.outputs_for_arrays(trained.images)["features"]
-    centroids = class_centroids(train_features, trained.labels, len(predictor.labels))
-    runs.write_centroids(run_dir, centroids)
-    known = predictor.outputs_for_arrays(known_splits[k].images)
-    other = predictor.outputs_for_arrays(unknown.images)
-    correct = known["logits"].argmax(axis=1) == known_splits[k].labels
-    scores = open_set_report(
-        open_set_scores(known["logits"], known["features"], centroids),
-        open_set_scores(other["logits"], other["features"], centroids),
-        correct, far,
-    )
+    found = case_scores(Predictor.load(run_dir), trained, known_splits[k], unknown)
+    runs.write_centroids(run_dir, found.centroids)
+    correct = found.correct
+    scores = open_set_report(found.known, found.unknown, correct, far)
     write_threshold(run_dir, scores, far, f"open-set case {k}: {len(unknown)} unknown images")
     return {
         "scores": scores,

@@ -38,8 +38,9 @@ from PIL import Image
 
 from facefold import runs
 from facefold.data.images import square_crop
-from facefold.evaluate.openset import DEFAULT_SCORE, SCORES, open_set_scores
-from facefold.models.inference import softmax
+from facefold.data.records import label_name_problem
+from facefold.evaluate.openset import DEFAULT_SCORE, SCORES, open_set_scores, unit_rows
+from facefold.models.inference import Infer, keras_infer, softmax
 from facefold.predict.loading import LoadedModel, load_model_folder
 
 UNKNOWN = "unknown"
@@ -52,6 +53,31 @@ BATCH_SIZE = 64
 Box = tuple[float, float, float, float]  # x, y, width, height in the photo's pixels
 
 
+def _batched(infer: Infer, arrays: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """``infer`` over ``arrays`` in batches of ``batch_size``: logits and features, float32."""
+    parts: dict[str, list[np.ndarray]] = {"logits": [], "features": []}
+    for start in range(0, len(arrays), batch_size):
+        out = infer(np.ascontiguousarray(arrays[start : start + batch_size]))
+        for key in parts:
+            parts[key].append(np.asarray(out[key], np.float32))
+    if not len(arrays):
+        return {key: np.zeros((0, 0), np.float32) for key in parts}
+    return {key: np.concatenate(values) for key, values in parts.items()}
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Two faces compared: ``same`` when ``similarity`` (cosine of their features) is at least
+    ``threshold``."""
+
+    same: bool
+    similarity: float
+    threshold: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"same": self.same, "similarity": self.similarity, "threshold": self.threshold}
+
+
 class NoFaceError(ValueError):
     """No face was found in a photo (and the photo is not itself a face crop)."""
 
@@ -62,7 +88,8 @@ class Recognition:
 
     ``name`` is the best person, or :data:`UNKNOWN` when the open-set
     ``score`` is below ``threshold``; ``top`` the ``(name, probability)`` of the
-    most likely people; ``box`` where the face is in the photo (None when the
+    most likely people (when named by the nearest centroid: ``(name, cosine similarity)``);
+    ``box`` where the face is in the photo (None when the
     whole picture was the crop).
     """
 
@@ -98,8 +125,13 @@ class Predictor:
         self._infer = loaded.infer
         self.keras_model = loaded.keras_model  # the inference model (runs, .keras exports)
         self.batch_size = batch_size
+        self._model_infer: Infer | None = None
         self.members = {name: Predictor(member, batch_size)
                         for name, member in loaded.members.items()}
+        # People enrolled without retraining (facefold enroll): named by nearest centroid.
+        dim = None if self.info.centroids is None else self.info.centroids.shape[1]
+        self.gallery_names, self._gallery_sums, self._gallery_counts = runs.read_gallery(
+            self.info.source, dim)
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:
@@ -109,7 +141,85 @@ class Predictor:
 
     @property
     def labels(self) -> list[str]:
+        """The people the network was trained on (index = class)."""
         return self.info.labels
+
+    @property
+    def names_by_centroid(self) -> bool:
+        """True when faces are named by the nearest centroid (a ``facefold fit`` model, whose
+        threshold says so, or one with enrolled people), not by the classifier's softmax."""
+        stored = self.info.threshold or {}
+        return bool(self.gallery_names) or stored.get("naming") == "centroid"
+
+    @property
+    def people(self) -> list[str]:
+        """Everyone the model can name: the trained people, then the enrolled ones."""
+        return [*self.info.labels, *self.gallery_names]
+
+    def all_centroids(self) -> np.ndarray | None:
+        """Unit mean features (P, D) of :attr:`people`, or None without centroids."""
+        if self.info.centroids is None:
+            return None
+        enrolled = unit_rows(self._gallery_sums) if len(self.gallery_names) else np.zeros(
+            (0, self.info.centroids.shape[1]), np.float32)
+        return np.concatenate([self.info.centroids, enrolled]).astype(np.float32)
+
+    # ------------------------------------------------------------ enrolling and verifying
+
+    def enroll(self, name: str, images: Sequence[Image.Image]) -> int:
+        """Add (or add pictures to) an enrolled person from face crops, without retraining;
+        written to the model folder's gallery. Returns how many pictures the person has.
+
+        Needs the model's centroids (a ``facefold fit`` model has them); the name must be a
+        valid label and not one of the trained people.
+        """
+        problem = label_name_problem(name)
+        if problem:
+            raise ValueError(f"person name {name!r} {problem}")
+        if name in self.labels:
+            raise ValueError(f"{name!r} is one of the people the model was trained on; "
+                             "enroll new people only (or fit the model again with more photos)")
+        if self.info.centroids is None:
+            raise ValueError(f"{self.info.source} holds no {runs.CENTROIDS_FILE}: enrolling "
+                             "needs a model made by `facefold fit`")
+        if not images:
+            raise ValueError(f"no picture to enroll {name!r} from")
+        return self.enroll_features(name, self.outputs(images)["features"])
+
+    def enroll_features(self, name: str, features: np.ndarray) -> int:
+        """:meth:`enroll` from the model's features (N, D) of a person's pictures."""
+        problem = label_name_problem(name)
+        if problem or name in self.labels:
+            raise ValueError(f"person name {name!r} {problem or 'is a trained person'}")
+        count = len(features)
+        features = unit_rows(features).sum(axis=0)
+        names = list(self.gallery_names)
+        sums, counts = self._gallery_sums, self._gallery_counts
+        if name in names:
+            i = names.index(name)
+            sums, counts = sums.copy(), counts.copy()
+            sums[i] += features
+            counts[i] += count
+        else:
+            names.append(name)
+            sums = np.concatenate([sums.reshape(-1, len(features)), features[None]])
+            counts = np.concatenate([counts, [count]])
+        runs.write_gallery(self.info.source, names, sums, counts)
+        self.gallery_names, self._gallery_sums, self._gallery_counts = names, sums, counts
+        return int(counts[names.index(name)])
+
+    def verify(self, a: Image.Image, b: Image.Image,
+               threshold: float | None = None) -> Verification:
+        """Whether two face crops show the same person: the cosine similarity of their
+        features against the calibrated ``verify_threshold`` (or ``threshold``)."""
+        threshold = threshold if threshold is not None else (
+            self.info.threshold or {}).get("verify_threshold")
+        if threshold is None:
+            raise ValueError(f"{self.info.source} has no verification threshold (written by "
+                             "`facefold fit`): give --threshold")
+        features = unit_rows(self.outputs([a, b])["features"])
+        similarity = float(features[0] @ features[1])
+        return Verification(similarity >= threshold, similarity, float(threshold))
 
     # ------------------------------------------------------------ arrays in, numbers out
 
@@ -127,14 +237,17 @@ class Predictor:
         if arrays.ndim != 4 or arrays.shape[1:] != expected:
             raise ValueError(f"images must be (N, {', '.join(map(str, expected))}), "
                              f"got {arrays.shape}")
-        parts: dict[str, list[np.ndarray]] = {"logits": [], "features": []}
-        for start in range(0, len(arrays), self.batch_size):
-            out = self._infer(np.ascontiguousarray(arrays[start : start + self.batch_size]))
-            for key in parts:
-                parts[key].append(np.asarray(out[key], np.float32))
-        if not len(arrays):
-            return {key: np.zeros((0, 0), np.float32) for key in parts}
-        return {key: np.concatenate(values) for key, values in parts.items()}
+        return _batched(self._infer, arrays, self.batch_size)
+
+    def outputs_for_model_inputs(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """Logits and features for what the network itself takes, in batches: uint8 images
+        for a CNN, embeddings (N, V, D) for an embedding head (a run's cached inputs)."""
+        if self.keras_model is None:
+            raise ValueError(f"{self.info.source}: only a run or a .keras export takes model "
+                             "inputs directly")
+        if self._model_infer is None:
+            self._model_infer = keras_infer(self.keras_model)
+        return _batched(self._model_infer, inputs, self.batch_size)
 
     def outputs(self, images: Sequence[Image.Image]) -> dict[str, np.ndarray]:
         """Logits and features of face crops (any size; see :meth:`to_array`)."""
@@ -184,9 +297,11 @@ class Predictor:
         if not images:
             return []
         out = self.outputs(images)
+        boxes = boxes or [None] * len(images)
+        if self.names_by_centroid:
+            return self._recognize_by_centroid(out["features"], top_k, rule, boxes)
         probabilities = softmax(out["logits"])
         scores = open_set_scores(out["logits"], out["features"], self.info.centroids)
-        boxes = boxes or [None] * len(images)
         results = []
         for i, probs in enumerate(probabilities):
             order = np.argsort(-probs, kind="stable")[:top_k]
@@ -197,6 +312,28 @@ class Predictor:
                 top[0][0] if known else UNKNOWN, known, top, value,
                 rule[0] if rule else None, rule[1] if rule else None, boxes[i],
             ))
+        return results
+
+    def _recognize_by_centroid(self, features: np.ndarray, top_k: int,
+                               rule: tuple[str, float] | None,
+                               boxes: Sequence[Box | None]) -> list[Recognition]:
+        """Name by the nearest centroid among trained and enrolled people (cosine similarity):
+        ``top`` lists the most similar people with their similarity, and the face is unknown
+        when the best similarity is under the cosine threshold."""
+        if rule is not None and rule[0] != "cosine":
+            raise ValueError(f"a model with enrolled people decides by the cosine score, not "
+                             f"{rule[0]!r}: leave out --score")
+        similarity = unit_rows(features) @ self.all_centroids().T  # (N, P)
+        people = self.people
+        results = []
+        for i, row in enumerate(similarity):
+            order = np.argsort(-row, kind="stable")[:top_k]
+            top = [(people[c], float(row[c])) for c in order]
+            value = float(row[order[0]])
+            known = rule is None or value >= rule[1]
+            results.append(Recognition(
+                top[0][0] if known else UNKNOWN, known, top, value, "cosine",
+                rule[1] if rule else None, boxes[i]))
         return results
 
     def face_crops(

@@ -17,6 +17,7 @@ data or another config is refused (:class:`facefold.runs.RunMismatchError`).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -186,7 +187,16 @@ def eval_steps(total: int, every: int) -> list[int]:
     return steps
 
 
-def _split_folds(splits: list[Split], eval_shards: Sequence[int]) -> tuple[Split, Split]:
+def _split_folds(splits: list[Split], eval_shards: Sequence[int], hold_out: bool = True
+                 ) -> tuple[Split, Split]:
+    """``(train, held out)``; with ``hold_out`` false (a model fit on everything) ``eval_shards``
+    must be empty and the held-out split is empty."""
+    if not hold_out:
+        if eval_shards:
+            raise ValueError("a model fit on every shard holds none out: give no eval shards")
+        train = concat(splits)
+        return train, dataclasses.replace(train, **{
+            f.name: getattr(train, f.name)[:0] for f in dataclasses.fields(train)})
     if not eval_shards:
         raise ValueError("eval_shards is empty: hold out at least one shard")
     bad = [k for k in eval_shards if not 0 <= k < len(splits)]
@@ -225,7 +235,9 @@ class Trainer:
     :class:`~facefold.models.families.SplitSource` shared between trials); ``people``
     the label list when they hold a relabelled subset of the dataset's people;
     ``restart`` discards a run of other data or config found in ``out`` instead of
-    refusing it; ``data`` the dataset's fingerprint when the caller computed it.
+    refusing it; ``data`` the dataset's fingerprint when the caller computed it. With
+    ``hold_out`` false it trains on every shard (``eval_shards`` empty): the rows then have no
+    held-out accuracy and no predictions are written (see :mod:`facefold.fit`).
     """
 
     def __init__(
@@ -240,6 +252,7 @@ class Trainer:
         people: Sequence[str] | None = None,
         restart: bool = False,
         data: dict | None = None,
+        hold_out: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.config = config
@@ -260,7 +273,7 @@ class Trainer:
             splits = splits.get(config)
         if splits is None:
             splits = self.family.load_inputs(self.data_dir, config, log)
-        self.train_split, self.eval_split = _split_folds(splits, self.eval_shards)
+        self.train_split, self.eval_split = _split_folds(splits, self.eval_shards, hold_out)
         self.precision, why = resolve_precision(config.train.precision)
         self.log(f"[{self.name}] precision {self.precision} ({why})")
         self.notes, message = self.family.notes(self.train_split, self.eval_split)
@@ -298,7 +311,8 @@ class Trainer:
             self._summarize(writers, row)
             self._log_progress(row, seconds_per_step)
             start = end
-        self._write_predictions(model, start)
+        if len(self.eval_split):
+            self._write_predictions(model, start)
         return rows
 
     def _fit(
@@ -361,11 +375,13 @@ class Trainer:
     def _evaluate(
         self, model: keras.Model, step: int, train_logs: dict, seconds_per_step: float = 0.0
     ) -> dict:
-        loss, accuracy = model.evaluate(self._evaluation_batches(), verbose=0)
+        loss = accuracy = None
+        if len(self.eval_split):  # a model fit on everything has nothing to evaluate on
+            loss, accuracy = map(float, model.evaluate(self._evaluation_batches(), verbose=0))
         return {
             "step": step,
-            "eval_accuracy": float(accuracy),
-            "eval_loss": float(loss),
+            "eval_accuracy": accuracy,
+            "eval_loss": loss,
             "train_loss": train_logs.get("loss"),
             "train_accuracy": train_logs.get("accuracy"),
             "seconds_per_step": seconds_per_step,
@@ -400,6 +416,7 @@ class Trainer:
         self.log(
             f"[{self.name}] step {row['step']}/{self.config.train.steps} "
             f"loss {row['train_loss']:.3f} train acc {row['train_accuracy']:.3f} "
-            f"eval acc {row['eval_accuracy']:.4f} ({seconds_per_step:.3f} s/step, "
+            + (f"eval acc {row['eval_accuracy']:.4f} " if row["eval_accuracy"] is not None else "")
+            + f"({seconds_per_step:.3f} s/step, "
             f"{left / 60:.0f} min left)"
         )

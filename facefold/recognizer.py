@@ -1,0 +1,129 @@
+"""The face recognizer, in a few calls: load a model folder, name faces, enroll, verify.
+
+>>> from facefold import Recognizer                         # doctest: +SKIP
+>>> recognizer = Recognizer.load("models/friends")           # a `facefold fit` folder
+>>> [face.name for face in recognizer.recognize("party.jpg")]
+['ann', 'unknown']
+>>> recognizer.enroll("bob", ["bob1.jpg", "bob2.jpg", "bob3.jpg"])   # no retraining
+3
+>>> recognizer.verify("a.jpg", "b.jpg").same
+True
+
+A :class:`Recognizer` wraps a :class:`facefold.predict.Predictor` (any run or export folder;
+a ``facefold fit`` model brings the calibrated thresholds that make "unknown", enrolling and
+verifying work). Pictures may be paths or PIL images; :meth:`Recognizer.recognize` finds every
+face in a photo (with the ``faces`` extra; a face crop is taken whole).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from facefold.data.images import load_rgb
+from facefold.data.records import write_text_atomic
+from facefold.predict import Predictor, Recognition, predict_files
+from facefold.predict.predictor import Verification
+
+PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm"}
+Picture = str | Path | Image.Image
+
+
+def picture_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, and the pictures inside folders (recursively, sorted)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*")
+                            if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES)
+        else:
+            found.append(path)
+    return found
+
+
+def _image(picture: Picture) -> Image.Image:
+    return picture if isinstance(picture, Image.Image) else load_rgb(picture)
+
+
+class Recognizer:
+    """A model folder loaded once for naming, enrolling and verifying faces."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recognizer:
+        """A run, export or ``facefold fit`` folder; errors name the bad file."""
+        return cls(Predictor.load(path))
+
+    @property
+    def people(self) -> list[str]:
+        """Everyone it can name: the trained people, then the enrolled ones."""
+        return self.predictor.people
+
+    def recognize(self, picture: Picture, top_k: int = 5, detect: bool = True
+                  ) -> list[Recognition]:
+        """Every face of a photo (or the crop itself), with name (or "unknown"), score, box."""
+        return self.predictor.recognize_photo(_image(picture), top_k, detect)
+
+    def enroll(self, name: str, pictures: Sequence[Picture], detect: bool = True) -> int:
+        """Add ``name`` (or more pictures of them) from face crops or photos of that one person
+        (the largest face of each), without retraining; returns their picture count."""
+        crops = []
+        for picture in pictures:
+            faces = self.predictor.face_crops(_image(picture), detect)
+            crops.append(faces[0][1])  # largest first
+        return self.predictor.enroll(name, crops)
+
+    def verify(self, a: Picture, b: Picture, detect: bool = True,
+               threshold: float | None = None) -> Verification:
+        """Whether the (largest) faces of two pictures are the same person."""
+        first = self.predictor.face_crops(_image(a), detect)[0][1]
+        second = self.predictor.face_crops(_image(b), detect)[0][1]
+        return self.predictor.verify(first, second, threshold)
+
+    def identify(self, paths: Iterable[str | Path], top_k: int = 5, detect: bool = True
+                 ) -> list[dict[str, Any]]:
+        """One row per face of every picture (files or folders): file, box, name, known,
+        score, threshold, top-k; a picture that cannot be read or holds no face gets a row
+        with its error."""
+        rows = []
+        for result in predict_files(self.predictor, picture_files(paths), top_k, detect):
+            if result["error"]:
+                rows.append({"file": result["image"], "error": result["error"]})
+            for face in result["faces"]:
+                rows.append({"file": result["image"], "box": face["box"], "name": face["name"],
+                             "known": face["known"], "score": face["score"],
+                             "threshold": face["threshold"], "top": face["top"]})
+        return rows
+
+
+IDENTIFY_COLUMNS = ["file", "x", "y", "width", "height", "name", "known", "score", "threshold",
+                    "top", "error"]
+
+
+def identify_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows of :meth:`Recognizer.identify` as CSV text (``top``: ``name:value`` pairs)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, IDENTIFY_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        box = row.get("box") or [None] * 4
+        writer.writerow({
+            "file": row["file"], "x": box[0], "y": box[1], "width": box[2], "height": box[3],
+            "name": row.get("name", ""), "known": row.get("known", ""),
+            "score": "" if row.get("score") is None else f"{row['score']:.4f}",
+            "threshold": "" if row.get("threshold") is None else f"{row['threshold']:.4f}",
+            "top": " ".join(f"{t['name']}:{t['probability']:.3f}" for t in row.get("top", [])),
+            "error": row.get("error", ""),
+        })
+    return buffer.getvalue()
+
+
+def write_identify_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+    write_text_atomic(path, identify_csv(rows))
