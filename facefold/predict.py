@@ -65,7 +65,7 @@ from PIL import Image
 
 import facefold
 from facefold.config import EMBEDDING_DIMS, Config, ModelSpec
-from facefold.data.images import ImageError, load_rgb, square_crop
+from facefold.data.images import MIN_PICTURE_SIDE, ImageError, load_rgb, square_crop
 from facefold.data.pipeline import center_crop
 from facefold.data.records import MANIFEST_FILE, REQUIRED_FEATURES, list_shards
 from facefold.embeddings.shards import embed_images, embedder
@@ -651,7 +651,7 @@ def predict_files(predictor: Predictor, paths: Sequence[str | Path], top_k: int 
         for i, path in enumerate(chunk):
             results.append({"image": str(path), "faces": [], "error": None})
             try:
-                photo = load_rgb(path)
+                photo = load_rgb(path, min_side=MIN_PICTURE_SIDE)
                 found = predictor.face_crops(photo, detect) if detect else [(None, photo)]
             except (ImageError, NoFaceError) as err:
                 results[-1]["error"] = str(err) if isinstance(err, ImageError) else f"{path}: {err}"
