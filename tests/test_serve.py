@@ -26,7 +26,9 @@ LIMIT = 200_000  # bytes: small, so the "huge" upload stays cheap
 
 @pytest.fixture(scope="module")
 def client(predictor: Predictor) -> TestClient:
-    return TestClient(create_app(predictor, max_upload_bytes=LIMIT))
+    # The app refuses Host names other than localhost's (DNS rebinding); TestClient's default
+    # host is "testserver".
+    return TestClient(create_app(predictor, max_upload_bytes=LIMIT), base_url="http://127.0.0.1")
 
 
 @pytest.fixture(autouse=True)

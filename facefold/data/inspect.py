@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from facefold.data import neardup, records
-from facefold.data.images import file_sha256
+from facefold.data.images import PHOTO_FORMATS, file_sha256
+from facefold.data.jpegcheck import jpeg_stream_problem
 
 # Per shard and kind of problem, how many records are named before "… and N more".
 _NAMED_PER_KIND = 5
@@ -146,12 +147,15 @@ class _Inspector:
         return found
 
     def _check_image(self, raw: bytes) -> tuple[str, np.ndarray | None]:
-        """``("", pHash)`` when ``raw`` is a decodable JPEG, else ``(what is wrong, None)``.
+        """``("", pHash)`` for a JPEG that decodes cleanly, else ``(what is wrong, None)``.
 
-        The pHash is None when near-duplicates are not checked.
+        Cleanly: every pixel decodes and the compressed data checks out
+        (:func:`~facefold.data.jpegcheck.jpeg_stream_problem`). Only the photo
+        formats' readers are tried, so a record holding e.g. EPS never reaches
+        Ghostscript. The pHash is None when near-duplicates are not checked.
         """
         try:
-            with Image.open(io.BytesIO(raw)) as img:
+            with Image.open(io.BytesIO(raw), formats=list(PHOTO_FORMATS)) as img:
                 img.load()  # decode every pixel: catches truncated data
                 kind, size = img.format, img.size
                 # Hashed from the pixels already decoded here: the builder hashes the same bytes.
@@ -160,6 +164,11 @@ class _Inspector:
             return f"image_raw does not decode ({type(err).__name__}: {err})", None
         if kind != "JPEG":
             return f"image_raw is {kind}, the schema asks for JPEG", None
+        # Damage inside the compressed data is only a warning to libjpeg (in Pillow and in
+        # TensorFlow alike): the picture comes out partly garbage without an error.
+        damage = jpeg_stream_problem(raw)
+        if damage:
+            return f"image_raw is a damaged JPEG ({damage})", None
         self.sizes[f"{size[0]}x{size[1]}"] += 1
         return "", phash
 

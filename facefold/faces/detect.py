@@ -43,6 +43,7 @@ ARCFACE_TEMPLATE_112.setflags(write=False)
 # 20-pixel minimum at this scale (62 pixels of a 4000-pixel photo) is too small
 # for a good crop anyway.
 _DETECT_MAX_SIDE = 1280
+_MIN_WINDOW = 12  # MTCNN's first stage looks at 12x12 windows
 _BUILD_LOCK = threading.Lock()
 
 
@@ -60,22 +61,25 @@ def detect_faces(image: Image.Image, min_score: float = 0.9) -> list[Face]:
 
     ``image`` is a Pillow image of any mode (converted to RGB; open files with
     :func:`facefold.data.images.load_rgb` so EXIF rotation is applied). Returns
-    the faces largest box first; an empty list when there is none. The first
-    call in a process builds the detector (a few seconds), later calls reuse it.
+    the faces largest box first; an empty list when there is none, and at once
+    for a picture too small or too thin to hold MTCNN's 12-pixel window at the
+    detection scale (see :func:`detection_size`). The first call in a process
+    builds the detector (a few seconds), later calls reuse it.
 
     Raises ``ValueError`` for ``min_score`` outside (0, 1] and
     ``ModuleNotFoundError`` saying what to install when the extra is missing.
     """
     if not 0 < min_score <= 1:
         raise ValueError(f"min_score must be in (0, 1], got {min_score}")
+    scale, small = detection_size(image.size)
+    # Decided from the size alone, before building the detector or resizing: a 3000x1
+    # strip would shrink to 1280x0, which Pillow's resize cannot do.
+    if min(small) < _MIN_WINDOW:  # smaller than MTCNN's 12-pixel window: nothing to find
+        return []
     detector = _detector()
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    scale = min(1.0, _DETECT_MAX_SIDE / max(rgb.size))
     if scale < 1:
-        small = (round(rgb.width * scale), round(rgb.height * scale))
         rgb = rgb.resize(small, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    if min(rgb.size) < 12:  # smaller than MTCNN's 12-pixel window: nothing to find
-        return []
     rows = detector.detect_faces(
         np.asarray(rgb),
         box_format="xyxy",
@@ -85,6 +89,20 @@ def detect_faces(image: Image.Image, min_score: float = 0.9) -> list[Face]:
     )
     faces = [_face(row, 1 / scale) for row in np.asarray(rows) if row[5] >= min_score]
     return sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True)
+
+
+def detection_size(size: tuple[int, int]) -> tuple[float, tuple[int, int]]:
+    """``(scale, (width, height))`` at which a photo of ``size`` is searched for faces.
+
+    The photo is shrunk so its longer side is at most 1280 pixels (never
+    enlarged); a side may round to 0 for a very long, thin picture, which
+    :func:`detect_faces` then skips.
+    """
+    longest = max(size)
+    scale = min(1.0, _DETECT_MAX_SIDE / longest) if longest > 0 else 1.0
+    if scale == 1:
+        return scale, size
+    return scale, (round(size[0] * scale), round(size[1] * scale))
 
 
 def _face(row: np.ndarray, scale: float) -> Face:

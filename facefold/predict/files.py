@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from facefold.data.images import ImageError, load_rgb
+from facefold.data.images import MIN_PICTURE_SIDE, ImageError, load_rgb
 from facefold.predict.predictor import UNKNOWN, NoFaceError, Predictor
 
 # Files decoded at a time by predict_files: bounded memory, one batched model call per chunk.
@@ -33,7 +33,7 @@ def predict_files(predictor: Predictor, paths: Sequence[str | Path], top_k: int 
         for i, path in enumerate(chunk):
             results.append({"image": str(path), "faces": [], "error": None})
             try:
-                photo = load_rgb(path)
+                photo = load_rgb(path, min_side=MIN_PICTURE_SIDE)
                 found = predictor.face_crops(photo, detect) if detect else [(None, photo)]
             except (ImageError, NoFaceError) as err:
                 results[-1]["error"] = str(err) if isinstance(err, ImageError) else f"{path}: {err}"
