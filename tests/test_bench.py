@@ -159,9 +159,9 @@ def test_bench_refuses_images_smaller_than_the_crop(tiny_dataset: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["bench", "--steps", "0"], "steps, warmup, latency_calls and rounds must be >= 1"),
+        (["bench", "--timed-steps", "0"], "steps, warmup, latency_calls and rounds must be >= 1"),
         (["bench", "--rounds", "0"], "steps, warmup, latency_calls and rounds must be >= 1"),
-        (["bench", "--size", "200"], "model.input_size must be between 8 and crop_size"),
+        (["bench", "--input-size", "200"], "model.input_size must be between 8 and crop_size"),
         (["bench", "--preset", "huge"], "unknown preset 'huge'"),
     ],
 )

@@ -9,7 +9,9 @@ a truncated newest checkpoint; inference never reads the dataset back.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import warnings
 from pathlib import Path
 
@@ -238,3 +240,36 @@ def test_paths_in_model_folders_stay_inside() -> None:
     for bad in ("../x", "a/b", "", "."):
         with pytest.raises(ValueError, match="cannot name a folder"):
             runs.member_dir(folder, bad)
+
+
+def test_a_tampered_export_names_the_file_and_field(tmp_path: Path) -> None:
+    """Model folders are data: each export.json field is checked, labels must fit the model,
+    member paths stay inside, and exports are ordinary folders."""
+    from facefold.export import export_run
+
+    data = make_tiny_dataset(tmp_path / "data")
+    train(data, CONFIG, tmp_path / "run", [0], **QUIET)
+    export = export_run(tmp_path / "run", "keras", tmp_path / "export")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(export.stat().st_mode) == 0o777 & ~mask
+    meta = json.loads((export / runs.EXPORT_FILE).read_text())
+    Predictor.load(export)  # the untouched export loads
+    cases = [
+        ({"labels": meta["labels"][:-1]}, "lists 3 people but the model gives"),
+        ({"labels": [1, 2, 3, 4]}, "field 'labels'"),
+        ({"threshold": {"score": "energy", "threshold": "high"}}, "field 'threshold'"),
+        ({"image_size": "big"}, "field 'image_size'"),
+        ({"channels": 2}, "field 'channels'"),
+        ({"ensemble": {"members": [{"preset": "a", "export": "../../etc"},
+                                   {"preset": "b", "export": "/tmp"}]}},
+         "leads outside"),
+    ]
+    for change, message in cases:
+        (export / runs.EXPORT_FILE).write_text(json.dumps({**meta, **change}))
+        with pytest.raises(ValueError, match=message) as err:
+            Predictor.load(export)
+        assert runs.EXPORT_FILE in str(err.value)
+    (export / runs.EXPORT_FILE).write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        Predictor.load(export)

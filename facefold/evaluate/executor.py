@@ -194,8 +194,10 @@ def _combine(data_dir: Path, trial: Trial, members: list[tuple[Config, Path]],
     if runs.is_finished(trial.out, identity) and not any(
             t.out.resolve() in {o.resolve() for _, o in members} for t in pending):
         return TrialOutcome(trial, skipped=True)
-    trained = {t.out.resolve() for t in pending}
-    reused = {m.preset: out.resolve() not in trained for m, out in members}
+    # Reused: a run the ensemble did not train for itself (handed over by the caller, e.g. the
+    # experiment's own run of that preset, or finished before this call).
+    own = {t.out.resolve() for t in pending if t.name.startswith(f"{trial.name}/")}
+    reused = {m.preset: out.resolve() not in own for m, out in members}
     for member, out in members:
         if reused[member.preset]:
             log(f"[{trial.name}] member {member.preset}: reusing the finished run {out}")

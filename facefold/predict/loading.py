@@ -227,8 +227,10 @@ def _load_export(folder: Path) -> LoadedModel:
         infer = savedmodel_infer(model_path)
     else:
         infer = tflite_infer(model_path)
+    _check_export_outputs(infer, family.export_input(meta.get("embedding"),
+                                                     int(meta["image_size"]),
+                                                     int(meta["channels"])), len(labels), where)
     infer = family.picture_inference(infer, meta.get("embedding"), folder)
-    infer = _checked_outputs(infer, len(labels), where)
     info = ModelInfo(labels, int(meta["image_size"]), int(meta["crop_size"]),
                      int(meta["channels"]), meta["format"], folder, meta.get("step"),
                      meta.get("threshold"), runs.read_centroids(folder, len(labels)),
@@ -236,16 +238,13 @@ def _load_export(folder: Path) -> LoadedModel:
     return LoadedModel(info, infer, model)
 
 
-def _checked_outputs(infer: Infer, classes: int, where: Path) -> Infer:
-    """``infer`` that raises a clear error when the model's outputs are not one per label
-    (a SavedModel or TFLite file is only known once it has run)."""
-    def checked(x: np.ndarray) -> dict[str, np.ndarray]:
-        out = infer(x)
-        logits = np.asarray(out["logits"])
-        if logits.ndim != 2 or logits.shape[1] != classes:
-            raise ValueError(f"{where} lists {classes} people but the model gives "
-                             f"{logits.shape[1:]} outputs: the label list does not belong to "
-                             "this model")
-        return out
-
-    return checked
+def _check_export_outputs(infer: Infer, model_input: dict[str, Any], classes: int,
+                          where: Path) -> None:
+    """Run the model once on a zero input of its declared shape: its logits must be one per
+    label (a SavedModel or TFLite file says so only when it runs)."""
+    zeros = np.zeros([1, *model_input["shape"][1:]], model_input["dtype"])
+    logits = np.asarray(infer(zeros)["logits"])
+    if logits.ndim != 2 or logits.shape[1] != classes:
+        raise ValueError(f"{where} lists {classes} people but the model gives "
+                         f"{logits.shape[1:]} outputs: the label list does not belong to "
+                         "this model")
