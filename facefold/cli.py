@@ -360,7 +360,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         require_server_packages()  # the `serve` extra: say what to install, not a traceback
     except RuntimeError as err:
         raise SystemExit(f"facefold: error: {err}") from None
-    serve(args.model, args.host, args.port, args.max_upload_mb)
+    serve(args.model, args.host, args.port, args.max_upload_mb, allow_enroll=args.allow_enroll)
 
 
 def _add_recognize_commands(commands: argparse._SubParsersAction) -> None:
@@ -394,6 +394,9 @@ def _add_recognize_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-upload-mb", type=float, default=10,
                        help="largest accepted upload (default 10 MB; larger -> HTTP 413)")
+    serve.add_argument("--allow-enroll", action="store_true",
+                       help="add an enroll form and POST /api/enroll?name=NAME, which add the "
+                       "photo's face to the model folder's gallery (writes to MODEL)")
     serve.set_defaults(func=_cmd_serve)
 
 

@@ -389,12 +389,14 @@ def allowed_hosts_for(host: str) -> tuple[frozenset[str], bool]:
 def create_app(predictor: Predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES,
                top_k: int = TOP_K, limits: Limits | None = None,
                allowed_hosts: Collection[str] | None = LOCAL_HOSTS,
-               ip_literals: bool = False) -> Any:
+               ip_literals: bool = False, allow_enroll: bool = False) -> Any:
     """The FastAPI application serving ``predictor`` (see the module docstring).
 
     ``allowed_hosts`` are the names a browser may reach the server by
     (:class:`HostCheck`); None turns the check off (e.g. behind a proxy that
-    does it).
+    does it). ``allow_enroll`` adds ``POST /api/enroll?name=NAME`` (and its form on the
+    page): the largest face of the uploaded photo joins that person in the model folder's
+    gallery, without retraining (it writes to the model folder: off by default).
     """
     require_server_packages()
     from fastapi import FastAPI, Request
@@ -426,6 +428,21 @@ def create_app(predictor: Predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES,
             # objects, not megabytes.
             photo.close()
 
+    def enroll(data: bytes, filename: str, name: str) -> dict[str, Any]:
+        photo = decode_upload(data, filename, limits)
+        try:
+            with model_lock:
+                try:
+                    crop = predictor.face_crops(photo)[0][1]  # the largest face
+                    count = predictor.enroll(name, [crop])
+                except NoFaceError as err:
+                    raise UploadError(422, f"{filename}: {err}") from err
+                except ValueError as err:  # a bad name, a trained person, no centroids
+                    raise UploadError(400, str(err)) from err
+            return {"name": name, "pictures": count, "people": predictor.people}
+        finally:
+            photo.close()
+
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, err: UploadError) -> JSONResponse:
         return JSONResponse({"error": err.message}, status_code=err.status, headers=err.headers)
@@ -437,7 +454,8 @@ def create_app(predictor: Predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     @app.get("/api/info")
     async def info() -> dict[str, Any]:
         return {
-            "people": predictor.labels,
+            "people": predictor.people,
+            "enroll": allow_enroll,
             "image_size": predictor.info.image_size,
             "model": predictor.info.kind,
             "threshold": predictor.info.threshold,
@@ -456,6 +474,15 @@ def create_app(predictor: Predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         with gate.admit():
             filename, data = await read_upload(request, max_upload_bytes, limits.body_timeout)
             return await gate.run(process, data, filename)
+
+    if allow_enroll:
+        @app.post("/api/enroll")
+        async def enroll_photo(request: Request) -> dict[str, Any]:
+            name = request.query_params.get("name", "")
+            with gate.admit():
+                filename, data = await read_upload(request, max_upload_bytes,
+                                                   limits.body_timeout)
+                return await gate.run(enroll, data, filename, name)
 
     return app
 
@@ -554,7 +581,7 @@ def _big_pictures_in_big_blocks() -> None:
 
 def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: float = MAX_UPLOAD_BYTES / 2**20, limits: Limits | None = None,
-          allowed_hosts: Collection[str] = ()) -> None:
+          allowed_hosts: Collection[str] = (), allow_enroll: bool = False) -> None:
     """Load ``model`` once and serve the page and API until interrupted.
 
     Browsers may reach it by ``host``, the localhost names and ``allowed_hosts``
@@ -566,7 +593,7 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000,
     names, ip_literals = allowed_hosts_for(host)
     app = create_app(predictor, int(max_upload_mb * 2**20), limits=limits,
                      allowed_hosts=names | {_normal_host(n) for n in allowed_hosts},
-                     ip_literals=ip_literals)
+                     ip_literals=ip_literals, allow_enroll=allow_enroll)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"facefold: serving on {host}: other machines can reach this page")
     print(f"facefold: {len(predictor.labels)} people; open http://{host}:{port}/")
@@ -612,6 +639,10 @@ PAGE = """<!doctype html>
 <p id="status" role="status"></p>
 <div id="stage"><img id="photo" alt=""></div>
 <ol id="faces"></ol>
+<form id="enroll" hidden><fieldset><legend>Add a person (no retraining)</legend>
+  <label>Name <input type="text" id="enroll-name" required></label>
+  <label>Photo <input type="file" id="enroll-file" accept="image/*" required></label>
+  <button type="submit">Enroll</button> <span id="enroll-status"></span></fieldset></form>
 <script>
 "use strict";
 const fileInput = document.getElementById("file");
@@ -695,6 +726,20 @@ async function upload(file) {
 
 fileInput.addEventListener("change", () => {
   if (fileInput.files.length) upload(fileInput.files[0]);
+});
+
+const enrollForm = document.getElementById("enroll");
+fetch("api/info").then((r) => r.json()).then((info) => { enrollForm.hidden = !info.enroll; });
+enrollForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const name = document.getElementById("enroll-name").value;
+  const form = new FormData();
+  form.append("file", document.getElementById("enroll-file").files[0]);
+  const line = document.getElementById("enroll-status");
+  const response = await fetch("api/enroll?name=" + encodeURIComponent(name),
+                               {method: "POST", body: form});
+  const result = await response.json();
+  line.textContent = response.ok ? name + ": " + result.pictures + " photo(s)" : result.error;
 });
 </script>
 </body>

@@ -175,3 +175,35 @@ def test_bench_times_a_model_per_face(fitted: tuple[Path, Path]) -> None:
     assert result["faces"] == 4 and result["family"] == "embedding"
     assert 0 < result["per_face_median_ms"] <= result["per_face_p95_ms"]
     assert "one face per call" in format_bench_model(result)
+
+
+def test_serve_enrolls_behind_a_flag(fitted: tuple[Path, Path], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    import facefold.predict.predictor as predictor_module
+    from facefold.predict import Predictor
+    from facefold.serve import create_app
+
+    monkeypatch.setattr(predictor_module, "load_detector", lambda: None)  # crops taken whole
+    _, model = fitted
+    stranger = _pictures(tmp_path / "stranger", 7, 4, seed=21)
+
+    def post(client: TestClient, url: str, path: Path):
+        return client.post(url, files={"file": (path.name, path.read_bytes(), "image/png")})
+
+    closed = TestClient(create_app(Predictor.load(model)), base_url="http://127.0.0.1")
+    assert post(closed, "/api/enroll?name=newcomer", stranger[0]).status_code in (404, 405)
+    assert closed.get("/api/info").json()["enroll"] is False
+    client = TestClient(create_app(Predictor.load(model), allow_enroll=True),
+                        base_url="http://127.0.0.1")
+    assert post(client, "/api/predict", stranger[3]).json()["faces"][0]["name"] == UNKNOWN
+    for i, path in enumerate(stranger[:3], start=1):
+        answer = post(client, "/api/enroll?name=newcomer", path)
+        assert answer.status_code == 200 and answer.json()["pictures"] == i
+    assert client.get("/api/info").json()["people"][-1] == "newcomer"
+    assert post(client, "/api/predict", stranger[3]).json()["faces"][0]["name"] == "newcomer"
+    bad = post(client, "/api/enroll?name=person_0", stranger[0])
+    assert bad.status_code == 400 and "trained on" in bad.json()["error"]
+    assert "newcomer" in Predictor.load(model).people  # written to the model folder
