@@ -26,11 +26,15 @@ RETIRED = {"--batch", "--eval-shards", "--json-out", "--output", "-o", "--steps-
 # (command, option) -> why its default differs from the same option elsewhere.
 DEFAULT_EXCEPTIONS = {
     ("train", "--folds"): "one run holds out one fold; 'all' would leave nothing to train on",
+    ("fit", "--far"): "a deployed model's threshold: 1 % of strangers accepted, where cv "
+                      "--unknown-people measures at 5 % by default",
 }
 
 # Commands that write files: each names its output folder with --out.
 NO_OUTPUT = {("dataset",), ("dataset", "inspect"), ("analyze",), ("faces",), ("predict",),
-             ("serve",), ("presets",)}
+             ("serve",), ("presets",),
+             # These write into the MODEL folder (enroll) or one CSV file (identify --csv).
+             ("enroll",), ("identify",), ("verify",)}
 
 
 def _commands() -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
