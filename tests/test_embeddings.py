@@ -198,7 +198,7 @@ def test_serve_names_a_face_with_a_dlib128_run(
     train(tiny_dataset, tiny_config(steps=20, eval_every=20, preset="dlib128"), run, [0],
           log=lambda _: None)
     predictor = Predictor.load(run)
-    client = TestClient(create_app(predictor))
+    client = TestClient(create_app(predictor), base_url="http://127.0.0.1")  # the Host check
     crop = _held_out_crops(tiny_dataset)[0]
     buffer = io.BytesIO()
     crop.save(buffer, format="PNG")
