@@ -475,6 +475,43 @@ def _add_faces_commands(commands: argparse._SubParsersAction) -> None:
     crop.add_argument("--min-score", type=float, default=0.9,
                       help="detector confidence needed to count as a face (default 0.9)")
     crop.set_defaults(func=_cmd_faces_crop)
+    _add_faces_cluster(faces_commands)
+
+
+def _cmd_faces_cluster(args: argparse.Namespace) -> None:
+    from facefold.faces.cluster import cluster_faces
+
+    cluster_faces(args.photos, args.out, args.method, args.threshold, args.min_size, args.size,
+                  args.min_score, args.crops, args.overwrite, args.labels_from_folders)
+
+
+def _add_faces_cluster(faces_commands: argparse._SubParsersAction) -> None:
+    """``faces cluster``: unlabeled photos -> one folder per person (needs facefold[dlib])."""
+    cluster = faces_commands.add_parser(
+        "cluster", help="unlabeled photos -> one folder of faces per person, to name by hand"
+    )
+    cluster.add_argument("photos", type=Path, metavar="PHOTOS", help="folder of photos (recursive)")
+    _add_out(cluster, "folder for the groups, contact sheet and report")
+    cluster.add_argument("--method", choices=["chinese-whispers", "average"],
+                         default="chinese-whispers",
+                         help="Chinese whispers (default) or average-linkage clustering")
+    cluster.add_argument("--threshold", type=float,
+                         help="cosine distance below which faces join (default: the method's, "
+                         "0.0625 or 0.085, measured on celeb21 and ORL)")
+    cluster.add_argument("--min-size", type=int, default=2,
+                         help="smaller groups go to unassigned/ (default 2)")
+    cluster.add_argument("--size", type=int, default=112,
+                         help="side of the square crops in pixels (default 112)")
+    cluster.add_argument("--min-score", type=float, default=0.9,
+                         help="detector confidence needed to count as a face (default 0.9)")
+    cluster.add_argument("--crops", action="store_true",
+                         help="every picture is a face crop already: no detection, taken whole")
+    cluster.add_argument("--overwrite", action="store_true",
+                         help="replace an earlier `faces cluster` output in OUT")
+    cluster.add_argument("--labels-from-folders", action="store_true",
+                         help="score the groups against PHOTOS/<person>/ folder names, which "
+                         "the clustering never sees (ARI, purity, completeness)")
+    cluster.set_defaults(func=_cmd_faces_cluster)
 
 
 def build_parser() -> argparse.ArgumentParser:
