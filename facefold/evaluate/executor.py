@@ -148,17 +148,18 @@ def run_trials(
         family_of(trial.config).check_available(trial.config)
     data = runs.data_fingerprint(data_dir)
     leaves, ensembles = _expand(trials)
-    for trial in [*leaves, *(t for t in trials if t.name in ensembles)]:
-        runs.check_run_dir(trial.out, trial.identity(data), restart)  # refuse before any work
+    # Each folder is read once, before any work: a run of other data is refused here, and what
+    # the check found (same run or not) decides below.
+    same = {trial.name: runs.check_run_dir(trial.out, trial.identity(data), restart)
+            for trial in [*leaves, *(t for t in trials if t.name in ensembles)]}
     if before is not None:
         before()
     pending = []
     for trial in leaves:
-        if runs.is_finished(trial.out, trial.identity(data)):
+        if same[trial.name] and runs.is_finished(trial.out, trial.identity(data)):
             log(f"[{trial.name}] complete, skipped")
             continue
-        if runs.is_run(trial.out) and not runs.check_run_dir(trial.out, trial.identity(data),
-                                                             restart):
+        if runs.is_run(trial.out) and not same[trial.name]:
             log(f"[{trial.name}] --restart: discarding {trial.out}, a run of other data or "
                 "settings")
             shutil.rmtree(trial.out)
