@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import resource
 import statistics
 import tempfile
@@ -74,6 +73,7 @@ import tensorflow as tf
 
 from facefold.config import Config, ModelSpec
 from facefold.data.build import build_dataset
+from facefold.data.images import load_rgb
 from facefold.data.pipeline import (
     BatchMaker,
     Split,
@@ -86,19 +86,22 @@ from facefold.data.pipeline import (
 )
 from facefold.data.records import read_labels
 from facefold.data.synthetic import make_synthetic_faces
+from facefold.machine import cpu_model, usable_cores
 from facefold.models.cnn import CONV_NAME, DENSE_NAME, build_model
 from facefold.models.presets import resolve_config
-from facefold.train.precision import cpu_model, resolve_precision
 
 # The trainer's compile (optimizer, loss, metric, no XLA): the benchmark must time
 # exactly the step `facefold train` runs, so it reuses it rather than restating it.
-from facefold.train.trainer import Log, compile_model
+from facefold.train.optim import compile_model
+from facefold.train.precision import PRECISIONS, resolve_precision
+from facefold.train.trainer import Log
 
 TRAIN_PASSES = 3  # forward + input gradient + weight gradient
 TIMING_ROUNDS = 2  # default alternations of compute / pipeline timings; the best counts
 SYNTHETIC_PEOPLE = 10
 SYNTHETIC_SIZE = 112  # the 2016 stored size, so the 96x96 crop (and its jitter) applies
 LATENCY_WARMUP = 10
+MATMUL_SIZE = 2048  # the ceiling's matrices: large enough for oneDNN's best kernels
 
 
 # --------------------------------------------------------------------------- FLOPs
@@ -162,22 +165,14 @@ def _stage_flops(spec: ModelSpec, i: int, width_in: int, width: int, side: int) 
 # --------------------------------------------------------------------------- machine
 
 
-def machine_info(precision: str) -> dict[str, Any]:
-    """This machine as the benchmark reports it; ``precision`` is the requested one.
-
-    Returns the CPU model, the cores this process may use, TensorFlow's
-    intra-op threads (0 = its default, one per core), the TensorFlow version and
-    the resolved precision with the reason.
-    """
-    resolved, reason = resolve_precision(precision)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+def machine_info() -> dict[str, Any]:
+    """This machine as the benchmark reports it: the CPU model, the cores this process may
+    use, TensorFlow's intra-op threads (0 = its default, one per core) and its version."""
     return {
         "cpu": cpu_model(),
-        "cores": cores,
+        "cores": usable_cores(),
         "threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "tensorflow": tf.__version__,
-        "precision": resolved,
-        "precision_reason": reason,
     }
 
 
@@ -197,11 +192,10 @@ def _set_threads(threads: int) -> None:
 # --------------------------------------------------------------------------- data
 
 
-def bench_config(preset: str, precision: str, size: int | None, batch: int) -> Config:
-    """The preset's config with the benchmark's precision, batch and optional input ``size``."""
+def bench_config(preset: str, size: int | None, batch: int) -> Config:
+    """The preset's config with the benchmark's batch and optional input ``size``."""
     model = {"input_size": size} if size else {}
-    train = {"batch_size": batch, "precision": precision}
-    config = resolve_config(preset, overrides={"model": model, "train": train})
+    config = resolve_config(preset, overrides={"model": model, "train": {"batch_size": batch}})
     config.require_cnn("bench")
     return config
 
@@ -227,6 +221,58 @@ def _load_data(data_dir: Path, spec: ModelSpec) -> tuple[Split, int]:
             f"{data_dir} holds {side}px images, smaller than the model's {spec.crop_size}px crop"
         )
     return split, len(read_labels(data_dir))
+
+
+# --------------------------------------------------------------------------- peers
+
+
+def plain_keras_model(spec: ModelSpec, num_classes: int, precision: str) -> keras.Model:
+    """The same network as :func:`~facefold.models.cnn.build_model` for a 2016-style spec,
+    written the way a Keras tutorial would: one ``Sequential`` of stock layers, Keras's
+    default initializers, the mixed-precision policy on every layer. The independent peer
+    that facefold's training step is timed against (it is never trained for accuracy)."""
+    if spec.batch_norm or spec.residual or spec.global_pool or spec.tta_flip:
+        raise ValueError("the plain Keras peer is the 2016 architecture: no batch norm, "
+                         "residual blocks, global pooling or flip TTA")
+    compute = "mixed_bfloat16" if precision == "bfloat16" else "float32"
+    layers: list[keras.layers.Layer] = [
+        keras.Input((spec.crop_size, spec.crop_size, spec.channels))]
+    if spec.input_size != spec.crop_size:
+        layers.append(keras.layers.Resizing(spec.input_size, spec.input_size, antialias=True))
+    layers.append(keras.layers.Lambda(tf.image.per_image_standardization))
+    for width in spec.conv_channels:
+        layers += [
+            keras.layers.Conv2D(width, spec.kernel_size, padding="same", activation="relu",
+                                dtype=compute),
+            keras.layers.MaxPool2D(spec.pool_size, strides=2, padding="same", dtype=compute),
+        ]
+    layers.append(keras.layers.Flatten(dtype=compute))
+    decay = keras.regularizers.L2(spec.weight_decay / 2) if spec.weight_decay else None
+    layers += [keras.layers.Dense(units, activation="relu", kernel_regularizer=decay,
+                                  dtype=compute) for units in spec.dense_units]
+    layers.append(keras.layers.Dense(num_classes, dtype="float32"))
+    model = keras.Sequential(layers, name="plain_keras")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def matmul_gflops(precision: str, n: int = MATMUL_SIZE, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n matrix product in ``precision`` (2·n³ FLOPs), best of ``repeats``
+    after a warm-up: the ceiling that dense layers and oneDNN's convolutions (computed as
+    matrix products) can hope for on this machine."""
+    dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32
+    a = tf.random.stateless_normal((n, n), seed=(1, 2), dtype=tf.float32)
+    a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
+    product = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y)[:1, :1], tf.float32)))
+    product(a, b).numpy()
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
 
 
 # --------------------------------------------------------------------------- timing
@@ -298,49 +344,58 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _measure(
-    model: keras.Model, cfg: Config, split: Split,
-    steps: int, warmup: int, latency_calls: int, log: Log, rounds: int = TIMING_ROUNDS,
-) -> dict[str, float]:
-    """Every timing of :func:`run_bench` on one compiled model (see there for the keys)."""
-    spec, batch = cfg.model, cfg.train.batch_size
-    make_batch = batch_maker(split, cfg.augment, spec.crop_size, batch, cfg.train.seed)
+def spread(seconds: list[float]) -> dict[str, float]:
+    """``min`` / ``median`` / ``max`` seconds per step over rounds: a wide spread means the
+    machine was busy (a shared VM), and only the minimum is the model's speed."""
+    return {"min": min(seconds), "median": statistics.median(seconds), "max": max(seconds)}
+
+
+def _rates(seconds: list[float], batch: int, flops: float) -> dict[str, Any]:
+    best = min(seconds)
+    return {"seconds_per_step": spread(seconds), "images_per_s": batch / best,
+            "gflops_per_s": flops / best / 1e9}
+
+
+def _time_training(
+    models: dict[str, keras.Model], cfg: Config, split: Split, steps: int, warmup: int,
+    rounds: int, log: Log,
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds per step of every model, compute only (batches in memory) and, for facefold's
+    own models, through the real input pipeline, per round.
+
+    Rounds alternate over every model and both timings, so a burst of other load on the
+    machine hits all of them alike instead of masquerading as one being slow (or fast).
+    """
+    batch = cfg.train.batch_size
+    make_batch = batch_maker(split, cfg.augment, cfg.model.crop_size, batch, cfg.train.seed)
     in_memory = _batches_in_memory(make_batch)
 
     def real(start: int, end: int) -> tf.data.Dataset:
         return step_batches(make_batch, start, end)
 
-    # Alternate the two measurements and keep each one's best round, so a burst of
-    # other load on the machine cannot masquerade as a slow (or fast) input pipeline.
-    times: dict[str, list[float]] = {"compute": [], "pipeline": []}
+    times: dict[str, dict[str, list[float]]] = {
+        name: {"compute": [], **({} if name.startswith(PEER) else {"pipeline": []})}
+        for name in models}
     for round_ in range(1, rounds + 1):
-        log(f"bench: round {round_}/{rounds}: training on batches in memory, then through "
-            f"the input pipeline ({warmup} warm-up + {steps} steps each)")
-        times["compute"].append(_seconds_per_step(model, lambda s, e: in_memory, steps, warmup))
-        times["pipeline"].append(_seconds_per_step(model, real, steps, warmup))
-    compute, pipeline = min(times["compute"]), min(times["pipeline"])
-    log("bench: evaluation and single-image latency")
-    evaluation = _eval_images_per_second(model, split, cfg, steps * batch)
-    median, p95 = _predict_latency_ms(model, center_crop(split.images[:1], spec.crop_size),
-                                      latency_calls)
-    return {
-        "compute_seconds_per_step": compute,
-        "compute_images_per_s": batch / compute,
-        "pipeline_seconds_per_step": pipeline,
-        "pipeline_images_per_s": batch / pipeline,
-        "pipeline_over_compute": compute / pipeline,
-        "eval_images_per_s": evaluation,
-        "latency_median_ms": median,
-        "latency_p95_ms": p95,
-    }
+        log(f"bench: round {round_}/{rounds}: {', '.join(models)} ({warmup} warm-up + "
+            f"{steps} timed steps each, in memory and through the input pipeline)")
+        for name, model in models.items():
+            times[name]["compute"].append(
+                _seconds_per_step(model, lambda s, e: in_memory, steps, warmup))
+            if "pipeline" in times[name]:
+                times[name]["pipeline"].append(_seconds_per_step(model, real, steps, warmup))
+    return times
 
 
 # --------------------------------------------------------------------------- entry points
 
+PEER = "plain Keras "
+PRECISION_CHOICES = ("both", "auto", "float32", "bfloat16")
+
 
 def run_bench(
     preset: str = "seed",
-    precision: str = "auto",
+    precision: str = "both",
     size: int | None = None,
     batch: int = 128,
     steps: int = 30,
@@ -350,90 +405,151 @@ def run_bench(
     latency_calls: int = 200,
     log: Log = print,
     rounds: int = TIMING_ROUNDS,
+    peer: bool = True,
+    matmul_size: int = MATMUL_SIZE,
 ) -> dict[str, Any]:
     """Measure training, evaluation and prediction speed of a preset on this machine.
 
-    Takes a preset name, ``precision`` (auto|float32|bfloat16), an optional
-    ``size`` overriding ``model.input_size``, the training ``batch``, the timed
-    ``steps`` after ``warmup`` untimed ones, a dataset folder (default: a small
-    SYNTHETIC one drawn at 112px in a temporary folder), TensorFlow ``threads``
-    (0 = default), the number of single-image ``latency_calls`` and of ``rounds``
-    (compute-only and pipeline timings alternate that many times; the best of each
-    counts, so more rounds resist bursts of load from other tenants of a shared VM).
+    Takes a preset name, ``precision`` (``both`` = float32 and bfloat16 side by side,
+    ``auto`` = the one :func:`~facefold.train.precision.resolve_precision` picks, or one of
+    the two), an optional ``size`` overriding ``model.input_size``, the training ``batch``,
+    the timed ``steps`` after ``warmup`` untimed ones, a dataset folder (default: a small
+    SYNTHETIC one drawn at 112px in a temporary folder), TensorFlow ``threads`` (0 =
+    default), the number of single-image ``latency_calls``, of ``rounds`` (the timings of
+    every model alternate that many times; the best counts, the spread is reported) and
+    whether to time the ``peer``, :func:`plain_keras_model`, for 2016-style presets, and the
+    side of the ceiling's matrices.
 
-    Returns ``{"machine", "settings", "flops", "measured"}``: ``flops`` is
-    :func:`count_training_flops`; ``measured`` holds positive floats:
-    ``compute_*`` (:data:`MEMORY_BATCHES` real batches cycled from memory),
-    ``pipeline_*`` (real :func:`~facefold.data.pipeline.training_batches`),
-    ``*_seconds_per_step``, ``*_images_per_s``,
-    ``pipeline_over_compute`` (pipeline images/s ÷ compute images/s; 1.0 = the
-    pipeline costs nothing), ``eval_images_per_s`` (``model.evaluate``),
-    ``latency_median_ms`` / ``latency_p95_ms`` (one image, compiled forward),
-    ``gflops_per_s`` (counted FLOPs per step ÷ compute seconds per step) and
-    ``peak_memory_mb`` (``ru_maxrss`` of the whole process).
+    Returns ``{"machine", "settings", "flops", "auto", "ceiling", "measured"}``:
+    ``flops`` is :func:`count_training_flops`; ``auto`` what ``train.precision: auto``
+    picks here and why (None when one precision was asked for); ``ceiling`` the
+    :func:`matmul_gflops` of each precision timed;
+    ``measured[name]`` for each timed model (a precision, or ``"plain Keras <precision>"``)
+    holds ``compute`` (:data:`MEMORY_BATCHES` real batches cycled from memory) and, for
+    facefold's models, ``pipeline`` (real training batches): each ``seconds_per_step``
+    (``min``/``median``/``max`` over rounds), ``images_per_s`` and ``gflops_per_s`` (of the
+    best round) — and ``pipeline_over_compute``, ``of_ceiling`` (compute GFLOP/s over the
+    matmul ceiling of its precision), ``eval_images_per_s``, ``latency_median_ms`` /
+    ``latency_p95_ms`` (one image, compiled forward). ``peak_memory_mb`` is the process's.
     """
     if min(steps, warmup, latency_calls, rounds) < 1:
         raise ValueError(
             "steps, warmup, latency_calls and rounds must be >= 1, got "
             f"{steps}, {warmup}, {latency_calls}, {rounds}"
         )
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, "
+                         f"got {precision!r}")
     _set_threads(threads)
-    cfg = bench_config(preset, precision, size, batch)
-    machine = machine_info(cfg.train.precision)
+    cfg = bench_config(preset, size, batch)
     with tempfile.TemporaryDirectory(prefix="facefold-bench-") as tmp:
         source = Path(data_dir) if data_dir else _synthetic_dataset(Path(tmp), batch, log)
         split, num_classes = _load_data(source, cfg.model)
-    model = build_model(cfg.model, num_classes, machine["precision"], cfg.train.seed)
-    compile_model(model, cfg)
+    auto = None
+    if precision in ("both", "auto"):  # what training would pick here, and why
+        chosen, reason = resolve_precision("auto", cfg, num_classes)
+        auto = {"precision": chosen, "reason": reason}
+        log(f"bench: precision auto -> {chosen} ({reason})")
+    precisions = list(PRECISIONS) if precision == "both" else [
+        auto["precision"] if auto else precision]
+    models = {}
+    for p in precisions:
+        models[p] = build_model(cfg.model, num_classes, p, cfg.train.seed)
+        compile_model(models[p], cfg)
+    plain = (peer and not (cfg.model.batch_norm or cfg.model.residual or cfg.model.global_pool
+                           or cfg.model.tta_flip))
+    if plain:
+        models.update({PEER + p: plain_keras_model(cfg.model, num_classes, p)
+                       for p in precisions})
     flops = count_training_flops(cfg.model, num_classes, batch)
-    measured = _measure(model, cfg, split, steps, warmup, latency_calls, log,
-                        rounds)
-    measured["gflops_per_s"] = flops["train_step"] / measured["compute_seconds_per_step"] / 1e9
-    measured["peak_memory_mb"] = peak_memory_mb()
+    times = _time_training(models, cfg, split, steps, warmup, rounds, log)
+    log("bench: matrix-product ceiling, evaluation and single-image latency")
+    ceiling = {p: matmul_gflops(p, matmul_size) for p in precisions}
+    measured: dict[str, dict[str, Any]] = {}
+    for name, kinds in times.items():
+        p = name.removeprefix(PEER)
+        row = {kind: _rates(seconds, batch, flops["train_step"])
+               for kind, seconds in kinds.items()}
+        row["of_ceiling"] = row["compute"]["gflops_per_s"] / ceiling[p]
+        if "pipeline" in row:
+            row["pipeline_over_compute"] = (row["pipeline"]["images_per_s"]
+                                            / row["compute"]["images_per_s"])
+            row["eval_images_per_s"] = _eval_images_per_second(models[name], split, cfg,
+                                                               steps * batch)
+            row["latency_median_ms"], row["latency_p95_ms"] = _predict_latency_ms(
+                models[name], center_crop(split.images[:1], cfg.model.crop_size),
+                latency_calls)
+        measured[name] = row
     settings = {
         "preset": cfg.preset, "crop_size": cfg.model.crop_size,
         "input_size": cfg.model.input_size, "channels": cfg.model.channels,
         "batch": batch, "steps": steps, "warmup": warmup, "rounds": rounds,
-        "latency_calls": latency_calls,
+        "latency_calls": latency_calls, "matmul_size": matmul_size,
         "data": str(data_dir) if data_dir else f"SYNTHETIC faces at {SYNTHETIC_SIZE}px (temporary)",
         "images": len(split), "num_classes": num_classes,
     }
-    return {"machine": machine, "settings": settings, "flops": flops, "measured": measured}
+    return {"machine": machine_info(), "settings": settings, "flops": flops, "auto": auto,
+            "ceiling": ceiling, "measured": measured, "peak_memory_mb": peak_memory_mb()}
 
 
-def _train_rate(measured: dict[str, float], kind: str) -> str:
-    """``"123.4 images/s (1.037 s/step)"`` for ``kind`` = compute or pipeline."""
-    images, seconds = measured[f"{kind}_images_per_s"], measured[f"{kind}_seconds_per_step"]
-    return f"{images:.1f} images/s ({seconds:.3f} s/step)"
+def _seconds_cell(rates: dict[str, Any]) -> str:
+    """``"0.375 (0.380, 0.392)"``: seconds per step of the best round (median, slowest)."""
+    s = rates["seconds_per_step"]
+    return f"{s['min']:.3f} ({s['median']:.3f}, {s['max']:.3f})"
 
 
 def format_bench(result: dict[str, Any]) -> str:
-    """The :func:`run_bench` result as a readable table (machine and settings first)."""
+    """The :func:`run_bench` result as a readable table: one column per timed model."""
     mac, s, m = result["machine"], result["settings"], result["measured"]
-    threads = mac["threads"] or "default"
-    rows = [
-        ("training, compute only (batches in memory)", _train_rate(m, "compute")),
-        ("training, real input pipeline", _train_rate(m, "pipeline")),
-        ("pipeline / compute (images/s)", f"{m['pipeline_over_compute']:.2f}"),
-        ("evaluation (model.evaluate)", f"{m['eval_images_per_s']:.1f} images/s"),
-        ("predict 1 image (tf.function)",
-         f"{m['latency_median_ms']:.2f} ms median, {m['latency_p95_ms']:.2f} ms p95"),
-        ("achieved, compute only", f"{m['gflops_per_s']:.1f} GFLOP/s"),
-        ("peak memory (ru_maxrss)", f"{m['peak_memory_mb']:.0f} MB"),
+    names = list(m)
+    rows: list[tuple[str, list[str]]] = [
+        ("training s/step, compute only: best (median, max)",
+         [_seconds_cell(m[n]["compute"]) for n in names]),
+        ("training s/step, input pipeline: best (median, max)",
+         [_seconds_cell(m[n]["pipeline"]) if "pipeline" in m[n] else "-" for n in names]),
+        ("training images/s, compute only / pipeline",
+         [f"{m[n]['compute']['images_per_s']:.0f} / "
+          + (f"{m[n]['pipeline']['images_per_s']:.0f}" if "pipeline" in m[n] else "-")
+          for n in names]),
+        ("pipeline / compute (images/s)",
+         [f"{m[n]['pipeline_over_compute']:.2f}" if "pipeline" in m[n] else "-"
+          for n in names]),
+        ("achieved, compute only",
+         [f"{m[n]['compute']['gflops_per_s']:.0f} GFLOP/s" for n in names]),
+        ("matrix-product ceiling (same precision)",
+         [f"{result['ceiling'][n.removeprefix(PEER)]:.0f} GFLOP/s" for n in names]),
+        ("achieved / ceiling", [f"{m[n]['of_ceiling']:.0%}" for n in names]),
+        ("evaluation (model.evaluate)",
+         [f"{m[n]['eval_images_per_s']:.0f} images/s" if "eval_images_per_s" in m[n] else "-"
+          for n in names]),
+        ("predict 1 image, median / p95",
+         [f"{m[n]['latency_median_ms']:.2f} / {m[n]['latency_p95_ms']:.2f} ms"
+          if "latency_median_ms" in m[n] else "-" for n in names]),
     ]
-    width = max(len(name) for name, _ in rows)
+    label = max(len(name) for name, _ in rows)
+    widths = [max(len(n), *(len(cells[i]) for _, cells in rows)) for i, n in enumerate(names)]
+    table = [f"{'':<{label}}  " + "  ".join(f"{n:<{w}}" for n, w in zip(names, widths,
+                                                                          strict=True))]
+    table += [f"{name:<{label}}  " + "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths,
+                                                                            strict=True))
+              for name, cells in rows]
+    threads = mac["threads"] or "default"
     return "\n".join([
         f"machine: {mac['cpu']}, {mac['cores']} cores, TensorFlow {mac['tensorflow']}, "
         f"threads {threads}",
-        f"precision: {mac['precision']} ({mac['precision_reason']})",
+        "precision auto: " + (f"{result['auto']['precision']} ({result['auto']['reason']})"
+                              if result["auto"] else "not asked (one precision requested)"),
         f"model: preset {s['preset']}, {s['input_size']}x{s['input_size']} input from "
         f"{s['crop_size']}x{s['crop_size']}x{s['channels']} crops, {s['num_classes']} classes",
         f"data: {s['data']}, {s['images']} images; batch {s['batch']}, "
-        f"{s['steps']} timed steps after {s['warmup']} warm-up, best of {s['rounds']} rounds",
+        f"{s['steps']} timed steps after {s['warmup']} warm-up, {s['rounds']} rounds",
         f"FLOPs per training step (conv + dense multiply-adds, 3 x forward): "
-        f"{result['flops']['train_step'] / 1e9:.2f} GFLOP",
+        f"{result['flops']['train_step'] / 1e9:.2f} GFLOP; ceiling: {s['matmul_size']}² "
+        "matrix product",
         "",
-        *(f"{name:<{width}}  {value}" for name, value in rows),
+        *table,
+        "",
+        f"peak memory (ru_maxrss): {result['peak_memory_mb']:.0f} MB",
     ])
 
 
@@ -468,7 +584,7 @@ def bench_model(model_dir: str | Path, data_dir: str | Path | None = None, faces
     started = time.perf_counter()
     predictor.recognize(pictures)
     batch_ms = (time.perf_counter() - started) * 1000 / len(pictures)
-    return {"machine": machine_info("float32"), "model": str(model_dir),
+    return {"machine": machine_info(), "model": str(model_dir),
             "family": predictor.info.family, "faces": len(pictures),
             "per_face_median_ms": statistics.median(times),
             "per_face_p95_ms": float(np.percentile(times, 95)),
@@ -481,3 +597,73 @@ def format_bench_model(result: dict[str, Any]) -> str:
             f"{result['per_face_median_ms']:.1f} ms median, {result['per_face_p95_ms']:.1f} ms "
             f"p95 over {result['faces']} crops; {result['per_face_in_a_batch_ms']:.1f} ms per "
             f"face in one call of {result['faces']}")
+
+
+def bench_embedding(name: str = "dlib128", data_dir: str | Path | None = None,
+                    images: int = 64, workers: int | None = None,
+                    log: Log = print) -> dict[str, Any]:
+    """Embedding throughput in one process against a pool of ``workers`` (default one per
+    core), and the per-face cost of the embedding family's prediction (one view, and two
+    with the mirror), on ``images`` crops of ``data_dir``'s first shard or SYNTHETIC faces.
+
+    Returns views per second of each, their ratio, whether the pool gave the very same
+    vectors, and the median / p95 milliseconds of embedding one face with 1 and 2 views.
+    """
+    from facefold.data.records import list_shards, read_shard
+    from facefold.embeddings import dlib128
+    from facefold.embeddings.shards import EmbeddingWorkers, embed_images, embedder
+
+    if images < 2:
+        raise ValueError(f"images must be >= 2, got {images}")
+    model = embedder(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        if data_dir is None:
+            data_dir = _synthetic_dataset(Path(tmp), images, log)
+        stored = []
+        for i, record in enumerate(read_shard(list_shards(data_dir)[0])):
+            stored.append((record.image_raw, f"record {i}"))
+            if len(stored) == images:
+                break
+    dlib128.embed_stored(stored[:1], False)  # warm-up
+    started = time.perf_counter()
+    one, _ = dlib128.embed_stored(stored, False)
+    sequential = len(stored) / (time.perf_counter() - started)
+    with EmbeddingWorkers(name, workers) as pool:
+        count = pool.workers
+        list(pool.map([(stored[:1], False)] * count))  # start and load every worker
+        size = math.ceil(len(stored) / (4 * count))  # a few chunks each: the load stays even
+        chunks = [(stored[i : i + size], False) for i in range(0, len(stored), size)]
+        log(f"bench: embedding {len(stored)} crops in 1 process, then {count} workers")
+        started = time.perf_counter()
+        pooled = np.concatenate([e for e, _ in pool.map(chunks)])
+        parallel = len(stored) / (time.perf_counter() - started)
+    pictures = np.stack([np.asarray(load_rgb(data, where)) for data, where in stored[:20]])
+    latency = {}
+    for views in (1, 2):
+        times = []
+        for picture in pictures:
+            started = time.perf_counter()
+            embed_images(picture[None], name, views)
+            times.append((time.perf_counter() - started) * 1000)
+        latency[views] = {"median_ms": statistics.median(times),
+                          "p95_ms": float(np.percentile(times, 95))}
+    return {"machine": machine_info(), "embedding": name, "version": model.version,
+            "images": len(stored), "workers": count,
+            "views_per_s_one_process": sequential, "views_per_s_workers": parallel,
+            "speedup": parallel / sequential, "same_vectors": bool(np.array_equal(one, pooled)),
+            "per_face_ms": latency}
+
+
+def format_bench_embedding(result: dict[str, Any]) -> str:
+    mac, lat = result["machine"], result["per_face_ms"]
+    return "\n".join([
+        f"machine: {mac['cpu']}, {mac['cores']} cores; embedding {result['embedding']}, "
+        f"{result['images']} crops",
+        f"embedding, 1 process:        {result['views_per_s_one_process']:.1f} views/s",
+        f"embedding, {result['workers']} workers:        {result['views_per_s_workers']:.1f} "
+        f"views/s ({result['speedup']:.2f}x; same vectors: {result['same_vectors']})",
+        f"one face, 1 view (image):    {lat[1]['median_ms']:.0f} ms median, "
+        f"{lat[1]['p95_ms']:.0f} ms p95",
+        f"one face, 2 views (+mirror): {lat[2]['median_ms']:.0f} ms median, "
+        f"{lat[2]['p95_ms']:.0f} ms p95",
+    ])

@@ -247,7 +247,14 @@ def _cmd_presets(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from facefold.bench import bench_model, format_bench, format_bench_model, run_bench
+    from facefold.bench import (
+        bench_embedding,
+        bench_model,
+        format_bench,
+        format_bench_embedding,
+        format_bench_model,
+        run_bench,
+    )
     from facefold.data.records import write_json_atomic
 
     if args.model:
@@ -256,8 +263,15 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         if args.out:
             write_json_atomic(args.out / "bench_model.json", result)
         return
+    if args.embedding:
+        result = bench_embedding(args.embedding, args.data, workers=args.workers)
+        print(format_bench_embedding(result))
+        if args.out:
+            write_json_atomic(args.out / "bench_embedding.json", result)
+        return
     result = run_bench(args.preset, args.precision, args.input_size, args.batch_size,
-                       args.timed_steps, args.warmup, args.data, args.threads, rounds=args.rounds)
+                       args.timed_steps, args.warmup, args.data, args.threads, rounds=args.rounds,
+                       peer=args.peer)
     print(format_bench(result))
     path = args.out / "bench.json" if args.out else getattr(args, "legacy_json", None)
     if path:
@@ -635,9 +649,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="time training, evaluation and prediction")
     bench.add_argument("--preset", default="seed", help="registered preset (default seed)")
-    bench.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
-                       help="auto (default) = bfloat16 where the CPU/GPU computes it natively, "
-                       "else float32")
+    bench.add_argument("--precision", default="both",
+                       choices=["both", "auto", "float32", "bfloat16"],
+                       help="both (default): float32 and bfloat16 side by side; auto: the one "
+                       "training picks here (timed once per machine and model, then cached)")
+    bench.add_argument("--no-peer", dest="peer", action="store_false",
+                       help="leave out the plain Keras implementation timed beside the model")
+    bench.add_argument("--embedding", metavar="NAME",
+                       help="time embedding NAME (dlib128) instead: one process against one "
+                       "worker per core, and one face's cost with and without the mirror view")
+    bench.add_argument("--workers", type=int, help="embedding worker processes for "
+                       "--embedding (default: one per core)")
     _alias(bench, "--size", bench.add_argument(
         "--input-size", type=int, help="override the preset's model.input_size"))
     _alias(bench, "--batch", bench.add_argument(

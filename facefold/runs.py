@@ -97,7 +97,7 @@ CALIBRATION_DIR = "calibration"
 EXPORT_FORMAT = 1
 MODEL_FILES = {"keras": "model.keras", "savedmodel": "savedmodel", "tflite": "model.tflite"}
 # Keys of run.json that are notes about a run, not part of its identity.
-NOTE_KEYS = frozenset({"data_dir", "image_size", "landmark_fallbacks"})
+NOTE_KEYS = frozenset({"data_dir", "image_size", "landmark_fallbacks", "precision"})
 # run.json of runs written before fingerprints: what a legacy run lacks.
 LEGACY_DATA = "data (the run was written by a facefold without data fingerprints)"
 
@@ -355,6 +355,20 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
 def read_run_info(run_dir: str | Path) -> dict[str, Any]:
     """``RUN/run.json``: the identity and notes."""
     return read_json_object(Path(run_dir) / RUN_FILE)
+
+
+def recorded_precision(run_dir: str | Path, identity: dict[str, Any]) -> str | None:
+    """The precision a started run of ``identity`` trains in (its ``precision`` note); None
+    for a new folder, another run's folder or an older run that did not record it. A resumed
+    run keeps the precision it began with."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        return None
+    info = read_json_object(path)
+    if identity_differences(info, identity):
+        return None
+    precision = info.get("precision")
+    return precision if precision in ("float32", "bfloat16") else None
 
 
 def read_run_config(run_dir: str | Path) -> Config:

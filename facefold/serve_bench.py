@@ -35,17 +35,10 @@ SAMPLE_SECONDS = 0.01
 
 def cpu_model() -> str:
     """The CPU's model name and the number of cores this process may use."""
-    import os
+    from facefold.machine import cpu_model as model
+    from facefold.machine import usable_cores
 
-    name = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {len(os.sched_getaffinity(0))} cores available"
+    return f"{model()}, {usable_cores()} cores available"
 
 
 def rss_bytes(pid: int, field: str = "VmRSS") -> int:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,20 @@ IMAGE_FORMATS = [
     (".webp", "WEBP", "RGB"),
     (".bmp", "BMP", "P"),
 ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The user cache (embeddings, precision choices) of the whole test session: a temporary
+    folder, never the developer's ``~/.cache/facefold``."""
+    folder = tmp_path_factory.mktemp("user-cache")
+    before = os.environ.get("FACEFOLD_CACHE")
+    os.environ["FACEFOLD_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("FACEFOLD_CACHE", None)
+    else:
+        os.environ["FACEFOLD_CACHE"] = before
 
 
 def shared_dataset_path(name: str) -> Path:
@@ -191,9 +206,11 @@ class FakeEmbedder:
 def fake_embedder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeEmbedder:
     """A :class:`FakeEmbedder` in place of dlib128 (no dlib needed), with a fresh embedding
     cache under ``tmp_path``."""
-    from facefold.embeddings import dlib128
+    from facefold.embeddings import dlib128, shards
 
     fake = FakeEmbedder()
     monkeypatch.setattr(dlib128, "load", lambda: fake)
+    # Worker processes would load the real dlib, not this fake: embed in this process.
+    monkeypatch.setattr(shards, "DEFAULT_WORKERS", 1)
     monkeypatch.setenv("FACEFOLD_CACHE", str(tmp_path / "embedding-cache"))
     return fake

@@ -7,11 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from facefold.bench import count_training_flops, format_bench, run_bench
+from facefold.bench import (
+    count_training_flops,
+    format_bench,
+    plain_keras_model,
+    run_bench,
+    spread,
+)
 from facefold.cli import main
 from facefold.config import ModelSpec
+from facefold.machine import cpu_model
+from facefold.models.cnn import build_model
 from facefold.models.presets import get_preset
-from facefold.train.precision import cpu_model, resolve_precision
 
 SEED = get_preset("seed").model
 
@@ -119,24 +126,33 @@ def test_flops_reject_bad_arguments(classes: int, batch: int) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_bench() -> dict:
-    """One tiny benchmark run (seed net on 96 crops resized to 32, batch 8), shared by tests."""
+    """One tiny benchmark run (seed net on 96 crops resized to 32, batch 8, float32, with the
+    plain Keras peer), shared by tests."""
     return run_bench("size32", "float32", batch=8, steps=3, warmup=1, latency_calls=20,
-                     log=lambda _: None)
+                     log=lambda _: None, matmul_size=256)
 
 
 def test_tiny_bench_gives_positive_finite_numbers(tiny_bench: dict) -> None:
     measured = tiny_bench["measured"]
-    assert set(measured) == {
-        "compute_seconds_per_step", "compute_images_per_s", "pipeline_seconds_per_step",
-        "pipeline_images_per_s", "pipeline_over_compute", "eval_images_per_s",
-        "latency_median_ms", "latency_p95_ms", "gflops_per_s", "peak_memory_mb",
-    }
-    for name, value in measured.items():
-        assert math.isfinite(value) and value > 0, name
-    assert measured["latency_p95_ms"] >= measured["latency_median_ms"]
-    assert measured["compute_images_per_s"] == pytest.approx(
-        8 / measured["compute_seconds_per_step"]
-    )
+    assert list(measured) == ["float32", "plain Keras float32"]
+    own, peer = measured["float32"], measured["plain Keras float32"]
+    assert set(own) == {"compute", "pipeline", "of_ceiling", "pipeline_over_compute",
+                        "eval_images_per_s", "latency_median_ms", "latency_p95_ms"}
+    assert set(peer) == {"compute", "of_ceiling"}  # the peer is timed for training only
+    flops = tiny_bench["flops"]["train_step"]
+    for row in (own, peer):
+        for kind in ("compute", *(["pipeline"] if "pipeline" in row else [])):
+            rates, seconds = row[kind], row[kind]["seconds_per_step"]
+            assert 0 < seconds["min"] <= seconds["median"] <= seconds["max"]
+            assert rates["images_per_s"] == pytest.approx(8 / seconds["min"])
+            assert rates["gflops_per_s"] == pytest.approx(flops / seconds["min"] / 1e9)
+        assert row["of_ceiling"] == pytest.approx(
+            row["compute"]["gflops_per_s"] / tiny_bench["ceiling"]["float32"])
+    assert own["pipeline_over_compute"] == pytest.approx(
+        own["pipeline"]["images_per_s"] / own["compute"]["images_per_s"])
+    assert own["latency_p95_ms"] >= own["latency_median_ms"] > 0
+    assert math.isfinite(own["eval_images_per_s"]) and own["eval_images_per_s"] > 0
+    assert tiny_bench["ceiling"]["float32"] > 0 and tiny_bench["peak_memory_mb"] > 0
 
 
 def test_tiny_bench_settings_flops_and_table(tiny_bench: dict) -> None:
@@ -144,10 +160,28 @@ def test_tiny_bench_settings_flops_and_table(tiny_bench: dict) -> None:
     assert (settings["input_size"], settings["crop_size"], settings["batch"]) == (32, 96, 8)
     assert settings["num_classes"] == 10 and settings["images"] >= 16
     assert tiny_bench["flops"] == count_training_flops(get_preset("size32").model, 10, 8)
-    assert tiny_bench["machine"]["precision"] == "float32"
+    assert tiny_bench["auto"] is None  # float32 was asked for: auto was not timed
     table = format_bench(tiny_bench)
-    for text in ("machine:", "precision: float32 (requested)", "GFLOP/s", "ms p95", "MB"):
+    for text in ("machine:", "precision auto: not asked", "plain Keras float32", "GFLOP/s", "ms",
+                 "achieved / ceiling", "best (median, max)", "MB"):
         assert text in table
+
+
+def test_spread_is_min_median_max() -> None:
+    assert spread([0.30, 0.25, 0.41, 0.27]) == pytest.approx(
+        {"min": 0.25, "median": 0.285, "max": 0.41})
+    assert spread([0.5]) == {"min": 0.5, "median": 0.5, "max": 0.5}
+
+
+def test_plain_keras_peer_has_the_seed_models_parameters() -> None:
+    """The peer and facefold's model are the same network: the same parameter count, counted
+    by hand for the seed at 40 classes."""
+    by_hand = (3 * 3 * 3 * 32 + 32) + (3 * 3 * 32 * 48 + 48) + (3 * 3 * 48 * 72 + 72) + (
+        3 * 3 * 72 * 108 + 108) + (3888 * 1024 + 1024) + (1024 * 256 + 256) + (256 * 40 + 40)
+    assert plain_keras_model(SEED, 40, "float32").count_params() == by_hand
+    assert build_model(SEED, 40).count_params() == by_hand
+    with pytest.raises(ValueError, match="plain Keras peer is the 2016 architecture"):
+        plain_keras_model(get_preset("modern").model, 40, "float32")
 
 
 def test_bench_refuses_images_smaller_than_the_crop(tiny_dataset: Path) -> None:
@@ -171,30 +205,6 @@ def test_cli_bench_errors_are_one_line(
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("facefold: error:") and message in err
-
-
-@pytest.mark.parametrize(
-    ("flags", "expected"),
-    [
-        ({"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),
-        ({"avx2", "amx_bf16", "amx_tile"}, "bfloat16"),
-        ({"avx2", "avx512f", "fma"}, "float32"),
-        (set(), "float32"),
-    ],
-)
-def test_auto_precision_follows_cpu_flags(flags: set[str], expected: str) -> None:
-    precision, reason = resolve_precision("auto", flags=flags, gpu_bf16=False)
-    assert precision == expected
-    assert reason.startswith("auto:")
-
-
-def test_explicit_and_invalid_precision() -> None:
-    assert resolve_precision("float32", flags={"avx512_bf16"}, gpu_bf16=True) == (
-        "float32", "requested",
-    )
-    assert resolve_precision("bfloat16", flags=set(), gpu_bf16=False)[0] == "bfloat16"
-    with pytest.raises(ValueError, match="precision must be auto, float32 or bfloat16"):
-        resolve_precision("float16", flags=set(), gpu_bf16=False)
 
 
 def test_cpu_model_reads_cpuinfo(tmp_path: Path) -> None:

@@ -365,3 +365,63 @@ def test_dlib128_on_orl_matches_a_nearest_centroid_reference(
     accuracy = rows[-1]["eval_accuracy"]
     assert reference >= 0.95  # dlib's embedding tells ORL's 40 people apart ...
     assert accuracy >= reference - 0.025  # ... and the trained head does as well, within 2 images
+
+
+# ---------------------------------------------------------------- embedding in parallel
+
+
+def test_workers_give_the_same_vectors_and_cache_as_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two worker processes (real dlib) against this process alone, on SYNTHETIC faces in
+    chunks of 3 so that results from both workers interleave: the very same numbers, the same
+    cache entries under each image's content hash, and nothing recomputed afterwards."""
+    pytest.importorskip("dlib", reason=f"the dlib extra is not installed ({EXTRA})")
+    from facefold.data.build import build_dataset
+    from facefold.data.synthetic import make_synthetic_faces
+    from facefold.embeddings import shards
+
+    faces = make_synthetic_faces(tmp_path / "faces", people=2, per_person=6, size=112)
+    data = tmp_path / "data"
+    build_dataset(faces, data, shards=2, per_class=6, size=112, log=lambda _: None)
+    monkeypatch.setattr(shards, "CHUNK", 3)
+    one = embed_shards(data, "dlib128", 2, cache_dir=tmp_path / "one", log=lambda _: None,
+                       workers=1)
+    lines: list[str] = []
+    two = embed_shards(data, "dlib128", 2, cache_dir=tmp_path / "two", log=lines.append,
+                       workers=2)
+    assert any("2 worker(s)" in line for line in lines)
+    for a, b in zip(one, two, strict=True):
+        assert a.images.shape == (6, 2, 128)
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.fallback, b.fallback)
+
+    def entries(root: Path) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*.npz"))
+
+    assert entries(tmp_path / "one") == entries(tmp_path / "two")
+    version = dlib128.load().version
+    cache = EmbeddingCache(tmp_path / "two", "dlib128", version)
+    for k, split in enumerate(two):
+        for i, record in enumerate(read_shard(data / f"data-{k:02d}.tfrecords")):
+            for view in (0, 1):
+                vector, _ = cache.get(content_hash(record.image_raw), bool(view))
+                np.testing.assert_array_equal(vector, split.images[i, view])
+    # Cached now: no worker starts and nothing is embedded.
+    monkeypatch.setattr(shards, "ProcessPoolExecutor", None)
+    lines.clear()
+    again = embed_shards(data, "dlib128", 2, cache_dir=tmp_path / "two", log=lines.append,
+                         workers=2)
+    assert not any("embedding" in line for line in lines)
+    np.testing.assert_array_equal(again[0].images, two[0].images)
+
+
+def test_a_bad_record_in_a_worker_is_named(tmp_path: Path) -> None:
+    pytest.importorskip("dlib", reason=f"the dlib extra is not installed ({EXTRA})")
+    from facefold.data.images import ImageError
+    from facefold.embeddings.shards import EmbeddingWorkers
+
+    with EmbeddingWorkers("dlib128", 2) as pool, pytest.raises(
+            ImageError, match=r"data-03\.tfrecords record 7"):
+        list(pool.map([([(b"not a picture", "data-03.tfrecords record 7")], False)] * 2))

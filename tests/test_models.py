@@ -19,7 +19,7 @@ from facefold.models.cnn import FusedBatchNorm, build_model, relu_layer_names
 from facefold.models.families import leaf_configs
 from facefold.models.head import build_head
 from facefold.models.presets import get_preset, list_presets
-from facefold.train.trainer import compile_model
+from facefold.train.optim import compile_model
 
 
 def closed_form_parameters(spec: ModelSpec, classes: int) -> int:

@@ -42,6 +42,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -178,3 +179,18 @@ class Dlib128:
 def load() -> Dlib128:
     """The process's :class:`Dlib128` (built on the first call, about a second)."""
     return Dlib128()
+
+
+def embed_stored(stored: Sequence[tuple[bytes, str]], mirror: bool
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`Dlib128.embed` of images as stored in records, ``(bytes, where)`` pairs (``where``
+    names the record in errors): decoded here, so that decoding runs in parallel too.
+
+    The unit of work of an embedding worker process (see
+    :class:`facefold.embeddings.shards.EmbeddingWorkers`); this module imports no TensorFlow,
+    so a worker starts in about a second.
+    """
+    from facefold.data.images import load_rgb
+
+    images = np.stack([np.asarray(load_rgb(data, where)) for data, where in stored])
+    return load().embed(images, mirror)

@@ -13,21 +13,25 @@ Which inputs a config needs is its model family's business
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
-from facefold.data.images import load_rgb
 from facefold.data.pipeline import Split
 from facefold.data.records import ShardError, list_shards, read_labels, read_shard
 from facefold.embeddings import dlib128
 from facefold.embeddings.cache import EmbeddingCache, content_hash, default_cache_dir
+from facefold.machine import usable_cores
 
 Log = Callable[[str], None]
 # Images embedded per call of the model: a progress line each, bounded memory.
 CHUNK = 64
+# Embedding worker processes when none are asked for; None = one per usable core.
+DEFAULT_WORKERS: int | None = None
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,47 @@ def embed_images(
     return np.stack([e for e, _ in done], axis=1), np.any([f for _, f in done], axis=0)
 
 
+class EmbeddingWorkers:
+    """Processes that embed chunks of stored images in parallel (dlib computes on one core).
+
+    ``workers`` processes (default: one per usable core); with one, the chunks are embedded
+    in this process and nothing is started. Workers are *spawned*, not forked: this process
+    may hold TensorFlow's thread pools, which do not survive a fork. Each loads the model
+    once (about a second) and runs :func:`~facefold.embeddings.dlib128.embed_stored`;
+    results come back in the order the chunks were given, and are the same numbers as
+    sequential embedding (same code, same inputs, in another process).
+    """
+
+    def __init__(self, name: str, workers: int | None = None) -> None:
+        embedder(name)  # a missing extra fails here, in this process, with the pip command
+        self.workers = max(1, workers or DEFAULT_WORKERS or usable_cores())
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> EmbeddingWorkers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def map(self, chunks: Sequence[tuple[Sequence[tuple[bytes, str]], bool]]
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(embeddings, fallback)`` of each ``(stored images, mirror)`` chunk, in order."""
+        if self.workers == 1:
+            for stored, mirror in chunks:
+                yield dlib128.embed_stored(stored, mirror)
+            return
+        if self._pool is None:  # started at the first work: a fully cached dataset starts none
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        futures = [self._pool.submit(dlib128.embed_stored, stored, mirror)
+                   for stored, mirror in chunks]
+        for future in futures:
+            yield future.result()
+
+
 def _embed_shard(path: Path, model: dlib128.Dlib128, cache: EmbeddingCache, count: int,
-                 num_classes: int, log: Log) -> EmbeddingSplit:
+                 num_classes: int, workers: EmbeddingWorkers, log: Log) -> EmbeddingSplit:
     """Embed one shard's records, in order, computing only what the cache lacks."""
     records = list(read_shard(path))
     if not records:
@@ -71,50 +114,53 @@ def _embed_shard(path: Path, model: dlib128.Dlib128, cache: EmbeddingCache, coun
     keys = [content_hash(r.image_raw) for r in records]
     vectors = np.zeros((len(records), count, model.dim), np.float32)
     fallback = np.zeros(len(records), bool)
-    missing: dict[int, list[int]] = {}  # view -> indices of the records it lacks
+    missing: list[tuple[int, int]] = []  # (view, record) pairs the cache lacks
     for i, key in enumerate(keys):
         for view in range(count):
             entry = cache.get(key, bool(view))
             if entry is None:
-                missing.setdefault(view, []).append(i)
+                missing.append((view, i))
             else:
                 vectors[i, view], fallback[i] = entry[0], fallback[i] or entry[1]
-    todo = sum(len(v) for v in missing.values())
-    if todo:
-        log(f"[{model.name}] {path.name}: embedding {todo} of {len(records) * count} "
-            f"image views (the rest are cached)")
+    if not missing:
+        return EmbeddingSplit(vectors, labels, fallback)
+    log(f"[{model.name}] {path.name}: embedding {len(missing)} of {len(records) * count} "
+        f"image views (the rest are cached), {workers.workers} worker(s)")
     started = time.perf_counter()
-    for view, indices in missing.items():
-        for start in range(0, len(indices), CHUNK):
-            chunk = indices[start : start + CHUNK]
-            images = np.stack([np.asarray(load_rgb(records[i].image_raw, f"{path} record {i}"))
-                               for i in chunk])
-            embeddings, failed = model.embed(images, mirror=bool(view))
-            for i, vector, bad_fit in zip(chunk, embeddings, failed, strict=True):
-                cache.put(keys[i], bool(view), vector, bool(bad_fit))
-                vectors[i, view], fallback[i] = vector, fallback[i] or bool(bad_fit)
-    if todo:
-        seconds = time.perf_counter() - started
-        log(f"[{model.name}] {path.name}: {todo} views in {seconds:.0f} s "
-            f"({todo / seconds:.1f} views/s)")
+    chunks = [[(v, i) for v, i in missing if v == view][start : start + CHUNK]
+              for view in range(count)
+              for start in range(0, sum(v == view for v, _ in missing), CHUNK)]
+    chunks = [chunk for chunk in chunks if chunk]
+    work = [([(records[i].image_raw, f"{path} record {i}") for _, i in chunk], bool(chunk[0][0]))
+            for chunk in chunks]
+    for chunk, (embeddings, failed) in zip(chunks, workers.map(work), strict=True):
+        for (view, i), vector, bad_fit in zip(chunk, embeddings, failed, strict=True):
+            cache.put(keys[i], bool(view), vector, bool(bad_fit))
+            vectors[i, view], fallback[i] = vector, fallback[i] or bool(bad_fit)
+    seconds = time.perf_counter() - started
+    log(f"[{model.name}] {path.name}: {len(missing)} views in {seconds:.0f} s "
+        f"({len(missing) / seconds:.1f} views/s)")
     return EmbeddingSplit(vectors, labels, fallback)
 
 
 def embed_shards(
     data_dir: str | Path, name: str, count: int = 1, cache_dir: str | Path | None = None,
-    log: Log = print,
+    log: Log = print, workers: int | None = None,
 ) -> list[EmbeddingSplit]:
     """Every shard of a dataset as embeddings ``name`` with ``count`` views, in shard order.
 
-    Cached in ``cache_dir`` (default :func:`~facefold.embeddings.cache.default_cache_dir`).
+    Cached in ``cache_dir`` (default :func:`~facefold.embeddings.cache.default_cache_dir`);
+    what is missing is computed by ``workers`` processes (:class:`EmbeddingWorkers`; default
+    one per usable core).
     Logs how many images fell back to the whole image. Raises ``ModuleNotFoundError`` naming
     the pip command when the extra is missing, :class:`ShardError` naming a bad record.
     """
     model = embedder(name)
     cache = EmbeddingCache(cache_dir or default_cache_dir(), name, model.version)
     num_classes = len(read_labels(data_dir))
-    splits = [_embed_shard(p, model, cache, count, num_classes, log)
-              for p in list_shards(data_dir)]
+    with EmbeddingWorkers(name, workers) as pool:
+        splits = [_embed_shard(p, model, cache, count, num_classes, pool, log)
+                  for p in list_shards(data_dir)]
     fallbacks = sum(int(s.fallback.sum()) for s in splits)
     if fallbacks:
         log(f"[{name}] {fallbacks} of {sum(len(s) for s in splits)} images: landmark fit "

@@ -47,6 +47,7 @@ from facefold.embeddings.cache import EmbeddingCache, content_hash, default_cach
 from facefold.embeddings.shards import CHUNK, embedder
 from facefold.faces import detect
 from facefold.faces.crop import _crop_names, _describe, _names, _photo_files, _unique
+from facefold.machine import describe as describe_machine
 from facefold.predict.predictor import looks_like_face_crop
 
 Log = Callable[[str], None]
@@ -558,21 +559,13 @@ def _write_index(stage: Path, report: dict) -> None:
         title=title, summary=html.escape(summary), sections="\n".join(sections)))
 
 
-def machine() -> str:
-    """``<CPU model>, <cores> cores, <UTC date>``: what a timing was measured on, and when."""
-    from facefold.train.precision import cpu_model
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu_model()}, {cores} cores, {datetime.now(UTC).date().isoformat()}"
-
-
 def _timing(found: Collected) -> dict[str, Any]:
     seconds = found.seconds
     per_face = 1000 * seconds["embedding"] / found.computed if found.computed else None
     return {"seconds": {k: round(v, 1) for k, v in seconds.items()},
             "faces_embedded": found.computed, "faces_cached": len(found.faces) - found.computed,
             "ms_per_embedded_face": round(per_face, 1) if per_face else None,
-            "machine": machine()}
+            "machine": describe_machine()}
 
 
 def _report(photos: Path, out: Path, found: Collected, **settings: Any) -> dict[str, Any]:

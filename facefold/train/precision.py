@@ -1,59 +1,152 @@
-"""Choosing the numeric precision: bfloat16 where the hardware computes it natively.
+"""Choosing the numeric precision of training: by measurement, on the machine at hand.
 
-Also what the CPU is (flags, model name), read from ``/proc/cpuinfo``.
+``train.precision`` is ``float32``, ``bfloat16`` (Keras mixed precision: bfloat16
+compute, float32 weights) or ``auto``. Which of the two is faster cannot be read
+off the CPU's flags: bfloat16 instructions made training 1.7× faster on one
+AVX-512 BF16 machine and 1.3× *slower* on another that has them as well. So
+``auto`` times a few training steps of the real model in each precision, keeps
+the faster (float32 unless bfloat16 wins by more than :data:`MARGIN`, since
+float32 is the more exact of the two), and remembers the answer in the user
+cache (``precision.json`` beside the embedding cache, see
+:func:`facefold.embeddings.cache.default_cache_dir`), keyed by what the timing
+depends on: the CPU model and flags, the cores and threads this process may
+use, the TensorFlow version, the model family and spec, the number of classes
+and the batch size. A GPU of compute capability 8.0 or newer takes bfloat16
+without timing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-# CPU flags (as in /proc/cpuinfo) that mean native bfloat16 matrix math.
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+from facefold.config import Config
+from facefold.machine import cpu_flags, cpu_model, gpu_supports_bfloat16, usable_cores
 
+PRECISIONS = ("float32", "bfloat16")
+# bfloat16 must beat float32 by this fraction of a step to be chosen: within it the two are
+# the same speed to a timing's noise, and float32 computes more exactly.
+MARGIN = 0.03
+CACHE_FILE = "precision.json"
+# The timing: WARMUP untimed steps (tracing, oneDNN's kernel choice), then the best of
+# REPEATS rounds of STEPS steps. About 10 steps per precision: seconds, once per machine.
+WARMUP, STEPS, REPEATS = 2, 3, 2
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # said in the reason, never decisive
 
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
-    """The CPU feature flags of this machine (empty when they cannot be read)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
-    """The CPU's marketing name from ``/proc/cpuinfo`` ("unknown CPU" when unreadable)."""
-    try:
-        for line in Path(cpuinfo).read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
+Log = Callable[[str], None]
+StepTimer = Callable[[str], float]  # precision -> seconds per training step
 
 
-def gpu_supports_bfloat16() -> bool:
-    """True when TensorFlow sees a GPU of compute capability 8.0 or newer."""
+def faster_precision(seconds: dict[str, float], margin: float = MARGIN) -> str:
+    """The precision to train in, given measured seconds per step of both."""
+    if seconds["bfloat16"] < seconds["float32"] * (1 - margin):
+        return "bfloat16"
+    return "float32"
+
+
+def machine_key() -> dict[str, Any]:
+    """What a step's speed depends on besides the model: CPU, cores, threads, TensorFlow."""
     import tensorflow as tf
 
-    for gpu in tf.config.list_physical_devices("GPU"):
-        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
-        if capability and capability >= (8, 0):
-            return True
-    return False
+    flags = sorted(cpu_flags())
+    return {
+        "cpu": cpu_model(),
+        "cpu_flags": hashlib.sha256(" ".join(flags).encode()).hexdigest()[:16],
+        "bf16_flags": [f for f in BF16_CPU_FLAGS if f in flags],
+        "cores": usable_cores(),
+        "threads": [tf.config.threading.get_intra_op_parallelism_threads(),
+                    tf.config.threading.get_inter_op_parallelism_threads()],
+        "tensorflow": tf.__version__,
+    }
+
+
+def model_key(config: Config, num_classes: int) -> dict[str, Any]:
+    """What a step's speed depends on in the model: family, spec, classes, batch."""
+    return {"family": config.family, "model": dataclasses.asdict(config.model),
+            "num_classes": num_classes, "batch": config.train.batch_size}
+
+
+def cache_key(machine: dict[str, Any], model: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([machine, model], sort_keys=True).encode()).hexdigest()
+
+
+def read_cache(path: Path) -> dict[str, Any]:
+    """The cached choices; an unreadable or foreign file counts as empty (it is rewritten)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _cached_entry(entry: Any) -> dict[str, Any] | None:
+    """A cache entry if it is well formed, else None (then the timing is done again)."""
+    if not isinstance(entry, dict) or entry.get("precision") not in PRECISIONS:
+        return None
+    seconds = entry.get("seconds")
+    if not isinstance(seconds, dict) or not all(
+            isinstance(seconds.get(p), (int, float)) and seconds[p] > 0 for p in PRECISIONS):
+        return None
+    return entry
+
+
+def time_training_step(config: Config, num_classes: int, precision: str) -> float:
+    """Seconds per training step of ``config``'s model in ``precision``: the real network,
+    optimizer and loss on random inputs of its shape (the speed of dense arithmetic does not
+    depend on the values), best of :data:`REPEATS` rounds after :data:`WARMUP` steps."""
+    import numpy as np
+    import tensorflow as tf
+
+    from facefold.models.families import family_of
+    from facefold.train.optim import compile_model
+
+    model = family_of(config).build(config, num_classes, precision)
+    compile_model(model, config)
+    batch = config.train.batch_size
+    rng = np.random.default_rng(0)
+    # A few distinct batches: one repeated batch is memorized and its gradients turn subnormal.
+    x = rng.uniform(size=(4 * batch, *model.input_shape[1:])).astype(np.float32)
+    y = rng.integers(0, num_classes, size=4 * batch).astype(np.int32)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat()
+    model.fit(data, steps_per_epoch=WARMUP, epochs=1, verbose=0, shuffle=False)
+    best = float("inf")
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        model.fit(data, steps_per_epoch=STEPS, epochs=1, verbose=0, shuffle=False)
+        best = min(best, (time.perf_counter() - start) / STEPS)
+    return best
+
+
+def measure_precisions(timer: StepTimer) -> dict[str, float]:
+    """Seconds per step of each precision, float32 first."""
+    return {precision: timer(precision) for precision in PRECISIONS}
 
 
 def resolve_precision(
-    requested: str, flags: set[str] | None = None, gpu_bf16: bool | None = None
+    requested: str,
+    config: Config | None = None,
+    num_classes: int | None = None,
+    *,
+    timer: StepTimer | None = None,
+    cache_dir: str | Path | None = None,
+    gpu_bf16: bool | None = None,
+    refresh: bool = False,
 ) -> tuple[str, str]:
     """Resolve ``auto|float32|bfloat16`` to ``float32`` or ``bfloat16`` and say why.
 
-    ``flags`` and ``gpu_bf16`` default to this machine's; tests pass fakes.
+    ``auto`` needs the ``config`` and ``num_classes`` of the model to be trained: the
+    choice is the cached one for this machine and model shape, else it is measured
+    (``timer``, default :func:`time_training_step`; tests pass fakes) and cached in
+    ``cache_dir`` (default: the user cache). ``refresh`` measures again even when cached.
     Returns ``(precision, reason)``.
     """
-    if requested in ("float32", "bfloat16"):
+    if requested in PRECISIONS:
         return requested, "requested"
     if requested != "auto":
         raise ValueError(f"precision must be auto, float32 or bfloat16, got {requested!r}")
@@ -61,8 +154,34 @@ def resolve_precision(
         gpu_bf16 = gpu_supports_bfloat16()
     if gpu_bf16:
         return "bfloat16", "auto: GPU with bfloat16 support"
-    flags = cpu_flags() if flags is None else flags
-    native = [f for f in BF16_CPU_FLAGS if f in flags]
-    if native:
-        return "bfloat16", f"auto: CPU has native bfloat16 ({', '.join(native)})"
-    return "float32", "auto: no native bfloat16 on this CPU or GPU"
+    if config is None or num_classes is None:
+        raise ValueError("precision auto is chosen by timing the model: give its config "
+                         "and number of classes")
+    from facefold.data.records import atomic_path
+    from facefold.embeddings.cache import default_cache_dir
+
+    path = Path(cache_dir or default_cache_dir()) / CACHE_FILE
+    machine, model = machine_key(), model_key(config, num_classes)
+    key = cache_key(machine, model)
+    entry = None if refresh else _cached_entry(read_cache(path).get(key))
+    how = f"cached in {path}"
+    if entry is None:
+        seconds = measure_precisions(timer or (
+            lambda p: time_training_step(config, num_classes, p)))
+        entry = {"precision": faster_precision(seconds), "seconds": seconds,
+                 "machine": machine, "measured": datetime.now(UTC).isoformat(
+                     timespec="seconds")}
+        cache = read_cache(path)  # again: another process may have added entries meanwhile
+        cache[key] = entry
+        try:
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+            how = f"measured now, saved in {path}"
+        except OSError as err:  # a read-only cache costs a timing per run, nothing else
+            how = f"measured now, not saved ({err})"
+    seconds = entry["seconds"]
+    ratio = seconds["float32"] / seconds["bfloat16"]
+    return entry["precision"], (
+        f"auto: {seconds['float32']:.3f} s/step in float32, {seconds['bfloat16']:.3f} in "
+        f"bfloat16 ({ratio:.2f}x) on {machine['cpu']}, TensorFlow {machine['tensorflow']}; "
+        f"{how}")

@@ -37,9 +37,10 @@ from facefold import runs
 from facefold.config import Config
 from facefold.data.pipeline import BatchMaker, Split, concat, step_batches
 from facefold.data.records import read_labels
+from facefold.machine import cpu_model
 from facefold.models.families import SplitSource, family_of
-from facefold.train.optim import make_loss, make_optimizer, training_weights
-from facefold.train.precision import cpu_model, resolve_precision
+from facefold.train.optim import compile_model, training_weights
+from facefold.train.precision import resolve_precision
 from facefold.train.sparsity import SparsityTracker
 
 Log = Callable[[str], None]
@@ -208,17 +209,6 @@ def _split_folds(splits: list[Split], eval_shards: Sequence[int], hold_out: bool
     return concat(train), concat([splits[k] for k in eval_shards])
 
 
-def compile_model(model: keras.Model, config: Config) -> None:
-    """Attach the training setup (also used by bench): the optimizer and cross-entropy loss of
-    ``config.train`` (2016 defaults: Adam, plain cross-entropy on logits), accuracy."""
-    model.compile(
-        optimizer=make_optimizer(config.train),
-        loss=make_loss(config.train),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=False,  # XLA measured slower than oneDNN for this model on CPU
-    )
-
-
 def _save_checkpoint(model: keras.Model, run_dir: Path, step: int) -> None:
     """Save model + optimizer atomically: a killed save never looks like a checkpoint."""
     final = runs.checkpoint_path(run_dir, step)
@@ -274,7 +264,12 @@ class Trainer:
         if splits is None:
             splits = self.family.load_inputs(self.data_dir, config, log)
         self.train_split, self.eval_split = _split_folds(splits, self.eval_shards, hold_out)
-        self.precision, why = resolve_precision(config.train.precision)
+        self.precision = runs.recorded_precision(self.run_dir, self.identity)
+        if self.precision and config.train.precision in ("auto", self.precision):
+            why = "recorded by this run when it started"
+        else:
+            self.precision, why = resolve_precision(config.train.precision, config,
+                                                    len(self.labels))
         self.log(f"[{self.name}] precision {self.precision} ({why})")
         self.notes, message = self.family.notes(self.train_split, self.eval_split)
         if message:
@@ -283,7 +278,8 @@ class Trainer:
     def run(self) -> list[dict]:
         """Train to ``config.train.steps``, evaluating and checkpointing every ``eval_every``."""
         cfg = self.config
-        notes = {**runs.run_notes(self.data_dir, cfg.model.crop_size), **self.notes}
+        notes = {**runs.run_notes(self.data_dir, cfg.model.crop_size), **self.notes,
+                 "precision": self.precision}
         runs.prepare_run_dir(self.run_dir, self.identity, self.labels, notes, versions(),
                              self.restart)
         model, start = self._model_at_latest_step()
