@@ -206,14 +206,24 @@ def register_ensemble(name: str, members: list[str], description: str) -> None:
 # A head on dlib's pretrained 128-d descriptor (facefold[dlib]; see facefold.embeddings.dlib128).
 # Multinomial logistic regression on the embedding: the embedding already separates people,
 # and a hidden layer measured no better on celeb21.
+DLIB128: dict[str, dict[str, Any]] = {
+    "model": {"embedding": "dlib128", "dense_units": [], "weight_decay": 0.0, "tta_flip": True},
+    "train": {"steps": 1000, "eval_every": 250, "learning_rate": 1e-2, "lr_schedule": "cosine",
+              "sparsity_every": 0, "precision": "float32"},
+}
 register_preset(
     "dlib128",
     "softmax head on dlib's pretrained 128-d face embedding (pip install 'facefold[dlib]'); "
     "mirror embedding as flip augmentation and TTA; 1,000 steps",
-    model={"embedding": "dlib128", "dense_units": [], "weight_decay": 0.0, "tta_flip": True},
-    train={"steps": 1000, "eval_every": 250, "learning_rate": 1e-2, "lr_schedule": "cosine",
-           "sparsity_every": 0, "precision": "float32"},
+    **DLIB128,
 )
+# Is the mirror view worth its cost (a second embedding of every image, in training and in
+# every prediction)? Each ablation drops one use of it; docs/results.md has the answer.
+register_preset("dlib128-notta", "ablation: dlib128 without flip TTA (a prediction embeds one "
+                "view, half the cost)", **_merged(DLIB128, {"model": {"tta_flip": False}}))
+register_preset("dlib128-single", "ablation: dlib128 without the mirror at all (one embedding "
+                "per image, in training too)",
+                **_merged(DLIB128, {"model": {"tta_flip": False}, "augment": {"flip": False}}))
 register_ensemble(
     "ensemble", ["fast", "dlib128"],
     "mean probabilities of fast and dlib128 (members reuse the experiment's own runs of them)",
