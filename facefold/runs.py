@@ -647,14 +647,14 @@ def check_member_weights(entries: list[dict[str, Any]], where: Path) -> dict[str
     ``export.json``) as ``{preset: weight}``, checked to be finite, >= 0 and to sum to 1;
     None when no entry has one (an equally weighted ensemble, as every ensemble before
     weights). Raises ``ValueError`` naming ``where`` when only some entries have one."""
-    weights = {e.get("preset"): e.get("weight") for e in entries}
+    weights = {str(e.get("preset")): e.get("weight") for e in entries}
     if all(w is None for w in weights.values()):
         return None
     if not all(_is_number(w) and w >= 0 for w in weights.values()) or not np.isclose(
             sum(weights.values()), 1.0, atol=1e-6):
         raise ValueError(f"{where}: every member's 'weight' must be a number >= 0 and they "
                          f"must sum to 1, got {weights}")
-    return {str(p): float(w) for p, w in weights.items()}
+    return {p: float(w) for p, w in weights.items()}
 
 
 def write_ensemble(run_dir: str | Path, members: dict[str, Path], reused: dict[str, bool],

@@ -289,3 +289,12 @@ def test_a_ray_worker_trains_an_inner_run(tiny_dataset: Path) -> None:
     assert not runs.identity_differences(info, identity)
     assert runs.identity_differences(info, runs.run_identity(
         runs.data_fingerprint(tiny_dataset), [1], config))  # without exclusion: another run
+
+
+def test_too_few_shards_fail_before_any_training(fake: FakeEmbedder, tmp_path: Path) -> None:
+    data = make_tiny_dataset(tmp_path / "data", shards=2, per_shard=2)
+    for run in (lambda: train(data, _config(), tmp_path / "run", [0], log=QUIET),
+                lambda: run_cv(data, _config(), tmp_path / "cv", [0], log=QUIET)):
+        with pytest.raises(ValueError, match="needs at least two training shards"):
+            run()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cv").exists()
