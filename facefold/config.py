@@ -31,6 +31,9 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 # Pretrained embeddings a head can learn on (model.embedding), and their size.
 EMBEDDING_DIMS = {"dlib128": 128}
 LR_SCHEDULES = ("constant", "cosine")
+# How an ensemble weighs its members (model.member_weights): the plain mean, or weights chosen
+# on an inner split of the training shards (see facefold.train.ensemble).
+MEMBER_WEIGHTS = ("equal", "inner")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,9 @@ class ModelSpec:
     ``members`` names registered presets whose models are trained alone and
     averaged (probabilities after each member's own TTA): an ensemble, see
     :mod:`facefold.train.ensemble`; every other model key is then unused.
+    ``member_weights`` says how: ``"equal"`` (the plain mean) or ``"inner"``
+    (a weighted mean, the weights chosen on an inner split of the training
+    shards, never on the held-out ones).
     """
 
     conv_channels: tuple[int, ...] = (32, 48, 72, 108)
@@ -86,6 +92,7 @@ class ModelSpec:
     embedding: str = ""
     cosine_scale: float = 0.0  # 0 = linear logits
     members: tuple[str, ...] = ()
+    member_weights: str = "equal"  # equal | inner
 
 
 @dataclass(frozen=True)
@@ -331,6 +338,11 @@ def _check_embedding_and_members(cfg: Config) -> None:
                  f"model.members must name at least two different presets, got {list(m.members)}")
         _require(not m.embedding, "model.members (an ensemble) and model.embedding exclude "
                  "each other: make the head a member")
+    _require(m.member_weights in MEMBER_WEIGHTS,
+             f"model.member_weights must be one of {', '.join(MEMBER_WEIGHTS)}, "
+             f"got {m.member_weights!r}")
+    _require(m.member_weights == "equal" or bool(m.members),
+             "model.member_weights applies to ensembles only (set model.members)")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

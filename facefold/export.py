@@ -29,8 +29,8 @@ version, views, dim). ``facefold predict``/``serve`` compute it from the
 picture with the installed ``facefold[dlib]`` and refuse other model versions.
 
 **Ensembles**: ``DIR/members/<preset>/`` holds an export of each member, and
-``export.json`` lists them under ``ensemble``; loading averages the members'
-probabilities as for the run.
+``export.json`` lists them under ``ensemble`` (with each member's ``weight`` for a
+weighted ensemble); loading averages the members' probabilities as for the run.
 
 The network is exported in float32 whatever precision it trained in. The
 ``.keras`` file needs facefold importable (its custom layers); SavedModel and
@@ -99,8 +99,11 @@ def _export_members(predictor: Predictor, fmt: str, folder: Path) -> list[dict]:
         target = runs.member_dir(folder, preset)  # a preset name is one folder name, never a path
         name = target.relative_to(folder).as_posix()
         export_run(member.info.source, fmt, target)
-        entries.append({"preset": preset, "export": name,
-                        "source_run": str(member.info.source.resolve())})
+        entry = {"preset": preset, "export": name,
+                 "source_run": str(member.info.source.resolve())}
+        if predictor.member_weights is not None:
+            entry["weight"] = predictor.member_weights[preset]
+        entries.append(entry)
     return entries
 
 

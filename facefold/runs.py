@@ -20,8 +20,11 @@ cross-validation)::
     RUN/MODEL_CARD.md     calibrated threshold and the rates it gives, versions
     RUN/calibration/group-G/  the leave-people-out runs that calibrated it
     RUN/gallery.npz       people enrolled without retraining (``facefold enroll``)
-    RUN/ensemble.json     an ensemble only: its members' run folders
+    RUN/ensemble.json     an ensemble only: its members' run folders (and, weighted, the
+                          members' weights and how they were chosen)
     RUN/members/<preset>/ an ensemble only: members trained for it (ordinary runs)
+    RUN/inner/<preset>/   a weighted ensemble only: its members' inner-split runs, which chose
+                          the weights (ordinary runs that exclude the held-out shards)
 
 **CV folder**: ``OUT/cv.json`` (data, cases, config) and one run folder ``OUT/case-K``
 per held-out shard K. **Experiment folder**: ``OUT/experiment.json``, one CV
@@ -84,6 +87,7 @@ CENTROIDS_FILE = "centroids.npy"
 OPENSET_FILE = "openset.json"
 ENSEMBLE_FILE = "ensemble.json"
 MEMBERS_DIR = "members"
+INNER_DIR = "inner"
 CV_FILE = "cv.json"
 CASE_PREFIX = "case-"
 EXPERIMENT_FILE = "experiment.json"
@@ -188,19 +192,25 @@ def describe_data_difference(old: dict[str, Any] | None, new: dict[str, Any]) ->
 def run_identity(
     data: dict[str, Any], eval_shards: Sequence[int], config: Config,
     people: Sequence[str] | None = None, family_identity: dict[str, Any] | None = None,
+    excluded_shards: Sequence[int] = (),
 ) -> dict[str, Any]:
     """What makes two runs the same run, in its JSON form (so it compares with ``run.json``).
 
     ``data`` is the dataset's :func:`data_fingerprint`; ``people`` the label list of a run
     trained on a subset of the dataset's people (open-set runs), part of the identity only
     when given; ``family_identity`` what the model family adds (an embedding head: the
-    embedding's name and model version, since a head is meaningless on other embeddings).
+    embedding's name and model version, since a head is meaningless on other embeddings);
+    ``excluded_shards`` the shards a run neither trains nor evaluates on (an inner-split run
+    of a weighted ensemble leaves out the ensemble's held-out shards), part of the identity
+    only when there are some, so every other run's identity is as it always was.
     """
     identity: dict[str, Any] = {
         "data": data,
         "eval_shards": list(eval_shards),
         "config": config.to_dict(),
     }
+    if excluded_shards:
+        identity["excluded_shards"] = sorted(excluded_shards)
     if people is not None:
         identity["people"] = list(people)
     identity.update(family_identity or {})
@@ -271,9 +281,10 @@ def check_run_dir(run_dir: str | Path, identity: dict[str, Any], restart: bool =
         if differences and not restart:
             raise _mismatch(run_dir, "run", differences)
         return not differences
-    # An ensemble's folder may hold the members trained for it before its own run.json.
+    # An ensemble's folder may hold the members (and inner-split runs) trained for it before
+    # its own run.json.
     if run_dir.exists() and (not run_dir.is_dir() or any(
-            p.name != MEMBERS_DIR for p in run_dir.iterdir())):
+            p.name not in (MEMBERS_DIR, INNER_DIR) for p in run_dir.iterdir())):
         raise FileExistsError(f"{run_dir} exists and is not a facefold run folder: "
                               "choose a new output folder")
     return False
@@ -603,33 +614,94 @@ def write_gallery(folder: str | Path, names: Sequence[str], sums: np.ndarray,
 # ---------------------------------------------------------------- ensembles
 
 
+def _ensemble_entries(path: Path, entries: Any, field: str) -> list[dict[str, Any]]:
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("preset"), str)
+            and isinstance(e.get("run"), str) for e in entries):
+        raise ValueError(f"{path}: field '{field}' must be a list of {{preset, run}} entries")
+    return entries
+
+
 def ensemble_member_dirs(run_dir: str | Path) -> dict[str, Path] | None:
     """``{preset: member run folder}`` of an ensemble run, or None for any other run."""
     run_dir = Path(run_dir)
     path = run_dir / ENSEMBLE_FILE
     if not path.is_file():
         return None
-    entries = read_json_object(path).get("members")
-    if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("preset"), str)
-            and isinstance(e.get("run"), str) for e in entries):
-        raise ValueError(f"{path}: field 'members' must be a list of {{preset, run}} entries")
+    entries = _ensemble_entries(path, read_json_object(path).get("members"), "members")
     return {e["preset"]: run_dir / e["run"] for e in entries}
 
 
-def write_ensemble(run_dir: str | Path, members: dict[str, Path], reused: dict[str, bool]
-                   ) -> None:
-    """Write ``RUN/ensemble.json``: each member's run folder, relative to ``RUN``."""
+def ensemble_weights(run_dir: str | Path) -> dict[str, float] | None:
+    """``{preset: weight}`` of a weighted ensemble run (checked: :func:`check_member_weights`),
+    None for an equally weighted one (its members' probabilities are plainly averaged)."""
+    path = Path(run_dir) / ENSEMBLE_FILE
+    entries = _ensemble_entries(path, read_json_object(path).get("members"), "members")
+    return check_member_weights(entries, path)
+
+
+def ensemble_inner_dirs(run_dir: str | Path) -> dict[str, Path]:
+    """``{preset: inner-split run folder}`` of a weighted ensemble run (empty for any other):
+    the runs whose probabilities chose the weights."""
     run_dir = Path(run_dir)
-    write_json_atomic(run_dir / ENSEMBLE_FILE, {"members": [
-        {"preset": preset, "run": os.path.relpath(path, run_dir), "reused": reused[preset]}
-        for preset, path in members.items()
-    ]})
+    path = run_dir / ENSEMBLE_FILE
+    if not path.is_file():
+        return {}
+    inner = read_json_object(path).get("inner")
+    if inner is None:
+        return {}
+    if not isinstance(inner, dict):
+        raise ValueError(f"{path}: field 'inner' must be an object, got {inner!r}")
+    entries = _ensemble_entries(path, inner.get("members"), "inner.members")
+    return {e["preset"]: run_dir / e["run"] for e in entries}
+
+
+def check_member_weights(entries: list[dict[str, Any]], where: Path) -> dict[str, float] | None:
+    """The ``weight`` of each member entry (of ``ensemble.json`` or an export's
+    ``export.json``) as ``{preset: weight}``, checked to be finite, >= 0 and to sum to 1;
+    None when no entry has one (an equally weighted ensemble, as every ensemble before
+    weights). Raises ``ValueError`` naming ``where`` when only some entries have one."""
+    weights = {str(e.get("preset")): e.get("weight") for e in entries}
+    if all(w is None for w in weights.values()):
+        return None
+    if not all(_is_number(w) and w >= 0 for w in weights.values()) or not np.isclose(
+            sum(weights.values()), 1.0, atol=1e-6):
+        raise ValueError(f"{where}: every member's 'weight' must be a number >= 0 and they "
+                         f"must sum to 1, got {weights}")
+    return {p: float(w) for p, w in weights.items()}
+
+
+def write_ensemble(run_dir: str | Path, members: dict[str, Path], reused: dict[str, bool],
+                   weights: dict[str, float] | None = None,
+                   inner: dict[str, Any] | None = None) -> None:
+    """Write ``RUN/ensemble.json``: each member's run folder, relative to ``RUN``, and for a
+    weighted ensemble each member's ``weight`` and how they were chosen: ``inner`` holds the
+    inner-split runs' folders (``inner["members"]``, ``{preset: path}``) and the facts about
+    the choice (shards, images, inner log-loss and accuracy …), written as given."""
+    run_dir = Path(run_dir)
+    entries = []
+    for preset, path in members.items():
+        entry: dict[str, Any] = {"preset": preset, "run": os.path.relpath(path, run_dir),
+                                 "reused": reused[preset]}
+        if weights is not None:
+            entry["weight"] = weights[preset]
+        entries.append(entry)
+    content: dict[str, Any] = {"members": entries}
+    if inner is not None:
+        content["inner"] = {**inner, "members": [
+            {"preset": preset, "run": os.path.relpath(path, run_dir)}
+            for preset, path in inner["members"].items()]}
+    write_json_atomic(run_dir / ENSEMBLE_FILE, content)
 
 
 def member_dir(run_dir: str | Path, preset: str) -> Path:
     """Where an ensemble trains a member that nobody handed it: ``RUN/members/<preset>``."""
     return Path(run_dir) / MEMBERS_DIR / safe_name(preset)
+
+
+def inner_dir(run_dir: str | Path, preset: str) -> Path:
+    """Where a weighted ensemble trains a member's inner-split run: ``RUN/inner/<preset>``."""
+    return Path(run_dir) / INNER_DIR / safe_name(preset)
 
 
 def safe_name(name: str) -> str:

@@ -19,6 +19,11 @@ another config stops everything before any training
 An ensemble trial is expanded into its members' trials (each in the folder the
 trial hands it, see :class:`Trial`), which run like any other, in parallel under
 Ray; the ensemble is then combined on the driver (:func:`facefold.train.ensemble.combine`).
+A weighted ensemble's inner-split runs (:func:`facefold.train.ensemble.inner_runs`)
+are trials too, beside its members': they are ordinary trainings that need nothing
+but the data (a held-out shard and excluded ones, :attr:`Trial.excluded`), so under
+Ray they run in parallel with the members instead of one after another inside the
+ensemble's combination, and a failed or interrupted one is retried or resumed alone.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from facefold.config import Config
 from facefold.data.records import LABELS_FILE, MANIFEST_FILE, list_shards
 from facefold.evaluate.worker import train_in_worker
 from facefold.models.families import Ensemble, SplitSource, family_of, leaf_configs
-from facefold.train.ensemble import combine, member_runs
+from facefold.train.ensemble import combine, inner_runs, inner_shards, member_runs
 from facefold.train.trainer import Log, Trainer
 
 EXECUTORS = ("local", "ray")
@@ -73,7 +78,8 @@ class Trial:
 
     ``members`` (ensembles only) hands member presets their run folders, e.g. the
     experiment's own ``OUT/fast/case-K`` for member ``fast``; a member not listed is
-    trained into ``out/members/<preset>``.
+    trained into ``out/members/<preset>``. ``excluded`` are shards neither trained nor
+    evaluated on (a weighted ensemble's inner-split runs exclude its held-out fold).
     """
 
     name: str  # shown in logs, e.g. "seed/case-0"
@@ -81,11 +87,12 @@ class Trial:
     fold: int
     out: Path
     members: Mapping[str, Path] = field(default_factory=dict, compare=False, hash=False)
+    excluded: tuple[int, ...] = ()
 
     def identity(self, data: dict) -> dict:
         """The run identity this trial's folder must hold, for the dataset ``data``."""
         return runs.run_identity(data, [self.fold], self.config, None,
-                                 family_of(self.config).identity(self.config))
+                                 family_of(self.config).identity(self.config), self.excluded)
 
 
 @dataclass(frozen=True)
@@ -108,9 +115,14 @@ def is_complete(trial: Trial, data_dir: str | Path) -> bool:
     return runs.is_finished(trial.out, trial.identity(runs.data_fingerprint(data_dir)))
 
 
-def _expand(trials: Sequence[Trial]) -> tuple[list[Trial], dict[str, list[tuple[Config, Path]]]]:
-    """The trials that train a network (an ensemble's members in its place, each once) and,
-    per ensemble trial, its members' configs and folders."""
+Members = list[tuple[Config, Path]]
+
+
+def _expand(trials: Sequence[Trial], num_shards: int
+            ) -> tuple[list[Trial], dict[str, tuple[Members, Members]]]:
+    """The trials that train a network (an ensemble's members and inner-split runs in its
+    place, each once) and, per ensemble trial, ``(members, inner runs)``: configs and
+    folders. ``ValueError`` before any work for a weighted ensemble with too few shards."""
     leaves: dict[Path, Trial] = {}
     ensembles = {}
     for trial in trials:
@@ -118,10 +130,17 @@ def _expand(trials: Sequence[Trial]) -> tuple[list[Trial], dict[str, list[tuple[
             leaves.setdefault(trial.out.resolve(), trial)
     for trial in trials:
         if isinstance(family_of(trial.config), Ensemble):
-            ensembles[trial.name] = member_runs(trial.config, trial.out, trial.members)
-            for member, out in ensembles[trial.name]:
+            members = member_runs(trial.config, trial.out, trial.members)
+            inner = inner_runs(trial.config, trial.out)
+            ensembles[trial.name] = members, inner
+            for member, out in members:
                 leaves.setdefault(out.resolve(), Trial(f"{trial.name}/{member.preset}", member,
                                                        trial.fold, out))
+            for member, out in inner:
+                (fold,) = inner_shards([trial.fold], num_shards)
+                leaves.setdefault(out.resolve(), Trial(
+                    f"{trial.name}/inner/{member.preset}", member, fold, out,
+                    excluded=(trial.fold,)))
     return list(leaves.values()), ensembles
 
 
@@ -147,7 +166,7 @@ def run_trials(
     for trial in trials:  # a missing optional extra (e.g. facefold[dlib]) fails before any work
         family_of(trial.config).check_available(trial.config)
     data = runs.data_fingerprint(data_dir)
-    leaves, ensembles = _expand(trials)
+    leaves, ensembles = _expand(trials, len(data["shards"]))
     # Each folder is read once, before any work: a run of other data is refused here, and what
     # the check found (same run or not) decides below.
     same = {trial.name: runs.check_run_dir(trial.out, trial.identity(data), restart)
@@ -182,18 +201,21 @@ def run_trials(
     return results
 
 
-def _combine(data_dir: Path, trial: Trial, members: list[tuple[Config, Path]],
+def _combine(data_dir: Path, trial: Trial, runs_of: tuple[Members, Members],
              outcomes: dict[str, TrialOutcome], pending: list[Trial], log: Log, data: dict,
              restart: bool) -> TrialOutcome:
-    """The ensemble trial's outcome: its members combined, or why it could not be."""
+    """The ensemble trial's outcome: its members (weighted by their inner-split runs)
+    combined, or why it could not be."""
+    members, inner = runs_of
     by_out = {o.trial.out.resolve(): o for o in outcomes.values()}
-    failed = [by_out[out.resolve()] for _, out in members if by_out[out.resolve()].error]
+    needed = [out.resolve() for _, out in [*members, *inner]]
+    failed = [by_out[out] for out in needed if by_out[out].error]
     if failed:
         return TrialOutcome(trial, error=f"member {failed[0].trial.name} failed: "
                                          f"{failed[0].error.splitlines()[-1]}")
     identity = runs.run_identity(data, [trial.fold], trial.config)
     if runs.is_finished(trial.out, identity) and not any(
-            t.out.resolve() in {o.resolve() for _, o in members} for t in pending):
+            t.out.resolve() in set(needed) for t in pending):
         return TrialOutcome(trial, skipped=True)
     # Reused: a run the ensemble did not train for itself (handed over by the caller, e.g. the
     # experiment's own run of that preset, or finished before this call).
@@ -204,7 +226,7 @@ def _combine(data_dir: Path, trial: Trial, members: list[tuple[Config, Path]],
             log(f"[{trial.name}] member {member.preset}: reusing the finished run {out}")
     try:
         rows = combine(data_dir, trial.config, trial.out, [trial.fold], members, reused, log,
-                       data=data, restart=restart)
+                       data=data, restart=restart, inner=inner)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as err:
@@ -225,7 +247,7 @@ def _run_local(
     for trial in trials:
         try:
             rows = Trainer(data_dir, trial.config, trial.out, [trial.fold], source, log,
-                           data=data).run()
+                           data=data, excluded_shards=trial.excluded).run()
             outcomes[trial.name] = TrialOutcome(trial, rows=rows)
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -306,7 +328,8 @@ def _run_ray(
     dataset = ray.put(_dataset_files(data_dir))
     driver_data = str(data_dir.resolve())
     futures = {
-        remote.remote(dataset, t.config.to_dict(), t.fold, runs.run_files(t.out), driver_data): t
+        remote.remote(dataset, t.config.to_dict(), t.fold, runs.run_files(t.out), driver_data,
+                      list(t.excluded)): t
         for t in trials
     }
     log(f"submitted {len(futures)} trials to Ray ({cpus:g} CPU, {gpus:g} GPU each)")

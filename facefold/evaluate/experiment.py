@@ -252,11 +252,12 @@ def time_to_accuracy(
 
 def _training_seconds(run_dir: Path, step: int) -> float:
     """Training time of a run from step 0 to ``step`` at its median seconds per step; of an
-    ensemble (one evaluated step, see facefold.train.ensemble), its members' whole training."""
+    ensemble (one evaluated step, see facefold.train.ensemble), its members' whole training,
+    and a weighted one's inner-split runs' too (they are what its weights cost)."""
     members = runs.ensemble_member_dirs(run_dir)
     if members is not None:
-        return sum(_training_seconds(m, runs.read_metrics(m)[-1]["step"])
-                   for m in members.values())
+        trained = [*members.values(), *runs.ensemble_inner_dirs(run_dir).values()]
+        return sum(_training_seconds(m, runs.read_metrics(m)[-1]["step"]) for m in trained)
     return step * _median_seconds_per_step([run_dir])
 
 

@@ -14,15 +14,17 @@ from pathlib import Path
 
 
 def train_in_worker(
-    dataset: dict[str, bytes], config: dict, fold: int, existing: dict[str, bytes], driver_data: str
+    dataset: dict[str, bytes], config: dict, fold: int, existing: dict[str, bytes],
+    driver_data: str, excluded: list[int] | None = None,
 ) -> dict[str, bytes]:
     """Train one trial in a temporary folder of this process and return the run folder's files.
 
     Runs inside a Ray worker (or anywhere: it needs no shared file system).
     ``dataset`` holds the dataset folder's files, ``config`` a
     :meth:`~facefold.config.Config.to_dict`, ``existing`` the files the driver
-    already has for this run (so an interrupted trial resumes). The returned
-    ``run.json`` names ``driver_data`` as the dataset.
+    already has for this run (so an interrupted trial resumes), ``excluded`` the shards
+    it neither trains nor evaluates on. The returned ``run.json`` names ``driver_data``
+    as the dataset.
     """
     try:
         from facefold import runs
@@ -44,7 +46,8 @@ def train_in_worker(
         for name, content in existing.items():
             (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
             (run_dir / name).write_bytes(content)
-        Trainer(data_dir, Config.from_dict(config), run_dir, [fold], log=print).run()
+        Trainer(data_dir, Config.from_dict(config), run_dir, [fold], log=print,
+                excluded_shards=excluded or ()).run()
         files = runs.run_files(run_dir)
         runs.set_data_dir_note(files, driver_data)
         return files

@@ -13,7 +13,8 @@ input of an export — instead of branching on config keys:
   embeddings, the identity holds the embedding's model version, and inference
   embeds each picture first.
 - :class:`Ensemble` trains nothing itself: it names member presets
-  (:meth:`Ensemble.members`) whose probabilities are averaged
+  (:meth:`Ensemble.members`) whose probabilities are averaged, equally or with
+  weights chosen on an inner split of the training shards
   (:mod:`facefold.train.ensemble`).
 """
 
@@ -216,7 +217,8 @@ class EmbeddingHead(ModelFamily):
 
 
 class Ensemble(ModelFamily):
-    """Registered presets trained alone, their probabilities averaged (``model.members``)."""
+    """Registered presets trained alone, their probabilities averaged (``model.members``;
+    how they are weighed: ``model.member_weights``)."""
 
     name = "ensemble"
 

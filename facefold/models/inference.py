@@ -121,12 +121,25 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def ensemble_infer(members: Sequence[Infer]) -> Infer:
+def ensemble_infer(members: Sequence[Infer], weights: Sequence[float] | None = None) -> Infer:
     """Inference of an ensemble: log of the mean of the members' softmax probabilities as
-    ``logits`` (so softmax gives the mean back), the members' ``features`` concatenated."""
+    ``logits`` (so softmax gives the mean back), the members' ``features`` concatenated.
+
+    ``weights`` (one per member, summing to 1) make it the weighted mean, as a weighted
+    ensemble's run computed its predictions (:mod:`facefold.train.ensemble`); None is the
+    plain mean.
+    """
+    if weights is not None and len(weights) != len(members):
+        raise ValueError(f"{len(weights)} weights for {len(members)} ensemble members")
+
     def infer(images: np.ndarray) -> dict[str, np.ndarray]:
         outputs = [member(images) for member in members]
-        mean = np.mean([softmax(out["logits"]) for out in outputs], axis=0)
+        probabilities = [softmax(out["logits"]) for out in outputs]
+        if weights is None:
+            mean = np.mean(probabilities, axis=0)
+        else:  # in float64, as the run's predictions were averaged
+            mean = np.tensordot(np.asarray(weights, np.float64),
+                                np.asarray(probabilities, np.float64), axes=1)
         return {
             "logits": np.log(np.maximum(mean, np.finfo(np.float32).tiny)),
             "features": np.concatenate([out["features"] for out in outputs], axis=1),

@@ -169,11 +169,16 @@ register_preset("fast-nogap-s1", "fast-nogap from random seed 1",
                 **_merged(FAST_NOGAP, {"train": {"seed": 1}}))
 
 
+# The model keys of an ensemble itself, never handed on to its members.
+ENSEMBLE_KEYS = ("members", "member_weights")
+
+
 def member_configs(config: Config) -> list[Config]:
     """The configs of an ensemble's members (``model.members``), in order.
 
     A member's config is its own preset's with the ensemble config's changes
-    from *its* preset applied (``model.members`` aside): ``--steps 100`` on an
+    from *its* preset applied (``model.members`` and ``model.member_weights``, which
+    only an ensemble has, aside): ``--steps 100`` on an
     ensemble trains every member for 100 steps, as in an experiment where every
     preset gets the same overrides, so a member's run there is the same run.
     Raises ``ValueError`` for a member that is unknown, an ensemble itself, or
@@ -184,7 +189,8 @@ def member_configs(config: Config) -> list[Config]:
     for section in ("model", "augment", "train"):
         ours, theirs = getattr(config, section), getattr(base, section)
         changed = {f.name: getattr(ours, f.name) for f in dataclasses.fields(ours)
-                   if getattr(ours, f.name) != getattr(theirs, f.name) and f.name != "members"}
+                   if getattr(ours, f.name) != getattr(theirs, f.name)
+                   and f.name not in ENSEMBLE_KEYS}
         if changed:
             changes[section] = changed
     members = []
@@ -196,11 +202,14 @@ def member_configs(config: Config) -> list[Config]:
     return members
 
 
-def register_ensemble(name: str, members: list[str], description: str) -> None:
-    """Register an ensemble of registered presets; its one point on the accuracy curve sits at
-    the longest member's last step (see :mod:`facefold.train.ensemble`)."""
+def register_ensemble(name: str, members: list[str], description: str,
+                      weights: str = "equal") -> None:
+    """Register an ensemble of registered presets, its members weighed ``weights``
+    (``model.member_weights``); its one point on the accuracy curve sits at the longest
+    member's last step (see :mod:`facefold.train.ensemble`)."""
     steps = max(get_preset(m).train.steps for m in members)
-    register_preset(name, description, model={"members": members}, train={"steps": steps})
+    register_preset(name, description, model={"members": members, "member_weights": weights},
+                    train={"steps": steps})
 
 
 # A head on dlib's pretrained 128-d descriptor (facefold[dlib]; see facefold.embeddings.dlib128).
@@ -227,6 +236,14 @@ register_preset("dlib128-single", "ablation: dlib128 without the mirror at all (
 register_ensemble(
     "ensemble", ["fast", "dlib128"],
     "mean probabilities of fast and dlib128 (members reuse the experiment's own runs of them)",
+)
+# Equal weights let a weak member pull the strong one down; weights chosen on an inner split of
+# the training shards cost one more training of each member per fold.
+register_ensemble(
+    "ensemble-weighted", ["fast", "dlib128"],
+    "fast and dlib128, their probabilities weighted by log-loss on an inner split of the "
+    "training shards (one more training of each member per fold)",
+    weights="inner",
 )
 register_ensemble(
     "fast-x2", ["fast", "fast-s1"],

@@ -12,7 +12,9 @@ inside the folder.
 What differs by model family (the inference model of a CNN or an embedding
 head, embedding each picture first) is asked of the family
 (:mod:`facefold.models.families`). An ensemble loads each member as a model of
-its own and averages their probabilities (:func:`~facefold.models.inference.ensemble_infer`).
+its own and averages their probabilities (:func:`~facefold.models.inference.ensemble_infer`),
+weighted by the weights a weighted ensemble's ``ensemble.json`` (or its export's
+``export.json``) records for each member.
 """
 
 from __future__ import annotations
@@ -54,12 +56,14 @@ class ModelInfo:
 class LoadedModel:
     """A model folder loaded for inference: ``infer`` maps uint8 pictures (N, S, S, C) to
     ``{"logits", "features"}``; ``keras_model`` is the wrapped inference model (runs and
-    ``.keras`` exports; what ``export`` saves); ``members`` an ensemble's, by preset."""
+    ``.keras`` exports; what ``export`` saves); ``members`` an ensemble's, by preset, and
+    ``weights`` a weighted ensemble's member weights, by preset (None: the plain mean)."""
 
     info: ModelInfo
     infer: Infer
     keras_model: keras.Model | None = None
     members: dict[str, LoadedModel] = field(default_factory=dict)
+    weights: dict[str, float] | None = None
 
 
 def load_model_folder(path: str | Path) -> LoadedModel:
@@ -89,8 +93,9 @@ def _check_outputs(model: keras.Model, labels: list[str], where: Path) -> None:
 
 
 def _load_ensemble(folder: Path, member_dirs: dict[str, Path], kind: str,
-                   step: int | None) -> LoadedModel:
-    """The members (runs or exports, by preset name) of an ensemble as one model."""
+                   step: int | None, weights: dict[str, float] | None = None) -> LoadedModel:
+    """The members (runs or exports, by preset name) of an ensemble as one model, their
+    probabilities averaged with ``weights`` (by preset; None: equally)."""
     members = {name: load_model_folder(path) for name, path in member_dirs.items()}
     if len(members) < 2:
         raise ValueError(f"{folder}: an ensemble needs at least two members, found "
@@ -106,8 +111,9 @@ def _load_ensemble(folder: Path, member_dirs: dict[str, Path], kind: str,
             )
     info = ModelInfo(first.labels, first.image_size, first.crop_size, first.channels, kind,
                      folder, step, family=Ensemble.name)
-    return LoadedModel(info, ensemble_infer([m.infer for m in members.values()]),
-                       members=members)
+    order = None if weights is None else [weights[name] for name in members]
+    return LoadedModel(info, ensemble_infer([m.infer for m in members.values()], order),
+                       members=members, weights=weights)
 
 
 def _load_run(run_dir: Path) -> LoadedModel:
@@ -120,7 +126,8 @@ def _load_run(run_dir: Path) -> LoadedModel:
         if members is None:
             raise FileNotFoundError(f"{run_dir / runs.ENSEMBLE_FILE} is missing: the ensemble "
                                     "has not been combined yet")
-        return _load_ensemble(run_dir, members, "run", config.train.steps)
+        return _load_ensemble(run_dir, members, "run", config.train.steps,
+                              runs.ensemble_weights(run_dir))
     found = runs.latest_checkpoint(run_dir)
     if found is None:
         raise FileNotFoundError(
@@ -213,7 +220,8 @@ def _load_export(folder: Path) -> LoadedModel:
         members = {runs.safe_name(str(m.get("preset"))):
                    runs.contained(folder, m.get("export"), "ensemble.members.export", where)
                    for m in entries}
-        return _load_ensemble(folder, members, meta["format"], meta.get("step"))
+        return _load_ensemble(folder, members, meta["format"], meta.get("step"),
+                              runs.check_member_weights(entries, where))
     family = export_family(meta, where)
     model_path = folder / runs.MODEL_FILES[meta["format"]]
     if not model_path.exists():

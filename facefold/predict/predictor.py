@@ -117,7 +117,8 @@ class Recognition:
 class Predictor:
     """A model loaded once; names faces in batches. Use :meth:`load`.
 
-    ``members`` are the member predictors of an ensemble by preset name (empty otherwise).
+    ``members`` are the member predictors of an ensemble by preset name (empty otherwise),
+    ``member_weights`` a weighted ensemble's weights by preset name (None otherwise).
     """
 
     def __init__(self, loaded: LoadedModel, batch_size: int = BATCH_SIZE) -> None:
@@ -128,6 +129,7 @@ class Predictor:
         self._model_infer: Infer | None = None
         self.members = {name: Predictor(member, batch_size)
                         for name, member in loaded.members.items()}
+        self.member_weights = loaded.weights
         # People enrolled without retraining (facefold enroll): named by nearest centroid.
         dim = None if self.info.centroids is None else self.info.centroids.shape[1]
         self.gallery_names, self._gallery_sums, self._gallery_counts = runs.read_gallery(

@@ -3,10 +3,12 @@
 An ensemble's config names registered presets in ``model.members`` (e.g. the
 ``ensemble`` preset: ``fast`` + ``dlib128``); each member is an ordinary run
 of its config (see :func:`facefold.models.presets.member_configs`). The
-ensemble's probabilities are the plain mean of its members' softmax
-probabilities, each after the member's own TTA. Besides the files of any run
+ensemble's probabilities are the mean of its members' softmax probabilities,
+each after the member's own TTA: the plain mean (``model.member_weights =
+"equal"``) or a weighted one (``"inner"``, below). Besides the files of any run
 (:mod:`facefold.runs`), an ensemble's run folder holds ``ensemble.json`` (each
-member's run folder) and, for members trained for it, ``members/<preset>/``.
+member's run folder, and its weight) and, for members trained for it,
+``members/<preset>/``.
 
 **Members are handed their folders by the caller.** An experiment or a
 cross-validation that also runs preset ``fast`` hands the ensemble its
@@ -15,6 +17,23 @@ member's exact identity (data, held-out shards, config, embedding version) is
 reused, an unfinished one is trained there. A member nobody handed over is
 trained into ``RUN/members/<preset>``. The executor trains members as trials of
 their own (in parallel under Ray) and then calls :func:`combine`.
+
+**Weights from an inner split** (``member_weights = "inner"``, preset
+``ensemble-weighted``). Equal weights let two weak members outvote a strong
+one; weights chosen on the held-out shards would make the held-out accuracy a
+score of the choice itself, no longer an estimate for new pictures. So the
+weights are chosen on one *training* shard, the inner shard
+(:func:`inner_shards`): each member is trained once more, on the training
+shards but that one, into ``RUN/inner/<preset>`` — an ordinary run whose
+identity excludes the held-out shards, so it is reused and resumed like any
+run — and its probabilities on the inner shard choose the weights
+(:func:`fit_weights`), which are then applied to the members' ordinary runs
+(trained on every training shard) on the held-out shards. One inner shard, not
+an inner cross-validation over every training shard: it costs one extra
+training per member and fold instead of one per training shard, and a few
+hundred images pin down two or three weights. The inner runs see one shard
+less than the members they stand for, so they are a little weaker; the
+weights are the best ones for models trained that way.
 
 **Curve**: members evaluate at different steps (``fast`` every 500 of 2,000,
 ``dlib128`` every 250 of 1,000) and keep only their final predictions, so
@@ -26,13 +45,15 @@ point at the right end, where its members' curves end. The row has no
 training loss and no time per step (the members' rows have them).
 
 ``predict``, ``export`` and ``serve`` load the members and average their
-probabilities the same way (see :mod:`facefold.predict`).
+probabilities with the weights of ``ensemble.json`` (see :mod:`facefold.predict`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,9 +63,13 @@ from facefold.data.records import read_labels
 from facefold.models.families import Ensemble, SplitSource, family_of
 from facefold.train.trainer import Log, Trainer, versions
 
+# The floor of a probability inside a logarithm: a member sure of a wrong class costs
+# -log(1e-12) = 27.6 nats for that image instead of an infinite loss.
+PROBABILITY_FLOOR = 1e-12
 
-def average_predictions(run_dirs: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels (N,), mean probabilities (N, C))`` of the runs' predictions.
+
+def member_predictions(run_dirs: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels (N,), probabilities (M, N, C))`` of M runs' predictions, in float64.
 
     Raises ``ValueError`` when the runs were evaluated on different images or classes.
     """
@@ -59,7 +84,82 @@ def average_predictions(run_dirs: Sequence[Path]) -> tuple[np.ndarray, np.ndarra
     shapes = {p.shape for p in probabilities}
     if len(shapes) != 1:
         raise ValueError(f"the members' probabilities differ in shape: {sorted(shapes)}")
-    return labels, np.mean(probabilities, axis=0)
+    return labels, np.stack(probabilities)
+
+
+def average_predictions(run_dirs: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels (N,), mean probabilities (N, C))`` of the runs' predictions.
+
+    Raises ``ValueError`` when the runs were evaluated on different images or classes.
+    """
+    labels, probabilities = member_predictions(run_dirs)
+    return labels, np.mean(list(probabilities), axis=0)
+
+
+def weighted_mean(probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``sum_m weights[m] * probabilities[m]``: (M, N, C) and (M,) -> (N, C). Rows still sum
+    to 1 when the weights do."""
+    return np.tensordot(np.asarray(weights, np.float64), probabilities, axes=1)
+
+
+def log_loss_and_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
+    """Mean ``-log p(true class)`` (floored at :data:`PROBABILITY_FLOOR`) and accuracy of
+    probabilities (N, C)."""
+    true = probabilities[np.arange(len(labels)), labels]
+    return (float(-np.log(np.maximum(true, PROBABILITY_FLOOR)).mean()),
+            float((probabilities.argmax(axis=1) == labels).mean()))
+
+
+def fit_weights(labels: np.ndarray, probabilities: np.ndarray, tolerance: float = 1e-9,
+                max_iterations: int = 10_000) -> np.ndarray:
+    """Member weights (M,) on the probability simplex (>= 0, sum 1) that minimize the
+    log-loss of the weighted mean of ``probabilities`` (M, N, C) for ``labels`` (N,).
+
+    The log-loss of a weighted mean, ``-mean_i log sum_m w_m p_mi`` with ``p_mi`` member
+    m's probability of image i's true class, is convex in ``w``: every local minimum on
+    the simplex is the global one. It is minimized by the EM update of mixture weights,
+    ``w_m <- w_m * r_m`` with ``r_m = mean_i p_mi / sum_k w_k p_ki``: it needs no step
+    size and no solver, each step stays on the simplex (``sum_m w_m r_m = 1``) and never
+    raises the loss. It stops when ``log max_m r_m`` < ``tolerance``, which bounds how far
+    the loss is above its minimum (by Jensen's inequality), so the answer is optimal to
+    ``tolerance`` nats, not merely stalled. A member that is right wherever another is
+    gets all the weight; members that are equally good everywhere keep equal weights (the
+    start). Starting from equal weights, after at most ``max_iterations`` steps (a warning
+    says so) the weights are still never worse than equal ones.
+    """
+    probabilities = np.asarray(probabilities, np.float64)
+    count = probabilities.shape[0]
+    true = probabilities[:, np.arange(len(labels)), labels].T  # (N, M)
+    true = np.maximum(true, PROBABILITY_FLOOR)
+    weights = np.full(count, 1.0 / count)
+    for _ in range(max_iterations):
+        ratios = (true / (true @ weights)[:, None]).mean(axis=0)  # (M,)
+        if np.log(ratios.max()) < tolerance:
+            break
+        weights = weights * ratios
+        weights /= weights.sum()  # 1 on paper; keeps rounding from drifting off the simplex
+    else:
+        warnings.warn(f"ensemble weights: the log-loss may still be up to "
+                      f"{np.log(ratios.max()):.2g} nats above its minimum after "
+                      f"{max_iterations} steps", stacklevel=2)
+    return weights
+
+
+def inner_shards(eval_shards: Sequence[int], num_shards: int) -> list[int]:
+    """The inner shard that chooses a weighted ensemble's weights: the first shard after the
+    last held-out one (cyclically) that is not held out, so every fold of a cross-validation
+    gets another one. Needs two training shards (one to train on, one to weigh on); raises
+    ``ValueError`` naming the shards otherwise."""
+    held_out = set(eval_shards)
+    if num_shards - len(held_out) < 2:
+        raise ValueError(
+            f"a weighted ensemble (model.member_weights = \"inner\") needs at least two "
+            f"training shards, one to train its inner runs on and one to weigh them on; "
+            f"holding out {sorted(held_out)} of {num_shards} shards leaves "
+            f"{num_shards - len(held_out)}")
+    start = max(held_out) + 1
+    return [next(k % num_shards for k in range(start, start + num_shards)
+                 if k % num_shards not in held_out)]
 
 
 def member_runs(config: Config, out: str | Path,
@@ -74,33 +174,93 @@ def member_runs(config: Config, out: str | Path,
             for member in family.members(config)]
 
 
+def inner_runs(config: Config, out: str | Path) -> list[tuple[Config, Path]]:
+    """Each member's config and inner-split run folder ``OUT/inner/<preset>`` for a weighted
+    ensemble; empty for an equally weighted one (it needs none)."""
+    if config.model.member_weights != "inner":
+        return []
+    return [(member, runs.inner_dir(out, member.preset)) for member, _ in member_runs(config, out)]
+
+
+def inner_identity(data: dict, member: Config, eval_shards: Sequence[int],
+                   people: Sequence[str] | None = None) -> dict:
+    """The identity of a member's inner-split run for the held-out ``eval_shards``: held out
+    the inner shard, excluded the ensemble's held-out shards."""
+    return runs.run_identity(data, inner_shards(eval_shards, len(data["shards"])), member,
+                             people, family_of(member).identity(member), eval_shards)
+
+
 def ensemble_identity(data: dict, config: Config, eval_shards: Sequence[int],
                       people: Sequence[str] | None) -> dict:
     return runs.run_identity(data, eval_shards, config, people)
+
+
+def choose_weights(
+    data: dict, eval_shards: Sequence[int], inner: Sequence[tuple[Config, Path]],
+    people: Sequence[str] | None = None,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """``({preset: weight}, facts)`` from the members' finished inner-split runs.
+
+    Each run must be exactly its :func:`inner_identity` (the inner shard held out, the
+    ensemble's held-out shards excluded), so no held-out image reaches the choice;
+    ``ValueError`` names a run that is not. ``facts`` (for ``ensemble.json``) are the inner
+    and excluded shards, the number of images, and the inner log-loss and accuracy with
+    these weights and with equal ones.
+    """
+    for member, path in inner:
+        if not runs.is_finished(path, inner_identity(data, member, eval_shards, people)):
+            raise ValueError(f"{path} is not a finished inner-split run of member "
+                             f"{member.preset} (trained without held-out shards "
+                             f"{list(eval_shards)}): the weights cannot be chosen")
+    labels, probabilities = member_predictions([path for _, path in inner])
+    weights = fit_weights(labels, probabilities)
+    loss, accuracy = log_loss_and_accuracy(labels, weighted_mean(probabilities, weights))
+    equal_loss, equal_accuracy = log_loss_and_accuracy(labels, probabilities.mean(axis=0))
+    facts = {
+        "members": {member.preset: path for member, path in inner},
+        "eval_shards": inner_shards(eval_shards, len(data["shards"])),
+        "excluded_shards": sorted(eval_shards),
+        "images": len(labels),
+        "log_loss": loss, "accuracy": accuracy,
+        "equal_log_loss": equal_loss, "equal_accuracy": equal_accuracy,
+    }
+    return {m.preset: float(w) for (m, _), w in zip(inner, weights, strict=True)}, facts
 
 
 def combine(
     data_dir: str | Path, config: Config, out: str | Path, eval_shards: Sequence[int],
     members: Sequence[tuple[Config, Path]], reused: Mapping[str, bool] | None = None,
     log: Log = print, people: Sequence[str] | None = None, data: dict | None = None,
-    restart: bool = False,
+    restart: bool = False, inner: Sequence[tuple[Config, Path]] = (),
 ) -> list[dict]:
     """Write the ensemble run of finished member runs: ``ensemble.json``, the averaged
-    predictions and the one metrics row; returns ``[row]``."""
+    predictions and the one metrics row; returns ``[row]``. A weighted ensemble also needs
+    its members' finished ``inner`` runs (:func:`inner_runs`), which choose the weights."""
     data_dir, out = Path(data_dir), Path(out)
     data = data or runs.data_fingerprint(data_dir)
     labels = list(people) if people is not None else read_labels(data_dir)
     identity = ensemble_identity(data, config, eval_shards, people)
+    weighted = config.model.member_weights == "inner"
+    if weighted and len(inner) != len(members):
+        raise ValueError(f"a weighted ensemble needs an inner-split run of each of its "
+                         f"{len(members)} members, got {len(inner)}")
     runs.prepare_run_dir(out, identity, labels, runs.run_notes(data_dir, 0), versions(),
                          restart)
     dirs = {member.preset: path for member, path in members}
-    runs.write_ensemble(out, dirs, {p: bool((reused or {}).get(p)) for p in dirs})
-    y, probabilities = average_predictions(list(dirs.values()))
-    correct = probabilities.argmax(axis=1) == y
+    y, probabilities = member_predictions(list(dirs.values()))
+    weights, facts = None, None
+    if weighted:
+        weights, facts = choose_weights(data, eval_shards, inner, people)
+        mean = weighted_mean(probabilities, np.array([weights[p] for p in dirs]))
+    else:
+        mean = np.mean(list(probabilities), axis=0)
+    runs.write_ensemble(out, dirs, {p: bool((reused or {}).get(p)) for p in dirs}, weights,
+                        facts)
+    loss, accuracy = log_loss_and_accuracy(y, mean)
     row = {
         "step": config.train.steps,
-        "eval_accuracy": float(correct.mean()),
-        "eval_loss": float(-np.log(np.maximum(probabilities[np.arange(len(y)), y], 1e-12)).mean()),
+        "eval_accuracy": accuracy,
+        "eval_loss": loss,
         "train_loss": None,
         "train_accuracy": None,
         "seconds_per_step": None,
@@ -108,11 +268,41 @@ def combine(
         "members": {preset: runs.read_metrics(path)[-1]["eval_accuracy"]
                     for preset, path in dirs.items()},
     }
-    runs.write_predictions(out, row["step"], y, probabilities.astype(np.float32))
+    if weights is not None:
+        row["weights"] = weights
+    runs.write_predictions(out, row["step"], y, mean.astype(np.float32))
     runs.write_metrics(out, [row])
+    if facts is not None:
+        log(_weights_line(out.name, weights or {}, facts))
     members_text = ", ".join(f"{p} {a:.4f}" for p, a in row["members"].items())
     log(f"[{out.name}] ensemble eval acc {row['eval_accuracy']:.4f} (members: {members_text})")
     return [row]
+
+
+def _weights_line(name: str, weights: dict[str, float], facts: dict[str, Any]) -> str:
+    """The log line of a weighted ensemble's choice."""
+    shards = ", ".join(map(str, facts["eval_shards"]))
+    chosen = ", ".join(f"{p} {w:.3f}" for p, w in weights.items())
+    return (f"[{name}] weights {chosen}, chosen on inner shard {shards} "
+            f"({facts['images']} images): log-loss {facts['log_loss']:.4f} "
+            f"(equal weights {facts['equal_log_loss']:.4f}), accuracy {facts['accuracy']:.4f} "
+            f"(equal {facts['equal_accuracy']:.4f})")
+
+
+def _reuse_or_train(
+    data_dir: Path, member: Config, run_dir: Path, eval_shards: Sequence[int],
+    excluded: Sequence[int], identity: dict, source: SplitSource, log: Log, name: str,
+    people: Sequence[str] | None, restart: bool, data: dict,
+) -> bool:
+    """Reuse the finished run of ``identity`` in ``run_dir`` (True) or train it there;
+    ``name`` starts the log lines (``[case-0] member fast``)."""
+    if runs.is_finished(run_dir, identity):
+        log(f"{name}: reusing the finished run {run_dir}")
+        return True
+    log(f"{name}: training into {run_dir}")
+    Trainer(data_dir, member, run_dir, eval_shards, source, log, people=people,
+            restart=restart, data=data, excluded_shards=excluded).run()
+    return False
 
 
 def train_ensemble(
@@ -127,7 +317,8 @@ def train_ensemble(
     member_dirs: Mapping[str, Path] | None = None,
 ) -> list[dict]:
     """Reuse or train every member of ``config``'s ensemble (in ``member_dirs`` when handed,
-    else in ``OUT/members/``), then :func:`combine` them; returns ``[row]``.
+    else in ``OUT/members/``) and, weighted, every member's inner-split run (in
+    ``OUT/inner/``), then :func:`combine` them; returns ``[row]``.
 
     ``splits`` must be a :class:`SplitSource` or None (the members take different inputs).
     """
@@ -138,18 +329,21 @@ def train_ensemble(
     family_of(config).check_available(config)  # a missing extra fails before any training
     data = runs.data_fingerprint(data_dir)
     runs.check_run_dir(out, ensemble_identity(data, config, eval_shards, people), restart)
+    inner = inner_runs(config, out)
+    if inner:  # too few shards fails before any training
+        inner_eval = inner_shards(eval_shards, len(data["shards"]))
     source = splits or SplitSource(data_dir, log)
     members = member_runs(config, out, member_dirs)
     reused = {}
     for member, run_dir in members:
         identity = runs.run_identity(data, eval_shards, member, people,
                                      family_of(member).identity(member))
-        reused[member.preset] = runs.is_finished(run_dir, identity)
-        if reused[member.preset]:
-            log(f"[{out.name}] member {member.preset}: reusing the finished run {run_dir}")
-            continue
-        log(f"[{out.name}] member {member.preset}: training into {run_dir}")
-        Trainer(data_dir, member, run_dir, eval_shards, source, log, people=people,
-                restart=restart, data=data).run()
+        reused[member.preset] = _reuse_or_train(
+            data_dir, member, run_dir, eval_shards, (), identity, source, log,
+            f"[{out.name}] member {member.preset}", people, restart, data)
+    for member, run_dir in inner:
+        _reuse_or_train(data_dir, member, run_dir, inner_eval, eval_shards,
+                        inner_identity(data, member, eval_shards, people), source, log,
+                        f"[{out.name}] inner run of {member.preset}", people, restart, data)
     return combine(data_dir, config, out, eval_shards, members, reused, log, people, data,
-                   restart)
+                   restart, inner)

@@ -188,10 +188,10 @@ def eval_steps(total: int, every: int) -> list[int]:
     return steps
 
 
-def _split_folds(splits: list[Split], eval_shards: Sequence[int], hold_out: bool = True
-                 ) -> tuple[Split, Split]:
+def _split_folds(splits: list[Split], eval_shards: Sequence[int], hold_out: bool = True,
+                 excluded: Sequence[int] = ()) -> tuple[Split, Split]:
     """``(train, held out)``; with ``hold_out`` false (a model fit on everything) ``eval_shards``
-    must be empty and the held-out split is empty."""
+    must be empty and the held-out split is empty. The ``excluded`` shards are in neither."""
     if not hold_out:
         if eval_shards:
             raise ValueError("a model fit on every shard holds none out: give no eval shards")
@@ -200,10 +200,13 @@ def _split_folds(splits: list[Split], eval_shards: Sequence[int], hold_out: bool
             f.name: getattr(train, f.name)[:0] for f in dataclasses.fields(train)})
     if not eval_shards:
         raise ValueError("eval_shards is empty: hold out at least one shard")
-    bad = [k for k in eval_shards if not 0 <= k < len(splits)]
+    bad = [k for k in [*eval_shards, *excluded] if not 0 <= k < len(splits)]
     if bad:
         raise ValueError(f"eval shard(s) {bad} out of range: the dataset has {len(splits)} shards")
-    train = [s for k, s in enumerate(splits) if k not in eval_shards]
+    if set(eval_shards) & set(excluded):
+        raise ValueError(f"shard(s) {sorted(set(eval_shards) & set(excluded))} are both held "
+                         "out and excluded: an excluded shard is never evaluated on")
+    train = [s for k, s in enumerate(splits) if k not in eval_shards and k not in excluded]
     if not train:
         raise ValueError("every shard is held out: nothing left to train on")
     return concat(train), concat([splits[k] for k in eval_shards])
@@ -228,6 +231,8 @@ class Trainer:
     refusing it; ``data`` the dataset's fingerprint when the caller computed it. With
     ``hold_out`` false it trains on every shard (``eval_shards`` empty): the rows then have no
     held-out accuracy and no predictions are written (see :mod:`facefold.fit`).
+    ``excluded_shards`` are neither trained nor evaluated on (the inner-split runs of a
+    weighted ensemble, see :mod:`facefold.train.ensemble`); they are part of the identity.
     """
 
     def __init__(
@@ -243,27 +248,33 @@ class Trainer:
         restart: bool = False,
         data: dict | None = None,
         hold_out: bool = True,
+        excluded_shards: Sequence[int] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.config = config
         self.family = family_of(config)
         self.run_dir = Path(out)
         self.eval_shards = list(eval_shards)
+        self.excluded_shards = sorted(excluded_shards)
         self.log = log
-        self.name = name or self.run_dir.name
+        # An inner-split run (excluded shards) is named with its folder, e.g. inner/fast, so its
+        # log lines are not taken for those of the member's ordinary run.
+        self.name = name or ("/".join(self.run_dir.parts[-2:]) if excluded_shards
+                             else self.run_dir.name)
         self.restart = restart
         self.people = list(people) if people is not None else None
         self.labels = self.people or read_labels(self.data_dir)
         self.identity = runs.run_identity(
             data or runs.data_fingerprint(self.data_dir), self.eval_shards, config,
-            self.people, self.family.identity(config))
+            self.people, self.family.identity(config), self.excluded_shards)
         # Before any decoding: a folder of another run is refused at once.
         runs.check_run_dir(self.run_dir, self.identity, restart)
         if isinstance(splits, SplitSource):
             splits = splits.get(config)
         if splits is None:
             splits = self.family.load_inputs(self.data_dir, config, log)
-        self.train_split, self.eval_split = _split_folds(splits, self.eval_shards, hold_out)
+        self.train_split, self.eval_split = _split_folds(splits, self.eval_shards, hold_out,
+                                                           self.excluded_shards)
         self.precision = runs.recorded_precision(self.run_dir, self.identity)
         if self.precision and config.train.precision in ("auto", self.precision):
             why = "recorded by this run when it started"
