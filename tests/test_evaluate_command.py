@@ -23,7 +23,7 @@ from facefold.cli import main, parse_args
 from facefold.data.build import build_dataset
 from facefold.data.images import load_rgb
 from facefold.data.pipeline import decode_shards
-from facefold.data.records import read_shard
+from facefold.data.records import read_labels, read_shard
 from facefold.data.synthetic import make_synthetic_faces, person_name
 from facefold.evaluate.generalization import (
     EVALUATION_FILE,
@@ -36,6 +36,7 @@ from facefold.evaluate.heldout import (
     HeldOutEvaluation,
     InferenceOptions,
     evaluate_run,
+    held_out,
 )
 from facefold.evaluate.stats import wilson_interval
 from facefold.models.inference import softmax
@@ -170,6 +171,18 @@ def test_what_is_not_a_finished_run_with_held_out_shards_is_named(world, tmp_pat
         evaluate_run(world["extra"], log=_quiet)
 
 
+def test_an_open_set_runs_held_out_pictures_are_its_own_people(world) -> None:
+    splits = decode_shards(world["data"])
+    labels = read_labels(world["data"])
+    people = [labels[3], labels[1]]  # a run trained on two of the four, in its own order
+    split, where = held_out(splits, world["data"], [0, 2], people)
+    expected = [(k, i, people.index(labels[y])) for k in (0, 2)
+                for i, y in enumerate(splits[k].labels) if labels[y] in people]
+    assert where == [f"data-{k:02d}.tfrecords record {i}" for k, i, _ in expected]
+    assert split.labels.tolist() == [label for _, _, label in expected]
+    np.testing.assert_array_equal(split.images[0], splits[0].images[expected[0][1]])
+
+
 # ---------------------------------------------------------------- a model, other pictures
 
 
@@ -290,6 +303,14 @@ def test_the_command_prints_and_writes_the_numbers(world, tmp_path, capsys) -> N
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 * EXTRA + TRAINED + EXTRA + 1  # every picture, the broken one too
     assert sum(row["error"] != "" for row in rows) == 1
+
+
+def test_the_command_names_what_it_cannot_evaluate(world, capsys) -> None:
+    assert main(["evaluate", str(world["extra"])]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("facefold: error: ") and "not a run folder" in err
+    assert main(["evaluate", str(world["plain"]), str(world["root"] / "nothing")]) == 1
+    assert "is not a folder" in capsys.readouterr().err
 
 
 def test_the_command_refuses_contradicting_options(capsys) -> None:
