@@ -3,7 +3,7 @@ honestly with K-fold cross-validation, and deploy a recognizer (TensorFlow 2 / K
 
 The public API, imported on first use (``import facefold`` itself stays light)::
 
-    from facefold import Recognizer, build_dataset, cross_validate, fit
+    from facefold import Recognizer, build_dataset, cross_validate, evaluate_model, fit
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ _API = {
     "Recognizer": ("facefold.recognizer", "Recognizer"),
     "build_dataset": ("facefold.data.build", "build_dataset"),
     "cross_validate": ("facefold.evaluate.cv", "run_cv"),
+    "evaluate_model": ("facefold.evaluate.generalization", "evaluate_model"),
     "fit": ("facefold.fit", "fit"),
     "resolve_config": ("facefold.models.presets", "resolve_config"),
 }

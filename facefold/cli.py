@@ -308,6 +308,29 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from facefold.evaluate.generalization import (
+        evaluate_model,
+        write_evaluation,
+        write_rows_csv,
+    )
+    from facefold.evaluate.heldout import InferenceOptions
+
+    tta = True if args.tta else False if args.no_tta else None
+
+    def log(line: str) -> None:  # progress on stderr: stdout holds the result (or its JSON)
+        print(line, file=sys.stderr)
+
+    result = evaluate_model(args.model, args.data, InferenceOptions(tta, not args.no_ema), log)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.text())
+    if args.out:
+        log(f"Wrote {write_evaluation(result, args.out)}")
+    if args.csv:
+        log(f"Wrote {write_rows_csv(result, args.csv)} row(s) to {args.csv}")
+
+
 def _cmd_fit(args: argparse.Namespace) -> None:
     import json
 
@@ -395,6 +418,8 @@ def _add_recognize_commands(commands: argparse._SubParsersAction) -> None:
                          "the model's threshold.json, else energy)")
     predict.set_defaults(func=_cmd_predict)
 
+    _add_evaluate_command(commands)
+
     export = commands.add_parser("export", help="bundle a run as a self-contained model")
     export.add_argument("run", type=Path, metavar="RUN", help="run folder")
     export.add_argument("--format", choices=["keras", "savedmodel", "tflite"], default="keras")
@@ -412,6 +437,30 @@ def _add_recognize_commands(commands: argparse._SubParsersAction) -> None:
                        help="add an enroll form and POST /api/enroll?name=NAME, which add the "
                        "photo's face to the model folder's gallery (writes to MODEL)")
     serve.set_defaults(func=_cmd_serve)
+
+
+def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
+    """``evaluate``: a trained model measured again, with other options or on other pictures."""
+    evaluate = commands.add_parser(
+        "evaluate", help="a finished run on its held-out shards with other inference options, "
+        "or any model on a labeled folder it never saw; accuracy with a 95 %% interval")
+    evaluate.add_argument("model", type=Path, metavar="MODEL",
+                          help="run folder (e.g. OUT/case-0), `facefold fit` folder or export")
+    evaluate.add_argument("data", type=Path, nargs="?", metavar="DATA",
+                          help="labeled pictures it never saw: a dataset folder (shards) or "
+                          "one sub-folder of face crops per person (default: the run's own "
+                          "held-out shards)")
+    tta = evaluate.add_mutually_exclusive_group()
+    tta.add_argument("--tta", action="store_true",
+                     help="flip test-time augmentation on (default: as the run was trained)")
+    tta.add_argument("--no-tta", action="store_true", help="flip test-time augmentation off")
+    evaluate.add_argument("--no-ema", action="store_true",
+                          help="the raw weights of a run trained with a weight average "
+                          "(train.ema_decay), not the average")
+    evaluate.add_argument("--out", type=Path, help="also write the result to OUT/evaluation.json")
+    evaluate.add_argument("--csv", type=Path, help="write one row per picture to this CSV file")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.set_defaults(func=_cmd_evaluate)
 
 
 def _add_deploy_commands(commands: argparse._SubParsersAction) -> None:

@@ -126,7 +126,7 @@ def build_dataset(
             "pass --overwrite (overwrite=True) to replace it"
         )
 
-    folders = _person_folders(src, exclude=out)
+    folders = person_folders(src, exclude=out)
     _check_folder_names(src, folders)
     log(f"scanning {len(folders)} person folders in {src}")
     scan = _scan(src, folders, size=size, jpeg_quality=jpeg_quality, near=near_duplicates)
@@ -403,8 +403,10 @@ def _swap_by_renames(stage: Path, out: Path) -> None:
     shutil.rmtree(old)
 
 
-def _person_folders(src: Path, exclude: Path) -> list[Path]:
-    """The non-hidden sub-folders of ``src``, sorted (loose files like SOURCE.txt are ignored)."""
+def person_folders(src: Path, exclude: Path | None = None) -> list[Path]:
+    """The non-hidden sub-folders of ``src``, sorted (loose files like SOURCE.txt are ignored),
+    but ``exclude`` (an output folder inside ``src``): one folder per person. Also the listing
+    of ``facefold evaluate MODEL FOLDER``."""
     return sorted(
         p
         for p in src.iterdir()
@@ -431,8 +433,9 @@ def _check_folder_names(src: Path, folders: Sequence[Path]) -> None:
     )
 
 
-def _person_files(folder: Path) -> list[Path]:
-    """The non-hidden files directly inside a person's folder, sorted by name."""
+def person_files(folder: Path) -> list[Path]:
+    """The non-hidden files directly inside a person's folder, sorted by name: the pictures
+    of one person (unreadable ones are the reader's to report)."""
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
@@ -451,7 +454,7 @@ def _scan(
     scan = _Scan()
     jobs: list[tuple[str, Path]] = []
     for folder in folders:
-        files = _person_files(folder)
+        files = person_files(folder)
         scan.files[folder.name] = len(files)
         scan.crops[folder.name] = []
         jobs.extend((folder.name, path) for path in files)

@@ -1,11 +1,16 @@
-"""Significance tests for comparing two models evaluated on the same folds and images.
+"""Significance tests for comparing two models evaluated on the same folds and images, and
+the confidence interval of one accuracy.
 
+- :func:`wilson_interval` bounds an accuracy measured as ``k`` right out of
+  ``n`` images: the Wilson score interval, which unlike the normal
+  approximation stays inside [0, 1] and keeps its coverage near 0 and 1, where
+  face identification accuracies live.
 - :func:`paired_t_test` compares per-fold accuracies (the same folds for both
   models): the two-sided paired t-test of :func:`scipy.stats.ttest_rel`.
 - :func:`mcnemar_test` compares per-example correctness on the same held-out
   images: the exact (binomial) McNemar test on the discordant pairs.
 
-Both take the baseline first, so positive ``t`` and ``b01 > b10`` mean the
+The tests take the baseline first, so positive ``t`` and ``b01 > b10`` mean the
 second model does better.
 """
 
@@ -76,3 +81,30 @@ def mcnemar_test(
     if b01 + b10 == 0:
         return 0, 0, 1.0
     return b01, b10, float(stats.binomtest(b01, b01 + b10, 0.5).pvalue)
+
+
+def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval ``(low, high)`` of an accuracy of ``correct`` out of ``total``.
+
+    With ``p = correct / total`` and ``z`` the two-sided normal quantile of ``confidence``
+    (1.95996 for 95 %), the bounds are
+    ``(p + z²/2n ± z·sqrt(p(1 - p)/n + z²/4n²)) / (1 + z²/n)``.
+
+    >>> [round(b, 4) for b in wilson_interval(8, 10)]
+    [0.4902, 0.9433]
+    >>> [round(b, 4) for b in wilson_interval(10, 10)]
+    [0.7225, 1.0]
+    """
+    if isinstance(correct, bool) or isinstance(total, bool) or total < 1 or not (
+            0 <= correct <= total):
+        raise ValueError(f"wilson_interval needs 0 <= correct <= total and total >= 1, got "
+                         f"{correct} of {total}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p, n = correct / total, total
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    # Clipped: at p = 0 or 1 the formula's bound is 0 or 1 up to rounding.
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))

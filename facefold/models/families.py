@@ -79,6 +79,11 @@ class ModelFamily:
         """The held-out inputs in order, as the model is evaluated on them."""
         raise self._none("batches")
 
+    def inference_inputs(self, split: Split, config: Config) -> np.ndarray:
+        """What the inference model of :meth:`inference` takes for the images of ``split``
+        (the inputs :meth:`load_inputs` gave), as :meth:`evaluation_batches` evaluates them."""
+        raise self._none("inputs")
+
     def identity(self, config: Config) -> dict[str, Any]:
         """What a run's identity must hold besides data, folds and config."""
         return {}
@@ -133,6 +138,9 @@ class CNN(ModelFamily):
     def evaluation_batches(self, split: Split, config: Config) -> tf.data.Dataset:
         return evaluation_batches(split, config.model.crop_size, config.train.eval_batch_size)
 
+    def inference_inputs(self, split: Split, config: Config) -> np.ndarray:
+        return split.images  # the whole uint8 images: the inference model crops them itself
+
     def inference(self, model: keras.Model, config: Config, image_size: int,
                   run_info: dict[str, Any]) -> tuple[keras.Model, dict[str, Any] | None]:
         return inference_model(model, config.model, image_size), None
@@ -168,6 +176,9 @@ class EmbeddingHead(ModelFamily):
     def evaluation_batches(self, split: Split, config: Config) -> tf.data.Dataset:
         return embedding_evaluation_batches(split, 2 if config.model.tta_flip else 1,
                                             config.train.eval_batch_size)
+
+    def inference_inputs(self, split: Split, config: Config) -> np.ndarray:
+        return split.images[:, : 2 if config.model.tta_flip else 1]  # (N, views, D)
 
     def identity(self, config: Config) -> dict[str, Any]:
         # A head learned on one version's embeddings is meaningless on another's.

@@ -15,11 +15,20 @@ head, embedding each picture first) is asked of the family
 its own and averages their probabilities (:func:`~facefold.models.inference.ensemble_infer`),
 weighted by the weights a weighted ensemble's ``ensemble.json`` (or its export's
 ``export.json``) records for each member.
+
+A run can be loaded with other inference options than its config's, since it keeps what they
+need: ``tta`` turns flip test-time augmentation on or off (it adds no weights: the CNN is
+rebuilt with or without its mirror view, an embedding head takes one view or two), and
+``load_checkpoint`` replaces how the checkpoint becomes a Keras model
+(:mod:`facefold.evaluate.heldout` uses it for the raw weights of a weight-averaged run, which
+needs the training code that this module must not import). An export's inference is fixed
+when it is written, so neither applies to one.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +41,9 @@ import facefold
 from facefold import runs
 from facefold.models.families import FAMILIES, Ensemble, ModelFamily, family_of
 from facefold.models.inference import Infer, ensemble_infer, keras_infer
+
+# (run folder, checkpoint) -> the trained network, as load_model_folder's load_checkpoint.
+CheckpointLoader = Callable[[Path, Path], keras.Model]
 
 
 @dataclass(frozen=True)
@@ -66,15 +78,26 @@ class LoadedModel:
     weights: dict[str, float] | None = None
 
 
-def load_model_folder(path: str | Path) -> LoadedModel:
-    """Load a run folder or an export folder; errors name the missing or bad file."""
+def load_model_folder(path: str | Path, tta: bool | None = None,
+                      load_checkpoint: CheckpointLoader | None = None) -> LoadedModel:
+    """Load a run folder or an export folder; errors name the missing or bad file.
+
+    ``tta`` overrides a run's ``model.tta_flip`` (None: the run's own); ``load_checkpoint``
+    replaces :func:`checkpoint_model` (None: the checkpoint as saved). For an ensemble both
+    apply to every member. An export refuses either with a ``ValueError``.
+    """
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"model folder {path} does not exist")
     if runs.is_export(path):
+        if tta is not None or load_checkpoint is not None:
+            raise ValueError(
+                f"{path} is an export, whose inference (flip TTA, weights) was fixed when it was "
+                "written: evaluate the run folder it was exported from (export.json's "
+                "source_run) to change it")
         return _load_export(path)
     if runs.is_run(path):
-        return _load_run(path)
+        return _load_run(path, tta, load_checkpoint)
     if runs.is_cv(path):
         raise ValueError(
             f"{path} is a cross-validation folder, not one model: give one of its runs "
@@ -93,10 +116,13 @@ def _check_outputs(model: keras.Model, labels: list[str], where: Path) -> None:
 
 
 def _load_ensemble(folder: Path, member_dirs: dict[str, Path], kind: str,
-                   step: int | None, weights: dict[str, float] | None = None) -> LoadedModel:
+                   step: int | None, weights: dict[str, float] | None = None,
+                   tta: bool | None = None,
+                   load_checkpoint: CheckpointLoader | None = None) -> LoadedModel:
     """The members (runs or exports, by preset name) of an ensemble as one model, their
     probabilities averaged with ``weights`` (by preset; None: equally)."""
-    members = {name: load_model_folder(path) for name, path in member_dirs.items()}
+    members = {name: load_model_folder(path, tta, load_checkpoint)
+               for name, path in member_dirs.items()}
     if len(members) < 2:
         raise ValueError(f"{folder}: an ensemble needs at least two members, found "
                          f"{len(members)}")
@@ -116,7 +142,14 @@ def _load_ensemble(folder: Path, member_dirs: dict[str, Path], kind: str,
                        members=members, weights=weights)
 
 
-def _load_run(run_dir: Path) -> LoadedModel:
+def checkpoint_model(run_dir: Path, checkpoint: Path) -> keras.Model:
+    """A run's checkpoint as the trained network, without its optimizer: the weights
+    inference uses (a weight-averaged run's checkpoint holds the average in the network)."""
+    return keras.models.load_model(checkpoint, compile=False)
+
+
+def _load_run(run_dir: Path, tta: bool | None = None,
+              load_checkpoint: CheckpointLoader | None = None) -> LoadedModel:
     """A run folder's newest checkpoint (or an ensemble's members)."""
     labels = runs.read_run_labels(run_dir)
     config = runs.read_run_config(run_dir)
@@ -127,15 +160,17 @@ def _load_run(run_dir: Path) -> LoadedModel:
             raise FileNotFoundError(f"{run_dir / runs.ENSEMBLE_FILE} is missing: the ensemble "
                                     "has not been combined yet")
         return _load_ensemble(run_dir, members, "run", config.train.steps,
-                              runs.ensemble_weights(run_dir))
+                              runs.ensemble_weights(run_dir), tta, load_checkpoint)
     found = runs.latest_checkpoint(run_dir)
     if found is None:
         raise FileNotFoundError(
             f"{run_dir / runs.CHECKPOINT_DIR} holds no checkpoint: train the run first"
         )
     step, checkpoint = found
-    model = keras.models.load_model(checkpoint, compile=False)
+    model = (load_checkpoint or checkpoint_model)(run_dir, checkpoint)
     _check_outputs(model, labels, run_dir / runs.LABELS_FILE)
+    if tta is not None:  # TTA adds no weights: the same network with or without the mirror
+        config = config.replace(model={"tta_flip": tta})
     spec = config.model
     image_size = runs.run_image_size(run_dir, spec.crop_size)
     wrapped, meta = family.inference(model, config, image_size, runs.read_run_info(run_dir))

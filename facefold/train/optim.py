@@ -163,6 +163,12 @@ def _weight_pairs(model: keras.Model) -> list[tuple[Any, Any]]:
     return list(zip(model.trainable_variables, optimizer.averages, strict=True))
 
 
+def keeps_average(model: keras.Model) -> bool:
+    """True when ``model``'s optimizer holds a weight average to swap with its weights (see
+    :func:`_weight_pairs` for when it does not)."""
+    return bool(_weight_pairs(model))
+
+
 def swap_average(model: keras.Model) -> None:
     """Exchange ``model``'s trainable weights with the optimizer's averages of them, exactly.
 
