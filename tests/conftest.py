@@ -206,11 +206,9 @@ class FakeEmbedder:
 def fake_embedder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeEmbedder:
     """A :class:`FakeEmbedder` in place of dlib128 (no dlib needed), with a fresh embedding
     cache under ``tmp_path``."""
-    from facefold.embeddings import dlib128, shards
+    from facefold.embeddings import dlib128
 
     fake = FakeEmbedder()
     monkeypatch.setattr(dlib128, "load", lambda: fake)
-    # Worker processes would load the real dlib, not this fake: embed in this process.
-    monkeypatch.setattr(shards, "DEFAULT_WORKERS", 1)
     monkeypatch.setenv("FACEFOLD_CACHE", str(tmp_path / "embedding-cache"))
     return fake

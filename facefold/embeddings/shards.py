@@ -30,8 +30,6 @@ from facefold.machine import usable_cores
 Log = Callable[[str], None]
 # Images embedded per call of the model: a progress line each, bounded memory.
 CHUNK = 64
-# Embedding worker processes when none are asked for; None = one per usable core.
-DEFAULT_WORKERS: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,8 +71,12 @@ class EmbeddingWorkers:
     """
 
     def __init__(self, name: str, workers: int | None = None) -> None:
-        embedder(name)  # a missing extra fails here, in this process, with the pip command
-        self.workers = max(1, workers or DEFAULT_WORKERS or usable_cores())
+        model = embedder(name)  # a missing extra fails here, in this process, with the pip command
+        self.workers = max(1, workers or usable_cores())
+        if not isinstance(model, dlib128.Dlib128):
+            # A worker can only load the real model; an embedder put in its place (a test's
+            # fake) lives in this process alone.
+            self.workers = 1
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> EmbeddingWorkers:
