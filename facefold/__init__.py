@@ -29,4 +29,8 @@ def __getattr__(name: str) -> Any:
     if name not in _API:
         raise AttributeError(f"module 'facefold' has no attribute {name!r}")
     module, attribute = _API[name]
+    # Before the API's module starts TensorFlow: oneDNN as measured on this machine, if it was.
+    from facefold.machine import apply_onednn_choice
+
+    apply_onednn_choice()
     return getattr(import_module(module), attribute)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from facefold import __version__
+from facefold.machine import apply_onednn_choice
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -253,6 +254,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         format_bench,
         format_bench_embedding,
         format_bench_model,
+        format_profile,
+        profile_training,
         run_bench,
     )
     from facefold.data.records import write_json_atomic
@@ -262,6 +265,14 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         print(format_bench_model(result))
         if args.out:
             write_json_atomic(args.out / "bench_model.json", result)
+        return
+    if args.profile:
+        precision = "auto" if args.precision == "both" else args.precision
+        result = profile_training(args.preset, precision, args.timed_steps, args.warmup,
+                                  args.batch_size, args.data)
+        print(format_profile(result))
+        if args.out:
+            write_json_atomic(args.out / "profile.json", result)
         return
     if args.embedding:
         result = bench_embedding(args.embedding, args.data, workers=args.workers)
@@ -707,6 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--embedding", metavar="NAME",
                        help="time embedding NAME (dlib128) instead: one process against one "
                        "worker per core, and one face's cost with and without the mirror view")
+    bench.add_argument("--profile", action="store_true",
+                       help="where a training step's time goes (TensorFlow's profiler, by op "
+                       "type and part of the step) instead of the timings")
     bench.add_argument("--workers", type=int, help="embedding worker processes for "
                        "--embedding (default: one per core)")
     _alias(bench, "--size", bench.add_argument(
@@ -747,6 +761,10 @@ def iter_commands(
                 yield from iter_commands(command, (*words, name))
 
 
+# Commands that train: when this machine has no measured oneDNN choice yet, they time one.
+TRAINING_COMMANDS = frozenset({"train", "cv", "experiment", "fit", "demo", "bench"})
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse a ``facefold`` command line (without the program name) as :func:`main` does."""
     args = build_parser().parse_args(argv)
@@ -765,6 +783,10 @@ def _set_threads(threads: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``facefold`` command; returns the exit status."""
     args = parse_args(argv)
+    # Before TensorFlow starts (_set_threads starts it): oneDNN on or off as measured here;
+    # commands that train time it when this machine has no choice yet.
+    apply_onednn_choice(measure=args.command in TRAINING_COMMANDS,
+                        log=lambda line: print(f"facefold: {line}", file=sys.stderr))
     _set_threads(args.threads)
     try:
         args.func(args)

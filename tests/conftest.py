@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# One oneDNN setting for every test process on every machine (TensorFlow's own default depends
+# on the CPU), so that a test CLI in a subprocess never stops to time both settings.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 # ../shared/datasets beside the project: real face data, never copied into the repo.
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 
 from facefold.bench import (
+    _step_part,
     count_training_flops,
     format_bench,
+    format_profile,
     plain_keras_model,
+    profile_training,
     run_bench,
     spread,
 )
@@ -212,3 +215,31 @@ def test_cpu_model_reads_cpuinfo(tmp_path: Path) -> None:
     info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t: avx2\n")
     assert cpu_model(info) == "AMD EPYC 9R14"
     assert cpu_model(tmp_path / "missing") == "unknown CPU"
+
+
+@pytest.mark.parametrize(("scope", "op_type", "part"), [
+    ("StatefulPartitionedCall/adam/Sub_23", "Sub", "optimizer and weight average"),
+    ("StatefulPartitionedCall/cnn_1/conv1_1/convolution", "Conv2D", "forward and loss"),
+    ("StatefulPartitionedCall/gradient_tape/cnn_1/conv2_1/convolution", "Conv2DBackpropFilter",
+     "backward"),
+    ("StatefulPartitionedCall/gradient_tape/cnn_1/pool1_1/MaxPool", "MaxPoolGrad", "backward"),
+    ("IteratorGetNext", "IteratorGetNext", "input"),
+])
+def test_ops_are_sorted_into_parts_of_the_step(scope: str, op_type: str, part: str) -> None:
+    assert _step_part(scope, op_type) == part
+
+
+def test_a_profiled_step_is_broken_down_by_op() -> None:
+    """A real profiler trace of a tiny model: the convolutions and their gradients are found,
+    every time is positive, and the parts add up to the op types' total."""
+    result = profile_training("size32", "float32", steps=2, warmup=1, batch=8,
+                              log=lambda _: None)
+    by_type, by_part = result["by_type"], result["by_part"]
+    assert any(op.endswith("Conv2D") for op in by_type)
+    assert any("Conv2DBackpropFilter" in op for op in by_type)
+    assert {"forward and loss", "backward", "optimizer and weight average"} <= set(by_part)
+    assert all(seconds > 0 for seconds in [*by_type.values(), *by_part.values()])
+    assert sum(by_part.values()) == pytest.approx(sum(by_type.values()))
+    assert result["op_share_of_wall"] == pytest.approx(
+        sum(by_type.values()) / result["wall_seconds_per_step"])
+    assert "by op type" in format_profile(result)

@@ -10,7 +10,7 @@ import pytest
 from conftest import tiny_config
 
 from facefold import runs
-from facefold.embeddings.cache import default_cache_dir
+from facefold.machine import default_cache_dir
 from facefold.models.presets import resolve_config
 from facefold.train import precision as precision_module
 from facefold.train.precision import (

@@ -14,29 +14,18 @@ one. Entries are written atomically, so a killed process leaves no half
 entry, and processes sharing a cache at most compute an image twice.
 
 ``ROOT`` is ``$FACEFOLD_CACHE``, else ``$XDG_CACHE_HOME/facefold``, else
-``~/.cache/facefold`` (see :func:`default_cache_dir`).
+``~/.cache/facefold`` (see :func:`facefold.machine.default_cache_dir`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from facefold.data.records import atomic_path
-
-CACHE_ENV = "FACEFOLD_CACHE"
-
-
-def default_cache_dir() -> Path:
-    """``$FACEFOLD_CACHE``, else ``$XDG_CACHE_HOME/facefold``, else ``~/.cache/facefold``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "facefold"
 
 
 def content_hash(data: bytes) -> str:

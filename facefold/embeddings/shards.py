@@ -24,8 +24,8 @@ import numpy as np
 from facefold.data.pipeline import Split
 from facefold.data.records import ShardError, list_shards, read_labels, read_shard
 from facefold.embeddings import dlib128
-from facefold.embeddings.cache import EmbeddingCache, content_hash, default_cache_dir
-from facefold.machine import usable_cores
+from facefold.embeddings.cache import EmbeddingCache, content_hash
+from facefold.machine import default_cache_dir, usable_cores
 
 Log = Callable[[str], None]
 # Images embedded per call of the model: a progress line each, bounded memory.
@@ -151,7 +151,7 @@ def embed_shards(
 ) -> list[EmbeddingSplit]:
     """Every shard of a dataset as embeddings ``name`` with ``count`` views, in shard order.
 
-    Cached in ``cache_dir`` (default :func:`~facefold.embeddings.cache.default_cache_dir`);
+    Cached in ``cache_dir`` (default :func:`~facefold.machine.default_cache_dir`);
     what is missing is computed by ``workers`` processes (:class:`EmbeddingWorkers`; default
     one per usable core).
     Logs how many images fell back to the whole image. Raises ``ModuleNotFoundError`` naming

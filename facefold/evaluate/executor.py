@@ -42,6 +42,7 @@ from facefold.data.records import LABELS_FILE, MANIFEST_FILE, list_shards
 from facefold.evaluate.worker import train_in_worker
 from facefold.models.families import Ensemble, SplitSource, family_of, leaf_configs
 from facefold.train.ensemble import combine, inner_runs, inner_shards, member_runs
+from facefold.train.precision import resolve_precision
 from facefold.train.trainer import Log, Trainer
 
 EXECUTORS = ("local", "ray")
@@ -183,6 +184,8 @@ def run_trials(
                 "settings")
             shutil.rmtree(trial.out)
         pending.append(trial)
+    if executor.kind != "local":
+        _choose_precisions(pending, len(data["labels"]), log)
     run = _run_local if executor.kind == "local" else _run_ray
     finished = run(data_dir, pending, executor, log, data)
     outcomes = {t.name: finished.get(t.name) or TrialOutcome(t, skipped=True) for t in leaves}
@@ -199,6 +202,23 @@ def run_trials(
             f"command again to retry only these):\n{details}"
         )
     return results
+
+
+def _choose_precisions(trials: Sequence[Trial], num_classes: int, log: Log) -> None:
+    """Time ``precision: auto`` here, once per model shape, before trials run in parallel:
+    timings taken while other trials train would be slowed by them, and each trial would
+    pay for its own. The choice lands in the user cache, where the trials find it (on this
+    machine; a cluster node of another CPU times its own)."""
+    seen = set()
+    for trial in trials:
+        config = trial.config
+        if config.train.precision != "auto" or runs.is_run(trial.out):
+            continue  # a started run keeps the precision it recorded
+        key = (config.family, config.model, config.train.batch_size)
+        if key not in seen:
+            seen.add(key)
+            precision, why = resolve_precision("auto", config, num_classes)
+            log(f"[{trial.name}] precision {precision} ({why})")
 
 
 def _combine(data_dir: Path, trial: Trial, runs_of: tuple[Members, Members],
@@ -329,7 +349,7 @@ def _run_ray(
     driver_data = str(data_dir.resolve())
     futures = {
         remote.remote(dataset, t.config.to_dict(), t.fold, runs.run_files(t.out), driver_data,
-                      list(t.excluded)): t
+                      list(t.excluded), max(1, round(cpus))): t
         for t in trials
     }
     log(f"submitted {len(futures)} trials to Ray ({cpus:g} CPU, {gpus:g} GPU each)")

@@ -43,10 +43,11 @@ from facefold.data import build, records
 from facefold.data.images import ImageError, load_rgb, square_crop
 from facefold.data.inspect import write_montage
 from facefold.embeddings import dlib128
-from facefold.embeddings.cache import EmbeddingCache, content_hash, default_cache_dir
+from facefold.embeddings.cache import EmbeddingCache, content_hash
 from facefold.embeddings.shards import CHUNK, embedder
 from facefold.faces import detect
 from facefold.faces.crop import _crop_names, _describe, _names, _photo_files, _unique
+from facefold.machine import default_cache_dir
 from facefold.machine import describe as describe_machine
 from facefold.predict.predictor import looks_like_face_crop
 
@@ -237,7 +238,7 @@ def collect_faces(
     Each face is staged as a file in ``stage/.faces/`` (an aligned crop as PNG, a whole
     picture hard-linked or copied) unless ``stage`` is None. ``exclude`` is a folder
     below ``photos`` left out. Embeddings are looked up in the cache (``cache_dir``, default
-    :func:`~facefold.embeddings.cache.default_cache_dir`) by the face's pixels first.
+    :func:`~facefold.machine.default_cache_dir`) by the face's pixels first.
     """
     photos = Path(photos).resolve()
     files = _photo_files(photos, exclude=Path(exclude).resolve() if exclude else photos)

@@ -8,7 +8,7 @@ AVX-512 BF16 machine and 1.3× *slower* on another that has them as well. So
 the faster (float32 unless bfloat16 wins by more than :data:`MARGIN`, since
 float32 is the more exact of the two), and remembers the answer in the user
 cache (``precision.json`` beside the embedding cache, see
-:func:`facefold.embeddings.cache.default_cache_dir`), keyed by what the timing
+:func:`facefold.machine.default_cache_dir`), keyed by what the timing
 depends on: the CPU model and flags, the cores and threads this process may
 use, the TensorFlow version, the model family and spec, the number of classes
 and the batch size. A GPU of compute capability 8.0 or newer takes bfloat16
@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from facefold.config import Config
-from facefold.machine import cpu_flags, cpu_model, gpu_supports_bfloat16, usable_cores
+from facefold.machine import (
+    cpu_flags,
+    cpu_model,
+    default_cache_dir,
+    gpu_supports_bfloat16,
+    onednn_setting,
+    usable_cores,
+)
 
 PRECISIONS = ("float32", "bfloat16")
 # bfloat16 must beat float32 by this fraction of a step to be chosen: within it the two are
@@ -63,6 +70,7 @@ def machine_key() -> dict[str, Any]:
         "threads": [tf.config.threading.get_intra_op_parallelism_threads(),
                     tf.config.threading.get_inter_op_parallelism_threads()],
         "tensorflow": tf.__version__,
+        "onednn": onednn_setting(),
     }
 
 
@@ -158,7 +166,6 @@ def resolve_precision(
         raise ValueError("precision auto is chosen by timing the model: give its config "
                          "and number of classes")
     from facefold.data.records import atomic_path
-    from facefold.embeddings.cache import default_cache_dir
 
     path = Path(cache_dir or default_cache_dir()) / CACHE_FILE
     machine, model = machine_key(), model_key(config, num_classes)
