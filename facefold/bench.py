@@ -721,11 +721,12 @@ def _step_part(scope: str, op_type: str) -> str:
 
 def profile_training(preset: str = "seed", precision: str = "auto", steps: int = 10,
                      warmup: int = 5, batch: int = 128, data_dir: str | Path | None = None,
-                     log: Log = print) -> dict[str, Any]:
+                     log: Log = print, peer: bool = False) -> dict[str, Any]:
     """Where a training step's time goes: ``steps`` steps on batches held in memory, traced
     by TensorFlow's profiler after ``warmup`` untimed ones, summed by op type and by part of
     the step (forward and loss, backward, optimizer and weight average, input), in
-    ``precision`` (``auto``: the one training picks here).
+    ``precision`` (``auto``: the one training picks here); with ``peer``, of the
+    :func:`plain_keras_model` instead.
 
     Returns the wall seconds per step, ``by_type`` and ``by_part`` (seconds per step) and the
     share of the wall time that ops account for (the rest: Python, Keras's step loop, the
@@ -737,8 +738,11 @@ def profile_training(preset: str = "seed", precision: str = "auto", steps: int =
         split, num_classes = _load_data(source, cfg.model)
         if precision == "auto":
             precision, _ = resolve_precision("auto", cfg, num_classes)
-        model = build_model(cfg.model, num_classes, precision, cfg.train.seed)
-        compile_model(model, cfg)
+        if peer:
+            model = plain_keras_model(cfg.model, num_classes, precision)
+        else:
+            model = build_model(cfg.model, num_classes, precision, cfg.train.seed)
+            compile_model(model, cfg)
         make_batch = batch_maker(split, cfg.augment, cfg.model.crop_size, batch, cfg.train.seed)
         in_memory = _batches_in_memory(make_batch)
         model.fit(in_memory, epochs=1, steps_per_epoch=warmup, verbose=0)
@@ -755,7 +759,8 @@ def profile_training(preset: str = "seed", precision: str = "auto", steps: int =
         by_type, by_part = _op_times(files[-1])
     per_step = {k: v / steps for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])}
     parts = {k: v / steps for k, v in sorted(by_part.items(), key=lambda kv: -kv[1])}
-    return {"machine": machine_info(), "preset": cfg.preset, "precision": precision,
+    return {"machine": machine_info(), "preset": PEER + cfg.preset if peer else cfg.preset,
+            "precision": precision,
             "batch": batch, "steps": steps, "wall_seconds_per_step": wall,
             "op_share_of_wall": sum(per_step.values()) / wall, "by_type": per_step,
             "by_part": parts}

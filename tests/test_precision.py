@@ -150,7 +150,7 @@ def test_a_run_records_its_precision_and_keeps_it_when_resumed(
 ) -> None:
     timer = FakeTimer(0.5, 1.0)  # "float32 is twice as fast here"
     monkeypatch.setattr(precision_module, "time_training_step",
-                        lambda config, classes, precision: timer(precision))
+                        lambda config, classes, precision, limit=None: timer(precision))
     monkeypatch.setattr(precision_module, "gpu_supports_bfloat16", lambda: False)
     config = tiny_config(steps=2, eval_every=2, precision="auto", sparsity_every=0)
     out = tmp_path / "run"

@@ -8,10 +8,10 @@ AVX-512 BF16 machine and 1.3× *slower* on another that has them as well. So
 the faster (float32 unless bfloat16 wins by more than :data:`MARGIN`, since
 float32 is the more exact of the two), and remembers the answer in the user
 cache (``precision.json`` beside the embedding cache, see
-:func:`facefold.machine.default_cache_dir`), keyed by what the timing
-depends on: the CPU model and flags, the cores and threads this process may
-use, the TensorFlow version, the model family and spec, the number of classes
-and the batch size. A GPU of compute capability 8.0 or newer takes bfloat16
+:func:`facefold.machine.default_cache_dir`), keyed by what the choice
+depends on: the CPU model and flags, the cores this process may use, the
+TensorFlow version and oneDNN setting, the model family and spec, the number
+of classes and the batch size. A GPU of compute capability 8.0 or newer takes bfloat16
 without timing.
 """
 
@@ -42,7 +42,7 @@ PRECISIONS = ("float32", "bfloat16")
 MARGIN = 0.03
 CACHE_FILE = "precision.json"
 # The timing: WARMUP untimed steps (tracing, oneDNN's kernel choice), then the best of
-# REPEATS rounds of STEPS steps. About 10 steps per precision: seconds, once per machine.
+# REPEATS rounds of STEPS steps; a precision already twice as slow after one round stops there.
 WARMUP, STEPS, REPEATS = 2, 3, 2
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # said in the reason, never decisive
 
@@ -58,7 +58,9 @@ def faster_precision(seconds: dict[str, float], margin: float = MARGIN) -> str:
 
 
 def machine_key() -> dict[str, Any]:
-    """What a step's speed depends on besides the model: CPU, cores, threads, TensorFlow."""
+    """What the choice depends on besides the model: CPU, cores, TensorFlow and its oneDNN
+    setting. Not the thread count: it changes both precisions' speed alike, and a Ray trial
+    limited to one thread then finds the choice its driver timed."""
     import tensorflow as tf
 
     flags = sorted(cpu_flags())
@@ -67,8 +69,6 @@ def machine_key() -> dict[str, Any]:
         "cpu_flags": hashlib.sha256(" ".join(flags).encode()).hexdigest()[:16],
         "bf16_flags": [f for f in BF16_CPU_FLAGS if f in flags],
         "cores": usable_cores(),
-        "threads": [tf.config.threading.get_intra_op_parallelism_threads(),
-                    tf.config.threading.get_inter_op_parallelism_threads()],
         "tensorflow": tf.__version__,
         "onednn": onednn_setting(),
     }
@@ -104,10 +104,12 @@ def _cached_entry(entry: Any) -> dict[str, Any] | None:
     return entry
 
 
-def time_training_step(config: Config, num_classes: int, precision: str) -> float:
+def time_training_step(config: Config, num_classes: int, precision: str,
+                       stop_above: float | None = None) -> float:
     """Seconds per training step of ``config``'s model in ``precision``: the real network,
     optimizer and loss on random inputs of its shape (the speed of dense arithmetic does not
-    depend on the values), best of :data:`REPEATS` rounds after :data:`WARMUP` steps."""
+    depend on the values), best of :data:`REPEATS` rounds after :data:`WARMUP` steps, or the
+    first round when it is slower than ``stop_above`` already (no need to time it better)."""
     import numpy as np
     import tensorflow as tf
 
@@ -128,6 +130,8 @@ def time_training_step(config: Config, num_classes: int, precision: str) -> floa
         start = time.perf_counter()
         model.fit(data, steps_per_epoch=STEPS, epochs=1, verbose=0, shuffle=False)
         best = min(best, (time.perf_counter() - start) / STEPS)
+        if stop_above is not None and best > stop_above:
+            break
     return best
 
 
@@ -173,8 +177,14 @@ def resolve_precision(
     entry = None if refresh else _cached_entry(read_cache(path).get(key))
     how = f"cached in {path}"
     if entry is None:
-        seconds = measure_precisions(timer or (
-            lambda p: time_training_step(config, num_classes, p)))
+        measured: dict[str, float] = {}
+
+        def default_timer(p: str) -> float:  # bfloat16 twice as slow as float32: enough said
+            limit = 2 * measured["float32"] if "float32" in measured else None
+            measured[p] = time_training_step(config, num_classes, p, limit)
+            return measured[p]
+
+        seconds = measure_precisions(timer or default_timer)
         entry = {"precision": faster_precision(seconds), "seconds": seconds,
                  "machine": machine, "measured": datetime.now(UTC).isoformat(
                      timespec="seconds")}
