@@ -267,9 +267,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
             write_json_atomic(args.out / "bench_model.json", result)
         return
     if args.profile:
-        precision = "auto" if args.precision == "both" else args.precision
-        result = profile_training(args.preset, precision, args.timed_steps, args.warmup,
-                                  args.batch_size, args.data)
+        result = profile_training(args.preset, args.precision or "auto", args.timed_steps,
+                                  args.warmup, args.batch_size, args.data)
         print(format_profile(result))
         if args.out:
             write_json_atomic(args.out / "profile.json", result)
@@ -280,7 +279,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         if args.out:
             write_json_atomic(args.out / "bench_embedding.json", result)
         return
-    result = run_bench(args.preset, args.precision, args.input_size, args.batch_size,
+    result = run_bench(args.preset, args.precision or "both", args.input_size, args.batch_size,
                        args.timed_steps, args.warmup, args.data, args.threads, rounds=args.rounds,
                        peer=args.peer)
     print(format_bench(result))
@@ -709,10 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="time training, evaluation and prediction")
     bench.add_argument("--preset", default="seed", help="registered preset (default seed)")
-    bench.add_argument("--precision", default="both",
-                       choices=["both", "auto", "float32", "bfloat16"],
-                       help="both (default): float32 and bfloat16 side by side; auto: the one "
-                       "training picks here (timed once per machine and model, then cached)")
+    bench.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
+                       help="time only this one (auto: the one training picks here, timed once "
+                       "per machine and model, then cached); default: both side by side")
     bench.add_argument("--no-peer", dest="peer", action="store_false",
                        help="leave out the plain Keras implementation timed beside the model")
     bench.add_argument("--embedding", metavar="NAME",

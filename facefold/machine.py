@@ -90,7 +90,7 @@ def default_cache_dir() -> Path:
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 ONEDNN_CACHE_FILE = "onednn.json"
 ONEDNN_MARGIN = 0.03  # "on" must win by this much: otherwise TensorFlow's default stays
-_ONEDNN_PROBE_BATCH = 32  # a seed step at batch 32: seconds per setting on a 2-core VM
+ONEDNN_PROBE_BATCH = 32  # a seed step at batch 32: seconds per setting on a 2-core VM
 
 
 def onednn_setting() -> str:
@@ -120,21 +120,15 @@ def time_onednn(value: str) -> float:
     """Seconds per seed training step (batch 32, random inputs) in a fresh Python process with
     ``TF_ENABLE_ONEDNN_OPTS=value``: the setting is read once, when TensorFlow starts."""
     env = {**os.environ, ONEDNN_ENV: value, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-m", "facefold.machine", "time-step"], env=env,
+    # The step is timed by facefold.train.precision (named, not imported: this module stays
+    # below the training code).
+    done = subprocess.run([sys.executable, "-m", "facefold.train.precision", "time-step"], env=env,
                           capture_output=True, text=True, timeout=900, check=False)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"timing TensorFlow with {ONEDNN_ENV}={value} failed: "
                            f"{(done.stderr.strip().splitlines() or ['no output'])[-1]}")
     return float(lines[-1])
-
-
-def _time_step_here() -> float:
-    from facefold.models.presets import resolve_config
-    from facefold.train.precision import time_training_step
-
-    config = resolve_config("seed", overrides={"train": {"batch_size": _ONEDNN_PROBE_BATCH}})
-    return time_training_step(config, 18, "float32")
 
 
 def apply_onednn_choice(measure: bool = False, log: Callable[[str], None] | None = None,
@@ -183,8 +177,3 @@ def apply_onednn_choice(measure: bool = False, log: Callable[[str], None] | None
               if isinstance(seconds.get("0"), float) and isinstance(seconds.get("1"), float)
               else "")
     return f"oneDNN {'on' if entry['value'] == '1' else 'off'} (measured on this machine{timing})"
-
-
-if __name__ == "__main__":  # python -m facefold.machine time-step: used by time_onednn
-    if sys.argv[1:] == ["time-step"]:
-        print(_time_step_here())

@@ -215,9 +215,9 @@ def test_commands_that_need_conv_layers_refuse_other_presets() -> None:
     from facefold.bench import bench_config
 
     with pytest.raises(ValueError, match="CNN presets only; preset 'dlib128' is an embedding"):
-        bench_config("dlib128", "float32", None, 8)
+        bench_config("dlib128", None, 8)
     with pytest.raises(ValueError, match="preset 'ensemble' is an ensemble"):
-        bench_config("ensemble", "float32", None, 8)
+        bench_config("ensemble", None, 8)
 
 
 # ---------------------------------------------------------------- ensembles

@@ -28,6 +28,7 @@ from typing import Any
 
 from facefold.config import Config
 from facefold.machine import (
+    ONEDNN_PROBE_BATCH,
     cpu_flags,
     cpu_model,
     default_cache_dir,
@@ -202,3 +203,19 @@ def resolve_precision(
         f"auto: {seconds['float32']:.3f} s/step in float32, {seconds['bfloat16']:.3f} in "
         f"bfloat16 ({ratio:.2f}x) on {machine['cpu']}, TensorFlow {machine['tensorflow']}; "
         f"{how}")
+
+
+def _time_onednn_probe() -> float:
+    """The step :func:`facefold.machine.time_onednn` times in a fresh process: the seed at
+    batch 32, float32."""
+    from facefold.models.presets import resolve_config
+
+    config = resolve_config("seed", overrides={"train": {"batch_size": ONEDNN_PROBE_BATCH}})
+    return time_training_step(config, 18, "float32")
+
+
+if __name__ == "__main__":  # python -m facefold.train.precision time-step
+    import sys
+
+    if sys.argv[1:] == ["time-step"]:
+        print(_time_onednn_probe())
