@@ -81,10 +81,36 @@ def default_cache_dir() -> Path:
     return Path(base) / "facefold"
 
 
+def read_cache_file(path: Path) -> dict:
+    """A JSON object of the user cache (choices keyed by what they depend on); a missing,
+    unreadable or foreign file counts as empty: what it held is measured again."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def add_to_cache_file(path: Path, key: str, entry: dict) -> str | None:
+    """Add ``entry`` under ``key`` to the cache file atomically (re-read first: another process
+    may have added entries meanwhile); returns why it could not be saved, else None."""
+    cache = read_cache_file(path)
+    cache[key] = entry
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except OSError as err:  # a read-only cache: the choice holds for this process only
+        tmp.unlink(missing_ok=True)
+        return str(err)
+    return None
+
+
 # --------------------------------------------------------------------------- oneDNN
 
 # TensorFlow's oneDNN kernels are on by default only on CPUs with AVX-512 VNNI/BF16 or AMX; on
-# an AVX2-only AMD EPYC they made a seed training step 1.65x faster (0.98 against 1.61 s), on
+# an AVX2-only AMD EPYC they made a seed training step 1.56x faster (1.023 against 1.597 s), on
 # others they may not. So facefold times both settings once per machine and TensorFlow version
 # and sets the faster before TensorFlow starts (see apply_onednn_choice).
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
@@ -147,11 +173,7 @@ def apply_onednn_choice(measure: bool = False, log: Callable[[str], None] | None
         return "TensorFlow already started: its oneDNN default stays"
     path = Path(cache_dir or default_cache_dir()) / ONEDNN_CACHE_FILE
     key = onednn_key()
-    try:
-        cache = json.loads(path.read_text())
-        entry = cache.get(key) if isinstance(cache, dict) else None
-    except (OSError, ValueError):
-        cache, entry = {}, None
+    entry = read_cache_file(path).get(key)
     if not (isinstance(entry, dict) and entry.get("value") in ("0", "1")):
         if not measure:
             return "not measured on this machine yet: TensorFlow's oneDNN default"
@@ -162,15 +184,7 @@ def apply_onednn_choice(measure: bool = False, log: Callable[[str], None] | None
         faster = "1" if seconds["1"] < seconds["0"] * (1 - ONEDNN_MARGIN) else "0"
         entry = {"value": faster, "seconds": seconds,
                  "measured": datetime.now(UTC).isoformat(timespec="seconds")}
-        cache = cache if isinstance(cache, dict) else {}
-        cache[key] = entry
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a read-only cache: the choice holds for this process only
+        add_to_cache_file(path, key, entry)
     os.environ[ONEDNN_ENV] = entry["value"]
     seconds = entry.get("seconds") or {}
     timing = (f": {seconds['0']:.3f} s/step without, {seconds['1']:.3f} with"

@@ -129,14 +129,13 @@ def _embed_shard(path: Path, model: dlib128.Dlib128, cache: EmbeddingCache, coun
     log(f"[{model.name}] {path.name}: embedding {len(missing)} of {len(records) * count} "
         f"image views (the rest are cached), {workers.workers} worker(s)")
     started = time.perf_counter()
-    chunks = [[(v, i) for v, i in missing if v == view][start : start + CHUNK]
-              for view in range(count)
-              for start in range(0, sum(v == view for v, _ in missing), CHUNK)]
-    chunks = [chunk for chunk in chunks if chunk]
-    work = [([(records[i].image_raw, f"{path} record {i}") for _, i in chunk], bool(chunk[0][0]))
-            for chunk in chunks]
-    for chunk, (embeddings, failed) in zip(chunks, workers.map(work), strict=True):
-        for (view, i), vector, bad_fit in zip(chunk, embeddings, failed, strict=True):
+    by_view = [[i for v, i in missing if v == view] for view in range(count)]
+    chunks = [(view, indices[start : start + CHUNK]) for view, indices in enumerate(by_view)
+              for start in range(0, len(indices), CHUNK)]
+    work = [([(records[i].image_raw, f"{path} record {i}") for i in chunk], bool(view))
+            for view, chunk in chunks]
+    for (view, chunk), (embeddings, failed) in zip(chunks, workers.map(work), strict=True):
+        for i, vector, bad_fit in zip(chunk, embeddings, failed, strict=True):
             cache.put(keys[i], bool(view), vector, bool(bad_fit))
             vectors[i, view], fallback[i] = vector, fallback[i] or bool(bad_fit)
     seconds = time.perf_counter() - started

@@ -29,11 +29,13 @@ from typing import Any
 from facefold.config import Config
 from facefold.machine import (
     ONEDNN_PROBE_BATCH,
+    add_to_cache_file,
     cpu_flags,
     cpu_model,
     default_cache_dir,
     gpu_supports_bfloat16,
     onednn_setting,
+    read_cache_file,
     usable_cores,
 )
 
@@ -83,15 +85,6 @@ def model_key(config: Config, num_classes: int) -> dict[str, Any]:
 
 def cache_key(machine: dict[str, Any], model: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps([machine, model], sort_keys=True).encode()).hexdigest()
-
-
-def read_cache(path: Path) -> dict[str, Any]:
-    """The cached choices; an unreadable or foreign file counts as empty (it is rewritten)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _cached_entry(entry: Any) -> dict[str, Any] | None:
@@ -170,12 +163,10 @@ def resolve_precision(
     if config is None or num_classes is None:
         raise ValueError("precision auto is chosen by timing the model: give its config "
                          "and number of classes")
-    from facefold.data.records import atomic_path
-
     path = Path(cache_dir or default_cache_dir()) / CACHE_FILE
     machine, model = machine_key(), model_key(config, num_classes)
     key = cache_key(machine, model)
-    entry = None if refresh else _cached_entry(read_cache(path).get(key))
+    entry = None if refresh else _cached_entry(read_cache_file(path).get(key))
     how = f"cached in {path}"
     if entry is None:
         measured: dict[str, float] = {}
@@ -189,14 +180,8 @@ def resolve_precision(
         entry = {"precision": faster_precision(seconds), "seconds": seconds,
                  "machine": machine, "measured": datetime.now(UTC).isoformat(
                      timespec="seconds")}
-        cache = read_cache(path)  # again: another process may have added entries meanwhile
-        cache[key] = entry
-        try:
-            with atomic_path(path) as tmp:
-                tmp.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
-            how = f"measured now, saved in {path}"
-        except OSError as err:  # a read-only cache costs a timing per run, nothing else
-            how = f"measured now, not saved ({err})"
+        failed = add_to_cache_file(path, key, entry)
+        how = f"measured now, not saved ({failed})" if failed else f"measured now, saved in {path}"
     seconds = entry["seconds"]
     ratio = seconds["float32"] / seconds["bfloat16"]
     return entry["precision"], (
