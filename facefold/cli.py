@@ -96,7 +96,7 @@ def _add_config_args(parser: argparse.ArgumentParser, preset: bool = True) -> No
     group.add_argument("--seed", type=int, help="fixes data order, augmentation and init")
     group.add_argument(
         "--precision", choices=["auto", "float32", "bfloat16"],
-        help="auto = bfloat16 where the CPU/GPU computes it natively, else float32",
+        help="auto (default) = time both on this machine once and keep the faster (cached)",
     )
 
 

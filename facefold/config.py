@@ -31,6 +31,10 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 # Pretrained embeddings a head can learn on (model.embedding), and their size.
 EMBEDDING_DIMS = {"dlib128": 128}
 LR_SCHEDULES = ("constant", "cosine")
+# How the CNN resizes its crop to model.input_size (see facefold.models.cnn.RESIZE_ARGS):
+# bilinear widened to the scale (antialiased), plain bilinear (samples, so it aliases when it
+# shrinks), or the mean of each input area.
+RESIZE_METHODS = ("antialias", "bilinear", "area")
 # How an ensemble weighs its members (model.member_weights): the plain mean, or weights chosen
 # on an inner split of the training shards (see facefold.train.ensemble).
 MEMBER_WEIGHTS = ("equal", "inner")
@@ -52,14 +56,21 @@ class ModelSpec:
     pooling instead of flatten),
     ``dropout`` (rate before the logits) and ``tta_flip`` (at inference the
     logits are the mean over the image and its mirror; see
-    :mod:`facefold.models.cnn`).
+    :mod:`facefold.models.cnn`). ``resize`` is how the crop is brought to
+    ``input_size`` (one of :data:`RESIZE_METHODS`).
+
+    Logits are linear, or with ``cosine_scale`` > 0 that scale times the cosine
+    between the features and each class's weight vector (a cosine classifier,
+    for a CNN or a head). ``cosine_margin`` > 0 makes the loss CosFace's: in
+    training the true class's cosine is lowered by that margin before the
+    softmax, so a crop is only learned once it is nearer its own class by the
+    margin; prediction uses the plain cosines.
 
     ``embedding`` names a pretrained embedding (a key of :data:`EMBEDDING_DIMS`)
     to learn on instead of pixels ("" = a CNN on pixels): the model is then a
     head on each image's cached embedding (see :mod:`facefold.models.head`)
-    with ``dense_units`` hidden layers and ``dropout``, whose logits are linear
-    or, with ``cosine_scale`` > 0, that scale times the cosine between the
-    feature and each class's weight vector. ``augment.flip`` draws the
+    with ``dense_units`` hidden layers and ``dropout``, and the same logits
+    (linear or cosine). ``augment.flip`` draws the
     mirror's embedding half of the time and ``tta_flip`` averages the two;
     the other augment and conv keys do not apply to a head.
 
@@ -84,6 +95,7 @@ class ModelSpec:
     channels: int = 3
     crop_size: int = 96
     input_size: int = 96
+    resize: str = "antialias"  # one of RESIZE_METHODS
     batch_norm: bool = False
     residual: bool = False
     global_pool: bool = False
@@ -91,6 +103,7 @@ class ModelSpec:
     tta_flip: bool = False
     embedding: str = ""
     cosine_scale: float = 0.0  # 0 = linear logits
+    cosine_margin: float = 0.0  # CosFace margin, in training only (needs cosine_scale)
     members: tuple[str, ...] = ()
     member_weights: str = "equal"  # equal | inner
 
@@ -280,6 +293,8 @@ def check_config(cfg: Config) -> None:
         8 <= m.input_size <= m.crop_size,
         f"model.input_size must be between 8 and crop_size ({m.crop_size}), got {m.input_size}",
     )
+    _require(m.resize in RESIZE_METHODS, f"model.resize must be one of "
+             f"{', '.join(RESIZE_METHODS)}, got {m.resize!r}")
     _require(m.weight_decay >= 0, f"model.weight_decay must be >= 0, got {m.weight_decay}")
     _require(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
     _check_embedding_and_members(cfg)
@@ -326,8 +341,10 @@ def _check_embedding_and_members(cfg: Config) -> None:
              f"{', '.join(EMBEDDING_DIMS)}, got {m.embedding!r}")
     _require(m.cosine_scale >= 0, f"model.cosine_scale must be >= 0 (0 = linear logits), "
              f"got {m.cosine_scale}")
-    _require(not m.cosine_scale or bool(m.embedding),
-             "model.cosine_scale applies to embedding heads only (set model.embedding)")
+    _require(0 <= m.cosine_margin < 1, f"model.cosine_margin must be in [0, 1) (0 = off), "
+             f"got {m.cosine_margin}")
+    _require(not m.cosine_margin or m.cosine_scale > 0,
+             "model.cosine_margin needs cosine logits: set model.cosine_scale > 0 too")
     if m.embedding:
         _require(m.channels == 3, f"model.channels must be 3 for the {m.embedding} embedding "
                  f"(it reads RGB), got {m.channels}")

@@ -27,7 +27,7 @@ def closed_form_parameters(spec: ModelSpec, classes: int) -> int:
     or with batch norm 4 per output (scale, offset, moving mean and variance) and no bias;
     residual stages (from the second) add a second conv and, where the width changes, a 1x1
     projection; dense layers in*out + out, their input the flattened last pool or, with global
-    pooling, its channels."""
+    pooling, its channels; cosine logits have no bias."""
     per_output = 4 if spec.batch_norm else 1
 
     def conv(kernel: int, channels_in: int, width: int) -> int:
@@ -41,10 +41,10 @@ def closed_form_parameters(spec: ModelSpec, classes: int) -> int:
             total += conv(1, channels_in, width) if channels_in != width else 0
         channels_in, side = width, -(-side // 2)  # SAME pooling with stride 2: ceil(side / 2)
     units_in = channels_in if spec.global_pool else side * side * channels_in
-    for units in (*spec.dense_units, classes):
+    for units in spec.dense_units:
         total += units_in * units + units
         units_in = units
-    return total
+    return total + units_in * classes + (0 if spec.cosine_scale else classes)  # cosine: no bias
 
 
 def test_parameter_counts_of_the_2016_models() -> None:
@@ -154,6 +154,21 @@ def test_cosine_head_logits_are_scaled_cosines() -> None:
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
     two_views = np.concatenate([x, -x], axis=1)  # the mean of x and -x is 0 ...
     assert np.allclose(model.get_layer("view_mean")(two_views), 0.0)  # ... averaged before logits
+
+
+def test_cosine_cnn_logits_are_scaled_cosines_of_the_features() -> None:
+    spec = dataclasses.replace(get_preset("fast-nogap").model, crop_size=32, input_size=32,
+                               cosine_scale=16.0, tta_flip=False)
+    model = build_model(spec, 4, seed=2)
+    assert model.count_params() == closed_form_parameters(spec, 4)
+    x = np.random.default_rng(5).random((3, 32, 32, 3)).astype("float32")
+    features = keras.Model(model.input, model.get_layer("logits").input).predict(x, verbose=0)
+    kernel = model.get_layer("logits").kernel.numpy()
+    cosines = (features / np.linalg.norm(features, axis=1, keepdims=True)) @ (
+        kernel / np.linalg.norm(kernel, axis=0, keepdims=True))
+    logits = model.predict(x, verbose=0)
+    np.testing.assert_allclose(logits, 16.0 * cosines, rtol=1e-5, atol=1e-5)
+    assert np.abs(logits).max() <= 16.0 + 1e-4
 
 
 def test_flip_tta_is_the_mean_over_the_image_and_its_mirror() -> None:

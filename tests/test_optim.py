@@ -72,6 +72,24 @@ def test_label_smoothing_loss_by_hand() -> None:
     assert isinstance(make_loss(TrainSpec(label_smoothing=eps)), SmoothedSparseCrossentropy)
 
 
+def test_cosface_margin_by_hand() -> None:
+    """CosFace: the true class's logit s*cos loses s*m before the (smoothed) softmax."""
+    cosines = np.array([[0.8, 0.1, -0.3], [0.2, 0.6, 0.5]], np.float32)
+    labels, scale, margin, eps = np.array([0, 2]), 16.0, 0.35, 0.1
+    shifted = scale * cosines.astype(np.float64)
+    shifted[np.arange(2), labels] -= scale * margin  # 12.8 -> 7.2 and 8.0 -> 2.4
+    targets = np.full((2, 3), eps / 3)
+    targets[np.arange(2), labels] += 1 - eps
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    by_hand = float(-(targets * log_softmax).sum(axis=1).mean())
+    loss = make_loss(TrainSpec(label_smoothing=eps), scale * margin)
+    assert float(loss(labels, scale * cosines)) == pytest.approx(by_hand, rel=1e-5)
+    assert float(loss(labels, scale * cosines)) > float(make_loss(
+        TrainSpec(label_smoothing=eps))(labels, scale * cosines))  # the margin makes it harder
+    assert float(make_loss(TrainSpec(), 2.0)(labels, scale * cosines)) == pytest.approx(
+        float(SmoothedSparseCrossentropy(0.0, 2.0)(labels, scale * cosines)))
+
+
 def _dense_model() -> keras.Model:
     inputs = keras.Input((3,))
     return keras.Model(inputs, keras.layers.Dense(2, bias_initializer="ones")(inputs))

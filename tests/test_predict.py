@@ -231,13 +231,25 @@ def test_modern_run_predicts_and_exports_what_it_evaluated(modern_run, tmp_path)
                                    atol=tolerance * 10)
 
 
-@pytest.mark.parametrize("size_out", [24, 16])
-def test_matrix_resize_is_the_antialiased_resize(size_out):
+@pytest.mark.parametrize("method", ["antialias", "bilinear", "area"])
+@pytest.mark.parametrize("size_out", [24, 16, 10])
+def test_matrix_resize_is_the_training_resize(size_out, method):
     import keras
 
+    from facefold.models.cnn import RESIZE_ARGS
+
+    interpolation, antialias = RESIZE_ARGS[method]
     x = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
-    expected = keras.layers.Resizing(size_out, size_out, antialias=True)(x).numpy()
-    np.testing.assert_allclose(MatrixResize(32, size_out)(x).numpy(), expected, atol=1e-6)
+    expected = keras.layers.Resizing(size_out, size_out, interpolation=interpolation,
+                                     antialias=antialias)(x).numpy()
+    np.testing.assert_allclose(MatrixResize(32, size_out, method)(x).numpy(), expected,
+                               atol=1e-6)
+
+
+def test_matrix_resize_area_by_hand():
+    x = np.random.default_rng(1).random((1, 32, 32, 1)).astype(np.float32)
+    block_mean = x.reshape(1, 16, 2, 16, 2, 1).mean(axis=(2, 4))
+    np.testing.assert_allclose(MatrixResize(32, 16, "area")(x).numpy(), block_mean, atol=1e-6)
 
 
 def test_tflite_export_of_a_model_that_resizes(tiny_run, tmp_path):
@@ -401,3 +413,26 @@ def test_open_set_cv_stores_a_threshold_that_predict_uses(tmp_path, capsys):
     accepted = np.mean([f.known for f in predictor.recognize(strangers)])
     assert accepted == pytest.approx(report["scores"][summary["default_score"]]["far"])
     assert accepted <= 0.05
+
+
+@pytest.mark.parametrize("method", ["bilinear", "area"])
+def test_inference_model_resizes_as_the_trained_model(method):
+    """The deployable wrapper (uint8 image in, matrix resize) computes the trained model's
+    logits for every resize method, not only the default one."""
+    import dataclasses
+
+    from facefold.models.cnn import build_model
+    from facefold.models.inference import inference_model
+    from facefold.models.presets import get_preset
+
+    spec = dataclasses.replace(get_preset("size32").model, crop_size=40, input_size=20,
+                               resize=method, dense_units=(16,))
+    model = build_model(spec, 3, seed=4)
+    images = np.random.default_rng(6).integers(0, 256, (2, 44, 44, 3), dtype=np.uint8)
+    crops = images[:, 2:42, 2:42].astype(np.float32) / 255.0
+    wrapped = inference_model(model, spec, 44)
+    np.testing.assert_allclose(wrapped.predict(images, verbose=0)["logits"],
+                               model.predict(crops, verbose=0), rtol=1e-4, atol=1e-4)
+    other = dataclasses.replace(spec, resize="antialias")  # and the method is what differs
+    assert not np.allclose(inference_model(model, other, 44).predict(images, verbose=0)[
+        "logits"], model.predict(crops, verbose=0), atol=1e-4)

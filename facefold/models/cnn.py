@@ -14,13 +14,15 @@ A stage is, by the spec's switches (all off = the 2016 stage)::
                  full resolution would cost about as much as all the later stages)
 
 then flatten (or ``global_pool``: global average pooling), the hidden dense
-layers, ``dropout`` and the logits. ``tta_flip`` makes inference (any call
+layers, ``dropout`` and the logits (:func:`logits_layer`: linear, or a cosine
+classifier with ``cosine_scale``). ``tta_flip`` makes inference (any call
 with ``training`` false: evaluate, predict, exports) return the mean of the
 logits of each image and its mirror; training is unaffected.
 
 Input: a batch of square face crops, float32 in [0, 1], shape
 ``(B, crop_size, crop_size, channels)``. The model resizes to ``input_size``
-and standardizes each image itself, so prediction needs only the crop.
+(``resize``: :data:`RESIZE_ARGS`) and then standardizes each image itself, so
+prediction needs only the crop.
 Output: float32 logits ``(B, num_classes)``.
 """
 
@@ -180,6 +182,57 @@ def _conv_stage(
     return keras.layers.ReLU(dtype=compute, name=name)(y)
 
 
+@keras.saving.register_keras_serializable(package="facefold")
+class CosineLogits(keras.layers.Layer):
+    """Logits ``scale * cos(feature, w_c)`` (B, classes): a cosine classifier.
+
+    Features and class weights are L2-normalized, so a logit depends on the
+    angle only and its range is fixed (±``scale``); a fixed scale keeps the
+    softmax from saturating or staying flat.
+    """
+
+    def __init__(self, units: int, scale: float, seed: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.units, self.scale, self.seed = units, scale, seed
+
+    def build(self, input_shape: tuple) -> None:
+        self.kernel = self.add_weight(
+            name="kernel", shape=(input_shape[-1], self.units),
+            initializer=keras.initializers.GlorotUniform(seed=self.seed),
+        )
+
+    def call(self, features: tf.Tensor) -> tf.Tensor:
+        x = tf.math.l2_normalize(features, axis=-1)
+        w = tf.math.l2_normalize(self.kernel, axis=0)
+        return self.scale * tf.matmul(x, w)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units, "scale": self.scale,
+                "seed": self.seed}
+
+
+def logits_layer(spec: ModelSpec, num_classes: int, seed: int) -> keras.layers.Layer:
+    """The last layer of a CNN or head, named ``logits``, in float32 whatever the compute
+    precision (softmax and loss stay float32): linear, or :class:`CosineLogits` when
+    ``spec.cosine_scale`` > 0."""
+    if spec.cosine_scale:
+        return CosineLogits(num_classes, spec.cosine_scale, seed=seed * 1000 + _SEED_LOGITS,
+                            dtype="float32", name="logits")
+    return keras.layers.Dense(
+        num_classes,
+        kernel_initializer=keras.initializers.TruncatedNormal(
+            stddev=spec.dense_init_std, seed=seed * 1000 + _SEED_LOGITS),
+        dtype="float32", name="logits",
+    )
+
+
+# model.resize -> keras.layers.Resizing's (interpolation, antialias). All three are linear
+# and separable, which MatrixResize (facefold.models.inference) relies on for exports.
+RESIZE_ARGS = {"antialias": ("bilinear", True), "bilinear": ("bilinear", False),
+               "area": ("area", False)}
+
+
 def build_model(
     spec: ModelSpec, num_classes: int, precision: str = "float32", seed: int = 0
 ) -> keras.Model:
@@ -199,9 +252,9 @@ def build_model(
     if spec.tta_flip:
         x = FlipTwin(dtype="float32", name="tta_flip")(x)  # inference: (2B, crop, crop, C)
     if spec.input_size != spec.crop_size:
-        x = keras.layers.Resizing(
-            spec.input_size, spec.input_size, antialias=True, dtype="float32", name="resize"
-        )(x)
+        interpolation, antialias = RESIZE_ARGS[spec.resize]
+        x = keras.layers.Resizing(spec.input_size, spec.input_size, interpolation=interpolation,
+                                  antialias=antialias, dtype="float32", name="resize")(x)
     x = PerImageStandardization(dtype="float32", name="standardize")(x)  # (B, S, S, C)
     for i, width in enumerate(spec.conv_channels, start=1):
         x = _conv_stage(x, i, width, spec, compute, seed)
@@ -231,14 +284,7 @@ def build_model(
         )(x)
     if spec.tta_flip:
         x = TwinMean(dtype=compute, name="tta_mean")(x)  # inference: back to (B, D)
-    logits = keras.layers.Dense(
-        num_classes,
-        kernel_initializer=keras.initializers.TruncatedNormal(
-            stddev=spec.dense_init_std, seed=seed * 1000 + _SEED_LOGITS
-        ),
-        dtype="float32",  # softmax and loss in float32 whatever the compute precision
-        name="logits",
-    )(x)
+    logits = logits_layer(spec, num_classes, seed)(x)  # (B, classes)
     return keras.Model(inputs, logits, name="cnn")
 
 

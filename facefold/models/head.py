@@ -10,15 +10,14 @@ training (the image or, with flip augmentation, sometimes its mirror) and at
 inference without TTA, 2 (image, mirror) with ``tta_flip``. Each view goes
 through the ``dense_units`` hidden layers (``fc1`` …, ReLU) and ``dropout``;
 :class:`ViewMean` averages the views' features, and the logits layer
-(``logits``: linear, or :class:`CosineLogits` when ``cosine_scale`` > 0)
+(``logits``: linear, or :class:`~facefold.models.cnn.CosineLogits` when
+``cosine_scale`` > 0)
 maps the mean to ``(B, num_classes)`` float32 logits. With no hidden layer
 and linear logits the head is multinomial logistic regression on the
 embedding.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import keras
 import tensorflow as tf
@@ -29,9 +28,9 @@ from facefold.config import EMBEDDING_DIMS, ModelSpec
 from facefold.models.cnn import (
     _SEED_DENSE,
     _SEED_DROPOUT,
-    _SEED_LOGITS,
     DENSE_NAME,
     ResumableDropout,
+    logits_layer,
 )
 
 
@@ -43,36 +42,6 @@ class ViewMean(keras.layers.Layer):
 
     def call(self, features: tf.Tensor) -> tf.Tensor:
         return tf.reduce_mean(features, axis=1)
-
-
-@keras.saving.register_keras_serializable(package="facefold")
-class CosineLogits(keras.layers.Layer):
-    """Logits ``scale * cos(feature, w_c)`` (B, classes): a cosine classifier.
-
-    Features and class weights are L2-normalized, so a logit depends on the
-    angle only and its range is fixed (±``scale``); a fixed scale keeps the
-    softmax from saturating or staying flat.
-    """
-
-    def __init__(self, units: int, scale: float, seed: int | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.units, self.scale, self.seed = units, scale, seed
-
-    def build(self, input_shape: tuple) -> None:
-        self.kernel = self.add_weight(
-            name="kernel", shape=(input_shape[-1], self.units),
-            initializer=keras.initializers.GlorotUniform(seed=self.seed),
-        )
-
-    def call(self, features: tf.Tensor) -> tf.Tensor:
-        x = tf.math.l2_normalize(features, axis=-1)
-        w = tf.math.l2_normalize(self.kernel, axis=0)
-        return self.scale * tf.matmul(x, w)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "units": self.units, "scale": self.scale,
-                "seed": self.seed}
 
 
 def build_head(
@@ -105,14 +74,5 @@ def build_head(
             spec.dropout, seed=seed * 1000 + _SEED_DROPOUT, dtype=compute, name="dropout"
         )(x)
     x = ViewMean(dtype="float32", name="view_mean")(x)  # (B, D')
-    if spec.cosine_scale:
-        logits = CosineLogits(num_classes, spec.cosine_scale, seed=seed * 1000 + _SEED_LOGITS,
-                              dtype="float32", name="logits")(x)
-    else:
-        logits = keras.layers.Dense(
-            num_classes,
-            kernel_initializer=keras.initializers.TruncatedNormal(
-                stddev=spec.dense_init_std, seed=seed * 1000 + _SEED_LOGITS),
-            dtype="float32", name="logits",
-        )(x)
+    logits = logits_layer(spec, num_classes, seed)(x)  # (B, classes)
     return keras.Model(inputs, logits, name="head")

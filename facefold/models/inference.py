@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from facefold.config import ModelSpec
 from facefold.data.pipeline import center_crop
-from facefold.models.cnn import build_model  # also registers the custom layers checkpoints need
+from facefold.models.cnn import RESIZE_ARGS, build_model  # also registers the custom layers
 from facefold.models.head import build_head
 
 # uint8 pictures (or embeddings) in, {"logits", "features"} float32 out.
@@ -48,20 +48,24 @@ class CenterCropScale(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="facefold")
 class MatrixResize(keras.layers.Layer):
-    """The antialiased resize of :class:`keras.layers.Resizing`, as two matrix products.
+    """The resize of :class:`keras.layers.Resizing` for ``model.resize``, as two matrix
+    products.
 
-    An antialiased (triangle-filter) resize is linear and separable: each
-    output row mixes input rows with fixed weights, and likewise for columns.
-    The weights are read off by resizing the identity, so this is the same
-    resize as in training, built from ops that TFLite has (its converter has no
-    ``ScaleAndTranslate``, the op behind ``antialias=True``).
+    Each of :data:`~facefold.models.cnn.RESIZE_ARGS` is linear and separable:
+    each output row mixes input rows with fixed weights, and likewise for
+    columns. The weights are read off by resizing the identity, so this is the
+    same resize as in training, built from ops that TFLite has (its converter
+    has no ``ScaleAndTranslate``, the op behind ``antialias=True``).
     """
 
-    def __init__(self, size_in: int, size_out: int, **kwargs: Any) -> None:
+    def __init__(self, size_in: int, size_out: int, method: str = "antialias",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.size_in, self.size_out = size_in, size_out
+        self.size_in, self.size_out, self.method = size_in, size_out, method
+        interpolation, antialias = RESIZE_ARGS[method]
         basis = tf.eye(size_in)[:, :, None, None]  # size_in images of (size_in, 1, 1)
-        resized = tf.image.resize(basis, (size_out, 1), antialias=True)  # (in, out, 1, 1)
+        resized = tf.image.resize(basis, (size_out, 1), method=interpolation,
+                                  antialias=antialias)  # (in, out, 1, 1)
         self.weights_matrix = tf.transpose(resized[:, :, 0, 0]).numpy()  # (out, in)
 
     def call(self, images: tf.Tensor) -> tf.Tensor:
@@ -71,7 +75,8 @@ class MatrixResize(keras.layers.Layer):
         return tf.transpose(x, [0, 2, 3, 1])  # (B, out, out, C)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "size_in": self.size_in, "size_out": self.size_out}
+        return {**super().get_config(), "size_in": self.size_in, "size_out": self.size_out,
+                "method": self.method}
 
 
 def inference_model(model: keras.Model, spec: ModelSpec, image_size: int) -> keras.Model:
@@ -93,7 +98,8 @@ def inference_model(model: keras.Model, spec: ModelSpec, image_size: int) -> ker
     image = keras.Input((image_size, image_size, spec.channels), dtype="uint8", name="image")
     x = CenterCropScale(spec.crop_size, name="center_crop")(image)  # (B, crop, crop, C)
     if spec.input_size != spec.crop_size:
-        x = MatrixResize(spec.crop_size, spec.input_size, name="resize")(x)  # (B, in, in, C)
+        x = MatrixResize(spec.crop_size, spec.input_size, spec.resize,
+                         name="resize")(x)  # (B, in, in, C)
     return keras.Model(image, heads(x), name="facefold_inference")
 
 

@@ -9,7 +9,8 @@ logits), so existing runs train and resume unchanged. The modern options:
   a resumed run continues the same curve.
 * ``adamw_decay``: decoupled weight decay (AdamW) on the conv and dense
   kernels; biases and batch-norm scales and offsets are not decayed.
-* ``label_smoothing``: :class:`SmoothedSparseCrossentropy`.
+* ``label_smoothing``, and ``model.cosine_margin`` on cosine logits:
+  :class:`SmoothedSparseCrossentropy`.
 * ``ema_decay``: Keras's own weight average (``use_ema``), kept *beside* the
   model: :class:`ModernAdam` never copies it into the model (Keras would do so
   at the end of every ``fit``, i.e. at every evaluation, and training would
@@ -117,34 +118,42 @@ def make_optimizer(train: TrainSpec) -> keras.optimizers.Optimizer:
 
 @keras.saving.register_keras_serializable(package="facefold")
 class SmoothedSparseCrossentropy(keras.losses.Loss):
-    """Cross-entropy of logits against integer labels with label smoothing.
+    """Cross-entropy of logits against integer labels with label smoothing and a margin.
 
     ``y_true`` (B,) int class indices, ``y_pred`` (B, C) logits. The target of
     an image of class ``y`` is ``1 - label_smoothing + label_smoothing / C`` on
     ``y`` and ``label_smoothing / C`` on every other class. Keras's sparse
     cross-entropy has no smoothing; its categorical one does, on one-hot labels.
+    ``margin`` is subtracted from the true class's logit first: with cosine
+    logits ``s * cos`` and ``margin = s * m`` this is CosFace's loss (Wang et
+    al., 2018), which asks each image to be nearer its class than any other by
+    the angle margin ``m``.
     """
 
-    def __init__(self, label_smoothing: float, name: str = "smoothed_crossentropy",
-                 **kwargs: Any) -> None:
+    def __init__(self, label_smoothing: float, margin: float = 0.0,
+                 name: str = "smoothed_crossentropy", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.margin = label_smoothing, margin
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         labels = tf.reshape(tf.cast(y_true, tf.int32), [-1])
         one_hot = tf.one_hot(labels, tf.shape(y_pred)[-1], dtype=y_pred.dtype)
+        if self.margin:
+            y_pred = y_pred - self.margin * one_hot
         return keras.losses.categorical_crossentropy(
             one_hot, y_pred, from_logits=True, label_smoothing=self.label_smoothing
         )
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+        return {**super().get_config(), "label_smoothing": self.label_smoothing,
+                "margin": self.margin}
 
 
-def make_loss(train: TrainSpec) -> keras.losses.Loss:
-    """Cross-entropy on logits, smoothed when ``train.label_smoothing`` > 0."""
-    if train.label_smoothing:
-        return SmoothedSparseCrossentropy(train.label_smoothing)
+def make_loss(train: TrainSpec, margin: float = 0.0) -> keras.losses.Loss:
+    """Cross-entropy on logits, smoothed when ``train.label_smoothing`` > 0, with ``margin``
+    taken off the true class's logit (see :class:`SmoothedSparseCrossentropy`)."""
+    if train.label_smoothing or margin:
+        return SmoothedSparseCrossentropy(train.label_smoothing, margin)
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
@@ -198,10 +207,11 @@ def training_weights(model: keras.Model) -> Iterator[None]:
 
 def compile_model(model: keras.Model, config: Config) -> None:
     """Attach the training setup (also used by bench): the optimizer and cross-entropy loss of
-    ``config.train`` (2016 defaults: Adam, plain cross-entropy on logits), accuracy."""
+    ``config.train`` (2016 defaults: Adam, plain cross-entropy on logits; CosFace's margin
+    with ``model.cosine_margin``), accuracy."""
     model.compile(
         optimizer=make_optimizer(config.train),
-        loss=make_loss(config.train),
+        loss=make_loss(config.train, config.model.cosine_scale * config.model.cosine_margin),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=False,  # XLA measured slower than oneDNN for this model on CPU
     )
