@@ -87,7 +87,7 @@ from facefold.data.pipeline import (
 from facefold.data.records import read_labels
 from facefold.data.synthetic import make_synthetic_faces
 from facefold.machine import cpu_model, onednn_setting, usable_cores
-from facefold.models.cnn import CONV_NAME, DENSE_NAME, build_model
+from facefold.models.cnn import CONV_NAME, DENSE_NAME, RESIZE_ARGS, build_model
 from facefold.models.presets import resolve_config
 
 # The trainer's compile (optimizer, loss, metric, no XLA): the benchmark must time
@@ -239,7 +239,9 @@ def plain_keras_model(spec: ModelSpec, num_classes: int, precision: str) -> kera
     layers: list[keras.layers.Layer] = [
         keras.Input((spec.crop_size, spec.crop_size, spec.channels))]
     if spec.input_size != spec.crop_size:
-        layers.append(keras.layers.Resizing(spec.input_size, spec.input_size, antialias=True))
+        interpolation, antialias = RESIZE_ARGS[spec.resize]
+        layers.append(keras.layers.Resizing(spec.input_size, spec.input_size,
+                                            interpolation=interpolation, antialias=antialias))
     layers.append(keras.layers.Lambda(tf.image.per_image_standardization))
     for width in spec.conv_channels:
         layers += [
@@ -368,7 +370,9 @@ def _time_training(
     machine hits all of them alike instead of masquerading as one being slow (or fast).
     """
     batch = cfg.train.batch_size
-    make_batch = batch_maker(split, cfg.augment, cfg.model.crop_size, batch, cfg.train.seed)
+    num_classes = int(next(iter(models.values())).output_shape[-1])
+    make_batch = batch_maker(split, cfg.augment, cfg.model.crop_size, batch, cfg.train.seed,
+                             num_classes)
     in_memory = _batches_in_memory(make_batch)
 
     def real(start: int, end: int) -> tf.data.Dataset:
@@ -743,7 +747,8 @@ def profile_training(preset: str = "seed", precision: str = "auto", steps: int =
         else:
             model = build_model(cfg.model, num_classes, precision, cfg.train.seed)
             compile_model(model, cfg)
-        make_batch = batch_maker(split, cfg.augment, cfg.model.crop_size, batch, cfg.train.seed)
+        make_batch = batch_maker(split, cfg.augment, cfg.model.crop_size, batch, cfg.train.seed,
+                                 num_classes)
         in_memory = _batches_in_memory(make_batch)
         model.fit(in_memory, epochs=1, steps_per_epoch=warmup, verbose=0)
         trace = Path(tmp) / "trace"

@@ -125,6 +125,14 @@ class AugmentSpec:
     is resampled bilinearly to the crop. ``erasing`` is the probability that a
     random rectangle (2–25 % of the crop, aspect 1/3–3) of each image is
     replaced by noise, after the colour jitter.
+
+    ``mixup`` and ``cutmix`` (Zhang et al. 2018; Yun et al. 2019), off by
+    default, mix each jittered crop with another crop of the batch and its
+    label with the other's in the same proportion (the targets become soft):
+    mixup blends the pixels, cutmix pastes a random rectangle of the other
+    crop. The value is the alpha of the Beta(alpha, alpha) distribution the
+    proportion is drawn from, once per batch; with both on, each batch uses
+    one of them, half the time each (timm's default). A CNN only.
     """
 
     flip: bool = True
@@ -136,6 +144,8 @@ class AugmentSpec:
     aspect: tuple[float, float] = (1.0, 1.0)
     rotation: float = 0.0
     erasing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) of the mix; 0 = off
+    cutmix: float = 0.0  # Beta(alpha, alpha) of the kept area; 0 = off
 
 
 @dataclass(frozen=True)
@@ -309,6 +319,9 @@ def check_config(cfg: Config) -> None:
     _require(0 <= a.rotation <= 45, f"augment.rotation must be in [0, 45] degrees, "
              f"got {a.rotation}")
     _require(0 <= a.erasing <= 1, f"augment.erasing must be in [0, 1], got {a.erasing}")
+    for name in ("mixup", "cutmix"):
+        _require(getattr(a, name) >= 0, f"augment.{name} must be >= 0 (0 = off), "
+                 f"got {getattr(a, name)}")
     _require(t.steps >= 0, f"train.steps must be >= 0, got {t.steps}")
     _require(t.eval_every >= 1, f"train.eval_every must be >= 1, got {t.eval_every}")
     _require(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
@@ -350,6 +363,8 @@ def _check_embedding_and_members(cfg: Config) -> None:
                  f"(it reads RGB), got {m.channels}")
         _require(cfg.train.sparsity_every == 0, "train.sparsity_every must be 0 for an "
                  "embedding head (sparsity is measured on conv layers)")
+        _require(not cfg.augment.mixup and not cfg.augment.cutmix, "augment.mixup and "
+                 "augment.cutmix mix pixels: they must be 0 for an embedding head")
     if m.members:
         _require(len(m.members) >= 2 and len(set(m.members)) == len(m.members),
                  f"model.members must name at least two different presets, got {list(m.members)}")

@@ -115,7 +115,7 @@ def _check_trains(cfg: Config) -> None:
         batches = embedding_training_batches(split, cfg.augment.flip, 4, 0, 0, 3)
     else:
         model, batch, split = _check_cnn_builds_and_runs(spec, rng)
-        batches = training_batches(split, cfg.augment, spec.crop_size, 4, 0, 0, 3)
+        batches = training_batches(split, cfg.augment, spec.crop_size, 4, 0, 0, 3, num_classes=7)
     logits = model.predict(batch, verbose=0)
     assert logits.shape == (2, 7)
     assert np.isfinite(logits).all()

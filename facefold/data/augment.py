@@ -344,3 +344,54 @@ def random_erase(x: tf.Tensor, probability: float, seed: tf.Tensor) -> tf.Tensor
     drawn from :data:`ERASE_AREA` and :data:`ERASE_ASPECT`, its position uniformly inside
     the crop. One colour, not per-pixel noise: the noise cost as much as the whole jitter."""
     return erase(x, draw_erasing(_batch_size(x), x.shape[1], x.shape[3], probability, seed))
+
+
+def mixes(spec: AugmentSpec) -> bool:
+    """True when ``spec`` mixes crops and labels (mixup or cutmix)."""
+    return bool(spec.mixup or spec.cutmix)
+
+
+def _beta(alpha: float, seed: tf.Tensor) -> tf.Tensor:
+    """One stateless Beta(alpha, alpha) draw, as the ratio of two Gamma(alpha) draws."""
+    g = tf.random.stateless_gamma((2,), seed, alpha=alpha)
+    return g[0] / (g[0] + g[1])
+
+
+def mix(x: tf.Tensor, labels: tf.Tensor, num_classes: int, spec: AugmentSpec,
+        seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mixup or cutmix a batch: crops (B, S, S, C) float32 and int labels (B,) -> mixed crops
+    and soft targets (B, num_classes) float32 whose rows sum to 1.
+
+    Crop ``i`` is mixed with crop ``B - 1 - i`` (the batch reversed: the batch is already a
+    random draw, so this pairs crops at random), in one proportion ``lam`` for the batch drawn
+    from ``seed`` (2,). Mixup: ``lam * x_i + (1 - lam) * x_j``. Cutmix: a rectangle of
+    ``1 - lam`` of the area (clipped at the border) comes from ``x_j``, and the target uses
+    the area actually pasted. Either way the target is ``w * onehot(y_i) + (1 - w) *
+    onehot(y_j)``, ``w`` the share of crop ``i`` in the result. See :class:`AugmentSpec`.
+    """
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
+    size = x.shape[1]
+    if spec.cutmix:
+        lam_cut = _beta(spec.cutmix, seeds[0])
+        side = tf.sqrt(1.0 - lam_cut) * size  # a square of 1 - lam of the area, before clipping
+        centre = tf.random.stateless_uniform((2,), seeds[1], 0.0, float(size))
+        low, high = tf.clip_by_value(centre - side / 2, 0, size), tf.clip_by_value(
+            centre + side / 2, 0, size)
+        pixel = tf.range(size, dtype=tf.float32) + 0.5  # pixel centres
+        inside = [tf.cast((pixel >= low[k]) & (pixel < high[k]), tf.float32) for k in (0, 1)]
+        keep_cut = 1.0 - inside[0][:, None] * inside[1][None, :]  # (S, S): 1 = crop i's pixel
+        share_cut = tf.reduce_mean(keep_cut)
+    if spec.mixup:
+        lam_mix = _beta(spec.mixup, seeds[2])
+    if spec.cutmix and spec.mixup:
+        use_cut = tf.random.stateless_uniform((), seeds[3]) < 0.5
+        keep = tf.where(use_cut, keep_cut, tf.fill((size, size), lam_mix))
+        share = tf.where(use_cut, share_cut, lam_mix)
+    elif spec.cutmix:
+        keep, share = keep_cut, share_cut
+    else:
+        keep, share = tf.fill((size, size), lam_mix), lam_mix
+    keep = keep[None, :, :, None]  # (1, S, S, 1)
+    x = keep * x + (1.0 - keep) * tf.reverse(x, [0])
+    one_hot = tf.one_hot(labels, num_classes, dtype=tf.float32)
+    return x, share * one_hot + (1.0 - share) * tf.reverse(one_hot, [0])

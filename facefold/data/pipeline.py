@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from facefold.config import AugmentSpec
-from facefold.data.augment import augment
+from facefold.data.augment import augment, mix, mixes
 from facefold.data.records import (
     REQUIRED_FEATURES,
     ShardError,
@@ -137,17 +137,23 @@ BatchMaker = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 
 
 def batch_maker(
-    split: Split, spec: AugmentSpec, crop: int, batch_size: int, seed: int
+    split: Split, spec: AugmentSpec, crop: int, batch_size: int, seed: int,
+    num_classes: int = 0,
 ) -> BatchMaker:
     """A function ``step -> (x, y)`` giving training batch ``step`` of a run.
 
-    ``x`` is (B, crop, crop, C) float32 in [0, 1], ``y`` (B,) int32. Batch ``s``
-    depends only on ``(seed, s)``, which is what makes resuming exact. The
-    images are copied into one tensor once, here.
+    ``x`` is (B, crop, crop, C) float32 in [0, 1], ``y`` (B,) int32 or, when
+    ``spec`` mixes crops (mixup, cutmix; see :func:`~facefold.data.augment.mix`),
+    soft targets (B, ``num_classes``) float32. Batch ``s`` depends only on
+    ``(seed, s)``, which is what makes resuming exact. The images are copied
+    into one tensor once, here.
     """
     num_images = len(split)
     if batch_size > num_images:
         raise ValueError(f"batch size {batch_size} exceeds the {num_images} training images")
+    if mixes(spec) and num_classes <= int(split.labels.max(initial=0)):
+        raise ValueError(f"mixing labels needs num_classes above the largest label, "
+                         f"got {num_classes}")
     images = tf.constant(split.images)
     labels = tf.constant(split.labels)
 
@@ -156,6 +162,9 @@ def batch_maker(
         index = _batch_indices(num_images, batch_size, seed, step)
         jitter_seed = tf.stack([tf.constant(seed, tf.int64) + 1_000_003, step])
         x = augment(tf.gather(images, index), spec, crop, jitter_seed)
+        if mixes(spec):
+            mix_seed = tf.stack([tf.constant(seed, tf.int64) + 2_000_029, step])
+            return mix(x, tf.gather(labels, index), num_classes, spec, mix_seed)
         return x, tf.gather(labels, index)
 
     return make_batch
@@ -180,9 +189,11 @@ def training_batches(
     seed: int,
     start_step: int,
     end_step: int,
+    num_classes: int = 0,
 ) -> tf.data.Dataset:
     """Batches ``start_step`` … ``end_step - 1`` of a training run (see :func:`batch_maker`)."""
-    return step_batches(batch_maker(split, spec, crop, batch_size, seed), start_step, end_step)
+    return step_batches(batch_maker(split, spec, crop, batch_size, seed, num_classes),
+                        start_step, end_step)
 
 
 def embedding_batch_maker(split: Split, flip: bool, batch_size: int, seed: int) -> BatchMaker:

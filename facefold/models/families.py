@@ -71,8 +71,9 @@ class ModelFamily:
         """The untrained network (logits out), its initial weights fixed by the seed."""
         raise self._none("network")
 
-    def training_batches(self, split: Split, config: Config) -> BatchMaker:
-        """``step -> (x, y)``: the training batch of a step, a pure function of it."""
+    def training_batches(self, split: Split, config: Config, num_classes: int) -> BatchMaker:
+        """``step -> (x, y)``: the training batch of a step, a pure function of it (``y``
+        int labels below ``num_classes``, or soft targets over them)."""
         raise self._none("batches")
 
     def evaluation_batches(self, split: Split, config: Config) -> tf.data.Dataset:
@@ -131,9 +132,9 @@ class CNN(ModelFamily):
     def build(self, config: Config, num_classes: int, precision: str) -> keras.Model:
         return build_model(config.model, num_classes, precision, config.train.seed)
 
-    def training_batches(self, split: Split, config: Config) -> BatchMaker:
+    def training_batches(self, split: Split, config: Config, num_classes: int) -> BatchMaker:
         return batch_maker(split, config.augment, config.model.crop_size,
-                           config.train.batch_size, config.train.seed)
+                           config.train.batch_size, config.train.seed, num_classes)
 
     def evaluation_batches(self, split: Split, config: Config) -> tf.data.Dataset:
         return evaluation_batches(split, config.model.crop_size, config.train.eval_batch_size)
@@ -169,7 +170,7 @@ class EmbeddingHead(ModelFamily):
     def build(self, config: Config, num_classes: int, precision: str) -> keras.Model:
         return build_head(config.model, num_classes, precision, config.train.seed)
 
-    def training_batches(self, split: Split, config: Config) -> BatchMaker:
+    def training_batches(self, split: Split, config: Config, num_classes: int) -> BatchMaker:
         return embedding_batch_maker(split, config.augment.flip, config.train.batch_size,
                                      config.train.seed)
 

@@ -9,8 +9,8 @@ logits), so existing runs train and resume unchanged. The modern options:
   a resumed run continues the same curve.
 * ``adamw_decay``: decoupled weight decay (AdamW) on the conv and dense
   kernels; biases and batch-norm scales and offsets are not decayed.
-* ``label_smoothing``, and ``model.cosine_margin`` on cosine logits:
-  :class:`SmoothedSparseCrossentropy`.
+* ``label_smoothing``, ``model.cosine_margin`` on cosine logits, and the soft
+  targets of ``augment.mixup`` / ``augment.cutmix``: :class:`SmoothedSparseCrossentropy`.
 * ``ema_decay``: Keras's own weight average (``use_ema``), kept *beside* the
   model: :class:`ModernAdam` never copies it into the model (Keras would do so
   at the end of every ``fit``, i.e. at every evaluation, and training would
@@ -31,6 +31,7 @@ import keras
 import tensorflow as tf
 
 from facefold.config import Config, TrainSpec
+from facefold.data.augment import mixes
 
 LearningRate = float | keras.optimizers.schedules.LearningRateSchedule
 
@@ -116,15 +117,41 @@ def make_optimizer(train: TrainSpec) -> keras.optimizers.Optimizer:
     )
 
 
+def is_soft(y_true: tf.Tensor, y_pred: tf.Tensor) -> bool:
+    """True when ``y_true`` holds soft targets (B, C), one row per image as mixup and cutmix
+    make them, rather than class indices (B,) or (B, 1). Decided on static shapes: Keras
+    casts labels to the loss's float dtype before a loss sees them."""
+    return len(y_true.shape) == 2 and y_true.shape[-1] == y_pred.shape[-1] != 1
+
+
+def targets(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """Target distributions (B, C) in ``y_pred``'s dtype: soft targets as they are, class
+    indices one-hot."""
+    if is_soft(y_true, y_pred):
+        return tf.cast(y_true, y_pred.dtype)
+    labels = tf.reshape(tf.cast(y_true, tf.int32), [-1])
+    return tf.one_hot(labels, tf.shape(y_pred)[-1], dtype=y_pred.dtype)
+
+
+@keras.saving.register_keras_serializable(package="facefold")
+def target_accuracy(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """1 where the top logit is the label, or with soft targets their largest class (a
+    mixed crop counts for the person it shows most of)."""
+    top = tf.argmax(targets(y_true, y_pred), axis=-1)
+    return tf.cast(tf.equal(tf.argmax(y_pred, axis=-1), top), tf.float32)
+
+
 @keras.saving.register_keras_serializable(package="facefold")
 class SmoothedSparseCrossentropy(keras.losses.Loss):
     """Cross-entropy of logits against integer labels with label smoothing and a margin.
 
-    ``y_true`` (B,) int class indices, ``y_pred`` (B, C) logits. The target of
-    an image of class ``y`` is ``1 - label_smoothing + label_smoothing / C`` on
-    ``y`` and ``label_smoothing / C`` on every other class. Keras's sparse
+    ``y_true`` (B,) int class indices or soft targets (B, C) (:func:`is_soft`),
+    ``y_pred`` (B, C) logits. The target of an image of class ``y`` is
+    ``1 - label_smoothing + label_smoothing / C`` on ``y`` and
+    ``label_smoothing / C`` on every other class (a soft target ``t`` becomes
+    ``(1 - label_smoothing) t + label_smoothing / C``). Keras's sparse
     cross-entropy has no smoothing; its categorical one does, on one-hot labels.
-    ``margin`` is subtracted from the true class's logit first: with cosine
+    ``margin`` is subtracted from the logits in proportion to the target first: with cosine
     logits ``s * cos`` and ``margin = s * m`` this is CosFace's loss (Wang et
     al., 2018), which asks each image to be nearer its class than any other by
     the angle margin ``m``.
@@ -136,8 +163,7 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
         self.label_smoothing, self.margin = label_smoothing, margin
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        labels = tf.reshape(tf.cast(y_true, tf.int32), [-1])
-        one_hot = tf.one_hot(labels, tf.shape(y_pred)[-1], dtype=y_pred.dtype)
+        one_hot = targets(y_true, y_pred)
         if self.margin:
             y_pred = y_pred - self.margin * one_hot
         return keras.losses.categorical_crossentropy(
@@ -149,10 +175,11 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
                 "margin": self.margin}
 
 
-def make_loss(train: TrainSpec, margin: float = 0.0) -> keras.losses.Loss:
+def make_loss(train: TrainSpec, margin: float = 0.0, soft: bool = False) -> keras.losses.Loss:
     """Cross-entropy on logits, smoothed when ``train.label_smoothing`` > 0, with ``margin``
-    taken off the true class's logit (see :class:`SmoothedSparseCrossentropy`)."""
-    if train.label_smoothing or margin:
+    taken off the true class's logit, for soft targets too when ``soft`` (see
+    :class:`SmoothedSparseCrossentropy`)."""
+    if train.label_smoothing or margin or soft:
         return SmoothedSparseCrossentropy(train.label_smoothing, margin)
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -208,10 +235,13 @@ def training_weights(model: keras.Model) -> Iterator[None]:
 def compile_model(model: keras.Model, config: Config) -> None:
     """Attach the training setup (also used by bench): the optimizer and cross-entropy loss of
     ``config.train`` (2016 defaults: Adam, plain cross-entropy on logits; CosFace's margin
-    with ``model.cosine_margin``), accuracy."""
+    with ``model.cosine_margin``; soft targets with mixup or cutmix), accuracy."""
+    soft = mixes(config.augment)  # training batches then carry soft targets (evaluation not)
     model.compile(
         optimizer=make_optimizer(config.train),
-        loss=make_loss(config.train, config.model.cosine_scale * config.model.cosine_margin),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        loss=make_loss(config.train, config.model.cosine_scale * config.model.cosine_margin,
+                       soft),
+        metrics=[keras.metrics.MeanMetricWrapper(target_accuracy, name="accuracy") if soft
+                 else keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=False,  # XLA measured slower than oneDNN for this model on CPU
     )

@@ -359,7 +359,7 @@ class Trainer:
 
     def _batch_maker(self) -> BatchMaker:
         """``step -> (x, y)``: a training batch (jittered crops, or embedding views)."""
-        return self.family.training_batches(self.train_split, self.config)
+        return self.family.training_batches(self.train_split, self.config, len(self.labels))
 
     def _evaluation_batches(self) -> tf.data.Dataset:
         """The held-out inputs in order, as the family evaluates them."""
