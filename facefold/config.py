@@ -54,7 +54,10 @@ class ModelSpec:
     (every stage after the first: two 3x3 convs plus a shortcut, a 1x1
     projection where the width changes), ``global_pool`` (global average
     pooling instead of flatten),
-    ``dropout`` (rate before the logits) and ``tta_flip`` (at inference the
+    ``dropout`` (rate before the logits), ``drop_path`` (stochastic depth, Huang
+    et al. 2016: in training each image skips a residual stage's two convs, keeping
+    only its shortcut, with this probability in the last stage and linearly less
+    in earlier ones) and ``tta_flip`` (at inference the
     logits are the mean over the image and its mirror; see
     :mod:`facefold.models.cnn`). ``resize`` is how the crop is brought to
     ``input_size`` (one of :data:`RESIZE_METHODS`).
@@ -100,6 +103,7 @@ class ModelSpec:
     residual: bool = False
     global_pool: bool = False
     dropout: float = 0.0
+    drop_path: float = 0.0  # stochastic depth of the last residual stage (0 = off)
     tta_flip: bool = False
     embedding: str = ""
     cosine_scale: float = 0.0  # 0 = linear logits
@@ -307,6 +311,9 @@ def check_config(cfg: Config) -> None:
              f"{', '.join(RESIZE_METHODS)}, got {m.resize!r}")
     _require(m.weight_decay >= 0, f"model.weight_decay must be >= 0, got {m.weight_decay}")
     _require(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
+    _require(0 <= m.drop_path < 1, f"model.drop_path must be in [0, 1), got {m.drop_path}")
+    _require(not m.drop_path or (m.residual and len(m.conv_channels) >= 2),
+             "model.drop_path drops residual stages: it needs model.residual and 2+ stages")
     _check_embedding_and_members(cfg)
     _require(0 <= a.brightness <= 1, f"augment.brightness must be in [0, 1], got {a.brightness}")
     for name in ("contrast", "saturation"):

@@ -50,6 +50,7 @@ def test_layers_resolve_in_order(tmp_path: Path) -> None:
         ({"train": {"label_smoothing": -0.1}}, "train.label_smoothing must be in [0, 1)"),
         ({"model": {"embedding": "facenet"}}, "model.embedding must be \"\" (a CNN on pixels)"),
         ({"model": {"cosine_margin": 0.3}}, "model.cosine_margin needs cosine logits"),
+        ({"model": {"drop_path": 0.1}}, "model.drop_path drops residual stages: it needs"),
         ({"model": {"cosine_scale": 16.0, "cosine_margin": 1.0}},
          "model.cosine_margin must be in [0, 1)"),
         ({"model": {"resize": "nearest"}},

@@ -171,6 +171,27 @@ def test_cosine_cnn_logits_are_scaled_cosines_of_the_features() -> None:
     assert np.abs(logits).max() <= 16.0 + 1e-4
 
 
+def test_drop_path_drops_whole_residual_branches_per_image() -> None:
+    spec = dataclasses.replace(get_preset("fast-droppath").model, crop_size=16, input_size=16,
+                               drop_path=0.6, tta_flip=False)
+    model = build_model(spec, 3, seed=1)
+    assert model.count_params() == closed_form_parameters(spec, 3)  # it adds no weights
+    layers = [model.get_layer(f"conv{i}_drop_path") for i in (2, 3, 4)]
+    assert [round(layer.rate, 6) for layer in layers] == [0.2, 0.4, 0.6]  # linear to the last
+    gamma = model.get_layer("conv4b_bn").gamma  # zero at init (a block starts as identity)
+    gamma.assign(np.ones(gamma.shape, "float32"))
+    probe = keras.Model(model.input, [layers[-1].input, layers[-1].output])
+    x = np.random.default_rng(0).random((64, 16, 16, 3)).astype("float32")
+    branch, dropped = (t.numpy() for t in probe(x, training=True))
+    kept = np.array([np.allclose(d, b / 0.4, rtol=1e-5, atol=1e-6) for b, d in
+                     zip(branch, dropped, strict=True)])
+    zeroed = np.array([not d.any() for d in dropped])
+    assert (kept ^ zeroed).all()  # each image keeps its whole branch, scaled, or none of it
+    assert 10 < zeroed.sum() < 60  # about 60 % of 64 dropped
+    branch, dropped = (t.numpy() for t in probe(x, training=False))
+    np.testing.assert_array_equal(branch, dropped)  # inference keeps every branch
+
+
 def test_flip_tta_is_the_mean_over_the_image_and_its_mirror() -> None:
     spec = dataclasses.replace(get_preset("modern").model, crop_size=32, input_size=32)
     tta = build_model(spec, 5, seed=3)

@@ -8,7 +8,7 @@ A stage is, by the spec's switches (all off = the 2016 stage)::
 
     plain        conv3x3+ReLU                                 -> max-pool 3/2
     batch_norm   conv3x3 -> BN -> ReLU                        -> max-pool 3/2
-    residual     conv3x3 [BN] ReLU conv3x3 [BN] + shortcut -> ReLU -> max-pool 3/2
+    residual     conv3x3 [BN] ReLU conv3x3 [BN] [drop_path] + shortcut -> ReLU -> max-pool 3/2
                  (shortcut: identity, or a 1x1 conv [BN] where the width changes;
                  stages 2.. only: stage 1 stays one conv, a stem, as a residual block at
                  full resolution would cost about as much as all the later stages)
@@ -43,6 +43,7 @@ CONV_NAME = "conv{}"
 DENSE_NAME = "fc{}"
 # Offsets of the initializer seeds: seed * 1000 + offset + stage (or dense layer) index.
 _SEED_CONV_B, _SEED_SHORTCUT, _SEED_DENSE, _SEED_DROPOUT, _SEED_LOGITS = 30, 60, 100, 198, 199
+_SEED_DROP_PATH = 250
 
 
 @keras.saving.register_keras_serializable(package="facefold")
@@ -178,6 +179,11 @@ def _conv_stage(
         shortcut = x if x.shape[-1] == width else _conv(
             x, width, 1, f"{name}_shortcut", spec, compute, init_seed + _SEED_SHORTCUT
         )
+        if spec.drop_path:  # the whole branch of an image, scaled by 1 / (1 - rate) when kept
+            rate = spec.drop_path * (i - 1) / (len(spec.conv_channels) - 1)
+            y = ResumableDropout(rate, noise_shape=(None, 1, 1, 1),
+                                 seed=seed * 1000 + _SEED_DROP_PATH + i, dtype=compute,
+                                 name=f"{name}_drop_path")(y)
         y = keras.layers.Add(dtype=compute, name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(dtype=compute, name=name)(y)
 

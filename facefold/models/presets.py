@@ -180,6 +180,9 @@ register_preset("fast-mixup", "fast-nogap with mixup (alpha 0.2)",
                 **_merged(FAST_NOGAP, {"augment": {"mixup": 0.2}}))
 register_preset("fast-cutmix", "fast-nogap with cutmix (alpha 1)",
                 **_merged(FAST_NOGAP, {"augment": {"cutmix": 1.0}}))
+register_preset("fast-droppath", "fast-nogap with stochastic depth: residual stages skipped "
+                "with probability 0.033/0.067/0.1 per image in training",
+                **_merged(FAST_NOGAP, {"model": {"drop_path": 0.1}}))
 # CosFace (Wang et al., 2018): a cosine classifier whose loss asks every crop to be nearer its
 # own person than any other by a margin, which also shapes the features the open-set score
 # compares. Scale 30 is above the bound the paper gives for 18 classes at 99 % (about 7) and
