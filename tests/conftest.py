@@ -166,9 +166,11 @@ def tiny_config(steps: int = 30, eval_every: int = 15, preset: str = "seed", **t
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def predictor(tmp_path_factory: pytest.TempPathFactory):
-    """A :class:`facefold.predict.Predictor` of a tiny run, shared by a test module."""
+    """A :class:`facefold.predict.Predictor` of a tiny run, shared by the test session: the
+    serve, hostile-upload and browser tests only read it (none enrolls), and training one per
+    module cost 5 s each."""
     from facefold.predict import Predictor
     from facefold.train import train
 

@@ -107,8 +107,53 @@ def _check_head_builds_and_runs(spec: ModelSpec, rng: np.random.Generator):
                                         np.zeros(8, bool))
 
 
-def _check_trains(cfg: Config) -> None:
-    """Build, run forward, and train three steps of ``cfg``'s own recipe on a tiny batch."""
+# Trained in graph mode, as the trainer trains: tracing a preset's training step costs 4-15 s
+# on a 2-core CPU, most of the time of this file when every preset was traced. Together these
+# switch every option any preset uses both on and off (checked by
+# test_the_compiled_presets_switch_every_option_on_and_off); every other preset takes the same
+# three steps eagerly, through the same layers, optimizer, loss and augmentation code.
+COMPILED = ("seed", "grayscale", "size32-area", "modern", "fast-cosface", "fast-droppath",
+            "fast-mixup", "fast-cutmix", "dlib128", "dlib128-single")
+# Options that draw other numbers through the same graph, for any value.
+SAME_GRAPH_FOR_ANY_VALUE = {("train", "seed")}
+
+
+def _as_trained_here(cfg: Config) -> Config:
+    """``cfg`` as this file trains it: batches of 4 and a warm-up of at most one step."""
+    return cfg.replace(train={"batch_size": 4, "warmup_steps": min(cfg.train.warmup_steps, 1)})
+
+
+def _options(cfg: Config) -> set[tuple[str, str, bool]]:
+    """``(section, option, set)`` for every option of ``cfg``'s model, augmentation and
+    training: ``set`` is True where the value is not the default one."""
+    default = Config()
+    return {(section, f.name, getattr(ours, f.name) != getattr(theirs, f.name))
+            for section in ("model", "augment", "train")
+            for ours, theirs in [(getattr(cfg, section), getattr(default, section))]
+            for f in dataclasses.fields(ours)
+            if (section, f.name) not in SAME_GRAPH_FOR_ANY_VALUE}
+
+
+def _leaf_presets() -> list[Config]:
+    return [_as_trained_here(leaf) for name in list_presets()
+            for leaf in leaf_configs(get_preset(name))]
+
+
+def test_the_compiled_presets_switch_every_option_on_and_off() -> None:
+    """Every option some preset sets, and every option some preset leaves at its default, is
+    also set (resp. left) by one of the presets trained in graph mode."""
+    assert set(COMPILED) <= set(list_presets())
+    used = set().union(*(_options(cfg) for cfg in _leaf_presets()))
+    compiled = set().union(*(_options(_as_trained_here(get_preset(n))) for n in COMPILED))
+    assert used - compiled == set()
+    # Not trivially: some options are switched both ways, and both model families are there.
+    assert ("model", "batch_norm", True) in compiled and ("model", "batch_norm", False) in compiled
+    assert {bool(get_preset(n).model.embedding) for n in COMPILED} == {True, False}
+
+
+def _check_trains(cfg: Config, compiled: bool) -> None:
+    """Build, run forward, and train three steps of ``cfg``'s own recipe on a tiny batch: in
+    graph mode when ``compiled``, else eagerly."""
     spec, rng = cfg.model, np.random.default_rng(0)
     if spec.embedding:
         model, batch, split = _check_head_builds_and_runs(spec, rng)
@@ -116,13 +161,14 @@ def _check_trains(cfg: Config) -> None:
     else:
         model, batch, split = _check_cnn_builds_and_runs(spec, rng)
         batches = training_batches(split, cfg.augment, spec.crop_size, 4, 0, 0, 3, num_classes=7)
+    compile_model(model, cfg)
+    model.run_eagerly = not compiled  # predict and fit alike
     logits = model.predict(batch, verbose=0)
     assert logits.shape == (2, 7)
     assert np.isfinite(logits).all()
-    compile_model(model, cfg)
     before = [w.copy() for w in model.get_weights()]
     history = model.fit(batches, epochs=1, steps_per_epoch=3, shuffle=False, verbose=0)
-    assert np.isfinite(history.history["loss"]).all()
+    assert len(history.history["loss"]) == 1 and np.isfinite(history.history["loss"]).all()
     assert np.isfinite(model.predict(batch, verbose=0)).all()
     changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True)]
     assert any(changed)
@@ -131,7 +177,8 @@ def _check_trains(cfg: Config) -> None:
 @pytest.mark.parametrize("name", list_presets())
 def test_every_preset_builds_runs_and_trains(name: str) -> None:
     """Every preset: closed-form size, finite logits of the right shape, the ReLU layer names,
-    and three training steps of its own recipe (optimizer, loss, augmentation) on a tiny batch.
+    and three training steps of its own recipe (optimizer, loss, augmentation) on a tiny batch,
+    in graph mode for the presets in :data:`COMPILED`, eagerly for the others.
     An ensemble's members are registered presets unchanged, each trained under its own name
     here, so for an ensemble that is what is checked (training them again took 80 s)."""
     cfg = get_preset(name)
@@ -140,8 +187,7 @@ def test_every_preset_builds_runs_and_trains(name: str) -> None:
         assert set(cfg.model.members) <= set(list_presets())
         return
     for member in leaf_configs(cfg):
-        _check_trains(member.replace(
-            train={"batch_size": 4, "warmup_steps": min(member.train.warmup_steps, 1)}))
+        _check_trains(_as_trained_here(member), compiled=name in COMPILED)
 
 
 def test_cosine_head_logits_are_scaled_cosines() -> None:

@@ -138,11 +138,28 @@ def test_explicit_precisions_gpus_and_bad_values_need_no_timing(tmp_path: Path) 
     assert not (tmp_path / CACHE_FILE).exists()
 
 
-def test_a_real_timing_of_a_tiny_model_is_positive() -> None:
-    """The default timer on a real (tiny) network: finite seconds per step."""
+def test_auto_times_a_real_tiny_model_in_both_precisions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default timer on a real (tiny) network, through ``auto``: both precisions timed
+    (bfloat16 told to stop early at twice float32's time), finite seconds, the faster one
+    chosen and cached. (The demo test fakes this timing: it cost 31 s there.)"""
     config = tiny_config(steps=1, eval_every=1)
-    seconds = precision_module.time_training_step(config, 4, "float32")
-    assert 0 < seconds < 60
+    real = precision_module.time_training_step
+    calls: list[tuple[str, float | None]] = []
+
+    def spy(config, num_classes: int, precision: str, stop_above: float | None = None) -> float:
+        calls.append((precision, stop_above))
+        return real(config, num_classes, precision, stop_above)
+
+    monkeypatch.setattr(precision_module, "time_training_step", spy)
+    choice, reason = resolve_precision("auto", config, 4, cache_dir=tmp_path, gpu_bf16=False)
+    (entry,) = json.loads((tmp_path / CACHE_FILE).read_text()).values()
+    seconds = entry["seconds"]
+    assert all(0 < seconds[p] < 60 for p in ("float32", "bfloat16"))
+    assert calls == [("float32", None), ("bfloat16", 2 * seconds["float32"])]
+    assert choice == entry["precision"] == faster_precision(seconds)
+    assert "measured now" in reason
 
 
 def test_a_run_records_its_precision_and_keeps_it_when_resumed(

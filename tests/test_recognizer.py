@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from PIL import Image
 
 from facefold import runs
 from facefold.cli import main
+from facefold.embeddings import dlib128
 from facefold.evaluate.openset_cv import CaseScores
 from facefold.fit import _pooled, _verification, fit, people_groups
 from facefold.predict import UNKNOWN
@@ -37,14 +39,28 @@ def _pictures(folder: Path, label: int, count: int, seed: int) -> list[Path]:
     return paths
 
 
-@pytest.fixture
-def fitted(fake_embedder: FakeEmbedder, tmp_path: Path) -> tuple[Path, Path]:
+@pytest.fixture(scope="module")
+def fitted_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """``(dataset, model)``: 5 people, a dlib128 head fit on every shard, calibrated over 2
-    groups at 10 % false accepts."""
-    data = make_tiny_dataset(tmp_path / "data", classes=5, shards=3, per_shard=6)
-    config = tiny_config(steps=60, eval_every=60, preset="dlib128")
-    fit(data, config, tmp_path / "model", groups=2, far=0.1, **QUIET)
-    return data, tmp_path / "model"
+    groups at 10 % false accepts; fit once for the module (on a fake embedder like the one
+    of :func:`fitted`, which gives the same vectors)."""
+    root = tmp_path_factory.mktemp("fitted")
+    embedder = FakeEmbedder()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dlib128, "load", lambda: embedder)
+        patch.setenv("FACEFOLD_CACHE", str(root / "embedding-cache"))
+        data = make_tiny_dataset(root / "data", classes=5, shards=3, per_shard=6)
+        config = tiny_config(steps=60, eval_every=60, preset="dlib128")
+        fit(data, config, root / "model", groups=2, far=0.1, **QUIET)
+    return data, root / "model"
+
+
+@pytest.fixture
+def fitted(fitted_once: tuple[Path, Path], fake_embedder: FakeEmbedder,
+           tmp_path: Path) -> tuple[Path, Path]:
+    """:func:`fitted_once` with a copy of the model of its own: tests enroll people into it."""
+    data, model = fitted_once
+    return data, Path(shutil.copytree(model, tmp_path / "model"))
 
 
 def test_people_groups_cover_everyone_once() -> None:
