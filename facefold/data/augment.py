@@ -369,7 +369,7 @@ def mix(x: tf.Tensor, labels: tf.Tensor, num_classes: int, spec: AugmentSpec,
     the area actually pasted. Either way the target is ``w * onehot(y_i) + (1 - w) *
     onehot(y_j)``, ``w`` the share of crop ``i`` in the result. See :class:`AugmentSpec`.
     """
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
     size = x.shape[1]
     if spec.cutmix:
         lam_cut = _beta(spec.cutmix, seeds[0])
