@@ -1,9 +1,9 @@
 """Weighted ensembles: weights chosen on an inner split of the training shards, never on the
 held-out ones, and applied alike by the run, predict and export.
 
-The optimizer is checked against hand computations and scipy; the training tests run a tiny
-``reduced`` + ``dlib128`` ensemble (:class:`conftest.FakeEmbedder`, no dlib needed) on the
-3-shard tiny dataset, held-out shard 0, inner shard 1.
+The weight choice is checked against hand computations and a brute-force loop; the training
+tests run a tiny ``reduced`` + ``dlib128`` ensemble (:class:`conftest.FakeEmbedder`, no dlib
+needed) on the 3-shard tiny dataset, held-out shard 0, inner shard 1.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from facefold.embeddings import dlib128
 from facefold.evaluate.cv import run_cv
 from facefold.evaluate.worker import train_in_worker
 from facefold.export import export_run
+from facefold.models.families import Ensemble
 from facefold.models.inference import ensemble_infer, softmax
 from facefold.models.presets import get_preset, member_configs
 from facefold.predict import Predictor
@@ -35,8 +36,8 @@ from facefold.train.ensemble import (
     choose_weights,
     fit_weights,
     inner_shards,
-    log_loss_and_accuracy,
     member_runs,
+    simplex_grid,
     weighted_mean,
 )
 
@@ -57,42 +58,64 @@ def _probabilities(true: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize(("true", "expected"), [
-    # Log-loss -[log(.5 + .4w) + log(.6 - .4w)]: zero derivative where .5 + .4w = .6 - .4w.
-    ([[0.9, 0.2], [0.5, 0.6]], [0.125, 0.875]),
-    # a right on two images, b on the third: -2 log w - log(1 - w) is least at w = 2/3.
-    ([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]], [2 / 3, 1 / 3]),
-    # a is perfect, b is not: the loss falls all the way to w = 1.
+    # Two classes, so an image is named right when its true class gets more than 1/2. With
+    # weight w on a: image 0 is right for .3 + .6w > .5 (w > 1/3), image 1 for .4 + .5w > .5
+    # (w > .2), image 2 for .8 - .7w > .5 (w < 3/7): all three on the grid points .35 and
+    # .40, and the log-loss -[log(.3+.6w) + log(.4+.5w) + log(.8-.7w)] still falls at .40
+    # (its derivative there: -.6/.54 - .5/.6 + .7/.52 = -0.60).
+    ([[0.9, 0.9, 0.1], [0.3, 0.4, 0.8]], [0.40, 0.60]),
+    # The least log-loss alone would give a no weight: -log(.44 + .11w) - 2 log(.95 - .5w)
+    # rises from w = 0 on, where image 0 is wrong. Image 0 is right for w > 6/11, images 1
+    # and 2 for .95 - .5w > .5 (w < .9); on .55 ... .85 the loss is least at .55.
+    ([[0.55, 0.45, 0.45], [0.44, 0.95, 0.95]], [0.55, 0.45]),
+    # a is perfect and b is not: every w >= .5 names all right; the loss falls to w = 1.
     ([[1.0, 1.0, 1.0], [0.6, 0.9, 0.3]], [1.0, 0.0]),
-    # Two equally good members keep the equal weights they start from.
+    # Two equal members: every weight ties on accuracy and loss; equal weights win.
     ([[0.7, 0.4], [0.7, 0.4]], [0.5, 0.5]),
 ])
 def test_weights_match_a_hand_computation(true: list, expected: list) -> None:
     labels, probabilities = _probabilities(true)
     weights = fit_weights(labels, probabilities)
-    np.testing.assert_allclose(weights, expected, atol=1e-6)
+    np.testing.assert_allclose(weights, expected, atol=1e-9)
     assert (weights >= 0).all() and weights.sum() == pytest.approx(1.0, abs=1e-12)
 
 
-def test_weights_are_the_minimum_over_the_simplex() -> None:
-    from scipy.optimize import minimize
-
+def test_weights_are_the_best_grid_point_by_brute_force() -> None:
+    """Against a plain loop over every 1/20 grid point of 3 members, image by image."""
     rng = np.random.default_rng(0)
-    for _ in range(5):
-        probabilities = rng.dirichlet(np.full(4, 0.5), size=(3, 60))  # 3 members, 60 images
-        labels = rng.integers(0, 4, 60)
+    for _ in range(3):
+        probabilities = rng.dirichlet(np.full(4, 0.5), size=(3, 40))  # 3 members, 40 images
+        labels = rng.integers(0, 4, 40)
+        best = None
+        for i in range(21):
+            for j in range(21 - i):
+                w = np.array([i, j, 20 - i - j]) / 20
+                right, loss = 0, 0.0
+                for n in range(40):
+                    mean = [sum(w[m] * probabilities[m, n, c] for m in range(3))
+                            for c in range(4)]
+                    right += int(np.argmax(mean) == labels[n])
+                    loss -= np.log(mean[labels[n]]) / 40
+                key = (right, -round(loss, 12), -np.abs(w - 1 / 3).sum())
+                if best is None or key > best[0]:
+                    best = (key, w)
         weights = fit_weights(labels, probabilities)
+        np.testing.assert_allclose(weights, best[1], atol=1e-12)
         mean = weighted_mean(probabilities, weights)
         np.testing.assert_allclose(mean.sum(axis=1), 1.0, atol=1e-12)
-        assert (weights >= 0).all() and weights.sum() == pytest.approx(1.0, abs=1e-12)
 
-        def loss(w: np.ndarray, p: np.ndarray = probabilities, y: np.ndarray = labels) -> float:
-            return log_loss_and_accuracy(y, weighted_mean(p, w))[0]
 
-        best = minimize(loss, np.full(3, 1 / 3), method="SLSQP", bounds=[(0, 1)] * 3,
-                        constraints={"type": "eq", "fun": lambda w: w.sum() - 1},
-                        options={"ftol": 1e-12})
-        assert loss(weights) <= best.fun + 1e-8
-        assert loss(weights) <= loss(np.full(3, 1 / 3)) + 1e-12
+def test_the_grid_covers_the_simplex_and_coarsens_for_many_members() -> None:
+    grid = simplex_grid(3, 20)
+    assert grid.shape == (231, 3)  # C(22, 2)
+    np.testing.assert_allclose(grid.sum(axis=1), 1.0, atol=1e-12)
+    assert ((grid * 20).round(9) % 1 == 0).all() and (grid >= 0).all()
+    assert len({tuple(row) for row in grid}) == 231
+    assert simplex_grid(2, 4).tolist() == [[0, 1], [.25, .75], [.5, .5], [.75, .25], [1, 0]]
+    # Six members: the grid is coarsened to at most 5,000 points (1/11: C(16, 5) = 4,368).
+    labels, probabilities = _probabilities([[0.6, 0.4]] * 6)
+    weights = fit_weights(labels, probabilities)
+    assert weights.sum() == pytest.approx(1.0) and ((weights * 11).round(9) % 1 == 0).all()
 
 
 @pytest.mark.parametrize("shards", [3, 4, 6])
@@ -205,7 +228,7 @@ def test_weights_come_from_the_inner_split_only(weighted: dict) -> None:
     assert (facts["eval_shards"], facts["excluded_shards"], facts["images"]) == ([1], [0], 32)
     for key in ("log_loss", "accuracy", "equal_log_loss", "equal_accuracy"):
         assert np.isfinite(facts[key])
-    assert facts["log_loss"] <= facts["equal_log_loss"] + 1e-9  # the optimum beats equal
+    assert facts["accuracy"] >= facts["equal_accuracy"]  # equal weights are on the grid
     assert "weights reduced " in weighted["printed"] and "chosen on inner shard 1" in (
         weighted["printed"])
 
@@ -227,6 +250,18 @@ def test_the_held_out_predictions_are_the_weighted_mean(weighted: dict) -> None:
     assert row["weights"] == weights and row["step"] == 2
     accuracy = float((saved["probabilities"].argmax(axis=1) == saved["labels"]).mean())
     assert row["eval_accuracy"] == pytest.approx(accuracy)
+
+
+def test_the_weighing_rule_is_part_of_the_identity(weighted: dict) -> None:
+    """A run weighed by another rule (say, the least log-loss alone) is not this one: its
+    run.json would lack or differ in the rule, and it would be refused, not reused."""
+    info = runs.read_run_info(weighted["case"])
+    assert info["member_weights_rule"] == Ensemble.INNER_WEIGHTS_RULE
+    assert "member_weights_rule" not in runs.read_run_info(
+        runs.ensemble_member_dirs(weighted["case"])["reduced"])
+    assert Ensemble().identity(get_preset("ensemble")) == {}
+    older = {key: value for key, value in info.items() if key != "member_weights_rule"}
+    assert runs.identity_differences(older, info)
 
 
 def test_a_second_call_reuses_every_run(weighted: dict) -> None:

@@ -234,6 +234,16 @@ class Ensemble(ModelFamily):
 
     name = "ensemble"
 
+    # How a weighted ensemble's weights are chosen on its inner shard
+    # (facefold.train.ensemble.fit_weights). Part of its identity, so a run weighed by another
+    # rule is never reused as if this one had chosen its weights.
+    INNER_WEIGHTS_RULE = "most inner accuracy on a 1/20 simplex grid, then least log-loss"
+
+    def identity(self, config: Config) -> dict[str, Any]:
+        if config.model.member_weights != "inner":
+            return {}
+        return {"member_weights_rule": self.INNER_WEIGHTS_RULE}
+
     def members(self, config: Config) -> list[Config]:
         """The members' configs (see :func:`facefold.models.presets.member_configs`)."""
         return member_configs(config)

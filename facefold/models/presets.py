@@ -271,7 +271,18 @@ register_ensemble(
 # the training shards cost one more training of each member per fold.
 register_ensemble(
     "ensemble-weighted", ["fast", "dlib128"],
-    "fast and dlib128, their probabilities weighted by log-loss on an inner split of the "
+    "fast and dlib128, their probabilities weighted by accuracy on an inner split of the "
+    "training shards (one more training of each member per fold)",
+    weights="inner",
+)
+# The same two ways of averaging with the best single from-scratch model as the CNN member.
+register_ensemble(
+    "ensemble-nogap", ["fast-nogap", "dlib128"],
+    "mean probabilities of fast-nogap and dlib128",
+)
+register_ensemble(
+    "ensemble-nogap-weighted", ["fast-nogap", "dlib128"],
+    "fast-nogap and dlib128, their probabilities weighted by accuracy on an inner split of the "
     "training shards (one more training of each member per fold)",
     weights="inner",
 )

@@ -143,7 +143,7 @@ def target_accuracy(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
 
 @keras.saving.register_keras_serializable(package="facefold")
 class SmoothedSparseCrossentropy(keras.losses.Loss):
-    """Cross-entropy of logits against integer labels with label smoothing and a margin.
+    """Cross-entropy of logits against labels or soft targets, with label smoothing and a margin.
 
     ``y_true`` (B,) int class indices or soft targets (B, C) (:func:`is_soft`),
     ``y_pred`` (B, C) logits. The target of an image of class ``y`` is
@@ -163,11 +163,11 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
         self.label_smoothing, self.margin = label_smoothing, margin
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        one_hot = targets(y_true, y_pred)
+        target = targets(y_true, y_pred)  # one-hot, or the soft targets of mixup/cutmix
         if self.margin:
-            y_pred = y_pred - self.margin * one_hot
+            y_pred = y_pred - self.margin * target
         return keras.losses.categorical_crossentropy(
-            one_hot, y_pred, from_logits=True, label_smoothing=self.label_smoothing
+            target, y_pred, from_logits=True, label_smoothing=self.label_smoothing
         )
 
     def get_config(self) -> dict[str, Any]:
