@@ -232,11 +232,17 @@ def member_configs(config: Config) -> list[Config]:
     return members
 
 
-def register_ensemble(name: str, members: list[str], description: str,
+def register_ensemble(name: str, members: list[str], description: str | None = None,
                       weights: str = "equal") -> None:
     """Register an ensemble of registered presets, its members weighed ``weights``
     (``model.member_weights``); its one point on the accuracy curve sits at the longest
-    member's last step (see :mod:`facefold.train.ensemble`)."""
+    member's last step (see :mod:`facefold.train.ensemble`). Without a ``description``, one
+    is made from the members and how they are weighed."""
+    if description is None:
+        names = " and ".join(members)
+        description = (f"mean probabilities of {names}" if weights == "equal" else
+                       f"{names}, their probabilities weighted by accuracy on an inner split "
+                       "of the training shards (one more training of each member per fold)")
     steps = max(get_preset(m).train.steps for m in members)
     register_preset(name, description, model={"members": members, "member_weights": weights},
                     train={"steps": steps})
@@ -269,23 +275,10 @@ register_ensemble(
 )
 # Equal weights let a weak member pull the strong one down; weights chosen on an inner split of
 # the training shards cost one more training of each member per fold.
-register_ensemble(
-    "ensemble-weighted", ["fast", "dlib128"],
-    "fast and dlib128, their probabilities weighted by accuracy on an inner split of the "
-    "training shards (one more training of each member per fold)",
-    weights="inner",
-)
+register_ensemble("ensemble-weighted", ["fast", "dlib128"], weights="inner")
 # The same two ways of averaging with the best single from-scratch model as the CNN member.
-register_ensemble(
-    "ensemble-nogap", ["fast-nogap", "dlib128"],
-    "mean probabilities of fast-nogap and dlib128",
-)
-register_ensemble(
-    "ensemble-nogap-weighted", ["fast-nogap", "dlib128"],
-    "fast-nogap and dlib128, their probabilities weighted by accuracy on an inner split of the "
-    "training shards (one more training of each member per fold)",
-    weights="inner",
-)
+register_ensemble("ensemble-nogap", ["fast-nogap", "dlib128"])
+register_ensemble("ensemble-nogap-weighted", ["fast-nogap", "dlib128"], weights="inner")
 register_ensemble(
     "fast-x2", ["fast", "fast-s1"],
     "from scratch: mean probabilities of fast and fast-s1 (two seeds of the same recipe)",

@@ -32,9 +32,9 @@ which are then applied to the members' ordinary runs (trained on every training
 shard) on the held-out shards. One inner shard, not an inner cross-validation
 over every training shard: it costs one extra training per member and fold
 instead of one per training shard, and a few hundred images pin down two or
-three weights. The inner runs see one shard
-less than the members they stand for, so they are a little weaker; the
-weights are the best ones for models trained that way.
+three weights. The inner runs see one shard less than the members they stand
+for, so they are a little weaker; the weights are the best ones for models
+trained that way.
 
 **Curve**: members evaluate at different steps (``fast`` every 500 of 2,000,
 ``dlib128`` every 250 of 1,000) and keep only their final predictions, so
@@ -145,16 +145,11 @@ def fit_weights(labels: np.ndarray, probabilities: np.ndarray, resolution: int =
     while resolution > 1 and math.comb(resolution + count - 1, count - 1) > max_points:
         resolution -= 1
     grid = simplex_grid(count, resolution)
-    rows = np.arange(len(labels))
     scores = []  # (accuracy, -log-loss, -distance to equal) of each grid point
-    for chunk in np.array_split(grid, max(1, len(grid) // 64)):
-        mean = np.einsum("pm,mnc->pnc", chunk, probabilities)  # (P, N, C)
-        accuracy = (mean.argmax(axis=2) == labels).mean(axis=1)
-        loss = -np.log(np.maximum(mean[:, rows, labels], PROBABILITY_FLOOR)).mean(axis=1)
-        distance = np.abs(chunk - 1.0 / count).sum(axis=1)
-        scores.extend(zip(accuracy, -np.round(loss, 12), -distance, strict=True))
-    best = max(range(len(grid)), key=scores.__getitem__)
-    return grid[best]
+    for weights in grid:
+        loss, accuracy = log_loss_and_accuracy(labels, weighted_mean(probabilities, weights))
+        scores.append((accuracy, -round(loss, 12), -np.abs(weights - 1.0 / count).sum()))
+    return grid[max(range(len(grid)), key=scores.__getitem__)]
 
 
 def inner_shards(eval_shards: Sequence[int], num_shards: int) -> list[int]:
