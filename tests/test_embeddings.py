@@ -10,6 +10,7 @@ import csv
 import functools
 import io
 import json
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -313,6 +314,35 @@ def test_experiment_compares_an_ensemble_that_reuses_its_members(
     ensemble_line = next(line for line in printed.splitlines() if line.startswith("ensemble  "))
     assert "nan" not in ensemble_line and "  -  " in ensemble_line  # ... shown as "-"
     assert (out / "ensemble" / "per_person.csv").is_file() and (out / "report.html").is_file()
+
+
+def test_a_later_experiment_reuses_finished_member_runs_it_was_not_asked_for(
+    fake_embedder: FakeEmbedder, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Members left finished in OUT by an earlier experiment are reused although they are
+    not presets of this one; an unfinished one is trained into the ensemble's members/."""
+    data = make_tiny_dataset(tmp_path / "data", classes=3, shards=2, per_shard=6)
+    toml = tmp_path / "small.toml"
+    toml.write_text('[model]\ncrop_size = 32\ninput_size = 32\n'
+                    '[train]\nbatch_size = 12\nprecision = "float32"\n')
+    out = tmp_path / "out"
+    common = ["--steps", "4", "--eval-every", "2", "--config", str(toml), "--out", str(out)]
+    assert main(["experiment", str(data), "--baseline", "fast", "--presets", "dlib128",
+                 "--folds", "0,1", *common]) == 0
+    shutil.rmtree(out / "fast" / "case-1" / "checkpoints")  # case 1 of fast: unfinished
+    (out / "fast" / "case-1" / "predictions.npz").unlink()
+    capsys.readouterr()
+    assert main(["experiment", str(data), "--baseline", "dlib128", "--presets", "ensemble",
+                 "--folds", "0,1", *common]) == 0
+    printed = capsys.readouterr().out
+    case0, case1 = out / "ensemble" / "case-0", out / "ensemble" / "case-1"
+    assert not (case0 / "members").exists()
+    members = json.loads((case0 / "ensemble.json").read_text())["members"]
+    assert {m["preset"]: Path(m["run"]).parts[-2:] for m in members} == {
+        "fast": ("fast", "case-0"), "dlib128": ("dlib128", "case-0")}
+    assert f"member fast: reusing the finished run {out / 'fast' / 'case-0'}" in printed
+    assert (case1 / "members" / "fast" / "predictions.npz").is_file()
+    assert not (case1 / "members" / "dlib128").exists()  # a preset of this experiment
 
 
 def test_an_ensembles_time_to_accuracy_is_its_members_training_time(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ cross-validation resumes where it stopped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,16 +87,12 @@ def prepare_cv_dir(data_dir: str | Path, config: Config, out: Path, cases: list[
     runs.write_cv_info(out, runs.cv_info(data, data_dir, cases, config, **extra))
 
 
-def cv_trials(config: Config, out: Path, cases: Sequence[int], name: str = "",
-              members: Mapping[str, Path] | None = None) -> list[Trial]:
+def cv_trials(config: Config, out: Path, cases: Sequence[int], name: str = "") -> list[Trial]:
     """One trial per case: train on every shard but k, evaluate on k, in ``OUT/case-k``.
-
-    ``members`` (ensembles): the CV folders, by preset, whose ``case-k`` runs are the
-    members' runs of case k (an experiment hands over its own presets' folders).
-    """
+    An ensemble's trials hand no member its folder (an experiment adds its own, see
+    :func:`facefold.evaluate.experiment.run_experiment`)."""
     prefix = f"{name}/" if name else ""
-    return [Trial(f"{prefix}{runs.case_dir(out, k).name}", config, k, runs.case_dir(out, k),
-                  {p: runs.case_dir(d, k) for p, d in (members or {}).items()})
+    return [Trial(f"{prefix}{runs.case_dir(out, k).name}", config, k, runs.case_dir(out, k))
             for k in cases]
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,8 @@ def run_experiment(
     ``baseline`` (default ``seed``) is added when missing. Unknown presets and folders holding other
     runs are errors before any training (``restart`` discards such runs instead).
     ``executor`` runs the (preset, fold) trials locally one after another or as parallel
-    Ray tasks; an ensemble's members are the experiment's own runs of those presets.
+    Ray tasks; an ensemble's members are the experiment's own runs of those presets, or
+    finished runs of them that an earlier experiment left in ``OUT`` (:func:`_member_runs`).
     Returns the result (the caller writes the comparison: :mod:`facefold.report.comparison`).
     """
     data_dir, out = Path(data_dir), Path(out)
@@ -138,13 +139,8 @@ def run_experiment(
     trials = []
     for name, config in configs.items():
         log(f"preset {name}: {describe_preset(name)}")
-        members = {}
-        if isinstance(family_of(config), Ensemble):
-            # Members that are presets of this experiment reuse its own runs of them.
-            members = {m.preset: runs.preset_dir(out, m.preset)
-                       for m in family_of(config).members(config)
-                       if m.preset in configs and configs[m.preset] == m}
-        trials += cv_trials(config, runs.preset_dir(out, name), cases, name, members)
+        trials += [replace(trial, members=_member_runs(out, config, configs, data, trial.fold))
+                   for trial in cv_trials(config, runs.preset_dir(out, name), cases, name)]
 
     def write_folders() -> None:
         runs.write_experiment_info(out, {
@@ -156,6 +152,28 @@ def run_experiment(
 
     run_trials(data_dir, trials, executor, log, restart, before=write_folders)
     return compare_presets(out, names, baseline)
+
+
+def _member_runs(out: Path, config: Config, configs: dict[str, Config], data: dict,
+                 case: int) -> dict[str, Path]:
+    """The run folders, by member preset, handed to an ensemble's case ``case`` (empty for
+    other families). A member that is a preset of this experiment gets the experiment's own
+    ``OUT/<member>/case-K`` (trained there when unfinished). Any other member gets that
+    folder only when it already holds a finished run of exactly the member (left by an
+    earlier experiment into ``OUT``), so that it is reused, not trained again into
+    ``members/``; an unfinished one is never trained there, since its CV folder is not this
+    experiment's."""
+    family = family_of(config)
+    if not isinstance(family, Ensemble):
+        return {}
+    handed = {}
+    for member in family.members(config):
+        run_dir = runs.case_dir(runs.preset_dir(out, member.preset), case)
+        if configs.get(member.preset) == member or runs.is_finished(
+                run_dir, runs.run_identity(data, [case], member, None,
+                                           family_of(member).identity(member))):
+            handed[member.preset] = run_dir
+    return handed
 
 
 def compare_presets(
