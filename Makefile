@@ -28,8 +28,10 @@ $(DEV): $(BASE)
 demo: $(BASE)  ## SYNTHETIC-face cross-validation, a few minutes on 2 CPU cores
 	$(BIN)/facefold demo --out runs/demo
 
+# One pytest worker per core (at most 4), each taking whole files, so that a file's
+# module-scoped fixtures are built once.
 test: $(DEV)  ## the whole test suite (skips real-data tests when ../shared is absent)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 lint: $(DEV)
 	$(BIN)/ruff check facefold tests
