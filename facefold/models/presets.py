@@ -191,7 +191,8 @@ FAST_64_LONG = _merged(FAST_NOGAP, {"model": {"input_size": 64},
 register_preset("fast-64-long", "fast-nogap on the crop resized to 64x64 for 4,500 steps "
                 "(about fast-nogap's FLOPs), eval every 500, warm-up 450", **FAST_64_LONG)
 # The two recipes that each gained about a point on one fold, together: mixup regularizes, and
-# the longer schedule gives it the steps it needs to fit mixed targets.
+# the longer schedule gives it the steps it needs to fit mixed targets. On celeb21's folds 0
+# and 1 it gained nothing over fast-64-long (16 crops gained, 18 lost; docs/results.md).
 register_preset("fast-64-mixup", "fast-64-long with mixup (alpha 0.2)",
                 **_merged(FAST_64_LONG, {"augment": {"mixup": 0.2}}))
 # CosFace (Wang et al., 2018): a cosine classifier whose loss asks every crop to be nearer its
