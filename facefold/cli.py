@@ -481,7 +481,7 @@ def _add_deploy_commands(commands: argparse._SubParsersAction) -> None:
     fit.add_argument("--out", type=Path, required=True, help="model folder (resumes if present)")
     fit.add_argument("--groups", type=int, default=4,
                      help="leave-people-out groups for the calibration (each trains one more "
-                     "model without its people; default 4)")
+                     "model without its people, an ensemble one per member; default 4)")
     fit.add_argument("--far", type=float, default=0.01,
                      help="share of strangers the threshold accepts (default 0.01)")
     fit.add_argument("--enrollment-test", type=int, default=0, metavar="N",

@@ -14,6 +14,15 @@ can be enrolled later without retraining (:meth:`facefold.predict.Predictor.enro
 Verification ("same person?") gets its own threshold at ``far`` from pairs of pictures of
 the strangers.
 
+**Ensembles** fit like one network: each member is fit into ``MODEL/members/<preset>`` and
+each calibration group's model is an ensemble of the same members. A weighted ensemble
+(``model.member_weights = "inner"``) has its weights chosen by the rule of a
+cross-validated one (:func:`facefold.train.ensemble.fit_weights`), on the calibration
+models' held-out pictures of their known people: every model weighed was trained without
+the pictures it is weighed on. The ensemble's features (centroids, cosine score,
+verification) are its members' unit features side by side, so the cosine is the (weighted)
+mean of the members' cosines (:func:`facefold.models.inference.combine_outputs`).
+
 The model folder is an ordinary run folder plus ``threshold.json``, ``centroids.npy`` (of
 every person, from all the training pictures) and a model card (``model_card.json`` and
 ``MODEL_CARD.md``: data and its fingerprint, people, the calibration's numbers, versions).
@@ -23,7 +32,7 @@ every person, from all the training pictures) and a model card (``model_card.jso
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,10 +52,18 @@ from facefold.evaluate.openset import (
     threshold_at_far,
     unit_rows,
 )
-from facefold.evaluate.openset_cv import CaseScores, case_scores, split_people
+from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_people
 from facefold.models.families import Ensemble, SplitSource, family_of
+from facefold.models.inference import combine_outputs, softmax
 from facefold.predict import Predictor
+from facefold.train.ensemble import fit_weights, log_loss_and_accuracy, member_runs
 from facefold.train.trainer import Log, Trainer, versions
+
+# The shards of a network's inputs (a CNN's pictures, an embedding head's embeddings) for
+# the people a model is trained on: an ensemble's members take different inputs.
+Inputs = Callable[[Config], list[Split]]
+# {"logits", "features"} of a model's networks on some pictures, one dict per network.
+NetworkOutputs = list[dict[str, np.ndarray]]
 
 DEFAULT_FIT_FAR = 0.01  # one stranger in a hundred accepted as someone
 # The score is chosen per model by its own calibration. Measured on celeb21 (AUROC / known
@@ -120,35 +137,191 @@ def _verification(parts: Sequence[CaseScores], far: float) -> dict[str, float]:
             "other_pairs": len(other_all)}
 
 
-def calibrate(data_dir: Path, config: Config, model_dir: Path, splits: list[Split],
+def networks(config: Config, run_dir: Path) -> list[tuple[Config, Path]]:
+    """The networks that make up ``config``'s model in ``run_dir`` and their run folders:
+    the run itself, or an ensemble's members in ``RUN/members/<preset>``."""
+    if isinstance(family_of(config), Ensemble):
+        return member_runs(config, run_dir)
+    return [(config, run_dir)]
+
+
+def train_model(
+    data_dir: Path, config: Config, run_dir: Path, inputs: Inputs, eval_shards: Sequence[int],
+    log: Log, name: str, people: Sequence[str] | None, data: dict, restart: bool = False,
+    hold_out: bool = True,
+) -> list[tuple[Config, Path]]:
+    """Train (or resume, or find finished) the model of ``config`` in ``run_dir``: one run,
+    or an ensemble's folder with a run per member inside; returns :func:`networks`. An
+    ensemble's ``ensemble.json`` is written once its weights are known
+    (:func:`write_ensemble`)."""
+    found = networks(config, run_dir)
+    if isinstance(family_of(config), Ensemble):
+        identity = runs.run_identity(data, eval_shards, config, people,
+                                     family_of(config).identity(config))
+        runs.prepare_run_dir(run_dir, identity, list(people or read_labels(data_dir)),
+                             runs.run_notes(data_dir, 0), versions(), restart)
+    for network, path in found:
+        label = name if path == run_dir else f"{name}/{network.preset}"
+        Trainer(data_dir, network, path, eval_shards, inputs(network), log, name=label,
+                people=people, restart=restart, data=data, hold_out=hold_out).run()
+    return found
+
+
+def by_people(inputs: Inputs, left_out: Sequence[int], count: int
+              ) -> Callable[[Config], tuple[list[Split], list[Split]]]:
+    """``inputs`` split into the shards of the people kept (relabelled) and of the
+    ``left_out`` ones (:func:`~facefold.evaluate.openset_cv.split_people`), once per network."""
+    done: dict[str, tuple[list[Split], list[Split]]] = {}
+
+    def split(network: Config) -> tuple[list[Split], list[Split]]:
+        if network.preset not in done:
+            done[network.preset] = split_people(inputs(network), left_out, count)
+        return done[network.preset]
+
+    return split
+
+
+def network_outputs(found: Sequence[tuple[Config, Path]],
+                    pictures: Callable[[Config], Split]) -> NetworkOutputs:
+    """Each network's outputs on its own inputs of the same pictures (``pictures(network)``);
+    ``ValueError`` when two networks' inputs hold other labels (other pictures)."""
+    outputs, first = [], None
+    for network, path in found:
+        split = pictures(network)
+        if first is not None and not np.array_equal(first.labels, split.labels):
+            raise ValueError(f"the inputs of {network.preset} hold other pictures than those of "
+                             f"{found[0][0].preset}")
+        first = first or split
+        outputs.append(Predictor.load(path).outputs_for_model_inputs(split.images))
+    return outputs
+
+
+def model_outputs(outputs: NetworkOutputs, weights: Sequence[float] | None
+                  ) -> dict[str, np.ndarray]:
+    """The model's outputs from its networks': one network's own, or the ensemble's
+    (:func:`facefold.models.inference.combine_outputs`, as ``predict`` computes them)."""
+    return outputs[0] if len(outputs) == 1 else combine_outputs(outputs, weights)
+
+
+@dataclass(frozen=True)
+class _GroupOutputs:
+    """One calibration group's network outputs: on the training pictures, on the held-out
+    shard's pictures of the known people, and on the group's people (strangers to it)."""
+
+    trained: NetworkOutputs
+    trained_labels: np.ndarray
+    known: NetworkOutputs
+    known_labels: np.ndarray
+    unknown: NetworkOutputs
+    unknown_labels: np.ndarray
+    classes: int
+
+
+def choose_fit_weights(config: Config, groups: Sequence[_GroupOutputs]
+                       ) -> tuple[list[float] | None, dict[str, Any] | None]:
+    """A weighted ensemble's member weights (``model.member_weights = "inner"``) and the facts
+    of the choice, or ``(None, None)`` for any other model. Chosen by the rule of a
+    cross-validated weighted ensemble (:func:`facefold.train.ensemble.fit_weights`) on the
+    calibration models' held-out pictures of their known people: pictures none of the
+    models weighed was trained on, and never the model's own training pictures."""
+    if not isinstance(family_of(config), Ensemble) or config.model.member_weights != "inner":
+        return None, None
+    width = max(g.classes for g in groups)  # the groups know different numbers of people
+
+    def padded(logits: np.ndarray) -> np.ndarray:  # people a group lacks: probability 0
+        out = np.zeros((len(logits), width))
+        out[:, :logits.shape[1]] = softmax(logits)
+        return out
+
+    labels = np.concatenate([g.known_labels for g in groups])
+    members = len(groups[0].known)
+    probabilities = np.stack([np.concatenate([padded(g.known[m]["logits"]) for g in groups])
+                              for m in range(members)])
+    weights = fit_weights(labels, probabilities)
+    loss, accuracy = log_loss_and_accuracy(labels, np.tensordot(weights, probabilities, 1))
+    equal_loss, equal_accuracy = log_loss_and_accuracy(labels, probabilities.mean(axis=0))
+    facts = {"source": "the calibration groups' held-out pictures of their known people",
+             "images": len(labels), "log_loss": loss, "accuracy": accuracy,
+             "equal_log_loss": equal_loss, "equal_accuracy": equal_accuracy}
+    return [float(w) for w in weights], facts
+
+
+def write_ensemble(run_dir: Path, found: Sequence[tuple[Config, Path]],
+                   weights: Sequence[float] | None) -> None:
+    """An ensemble's ``ensemble.json`` in ``run_dir`` (nothing for one network); how the
+    weights were chosen is in the model card (``calibration.weights_choice``)."""
+    if len(found) == 1 and found[0][1] == run_dir:
+        return
+    presets = [network.preset for network, _ in found]
+    runs.write_ensemble(run_dir, {network.preset: path for network, path in found},
+                        dict.fromkeys(presets, False),
+                        None if weights is None else dict(zip(presets, weights, strict=True)))
+
+
+def _calibration_group(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
+                       labels: list[str], g: int, group: list[int], data: dict, log: Log
+                       ) -> _GroupOutputs:
+    """Train (or find) calibration group ``g``'s model, without the ``group`` people, held out
+    shard ``g % shards``; its networks' outputs."""
+    k = g % len(data["shards"])
+    known_names = [n for i, n in enumerate(labels) if i not in group]
+    log(f"[fit] calibration group {g}: {len(group)} people left out "
+        f"({', '.join(labels[i] for i in group)}); evaluated on shard {k}")
+    split = by_people(inputs, group, len(labels))
+
+    def trained(network: Config) -> Split:
+        return concat([s for j, s in enumerate(split(network)[0]) if j != k])
+
+    def known(network: Config) -> Split:
+        return split(network)[0][k]
+
+    def unknown(network: Config) -> Split:
+        return concat(split(network)[1])
+
+    found = train_model(data_dir, config, runs.calibration_dir(model_dir, g),
+                        lambda network: split(network)[0], [k], log, f"group-{g}",
+                        known_names, data)
+    first = found[0][0]
+    return _GroupOutputs(
+        network_outputs(found, trained), trained(first).labels,
+        network_outputs(found, known), known(first).labels,
+        network_outputs(found, unknown), unknown(first).labels, len(known_names))
+
+
+def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
               labels: list[str], groups: int, far: float, data: dict, log: Log
-              ) -> tuple[dict[str, Any], list[CaseScores]]:
-    """Leave-people-out calibration (see the module docstring); returns the report and the
-    per-group scores."""
-    parts, closed = [], []
-    for g, group in enumerate(people_groups(len(labels), groups, config.train.seed)):
-        k = g % len(splits)
-        known_splits, unknown_splits = split_people(splits, group, len(labels))
-        known_names = [n for i, n in enumerate(labels) if i not in group]
-        run_dir = runs.calibration_dir(model_dir, g)
-        log(f"[fit] calibration group {g}: {len(group)} people left out "
-            f"({', '.join(labels[i] for i in group)}); evaluated on shard {k}")
-        Trainer(data_dir, config, run_dir, [k], known_splits, log, name=f"group-{g}",
-                people=known_names, data=data).run()
-        predictor = Predictor.load(run_dir)
-        trained = concat([s for j, s in enumerate(known_splits) if j != k])
-        parts.append(case_scores(predictor, trained, known_splits[k],
-                                 concat(unknown_splits), model_inputs=True))
-        closed.append(float(parts[-1].correct.mean()))
+              ) -> tuple[dict[str, Any], list[float] | None]:
+    """Leave-people-out calibration (see the module docstring); ``inputs`` gives each
+    network's shards of the ``labels`` people. Returns the report and a weighted ensemble's
+    weights (:func:`choose_fit_weights`; the report holds them by preset, and the facts of
+    their choice)."""
+    outputs = [
+        _calibration_group(data_dir, config, model_dir, inputs, labels, g, group, data, log)
+        for g, group in enumerate(people_groups(len(labels), groups, config.train.seed))]
+    weights, facts = choose_fit_weights(config, outputs)
+    parts = []
+    for g, group_outputs in enumerate(outputs):
+        write_ensemble(runs.calibration_dir(model_dir, g),
+                       networks(config, runs.calibration_dir(model_dir, g)), weights)
+        parts.append(scores_of_outputs(
+            model_outputs(group_outputs.trained, weights), group_outputs.trained_labels,
+            model_outputs(group_outputs.known, weights), group_outputs.known_labels,
+            model_outputs(group_outputs.unknown, weights), group_outputs.unknown_labels,
+            group_outputs.classes))
     scores = _pooled(parts, far)
     chosen = max(scores, key=lambda n: (scores[n]["known_accuracy"], scores[n]["auroc"]))
-    return {
+    report = {
         "groups": groups, "far": far, "scores": scores, "score": chosen,
         "verification": _verification(parts, far),
-        "closed_set_accuracy": float(np.mean(closed)),
+        "closed_set_accuracy": float(np.mean([p.correct.mean() for p in parts])),
         "known_images": int(sum(len(p.correct) for p in parts)),
         "unknown_images": int(sum(len(p.unknown_labels) for p in parts)),
-    }, parts
+    }
+    if weights is not None:
+        report["weights"] = dict(zip([n.preset for n, _ in networks(config, model_dir)],
+                                     weights, strict=True))
+        report["weights_choice"] = facts
+    return report, weights
 
 
 def fit(
@@ -161,23 +334,20 @@ def fit(
     ``restart``."""
     if not 0 < far < 1:
         raise ValueError(f"--far must be in (0, 1), got {far}")
-    if isinstance(family_of(config), Ensemble):
-        raise ValueError("fit makes one network; fit each member, or use `facefold cv` to "
-                         "measure an ensemble")
     data_dir, out = Path(data_dir), Path(out)
     family_of(config).check_available(config)
     data = runs.data_fingerprint(data_dir)
     labels = read_labels(data_dir)
     people_groups(len(labels), groups, config.train.seed)  # fail before any training
     source = SplitSource(data_dir, log)
-    splits = source.get(config)
     started = time.perf_counter()
-    trainer = Trainer(data_dir, config, out, [], source, log, name="fit", restart=restart,
-                      data=data, hold_out=False)
-    trainer.run()
+    found = train_model(data_dir, config, out, source.get, [], log, "fit", None, data,
+                        restart, hold_out=False)
     fit_seconds = time.perf_counter() - started
-    calibration, _ = calibrate(data_dir, config, out, splits, labels, groups, far, data, log)
-    _write_decision(out, splits, labels, calibration)
+    calibration, weights = calibrate(data_dir, config, out, source.get, labels, groups, far,
+                                     data, log)
+    write_ensemble(out, found, weights)
+    _write_decision(out, found, source.get, weights, labels, calibration)
     chosen = calibration["scores"][calibration["score"]]
     card = _model_card(data_dir, data, config, calibration, fit_seconds,
                        time.perf_counter() - started)
@@ -188,13 +358,16 @@ def fit(
     return FitResult(out, card)
 
 
-def _write_decision(model_dir: Path, splits: list[Split], labels: list[str],
+def _write_decision(model_dir: Path, found: Sequence[tuple[Config, Path]], inputs: Inputs,
+                    weights: Sequence[float] | None, labels: list[str],
                     calibration: dict[str, Any]) -> None:
     """Every person's centroid (from all their training pictures) and ``threshold.json``."""
-    predictor = Predictor.load(model_dir)
-    everything = concat(splits)
-    features = predictor.outputs_for_model_inputs(everything.images)["features"]
-    runs.write_centroids(model_dir, class_centroids(features, everything.labels, len(labels)))
+    def everything(network: Config) -> Split:
+        return concat(inputs(network))
+
+    features = model_outputs(network_outputs(found, everything), weights)["features"]
+    runs.write_centroids(model_dir, class_centroids(features, everything(found[0][0]).labels,
+                                                    len(labels)))
     chosen = calibration["scores"][calibration["score"]]
     runs.write_threshold(model_dir, {
         "score": calibration["score"], "threshold": chosen["threshold"],
@@ -222,18 +395,24 @@ def measure_enrollment(
     new, strange = sorted(order[:newcomers].tolist()), sorted(
         order[newcomers:newcomers + strangers].tolist())
     data = runs.data_fingerprint(data_dir)
-    splits = SplitSource(data_dir, log).get(config)
-    known_splits, other_splits = split_people(splits, new + strange, len(labels))
+    source = SplitSource(data_dir, log)
+    split = by_people(source.get, new + strange, len(labels))
+
+    def known(network: Config) -> list[Split]:
+        return split(network)[0]
+
     known_names = [n for i, n in enumerate(labels) if i not in new + strange]
-    Trainer(data_dir, config, out, [], known_splits, log, name="fit", people=known_names,
-            data=data, hold_out=False).run()
-    calibration, _ = calibrate(data_dir, config, out, known_splits, known_names, groups, far,
-                               data, log)
-    _write_decision(out, known_splits, known_names, calibration)
+    found = train_model(data_dir, config, out, known, [], log, "fit", known_names, data,
+                        hold_out=False)
+    calibration, weights = calibrate(data_dir, config, out, known, known_names, groups, far,
+                                     data, log)
+    write_ensemble(out, found, weights)
+    _write_decision(out, found, known, weights, known_names, calibration)
     (out / runs.GALLERY_FILE).unlink(missing_ok=True)  # a rerun enrolls afresh
     predictor = Predictor.load(out)
-    others = concat(other_splits)
-    features = predictor.outputs_for_model_inputs(others.images)["features"]
+    others = concat(split(found[0][0])[1])
+    features = model_outputs(network_outputs(found, lambda n: concat(split(n)[1])),
+                             weights)["features"]
     rng = np.random.default_rng(config.train.seed + 2)
     tests = []
     for label in new:
@@ -273,6 +452,19 @@ def _model_card(data_dir: Path, data: dict, config: Config, calibration: dict,
     }
 
 
+def _members_text(card: dict[str, Any]) -> str:
+    """An ensemble's members and their weights, for the model card ("" for one network)."""
+    members = card["config"]["model"].get("members") or []
+    if card["family"] != Ensemble.name or not members:
+        return ""
+    weights = card["calibration"].get("weights")
+    if weights is None:
+        return f" An ensemble: the mean probabilities of {', '.join(members)}."
+    chosen = ", ".join(f"{p} {w:.2f}" for p, w in weights.items())
+    return (f" An ensemble: the weighted mean probabilities of {chosen}, the weights chosen "
+            "on the calibration models' held-out pictures of their known people.")
+
+
 def format_model_card(card: dict[str, Any]) -> str:
     """``MODEL_CARD.md``: the card in words."""
     cal = card["calibration"]
@@ -295,7 +487,7 @@ Made {card['made']} by facefold {card['facefold_version']} (`facefold fit`), on
 
 ## Model
 Preset `{card['preset']}` ({card['family']} family), trained on every shard: no picture was
-held out of this model.
+held out of this model.{_members_text(card)}
 
 ## Unknown people
 Calibrated by leave-people-out over {cal['groups']} groups: each group's people were left out of

@@ -19,6 +19,9 @@ from PIL import Image
 
 from facefold import runs
 from facefold.cli import main
+from facefold.config import Config
+from facefold.data.pipeline import decode_shards
+from facefold.data.records import read_labels
 from facefold.embeddings import dlib128
 from facefold.evaluate.openset_cv import CaseScores
 from facefold.fit import _pooled, _verification, fit, people_groups
@@ -44,13 +47,18 @@ def fitted_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """``(dataset, model)``: 5 people, a dlib128 head fit on every shard, calibrated over 2
     groups at 10 % false accepts; fit once for the module (on a fake embedder like the one
     of :func:`fitted`, which gives the same vectors)."""
-    root = tmp_path_factory.mktemp("fitted")
+    return _fit_tiny(tmp_path_factory.mktemp("fitted"),
+                     tiny_config(steps=60, eval_every=60, preset="dlib128"))
+
+
+def _fit_tiny(root: Path, config: Config) -> tuple[Path, Path]:
+    """``(dataset, model)``: ``config`` fit on a tiny dataset of 5 people in 3 shards under
+    ``root`` and calibrated over 2 groups at 10 % false accepts, on a fake embedder."""
     embedder = FakeEmbedder()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(dlib128, "load", lambda: embedder)
         patch.setenv("FACEFOLD_CACHE", str(root / "embedding-cache"))
         data = make_tiny_dataset(root / "data", classes=5, shards=3, per_shard=6)
-        config = tiny_config(steps=60, eval_every=60, preset="dlib128")
         fit(data, config, root / "model", groups=2, far=0.1, **QUIET)
     return data, root / "model"
 
@@ -223,3 +231,105 @@ def test_serve_enrolls_behind_a_flag(fitted: tuple[Path, Path], tmp_path: Path,
     bad = post(client, "/api/enroll?name=person_0", stranger[0])
     assert bad.status_code == 400 and "trained on" in bad.json()["error"]
     assert "newcomer" in Predictor.load(model).people  # written to the model folder
+
+
+def test_combine_outputs_by_hand() -> None:
+    """An ensemble's features: each member's unit features times the root of its weight, so
+    the cosine of two pictures is the weighted mean of the members' cosines."""
+    from facefold.models.inference import combine_outputs
+
+    a = {"logits": np.log(np.array([[0.5, 0.5], [0.9, 0.1]])),
+         "features": np.array([[3.0, 4.0], [4.0, 3.0]])}
+    b = {"logits": np.log(np.array([[0.1, 0.9], [0.3, 0.7]])),
+         "features": np.array([[0.0, 2.0, 0.0], [0.0, 0.0, 5.0]])}
+    out = combine_outputs([a, b], [0.25, 0.75])
+    np.testing.assert_allclose(np.exp(out["logits"]), [[0.2, 0.8], [0.45, 0.55]], atol=1e-6)
+    np.testing.assert_allclose(out["features"][0],
+                               [0.5 * 0.6, 0.5 * 0.8, 0, np.sqrt(0.75), 0], atol=1e-6)
+    # cos_a = (0.6*0.8 + 0.8*0.6) = 0.96, cos_b = 0: weighted mean 0.25 * 0.96
+    cosine = out["features"][0] @ out["features"][1]
+    assert cosine == pytest.approx(0.24, abs=1e-6)
+    assert np.linalg.norm(out["features"], axis=1) == pytest.approx([1.0, 1.0])
+    equal = combine_outputs([a, b])
+    assert equal["features"][0] @ equal["features"][1] == pytest.approx(0.48, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def fitted_ensemble(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(dataset, model)``: a weighted ensemble of a small CNN and a dlib128 head (on the fake
+    embedder), fit on 5 people and calibrated over 2 groups at 10 % false accepts."""
+    config = tiny_config(steps=60, eval_every=60, preset="ensemble-weighted").replace(
+        model={"members": ["reduced", "dlib128"]})
+    return _fit_tiny(tmp_path_factory.mktemp("fitted-ensemble"), config)
+
+
+def test_fit_makes_a_calibrated_weighted_ensemble(
+        fitted_ensemble: tuple[Path, Path], fake_embedder: FakeEmbedder,
+        tmp_path: Path) -> None:
+    from facefold.export import export_run
+    from facefold.models.inference import softmax
+    from facefold.predict import Predictor
+
+    data, model = fitted_ensemble
+    members = runs.ensemble_member_dirs(model)
+    assert members == {"reduced": model / "members" / "reduced",
+                       "dlib128": model / "members" / "dlib128"}
+    assert all(runs.read_run_info(path)["eval_shards"] == [] for path in members.values())
+    card = json.loads((model / runs.MODEL_CARD_JSON).read_text())
+    weights = runs.ensemble_weights(model)
+    assert weights == card["calibration"]["weights"] and sum(weights.values()) == 1.0
+    assert "weighted mean probabilities of reduced" in (model / runs.MODEL_CARD_MD).read_text()
+
+    # The weights name the most held-out known pictures of the calibration models right, of
+    # every weight on a 1/20 grid, and of those have the least log-loss (computed here from
+    # the groups' member runs themselves).
+    def held_out_probabilities(group: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        run_dir = runs.calibration_dir(model, group)
+        k = runs.read_run_info(run_dir)["eval_shards"][0]
+        people = runs.read_run_labels(run_dir)
+        split = decode_shards(data)[k]
+        names = read_labels(data)
+        keep = np.isin([names[i] for i in split.labels], people)
+        labels = np.array([people.index(names[i]) for i in split.labels[keep]])
+        probabilities = [softmax(Predictor.load(run_dir / "members" / m).outputs_for_arrays(
+            split.images[keep])["logits"]) for m in ("reduced", "dlib128")]
+        return labels, probabilities
+
+    right, loss = np.zeros(21), np.zeros(21)
+    for group in (0, 1):
+        labels, (cnn, head) = held_out_probabilities(group)
+        for i, w in enumerate(np.linspace(0, 1, 21)):
+            mean = w * cnn + (1 - w) * head
+            right[i] += (mean.argmax(axis=1) == labels).sum()
+            loss[i] -= np.log(mean[np.arange(len(labels)), labels]).sum()
+    best = max(range(21), key=lambda i: (right[i], -loss[i]))
+    assert weights["reduced"] == pytest.approx(best / 20, abs=1e-9)
+    assert np.ptp(loss) > 0  # the log-loss decides: a wrong choice would be seen
+
+    # predict averages the members' probabilities with those weights; the features are the
+    # members' unit features side by side, weighed, so the centroids have both widths.
+    ensemble, cnn, head = (Predictor.load(p) for p in (model, *members.values()))
+    pictures = np.stack([class_pattern(i % 5, np.random.default_rng(i), 40) for i in range(8)])
+    pictures = np.stack([ensemble.to_array(Image.fromarray(p)) for p in pictures])
+    out = ensemble.outputs_for_arrays(pictures)
+    parts = [p.outputs_for_arrays(pictures) for p in (cnn, head)]
+    expected = (weights["reduced"] * softmax(parts[0]["logits"])
+                + weights["dlib128"] * softmax(parts[1]["logits"]))
+    np.testing.assert_allclose(softmax(out["logits"]), expected, atol=1e-5)
+    unit = [f / np.linalg.norm(f, axis=1, keepdims=True) for f in
+            (parts[0]["features"], parts[1]["features"])]
+    cosines = weights["reduced"] * unit[0] @ unit[0].T + weights["dlib128"] * unit[1] @ unit[1].T
+    np.testing.assert_allclose(out["features"] @ out["features"].T, cosines, atol=1e-5)
+    centroids = np.load(model / runs.CENTROIDS_FILE)
+    assert centroids.shape == (5, parts[0]["features"].shape[1] + 128)
+    threshold = json.loads((model / runs.THRESHOLD_FILE).read_text())
+    assert ensemble.info.threshold == threshold and ensemble.info.centroids is not None
+    assert (ensemble.outputs_for_arrays(pictures)["logits"].argmax(axis=1)
+            == np.arange(8) % 5).mean() >= 0.75
+
+    # The export carries the members, the weights, the threshold and the centroids.
+    exported = Predictor.load(export_run(model, "keras", tmp_path / "export"))
+    assert exported.info.threshold == threshold and exported.member_weights == weights
+    np.testing.assert_allclose(exported.info.centroids, centroids)
+    np.testing.assert_allclose(exported.outputs_for_arrays(pictures)["logits"], out["logits"],
+                               atol=1e-4)

@@ -43,6 +43,8 @@ import numpy as np
 from scipy.special import logsumexp, softmax
 from scipy.stats import rankdata
 
+from facefold.models.inference import unit_rows
+
 SCORES = ("msp", "max_logit", "energy", "cosine")
 # Chosen by data (preset size48, one case each; AUROC msp / max_logit / energy / cosine):
 #   celeb21, 4 of 18 people unknown, seed 0, shard 0: 0.793 / 0.818 / 0.817 / 0.799
@@ -71,12 +73,6 @@ def class_centroids(features: np.ndarray, labels: np.ndarray, num_classes: int) 
             raise ValueError(f"class {c} has no training image: cannot compute its centroid")
         centroids[c] = members.mean(axis=0)
     return unit_rows(centroids)
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows of ``x`` scaled to length 1 (zero rows stay zero)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def open_set_scores(

@@ -177,16 +177,26 @@ def case_scores(predictor: Predictor, trained: Split, known: Split, unknown: Spl
     ``model_inputs`` what the family's network takes (an embedding head: embeddings)."""
     outputs = predictor.outputs_for_model_inputs if model_inputs else (
         predictor.outputs_for_arrays)
-    train_features = outputs(trained.images)["features"]
-    centroids = class_centroids(train_features, trained.labels, len(predictor.labels))
-    known_out = outputs(known.images)
-    other = outputs(unknown.images)
-    known_scores = open_set_scores(known_out["logits"], known_out["features"], centroids)
-    nearest = (unit_rows(known_out["features"]) @ centroids.T).argmax(axis=1)
+    return scores_of_outputs(outputs(trained.images), trained.labels, outputs(known.images),
+                             known.labels, outputs(unknown.images), unknown.labels,
+                             len(predictor.labels))
+
+
+def scores_of_outputs(
+    trained: dict[str, np.ndarray], trained_labels: np.ndarray, known: dict[str, np.ndarray],
+    known_labels: np.ndarray, unknown: dict[str, np.ndarray], unknown_labels: np.ndarray,
+    classes: int,
+) -> CaseScores:
+    """:func:`case_scores` from a model's outputs (``{"logits", "features"}``) on the
+    training pictures, the held-out pictures of its ``classes`` known people and the
+    unknown people's pictures."""
+    centroids = class_centroids(trained["features"], trained_labels, classes)
+    nearest = (unit_rows(known["features"]) @ centroids.T).argmax(axis=1)
     return CaseScores(
-        known_scores, open_set_scores(other["logits"], other["features"], centroids),
-        known_out["logits"].argmax(axis=1) == known.labels, nearest == known.labels,
-        centroids, other["features"], unknown.labels)
+        open_set_scores(known["logits"], known["features"], centroids),
+        open_set_scores(unknown["logits"], unknown["features"], centroids),
+        known["logits"].argmax(axis=1) == known_labels, nearest == known_labels,
+        centroids, unknown["features"], unknown_labels)
 
 
 def evaluate_case(

@@ -127,28 +127,47 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def ensemble_infer(members: Sequence[Infer], weights: Sequence[float] | None = None) -> Infer:
-    """Inference of an ensemble: log of the mean of the members' softmax probabilities as
-    ``logits`` (so softmax gives the mean back), the members' ``features`` concatenated.
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to length 1 (zero rows stay zero)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    ``weights`` (one per member, summing to 1) make it the weighted mean, as a weighted
-    ensemble's run computed its predictions (:mod:`facefold.train.ensemble`); None is the
-    plain mean.
+
+def combine_outputs(outputs: Sequence[dict[str, np.ndarray]],
+                    weights: Sequence[float] | None = None) -> dict[str, np.ndarray]:
+    """An ensemble's ``{"logits", "features"}`` from its members' outputs on the same images.
+
+    ``logits`` are the log of the mean of the members' softmax probabilities (so softmax
+    gives the mean back); ``weights`` (one per member, summing to 1) make it the weighted
+    mean, in float64 as a weighted ensemble's run averaged its predictions
+    (:mod:`facefold.train.ensemble`); None is the plain mean.
+
+    ``features`` are each member's unit-length features times the square root of its weight
+    (1/M each without weights), side by side. They have unit length, and the cosine of two of
+    them is the weighted mean of the members' cosines: each member counts by its weight in
+    the cosine open-set score and in verification, whatever the scale of its own features
+    (raw features side by side would let the member with the longest vectors decide).
     """
+    if weights is not None and len(weights) != len(outputs):
+        raise ValueError(f"{len(weights)} weights for {len(outputs)} ensemble members")
+    probabilities = [softmax(out["logits"]) for out in outputs]
+    if weights is None:
+        mean = np.mean(probabilities, axis=0)
+        scales = np.full(len(outputs), 1.0 / len(outputs))
+    else:
+        mean = np.tensordot(np.asarray(weights, np.float64),
+                            np.asarray(probabilities, np.float64), axes=1)
+        scales = np.asarray(weights, np.float64)
+    return {
+        "logits": np.log(np.maximum(mean, np.finfo(np.float32).tiny)),
+        "features": np.concatenate([np.sqrt(scale) * unit_rows(out["features"])
+                                    for scale, out in zip(scales, outputs, strict=True)],
+                                   axis=1).astype(np.float32),
+    }
+
+
+def ensemble_infer(members: Sequence[Infer], weights: Sequence[float] | None = None) -> Infer:
+    """Inference of an ensemble: :func:`combine_outputs` of its members' inference."""
     if weights is not None and len(weights) != len(members):
         raise ValueError(f"{len(weights)} weights for {len(members)} ensemble members")
-
-    def infer(images: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = [member(images) for member in members]
-        probabilities = [softmax(out["logits"]) for out in outputs]
-        if weights is None:
-            mean = np.mean(probabilities, axis=0)
-        else:  # in float64, as the run's predictions were averaged
-            mean = np.tensordot(np.asarray(weights, np.float64),
-                                np.asarray(probabilities, np.float64), axes=1)
-        return {
-            "logits": np.log(np.maximum(mean, np.finfo(np.float32).tiny)),
-            "features": np.concatenate([out["features"] for out in outputs], axis=1),
-        }
-
-    return infer
+    return lambda images: combine_outputs([member(images) for member in members], weights)

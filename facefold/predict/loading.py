@@ -118,9 +118,11 @@ def _check_outputs(model: keras.Model, labels: list[str], where: Path) -> None:
 def _load_ensemble(folder: Path, member_dirs: dict[str, Path], kind: str,
                    step: int | None, weights: dict[str, float] | None = None,
                    tta: bool | None = None,
-                   load_checkpoint: CheckpointLoader | None = None) -> LoadedModel:
+                   load_checkpoint: CheckpointLoader | None = None,
+                   threshold: dict[str, Any] | None = None) -> LoadedModel:
     """The members (runs or exports, by preset name) of an ensemble as one model, their
-    probabilities averaged with ``weights`` (by preset; None: equally)."""
+    probabilities averaged with ``weights`` (by preset; None: equally); ``threshold`` and the
+    folder's centroids are the ensemble's own (a ``facefold fit`` ensemble has them)."""
     members = {name: load_model_folder(path, tta, load_checkpoint)
                for name, path in member_dirs.items()}
     if len(members) < 2:
@@ -136,7 +138,8 @@ def _load_ensemble(folder: Path, member_dirs: dict[str, Path], kind: str,
                 "image size or channels: they cannot be averaged"
             )
     info = ModelInfo(first.labels, first.image_size, first.crop_size, first.channels, kind,
-                     folder, step, family=Ensemble.name)
+                     folder, step, threshold, runs.read_centroids(folder, len(first.labels)),
+                     family=Ensemble.name)
     order = None if weights is None else [weights[name] for name in members]
     return LoadedModel(info, ensemble_infer([m.infer for m in members.values()], order),
                        members=members, weights=weights)
@@ -160,7 +163,8 @@ def _load_run(run_dir: Path, tta: bool | None = None,
             raise FileNotFoundError(f"{run_dir / runs.ENSEMBLE_FILE} is missing: the ensemble "
                                     "has not been combined yet")
         return _load_ensemble(run_dir, members, "run", config.train.steps,
-                              runs.ensemble_weights(run_dir), tta, load_checkpoint)
+                              runs.ensemble_weights(run_dir), tta, load_checkpoint,
+                              runs.read_threshold(run_dir))
     found = runs.latest_checkpoint(run_dir)
     if found is None:
         raise FileNotFoundError(
@@ -256,7 +260,8 @@ def _load_export(folder: Path) -> LoadedModel:
                    runs.contained(folder, m.get("export"), "ensemble.members.export", where)
                    for m in entries}
         return _load_ensemble(folder, members, meta["format"], meta.get("step"),
-                              runs.check_member_weights(entries, where))
+                              runs.check_member_weights(entries, where),
+                              threshold=meta.get("threshold"))
     family = export_family(meta, where)
     model_path = folder / runs.MODEL_FILES[meta["format"]]
     if not model_path.exists():
