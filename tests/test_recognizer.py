@@ -327,6 +327,19 @@ def test_fit_makes_a_calibrated_weighted_ensemble(
     assert (ensemble.outputs_for_arrays(pictures)["logits"].argmax(axis=1)
             == np.arange(8) % 5).mean() >= 0.75
 
+    # The recognizer ranks a known person first by the ensemble's cosine score and enrolls a
+    # newcomer into it. (Whether it accepts them depends on the threshold, which on this
+    # tiny data is 0.9999: the 60-step CNN won all the weight, and its features are close.)
+    from facefold import Recognizer
+
+    recognizer = Recognizer.load(model)
+    known = _pictures(tmp_path / "known", 3, 4, seed=31)
+    faces = [recognizer.recognize(p, detect=False)[0] for p in known]
+    assert all(f.score_name == threshold["score"] for f in faces)
+    assert [f.top[0][0] for f in faces].count("person_3") >= 3
+    assert recognizer.enroll("newcomer", _pictures(tmp_path / "new", 7, 3, seed=32),
+                             detect=False) == 3
+
     # The export carries the members, the weights, the threshold and the centroids.
     exported = Predictor.load(export_run(model, "keras", tmp_path / "export"))
     assert exported.info.threshold == threshold and exported.member_weights == weights
