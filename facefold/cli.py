@@ -148,6 +148,7 @@ def _cmd_dataset_build(args: argparse.Namespace) -> None:
     build_dataset(
         args.src, args.out, shards=args.shards, per_class=args.per_class, size=args.size,
         seed=args.seed, overwrite=args.overwrite, near_duplicates=args.near_dup_distance,
+        spare=args.spare,
     )
 
 
@@ -616,6 +617,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="drop pictures whose 256-bit perceptual hash is within BITS of an "
                        "earlier kept one (default 16; measured on face crops: edited copies "
                        "mostly <= 16, other photos >= 20); 0 = off")
+    build.add_argument("--spare", type=Path, metavar="DIR",
+                       help="also write the kept people's pictures that --per-class sampling "
+                       "left out to DIR (new or empty), one sub-folder per person: pictures no "
+                       "shard holds, for `facefold evaluate MODEL DIR`")
     build.set_defaults(func=_cmd_dataset_build)
     inspect = dataset_commands.add_parser("inspect", help="check shards, print counts, montage")
     inspect.add_argument("data", type=Path)

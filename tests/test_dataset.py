@@ -225,6 +225,42 @@ def test_same_seed_same_bytes_other_seed_differs(
     assert other["people"] != manifest["people"] or picked_other != picked
 
 
+def test_spare_holds_the_pictures_no_shard_holds(
+    built: tuple[Path, dict, list[str]], source: Path, tmp_path: Path
+) -> None:
+    out, manifest, _ = built
+    lines: list[str] = []
+    kwargs = {"shards": SHARDS, "per_class": PER_CLASS, "size": SIZE, "seed": 0}
+    with_spare = build_dataset(source, tmp_path / "ds", spare=tmp_path / "spare",
+                               log=lines.append, **kwargs)
+    assert with_spare["shard_sha256"] == manifest["shard_sha256"]  # the same shards
+    # Distinct readable pictures by hand: alice 14 (notes.jpg is text), bob 15 (no_suffix is a
+    # JPEG, broken.jpg is not), carol 14 (copy.png is a duplicate), dave 14 (zz_alice.jpg too);
+    # 13 of each are in the shards.
+    assert with_spare["spare"]["pictures"] == {"alice": 1, "bob": 2, "carol": 1, "dave": 1}
+    in_shards = {r.source_sha256[:8] for shard in read_all(out) for r in shard}
+    spare_files = sorted((tmp_path / "spare").glob("*/*.jpg"))
+    assert len(spare_files) == 5 and sorted(p.parent.name for p in spare_files) == [
+        "alice", "bob", "bob", "carol", "dave"]
+    for path in spare_files:
+        stem, digest = path.stem.rsplit("-", 1)
+        assert digest not in in_shards
+        original = source / path.parent.name / next(
+            f.name for f in (source / path.parent.name).iterdir() if f.stem == stem)
+        assert file_sha256(original).startswith(digest)
+        with Image.open(path) as image:
+            assert image.size == (SIZE, SIZE)
+    assert any("spare: 5 pictures no shard holds" in line for line in lines)
+    # A spare folder that is not empty, or inside the source, is refused before any work.
+    with pytest.raises(FileExistsError, match=r"spare folder .* not empty"):
+        build_dataset(source, tmp_path / "ds2", spare=tmp_path / "spare", log=lambda _: None,
+                      **kwargs)
+    with pytest.raises(ValueError, match="inside the source folder"):
+        build_dataset(source, tmp_path / "ds3", spare=source / "spare", log=lambda _: None,
+                      **kwargs)
+    assert not (tmp_path / "ds2").exists() and not (source / "spare").exists()
+
+
 def test_overwrite_is_refused_then_replaces_stale_shards(source: Path, tmp_path: Path) -> None:
     out = tmp_path / "ds"
     quiet = {"per_class": 12, "size": 16, "log": lambda _: None}

@@ -82,6 +82,7 @@ def build_dataset(
     overwrite: bool = False,
     jpeg_quality: int = 95,
     near_duplicates: int = neardup.DEFAULT_DISTANCE,
+    spare: str | Path | None = None,
     log: Log = print,
 ) -> dict[str, Any]:
     """Turn ``SRC/<person>/<images>`` into a balanced, sharded dataset in ``out``.
@@ -96,6 +97,12 @@ def build_dataset(
     perceptual hash is at most ``near_duplicates`` bits from an earlier kept
     crop anywhere in the tree (0 disables; the default 16 is explained in
     :mod:`facefold.data.neardup`).
+
+    ``spare`` names a new (or empty) folder for the kept people's pictures that sampling
+    left out, as the same crops, one sub-folder per person: pictures no shard holds, for
+    ``facefold evaluate MODEL SPARE`` to check a model on pictures it never saw. Without
+    the near-duplicate check they may be near-copies of shard pictures (the log says so).
+    The shards are the same with or without it.
 
     Nothing in ``out`` changes until the new dataset is complete in a
     temporary sibling folder (so the disk needs room for both); then the two
@@ -126,6 +133,8 @@ def build_dataset(
             "pass --overwrite (overwrite=True) to replace it"
         )
 
+    spare = _check_spare(Path(spare).resolve(), src, out) if spare is not None else None
+
     folders = person_folders(src, exclude=out)
     _check_folder_names(src, folders)
     log(f"scanning {len(folders)} person folders in {src}")
@@ -135,7 +144,7 @@ def build_dataset(
 
     rng = np.random.default_rng(seed)
     people = [kept[i] for i in rng.permutation(len(kept))]
-    shard_records = _distribute(people, scan.crops, per_class, shards, rng)
+    shard_records, spares = _distribute(people, scan.crops, per_class, shards, rng)
 
     # Only now, with everything validated, is anything written.
     _remove_stale_temporaries(out)
@@ -146,10 +155,54 @@ def build_dataset(
             jpeg_quality=jpeg_quality, near_duplicates=near_duplicates, people=people,
             counts=counts, hashes=hashes, scan=scan, dropped=dropped,
         )
+        if spare is not None:
+            manifest["spare"] = _write_spare(spare, spares)
         records.write_json_atomic(stage / records.MANIFEST_FILE, manifest)
         _publish(stage, out)
     _log_summary(log, manifest, out)
+    if spare is not None:
+        _log_spare(log, manifest)
     return manifest
+
+
+def _check_spare(spare: Path, src: Path, out: Path) -> Path:
+    """The spare folder, refused (``FileExistsError``/``ValueError`` naming it) when it is a
+    file, a non-empty folder, or inside the source or the dataset folder."""
+    if spare.exists() and (not spare.is_dir() or any(spare.iterdir())):
+        raise FileExistsError(f"spare folder {spare} exists and is not empty: choose a new one")
+    for inside, what in ((src, "source"), (out, "dataset")):
+        if spare == inside or inside in spare.parents:
+            raise ValueError(f"spare folder {spare} is inside the {what} folder {inside}: "
+                             "choose one outside it")
+    return spare
+
+
+def _write_spare(spare: Path, spares: dict[str, list[_Crop]]) -> dict[str, Any]:
+    """Write the spare crops, ``SPARE/<person>/<source stem>-<sha256[:8]>.jpg``, into a
+    temporary sibling renamed onto ``spare`` when complete; returns the manifest entry."""
+    spare.parent.mkdir(parents=True, exist_ok=True)
+    tmp = spare.parent / _temporary_name("spare", spare.name)
+    try:
+        for name, crops in spares.items():
+            folder = tmp / name
+            folder.mkdir(parents=True)
+            for crop in crops:
+                (folder / f"{Path(crop.file).stem}-{crop.sha256[:8]}.jpg").write_bytes(crop.jpeg)
+        if spare.exists():
+            spare.rmdir()  # empty, checked before the scan
+        os.replace(tmp, spare)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"folder": str(spare), "pictures": {n: len(c) for n, c in spares.items()}}
+
+
+def _log_spare(log: Log, manifest: dict[str, Any]) -> None:
+    counts = manifest["spare"]["pictures"]
+    log(f"spare: {sum(counts.values())} pictures no shard holds in {manifest['spare']['folder']}"
+        f" ({min(counts.values())}-{max(counts.values())} per person)")
+    if not manifest["near_dup_distance"]:
+        log("spare: the near-duplicate check is off (--near-dup-distance 0), so some spare "
+            "pictures may be near-copies of shard pictures and flatter a check on them")
 
 
 def _manifest(
@@ -574,15 +627,20 @@ def _distribute(
     per_class: int,
     shards: int,
     rng: np.random.Generator,
-) -> list[list[records.Record]]:
+) -> tuple[list[list[records.Record]], dict[str, list[_Crop]]]:
     """Sample ``per_class`` crops per person and deal them out to shards, shuffled within each.
 
-    ``people`` is in label order; returns one list of records per shard.
+    ``people`` is in label order; returns one list of records per shard, and per person the
+    crops not sampled (in scan order).
     """
     out: list[list[records.Record]] = [[] for _ in range(shards)]
+    spares: dict[str, list[_Crop]] = {}
     base = per_class // shards
     for label, name in enumerate(people):
-        picked = [crops[name][i] for i in rng.choice(len(crops[name]), per_class, replace=False)]
+        chosen = rng.choice(len(crops[name]), per_class, replace=False)
+        picked = [crops[name][i] for i in chosen]
+        left = set(range(len(crops[name]))) - {int(i) for i in chosen}
+        spares[name] = [crops[name][i] for i in sorted(left)]
         extras = _extra_shards(label, per_class, shards)
         start = 0
         for shard in range(shards):
@@ -593,7 +651,7 @@ def _distribute(
             )
             start += count
     # Shuffle so a shard read front to back is not sorted by person.
-    return [[shard[i] for i in rng.permutation(len(shard))] for shard in out]
+    return [[shard[i] for i in rng.permutation(len(shard))] for shard in out], spares
 
 
 def _write(
