@@ -56,7 +56,12 @@ from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_pe
 from facefold.models.families import Ensemble, SplitSource, family_of
 from facefold.models.inference import combine_outputs, softmax
 from facefold.predict import Predictor
-from facefold.train.ensemble import fit_weights, log_loss_and_accuracy, member_runs
+from facefold.train.ensemble import (
+    fit_weights,
+    log_loss_and_accuracy,
+    member_runs,
+    weighted_mean,
+)
 from facefold.train.trainer import Log, Trainer, versions
 
 # The shards of a network's inputs (a CNN's pictures, an embedding head's embeddings) for
@@ -181,19 +186,20 @@ def by_people(inputs: Inputs, left_out: Sequence[int], count: int
     return split
 
 
-def network_outputs(found: Sequence[tuple[Config, Path]],
-                    pictures: Callable[[Config], Split]) -> NetworkOutputs:
-    """Each network's outputs on its own inputs of the same pictures (``pictures(network)``);
-    ``ValueError`` when two networks' inputs hold other labels (other pictures)."""
-    outputs, first = [], None
+def network_outputs(found: Sequence[tuple[Config, Path]], pictures: Callable[[Config], Split]
+                    ) -> tuple[NetworkOutputs, np.ndarray]:
+    """Each network's outputs on its own inputs of the same pictures (``pictures(network)``),
+    and the pictures' labels; ``ValueError`` when two networks' inputs hold other labels
+    (other pictures)."""
+    outputs, labels = [], None
     for network, path in found:
         split = pictures(network)
-        if first is not None and not np.array_equal(first.labels, split.labels):
+        if labels is not None and not np.array_equal(labels, split.labels):
             raise ValueError(f"the inputs of {network.preset} hold other pictures than those of "
                              f"{found[0][0].preset}")
-        first = first or split
+        labels = split.labels
         outputs.append(Predictor.load(path).outputs_for_model_inputs(split.images))
-    return outputs
+    return outputs, labels
 
 
 def model_outputs(outputs: NetworkOutputs, weights: Sequence[float] | None
@@ -238,7 +244,7 @@ def choose_fit_weights(config: Config, groups: Sequence[_GroupOutputs]
     probabilities = np.stack([np.concatenate([padded(g.known[m]["logits"]) for g in groups])
                               for m in range(members)])
     weights = fit_weights(labels, probabilities)
-    loss, accuracy = log_loss_and_accuracy(labels, np.tensordot(weights, probabilities, 1))
+    loss, accuracy = log_loss_and_accuracy(labels, weighted_mean(probabilities, weights))
     equal_loss, equal_accuracy = log_loss_and_accuracy(labels, probabilities.mean(axis=0))
     facts = {"source": "the calibration groups' held-out pictures of their known people",
              "images": len(labels), "log_loss": loss, "accuracy": accuracy,
@@ -281,11 +287,8 @@ def _calibration_group(data_dir: Path, config: Config, model_dir: Path, inputs: 
     found = train_model(data_dir, config, runs.calibration_dir(model_dir, g),
                         lambda network: split(network)[0], [k], log, f"group-{g}",
                         known_names, data)
-    first = found[0][0]
-    return _GroupOutputs(
-        network_outputs(found, trained), trained(first).labels,
-        network_outputs(found, known), known(first).labels,
-        network_outputs(found, unknown), unknown(first).labels, len(known_names))
+    return _GroupOutputs(*network_outputs(found, trained), *network_outputs(found, known),
+                         *network_outputs(found, unknown), len(known_names))
 
 
 def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
@@ -365,9 +368,9 @@ def _write_decision(model_dir: Path, found: Sequence[tuple[Config, Path]], input
     def everything(network: Config) -> Split:
         return concat(inputs(network))
 
-    features = model_outputs(network_outputs(found, everything), weights)["features"]
-    runs.write_centroids(model_dir, class_centroids(features, everything(found[0][0]).labels,
-                                                    len(labels)))
+    outputs, picture_labels = network_outputs(found, everything)
+    features = model_outputs(outputs, weights)["features"]
+    runs.write_centroids(model_dir, class_centroids(features, picture_labels, len(labels)))
     chosen = calibration["scores"][calibration["score"]]
     runs.write_threshold(model_dir, {
         "score": calibration["score"], "threshold": chosen["threshold"],
@@ -410,13 +413,12 @@ def measure_enrollment(
     _write_decision(out, found, known, weights, known_names, calibration)
     (out / runs.GALLERY_FILE).unlink(missing_ok=True)  # a rerun enrolls afresh
     predictor = Predictor.load(out)
-    others = concat(split(found[0][0])[1])
-    features = model_outputs(network_outputs(found, lambda n: concat(split(n)[1])),
-                             weights)["features"]
+    outputs, other_labels = network_outputs(found, lambda n: concat(split(n)[1]))
+    features = model_outputs(outputs, weights)["features"]
     rng = np.random.default_rng(config.train.seed + 2)
     tests = []
     for label in new:
-        pictures = rng.permutation(np.flatnonzero(others.labels == label))
+        pictures = rng.permutation(np.flatnonzero(other_labels == label))
         predictor.enroll_features(labels[label], features[pictures[:shots]])
         tests += [(i, labels[label]) for i in pictures[shots:]]
     threshold = calibration["scores"]["cosine"]["threshold"]
@@ -424,7 +426,7 @@ def measure_enrollment(
     best, value = similarity.argmax(axis=1), similarity.max(axis=1)
     people = predictor.people
     named = [people[best[i]] == name and value[i] >= threshold for i, name in tests]
-    strangers_in = np.isin(others.labels, strange)
+    strangers_in = np.isin(other_labels, strange)
     result = {
         "newcomers": [labels[i] for i in new], "strangers": [labels[i] for i in strange],
         "trained_people": len(known_names), "shots": shots, "threshold": threshold,
