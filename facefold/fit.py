@@ -56,12 +56,7 @@ from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_pe
 from facefold.models.families import Ensemble, SplitSource, family_of
 from facefold.models.inference import combine_outputs, softmax
 from facefold.predict import Predictor
-from facefold.train.ensemble import (
-    fit_weights,
-    log_loss_and_accuracy,
-    member_runs,
-    weighted_mean,
-)
+from facefold.train.ensemble import member_runs, weights_and_facts
 from facefold.train.trainer import Log, Trainer, versions
 
 # The shards of a network's inputs (a CNN's pictures, an embedding head's embeddings) for
@@ -243,12 +238,9 @@ def choose_fit_weights(config: Config, groups: Sequence[_GroupOutputs]
     members = len(groups[0].known)
     probabilities = np.stack([np.concatenate([padded(g.known[m]["logits"]) for g in groups])
                               for m in range(members)])
-    weights = fit_weights(labels, probabilities)
-    loss, accuracy = log_loss_and_accuracy(labels, weighted_mean(probabilities, weights))
-    equal_loss, equal_accuracy = log_loss_and_accuracy(labels, probabilities.mean(axis=0))
+    weights, scores = weights_and_facts(labels, probabilities)
     facts = {"source": "the calibration groups' held-out pictures of their known people",
-             "images": len(labels), "log_loss": loss, "accuracy": accuracy,
-             "equal_log_loss": equal_loss, "equal_accuracy": equal_accuracy}
+             **scores}
     return [float(w) for w in weights], facts
 
 

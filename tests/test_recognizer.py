@@ -346,3 +346,56 @@ def test_fit_makes_a_calibrated_weighted_ensemble(
     np.testing.assert_allclose(exported.info.centroids, centroids)
     np.testing.assert_allclose(exported.outputs_for_arrays(pictures)["logits"], out["logits"],
                                atol=1e-4)
+
+
+def test_enrollment_test_counts_newcomers_and_strangers_as_by_hand(
+        fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
+    """``fit --enrollment-test``: its rates, recomputed here from the saved model and every
+    picture of the people it left out, through the model's own picture path."""
+
+    from facefold.evaluate.openset import unit_rows
+    from facefold.fit import measure_enrollment
+    from facefold.predict import Predictor
+
+    data = make_tiny_dataset(tmp_path / "data", classes=8, shards=3, per_shard=6)
+    model = tmp_path / "model"
+    result = measure_enrollment(data, tiny_config(steps=60, eval_every=60, preset="dlib128"),
+                                model, newcomers=2, strangers=2, shots=3, groups=2, far=0.1,
+                                **QUIET)
+    names = read_labels(data)
+    new, strange = result["newcomers"], result["strangers"]
+    assert len({*new, *strange}) == 4 and {*new, *strange} <= set(names)
+    predictor = Predictor.load(model)
+    assert predictor.labels == [n for n in names if n not in new + strange]
+    assert predictor.gallery_names == new and result["trained_people"] == 4
+    written = json.loads((model / runs.ENROLLMENT_TEST_FILE).read_text())
+    assert {k: written[k] for k in ("newcomers", "strangers", "newcomers_named_right",
+                                    "strangers_accepted")} == {
+        k: result[k] for k in ("newcomers", "strangers", "newcomers_named_right",
+                               "strangers_accepted")}
+
+    splits = decode_shards(data)
+    person = np.array([names[i] for s in splits for i in s.labels])
+    features = unit_rows(predictor.outputs_for_arrays(
+        np.concatenate([s.images for s in splits]))["features"])
+    similarity = features @ predictor.all_centroids().T
+    accepted = similarity.max(axis=1) >= result["threshold"]
+    strangers = np.isin(person, strange)
+    assert result["stranger_pictures"] == strangers.sum() == 2 * 18
+    assert result["strangers_accepted"] == pytest.approx(accepted[strangers].mean())
+
+    # The gallery holds each newcomer's 3 shots; the rest of their 18 pictures are named. The
+    # fake embedder gives one person's pictures nearly the same feature, so every picture of
+    # a newcomer gets the same decision, and which 3 were the shots changes no count.
+    gallery_names, _, counts = runs.read_gallery(model)
+    assert gallery_names == new and counts.tolist() == [3, 3]
+    named = tests = 0
+    for name in new:
+        own = np.flatnonzero(person == name)
+        right = [predictor.people[similarity[i].argmax()] == name and accepted[i] for i in own]
+        assert len(set(right)) == 1
+        named += right[0] * (len(own) - 3)
+        tests += len(own) - 3
+    assert result["newcomer_pictures"] == tests == 2 * 15
+    assert result["newcomers_named_right"] == pytest.approx(named / tests)
+    assert result["newcomers_named_right"] >= 0.8  # the fake embedder separates people

@@ -27,7 +27,7 @@ from facefold.evaluate.cv import run_cv
 from facefold.evaluate.worker import train_in_worker
 from facefold.export import export_run
 from facefold.models.families import Ensemble
-from facefold.models.inference import ensemble_infer, softmax
+from facefold.models.inference import ensemble_infer, softmax, weighted_mean
 from facefold.models.presets import get_preset, member_configs
 from facefold.predict import Predictor
 from facefold.train import ensemble as ensemble_module
@@ -38,7 +38,6 @@ from facefold.train.ensemble import (
     inner_shards,
     member_runs,
     simplex_grid,
-    weighted_mean,
 )
 
 QUIET = lambda _: None  # noqa: E731

@@ -133,6 +133,13 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def weighted_mean(probabilities: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """``sum_m weights[m] * probabilities[m]`` in float64: (M, N, C) and (M,) -> (N, C).
+    Rows still sum to 1 when the weights do."""
+    return np.tensordot(np.asarray(weights, np.float64), np.asarray(probabilities, np.float64),
+                        axes=1)
+
+
 def combine_outputs(outputs: Sequence[dict[str, np.ndarray]],
                     weights: Sequence[float] | None = None) -> dict[str, np.ndarray]:
     """An ensemble's ``{"logits", "features"}`` from its members' outputs on the same images.
@@ -155,8 +162,7 @@ def combine_outputs(outputs: Sequence[dict[str, np.ndarray]],
         mean = np.mean(probabilities, axis=0)
         scales = np.full(len(outputs), 1.0 / len(outputs))
     else:
-        mean = np.tensordot(np.asarray(weights, np.float64),
-                            np.asarray(probabilities, np.float64), axes=1)
+        mean = weighted_mean(probabilities, weights)
         scales = np.asarray(weights, np.float64)
     return {
         "logits": np.log(np.maximum(mean, np.finfo(np.float32).tiny)),

@@ -63,6 +63,7 @@ from facefold import runs
 from facefold.config import Config
 from facefold.data.records import read_labels
 from facefold.models.families import Ensemble, SplitSource, family_of
+from facefold.models.inference import weighted_mean
 from facefold.train.trainer import Log, Trainer, versions
 
 # The floor of a probability inside a logarithm: a member sure of a wrong class costs
@@ -96,12 +97,6 @@ def average_predictions(run_dirs: Sequence[Path]) -> tuple[np.ndarray, np.ndarra
     """
     labels, probabilities = member_predictions(run_dirs)
     return labels, np.mean(list(probabilities), axis=0)
-
-
-def weighted_mean(probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """``sum_m weights[m] * probabilities[m]``: (M, N, C) and (M,) -> (N, C). Rows still sum
-    to 1 when the weights do."""
-    return np.tensordot(np.asarray(weights, np.float64), probabilities, axes=1)
 
 
 def log_loss_and_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
@@ -150,6 +145,18 @@ def fit_weights(labels: np.ndarray, probabilities: np.ndarray, resolution: int =
         loss, accuracy = log_loss_and_accuracy(labels, weighted_mean(probabilities, weights))
         scores.append((accuracy, -round(loss, 12), -np.abs(weights - 1.0 / count).sum()))
     return grid[max(range(len(grid)), key=scores.__getitem__)]
+
+
+def weights_and_facts(labels: np.ndarray, probabilities: np.ndarray
+                      ) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`fit_weights`'s choice on ``probabilities`` (M, N, C) and how it scores there:
+    the number of images and the log-loss and accuracy with these weights and with equal
+    ones (the facts ``ensemble.json`` and a model card keep)."""
+    weights = fit_weights(labels, probabilities)
+    loss, accuracy = log_loss_and_accuracy(labels, weighted_mean(probabilities, weights))
+    equal_loss, equal_accuracy = log_loss_and_accuracy(labels, probabilities.mean(axis=0))
+    return weights, {"images": len(labels), "log_loss": loss, "accuracy": accuracy,
+                     "equal_log_loss": equal_loss, "equal_accuracy": equal_accuracy}
 
 
 def inner_shards(eval_shards: Sequence[int], num_shards: int) -> list[int]:
@@ -221,16 +228,12 @@ def choose_weights(
                              f"{member.preset} (trained without held-out shards "
                              f"{list(eval_shards)}): the weights cannot be chosen")
     labels, probabilities = member_predictions([path for _, path in inner])
-    weights = fit_weights(labels, probabilities)
-    loss, accuracy = log_loss_and_accuracy(labels, weighted_mean(probabilities, weights))
-    equal_loss, equal_accuracy = log_loss_and_accuracy(labels, probabilities.mean(axis=0))
+    weights, scores = weights_and_facts(labels, probabilities)
     facts = {
         "members": {member.preset: path for member, path in inner},
         "eval_shards": inner_shards(eval_shards, len(data["shards"])),
         "excluded_shards": sorted(eval_shards),
-        "images": len(labels),
-        "log_loss": loss, "accuracy": accuracy,
-        "equal_log_loss": equal_loss, "equal_accuracy": equal_accuracy,
+        **scores,
     }
     return {m.preset: float(w) for (m, _), w in zip(inner, weights, strict=True)}, facts
 
