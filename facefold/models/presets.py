@@ -191,8 +191,9 @@ FAST_64_LONG = _merged(FAST_NOGAP, {"model": {"input_size": 64},
 register_preset("fast-64-long", "fast-nogap on the crop resized to 64x64 for 4,500 steps "
                 "(about fast-nogap's FLOPs), eval every 500, warm-up 450", **FAST_64_LONG)
 # Does capacity limit the 64x64 recipe? fast-wide's widths, in 3,000 steps so that a run costs
-# about fast-64-long's time. It does not: on celeb21 it named as many crops right as
-# fast-64-long (docs/results.md), both fitting their training batches to about 98.5 %.
+# about fast-64-long's time. It does not: on celeb21 it named about as many crops right as
+# fast-64-long (51 gained, 46 lost on six folds; docs/results.md), both fitting their
+# training batches to about 98.5 %.
 register_preset("fast-64-wide", "ablation: fast-64-long with conv 16/48/80/160, 3,000 steps, "
                 "warm-up 300; no better than fast-64-long",
                 **_merged(FAST_64_LONG, {"model": {"conv_channels": [16, 48, 80, 160]},
