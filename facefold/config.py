@@ -167,6 +167,12 @@ class TrainSpec:
     average of the weights, which evaluation, predictions and exports use (its
     momentum at update ``t`` is ``min(ema_decay, (1 + t) / (10 + t))``, so early
     averages follow the recent weights, not the random initial ones).
+
+    ``teacher`` names a registered preset (a CNN, or an ensemble of CNNs) whose runs of
+    the same held-out shards teach this one (knowledge distillation, Hinton et al. 2015):
+    every training image's target is ``teacher_weight`` times the teacher's mean
+    probabilities over ``teacher_views`` training-augmented views of it plus the rest of the
+    one-hot label (see :mod:`facefold.train.distill`). A CNN only; "" = off.
     """
 
     steps: int = 8000
@@ -184,6 +190,9 @@ class TrainSpec:
     adamw_decay: float = 0.0
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0 = off
+    teacher: str = ""  # a preset whose same-fold runs give soft targets ("" = off)
+    teacher_weight: float = 1.0  # the teacher's share of each target, the label the rest
+    teacher_views: int = 8  # augmented views per image the teacher's probabilities average
 
 
 @dataclass(frozen=True)
@@ -351,6 +360,12 @@ def check_config(cfg: Config) -> None:
              f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     _require(0 <= t.ema_decay < 1,
              f"train.ema_decay must be in [0, 1) (0 = off), got {t.ema_decay}")
+    _require(0 < t.teacher_weight <= 1,
+             f"train.teacher_weight must be in (0, 1], got {t.teacher_weight}")
+    _require(t.teacher_views >= 1, f"train.teacher_views must be >= 1, got {t.teacher_views}")
+    _require(not t.teacher or cfg.family == "cnn", "train.teacher (distillation) teaches a CNN "
+             f"on pixels; preset '{cfg.preset}' is an {cfg.family}: make the CNN a member")
+    _require(t.teacher != cfg.preset, f"train.teacher '{t.teacher}' is the preset itself")
 
 
 def _check_embedding_and_members(cfg: Config) -> None:

@@ -25,6 +25,9 @@ cross-validation)::
     RUN/members/<preset>/ an ensemble only: members trained for it (ordinary runs)
     RUN/inner/<preset>/   a weighted ensemble only: its members' inner-split runs, which chose
                           the weights (ordinary runs that exclude the held-out shards)
+    RUN/teacher.npz       a distilled run only (``train.teacher``): the soft target of every
+                          training image, from its teacher's runs, written before training
+    RUN/teacher/<preset>/ a distilled run only: teacher runs trained for it (ordinary runs)
 
 **CV folder**: ``OUT/cv.json`` (data, cases, config) and one run folder ``OUT/case-K``
 per held-out shard K. **Experiment folder**: ``OUT/experiment.json``, one CV
@@ -88,6 +91,8 @@ OPENSET_FILE = "openset.json"
 ENSEMBLE_FILE = "ensemble.json"
 MEMBERS_DIR = "members"
 INNER_DIR = "inner"
+TEACHER_FILE = "teacher.npz"
+TEACHER_DIR = "teacher"
 CV_FILE = "cv.json"
 CASE_PREFIX = "case-"
 EXPERIMENT_FILE = "experiment.json"
@@ -282,9 +287,10 @@ def check_run_dir(run_dir: str | Path, identity: dict[str, Any], restart: bool =
             raise _mismatch(run_dir, "run", differences)
         return not differences
     # An ensemble's folder may hold the members (and inner-split runs) trained for it before
-    # its own run.json.
+    # its own run.json, a distilled run's its teacher's runs and targets.
     if run_dir.exists() and (not run_dir.is_dir() or any(
-            p.name not in (MEMBERS_DIR, INNER_DIR) for p in run_dir.iterdir())):
+            p.name not in (MEMBERS_DIR, INNER_DIR, TEACHER_DIR, TEACHER_FILE)
+            for p in run_dir.iterdir())):
         raise FileExistsError(f"{run_dir} exists and is not a facefold run folder: "
                               "choose a new output folder")
     return False
@@ -451,6 +457,31 @@ def write_predictions(run_dir: str | Path, step: int, labels: np.ndarray,
     """Write ``RUN/predictions.npz`` atomically."""
     with atomic_path(Path(run_dir) / PREDICTIONS_FILE) as tmp, tmp.open("wb") as handle:
         np.savez(handle, step=step, labels=labels, probabilities=probabilities)
+
+
+def read_teacher_targets(run_dir: str | Path) -> dict[str, Any]:
+    """``labels`` (N,), ``targets`` (N, C) and ``teachers`` (the teacher run folders) from
+    ``RUN/teacher.npz``; ``FileNotFoundError`` when it is missing."""
+    path = Path(run_dir) / TEACHER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: a distilled run's teacher targets are "
+                                "written before it trains (by `facefold cv` or `experiment`)")
+    try:
+        with np.load(path) as data:
+            return {"labels": data["labels"], "targets": data["targets"],
+                    "teachers": [str(t) for t in data["teachers"]]}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is unreadable ({err}): delete it to compute it again"
+                         ) from err
+
+
+def write_teacher_targets(run_dir: str | Path, labels: np.ndarray, targets: np.ndarray,
+                          teachers: Sequence[str | Path]) -> None:
+    """Write ``RUN/teacher.npz`` atomically."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    with atomic_path(Path(run_dir) / TEACHER_FILE) as tmp, tmp.open("wb") as handle:
+        np.savez(handle, labels=labels, targets=targets,
+                 teachers=np.array([str(t) for t in teachers]))
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
@@ -697,6 +728,11 @@ def write_ensemble(run_dir: str | Path, members: dict[str, Path], reused: dict[s
 def member_dir(run_dir: str | Path, preset: str) -> Path:
     """Where an ensemble trains a member that nobody handed it: ``RUN/members/<preset>``."""
     return Path(run_dir) / MEMBERS_DIR / safe_name(preset)
+
+
+def teacher_dir(run_dir: str | Path, preset: str) -> Path:
+    """Where a distilled run trains a teacher run nobody handed it: ``RUN/teacher/<preset>``."""
+    return Path(run_dir) / TEACHER_DIR / safe_name(preset)
 
 
 def inner_dir(run_dir: str | Path, preset: str) -> Path:

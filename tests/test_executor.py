@@ -117,3 +117,18 @@ def test_executor_options_are_checked() -> None:
         Executor("dask")
     with pytest.raises(ValueError, match="--address only applies to --executor ray"):
         Executor("local", address="auto")
+
+
+def test_a_distilled_run_trains_on_ray_after_its_teachers(tiny_dataset: Path, tmp_path: Path,
+                                                          ray_session):
+    # The workers have none of the teacher runs: the driver writes the targets first, and the
+    # student trains on them as it would locally.
+    config = tiny_config(6, 6, "fast-64-distilled", sparsity_every=0, teacher_views=1)
+    local = cv_trials(config, tmp_path / "local", [0])
+    run_trials(tiny_dataset, local, Executor("local"), log=lambda _: None)
+    remote = cv_trials(config, tmp_path / "ray", [0])
+    outcomes = run_trials(tiny_dataset, remote, Executor("ray"), log=lambda _: None)
+    assert outcomes[0].rows and is_complete(remote[0], tiny_dataset)
+    assert _accuracies(remote) == _accuracies(local)
+    for teacher in ("fast-64-long", "fast-64-wide"):
+        assert read_metrics(remote[0].out / "teacher" / teacher)[-1]["step"] == 6

@@ -359,15 +359,17 @@ def _beta(alpha: float, seed: tf.Tensor) -> tf.Tensor:
 
 def mix(x: tf.Tensor, labels: tf.Tensor, num_classes: int, spec: AugmentSpec,
         seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Mixup or cutmix a batch: crops (B, S, S, C) float32 and int labels (B,) -> mixed crops
-    and soft targets (B, num_classes) float32 whose rows sum to 1.
+    """Mixup or cutmix a batch: crops (B, S, S, C) float32 and int labels (B,) or soft targets
+    (B, num_classes) -> mixed crops and soft targets (B, num_classes) float32 whose rows sum
+    to 1 (when the given targets' rows do).
 
     Crop ``i`` is mixed with crop ``B - 1 - i`` (the batch reversed: the batch is already a
     random draw, so this pairs crops at random), in one proportion ``lam`` for the batch drawn
     from ``seed`` (2,). Mixup: ``lam * x_i + (1 - lam) * x_j``. Cutmix: a rectangle of
     ``1 - lam`` of the area (clipped at the border) comes from ``x_j``, and the target uses
-    the area actually pasted. Either way the target is ``w * onehot(y_i) + (1 - w) *
-    onehot(y_j)``, ``w`` the share of crop ``i`` in the result. See :class:`AugmentSpec`.
+    the area actually pasted. Either way the target is ``w * t_i + (1 - w) * t_j`` (``t`` =
+    ``onehot(y)`` or the given soft target), ``w`` the share of crop ``i`` in the result.
+    See :class:`AugmentSpec`.
     """
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
     size = x.shape[1]
@@ -393,5 +395,6 @@ def mix(x: tf.Tensor, labels: tf.Tensor, num_classes: int, spec: AugmentSpec,
         keep, share = tf.fill((size, size), lam_mix), lam_mix
     keep = keep[None, :, :, None]  # (1, S, S, 1)
     x = keep * x + (1.0 - keep) * tf.reverse(x, [0])
-    one_hot = tf.one_hot(labels, num_classes, dtype=tf.float32)
-    return x, share * one_hot + (1.0 - share) * tf.reverse(one_hot, [0])
+    target = (tf.one_hot(labels, num_classes, dtype=tf.float32) if labels.shape.rank == 1
+              else tf.cast(labels, tf.float32))
+    return x, share * target + (1.0 - share) * tf.reverse(target, [0])

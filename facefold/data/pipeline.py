@@ -138,15 +138,16 @@ BatchMaker = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 
 def batch_maker(
     split: Split, spec: AugmentSpec, crop: int, batch_size: int, seed: int,
-    num_classes: int = 0,
+    num_classes: int = 0, targets: np.ndarray | None = None,
 ) -> BatchMaker:
     """A function ``step -> (x, y)`` giving training batch ``step`` of a run.
 
     ``x`` is (B, crop, crop, C) float32 in [0, 1], ``y`` (B,) int32 or, when
-    ``spec`` mixes crops (mixup, cutmix; see :func:`~facefold.data.augment.mix`),
-    soft targets (B, ``num_classes``) float32. Batch ``s`` depends only on
-    ``(seed, s)``, which is what makes resuming exact. The images are copied
-    into one tensor once, here.
+    ``spec`` mixes crops (mixup, cutmix; see :func:`~facefold.data.augment.mix`) or
+    ``targets`` (N, ``num_classes``) give every image of ``split`` a soft target (a
+    teacher's, see :mod:`facefold.train.distill`), soft targets (B, ``num_classes``)
+    float32. Batch ``s`` depends only on ``(seed, s)``, which is what makes resuming
+    exact. The images are copied into one tensor once, here.
     """
     num_images = len(split)
     if batch_size > num_images:
@@ -154,8 +155,11 @@ def batch_maker(
     if mixes(spec) and num_classes <= int(split.labels.max(initial=0)):
         raise ValueError(f"mixing labels needs num_classes above the largest label, "
                          f"got {num_classes}")
+    if targets is not None and targets.shape != (num_images, num_classes):
+        raise ValueError(f"soft targets must be one row of {num_classes} per training image "
+                         f"({num_images}), got shape {targets.shape}")
     images = tf.constant(split.images)
-    labels = tf.constant(split.labels)
+    labels = tf.constant(split.labels if targets is None else targets.astype(np.float32))
 
     def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         step = tf.cast(step, tf.int64)

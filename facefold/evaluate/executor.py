@@ -41,9 +41,11 @@ from facefold.config import Config
 from facefold.data.records import LABELS_FILE, MANIFEST_FILE, list_shards
 from facefold.evaluate.worker import train_in_worker
 from facefold.models.families import Ensemble, SplitSource, family_of, leaf_configs
+from facefold.train import distill
+from facefold.train.distill import teacher_runs
 from facefold.train.ensemble import combine, inner_runs, inner_shards, member_runs
 from facefold.train.precision import resolve_precision
-from facefold.train.trainer import Log, Trainer
+from facefold.train.trainer import Log, Trainer, split_folds
 
 EXECUTORS = ("local", "ray")
 
@@ -77,10 +79,11 @@ LOCAL = Executor()  # the default: one trial after another in this process
 class Trial:
     """One training run: ``config`` trained on every shard but ``fold``, written to ``out``.
 
-    ``members`` (ensembles only) hands member presets their run folders, e.g. the
-    experiment's own ``OUT/fast/case-K`` for member ``fast``; a member not listed is
-    trained into ``out/members/<preset>``. ``excluded`` are shards neither trained nor
-    evaluated on (a weighted ensemble's inner-split runs exclude its held-out fold).
+    ``members`` hands an ensemble's members, or a distilled run's teacher runs, their run
+    folders by preset, e.g. the experiment's own ``OUT/fast/case-K`` for member ``fast``;
+    one not listed is trained into ``out/members/<preset>`` (``out/teacher/<preset>``).
+    ``excluded`` are shards neither trained nor evaluated on (a weighted ensemble's
+    inner-split runs exclude its held-out fold).
     """
 
     name: str  # shown in logs, e.g. "seed/case-0"
@@ -142,7 +145,14 @@ def _expand(trials: Sequence[Trial], num_shards: int
                 leaves.setdefault(out.resolve(), Trial(
                     f"{trial.name}/inner/{member.preset}", member, fold, out,
                     excluded=(trial.fold,)))
-    return list(leaves.values()), ensembles
+    for student in [t for t in leaves.values() if t.config.train.teacher]:
+        for teacher, out in teacher_runs(student.config, student.out, student.members):
+            leaves.setdefault(out.resolve(), Trial(
+                f"{student.name}/teacher/{teacher.preset}", teacher, student.fold, out,
+                excluded=student.excluded))
+    # A distilled run trains after its teachers: its targets need their finished runs.
+    ordered = sorted(leaves.values(), key=lambda t: bool(t.config.train.teacher))
+    return ordered, ensembles
 
 
 def run_trials(
@@ -187,7 +197,14 @@ def run_trials(
     if executor.kind != "local":
         _choose_precisions(pending, len(data["labels"]), log)
     run = _run_local if executor.kind == "local" else _run_ray
-    finished = run(data_dir, pending, executor, log, data)
+    finished = run(data_dir, [t for t in pending if not t.config.train.teacher], executor, log,
+                   data)
+    students = [t for t in pending if t.config.train.teacher]
+    if students:  # the second wave: distilled runs, once their teachers have finished
+        ready = _prepare_students(data_dir, students, leaves, finished, log)
+        finished.update({t.name: o for t, o in ready.items() if o is not None})
+        finished.update(run(data_dir, [t for t, o in ready.items() if o is None], executor,
+                            log, data))
     outcomes = {t.name: finished.get(t.name) or TrialOutcome(t, skipped=True) for t in leaves}
     for trial in trials:
         if trial.name in ensembles:
@@ -254,6 +271,37 @@ def _combine(data_dir: Path, trial: Trial, runs_of: tuple[Members, Members],
     return TrialOutcome(trial, rows=rows)
 
 
+def _prepare_students(data_dir: Path, students: list[Trial], leaves: list[Trial],
+                      finished: dict[str, TrialOutcome], log: Log
+                      ) -> dict[Trial, TrialOutcome | None]:
+    """Write each distilled trial's teacher targets here, on the driver (a Ray worker has
+    none of the teacher runs). Maps each trial to None when it is ready to train, or to the
+    failed outcome of a teacher it needs."""
+    by_out = {t.out.resolve(): t for t in leaves}
+    source = SplitSource(data_dir, log)
+    ready: dict[Trial, TrialOutcome | None] = {}
+    for trial in students:
+        dirs = [out for _, out in teacher_runs(trial.config, trial.out, trial.members)]
+        failed = [finished[by_out[d.resolve()].name] for d in dirs
+                  if by_out[d.resolve()].name in finished
+                  and finished[by_out[d.resolve()].name].error]
+        if failed:
+            ready[trial] = TrialOutcome(trial, error=f"teacher {failed[0].trial.name} failed: "
+                                                     f"{failed[0].error.splitlines()[-1]}")
+            continue
+        try:
+            train, _ = split_folds(source.get(trial.config), [trial.fold],
+                                   excluded=trial.excluded)
+            distill.prepare_targets(trial.out, trial.config, train, dirs, log)
+            ready[trial] = None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:
+            log(f"[{trial.name}] FAILED: {err}")
+            ready[trial] = TrialOutcome(trial, error=f"{type(err).__name__}: {err}")
+    return ready
+
+
 def _run_local(
     data_dir: Path, trials: list[Trial], executor: Executor, log: Log, data: dict
 ) -> dict[str, TrialOutcome]:
@@ -267,7 +315,8 @@ def _run_local(
     for trial in trials:
         try:
             rows = Trainer(data_dir, trial.config, trial.out, [trial.fold], source, log,
-                           data=data, excluded_shards=trial.excluded).run()
+                           data=data, excluded_shards=trial.excluded,
+                           teacher_dirs=trial.members).run()
             outcomes[trial.name] = TrialOutcome(trial, rows=rows)
         except (KeyboardInterrupt, SystemExit):
             raise

@@ -34,7 +34,12 @@ from facefold.evaluate.cv import CVResult, collect, cv_trials, load_cv, parse_fo
 from facefold.evaluate.executor import LOCAL, Executor, run_trials
 from facefold.evaluate.stats import mcnemar_test, paired_t_test
 from facefold.models.families import Ensemble, family_of
-from facefold.models.presets import describe_preset, list_presets, resolve_config
+from facefold.models.presets import (
+    describe_preset,
+    list_presets,
+    resolve_config,
+    teacher_configs,
+)
 from facefold.train.trainer import Log
 
 DEFAULT_BASELINE = "seed"
@@ -156,18 +161,17 @@ def run_experiment(
 
 def _member_runs(out: Path, config: Config, configs: dict[str, Config], data: dict,
                  case: int) -> dict[str, Path]:
-    """The run folders, by member preset, handed to an ensemble's case ``case`` (empty for
-    other families). A member that is a preset of this experiment gets the experiment's own
-    ``OUT/<member>/case-K`` (trained there when unfinished). Any other member gets that
-    folder only when it already holds a finished run of exactly the member (left by an
-    earlier experiment into ``OUT``), so that it is reused, not trained again into
-    ``members/``; an unfinished one is never trained there, since its CV folder is not this
-    experiment's."""
+    """The run folders, by preset, handed to an ensemble's members or a distilled run's
+    teachers in case ``case`` (empty for other configs). A member (teacher) that is a preset
+    of this experiment gets the experiment's own ``OUT/<member>/case-K`` (trained there when
+    unfinished). Any other member gets that folder only when it already holds a finished
+    run of exactly the member (left by an earlier experiment into ``OUT``), so that it is
+    reused, not trained again into ``members/``; an unfinished one is never trained there,
+    since its CV folder is not this experiment's."""
     family = family_of(config)
-    if not isinstance(family, Ensemble):
-        return {}
+    needed = family.members(config) if isinstance(family, Ensemble) else teacher_configs(config)
     handed = {}
-    for member in family.members(config):
+    for member in needed:
         run_dir = runs.case_dir(runs.preset_dir(out, member.preset), case)
         if configs.get(member.preset) == member or runs.is_finished(
                 run_dir, runs.run_identity(data, [case], member, None,

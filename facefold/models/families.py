@@ -42,7 +42,7 @@ from facefold.embeddings.shards import EmbeddingSplit, embed_images, embed_shard
 from facefold.models.cnn import build_model
 from facefold.models.head import build_head
 from facefold.models.inference import head_inference_model, inference_model
-from facefold.models.presets import member_configs
+from facefold.models.presets import member_configs, teacher_configs
 
 Log = Callable[[str], None]
 Infer = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -71,9 +71,11 @@ class ModelFamily:
         """The untrained network (logits out), its initial weights fixed by the seed."""
         raise self._none("network")
 
-    def training_batches(self, split: Split, config: Config, num_classes: int) -> BatchMaker:
+    def training_batches(self, split: Split, config: Config, num_classes: int,
+                         targets: np.ndarray | None = None) -> BatchMaker:
         """``step -> (x, y)``: the training batch of a step, a pure function of it (``y``
-        int labels below ``num_classes``, or soft targets over them)."""
+        int labels below ``num_classes``, or soft targets over them; ``targets`` (N,
+        ``num_classes``), one row per image of ``split``, replace its labels: a teacher's)."""
         raise self._none("batches")
 
     def evaluation_batches(self, split: Split, config: Config) -> tf.data.Dataset:
@@ -132,9 +134,15 @@ class CNN(ModelFamily):
     def build(self, config: Config, num_classes: int, precision: str) -> keras.Model:
         return build_model(config.model, num_classes, precision, config.train.seed)
 
-    def training_batches(self, split: Split, config: Config, num_classes: int) -> BatchMaker:
+    def training_batches(self, split: Split, config: Config, num_classes: int,
+                         targets: np.ndarray | None = None) -> BatchMaker:
         return batch_maker(split, config.augment, config.model.crop_size,
-                           config.train.batch_size, config.train.seed, num_classes)
+                           config.train.batch_size, config.train.seed, num_classes, targets)
+
+    def identity(self, config: Config) -> dict[str, Any]:
+        # A distilled run learned from its teacher's runs: another teacher, another run.
+        teachers = teacher_configs(config)
+        return {"teachers": [t.to_dict() for t in teachers]} if teachers else {}
 
     def evaluation_batches(self, split: Split, config: Config) -> tf.data.Dataset:
         return evaluation_batches(split, config.model.crop_size, config.train.eval_batch_size)
@@ -170,7 +178,8 @@ class EmbeddingHead(ModelFamily):
     def build(self, config: Config, num_classes: int, precision: str) -> keras.Model:
         return build_head(config.model, num_classes, precision, config.train.seed)
 
-    def training_batches(self, split: Split, config: Config, num_classes: int) -> BatchMaker:
+    def training_batches(self, split: Split, config: Config, num_classes: int,
+                         targets: np.ndarray | None = None) -> BatchMaker:
         return embedding_batch_maker(split, config.augment.flip, config.train.batch_size,
                                      config.train.seed)
 

@@ -201,6 +201,16 @@ register_preset("fast-64-wide", "ablation: fast-64-long with conv 16/48/80/160, 
 # The two recipes that each gained about a point on one fold, together: mixup regularizes, and
 # the longer schedule gives it the steps it needs to fit mixed targets. On celeb21's folds 0
 # and 1 it gained nothing over fast-64-long (16 crops gained, 18 lost; docs/results.md).
+# fast-64-long from another random seed: a third member for the from-scratch ensemble.
+register_preset("fast-64-long-s1", "fast-64-long from random seed 1 (weights, data order, "
+                "augmentation)", **_merged(FAST_64_LONG, {"train": {"seed": 1}}))
+# One network taught by the from-scratch pair (knowledge distillation, Hinton et al. 2015):
+# both fit their training images, so the pair's probabilities on jittered views of them say
+# which other people a face resembles, which the one-hot label does not. The student is
+# fast-64-long at prediction time; training costs the pair's runs plus its own.
+register_preset("fast-64-distilled", "fast-64-long taught by fast-64-duo (same-fold runs): "
+                "targets are the pair's mean probabilities on 8 jittered views of each "
+                "training image", **_merged(FAST_64_LONG, {"train": {"teacher": "fast-64-duo"}}))
 register_preset("fast-64-mixup", "ablation: fast-64-long with mixup (alpha 0.2); no better "
                 "than fast-64-long on two folds",
                 **_merged(FAST_64_LONG, {"augment": {"mixup": 0.2}}))
@@ -214,30 +224,37 @@ register_preset("fast-cosface", "ablation: fast-nogap with CosFace logits: scale
                 **_merged(FAST_NOGAP, {"model": {"cosine_scale": 30.0, "cosine_margin": 0.35}}))
 
 
-# The model keys of an ensemble itself, never handed on to its members.
-ENSEMBLE_KEYS = ("members", "member_weights")
+# The keys of an ensemble or a distilled model itself, never handed on to its members or
+# teachers.
+OWN_KEYS = ("members", "member_weights", "teacher", "teacher_weight", "teacher_views")
 
 
-def member_configs(config: Config) -> list[Config]:
-    """The configs of an ensemble's members (``model.members``), in order.
-
-    A member's config is its own preset's with the ensemble config's changes
-    from *its* preset applied (``model.members`` and ``model.member_weights``, which
-    only an ensemble has, aside): ``--steps 100`` on an
-    ensemble trains every member for 100 steps, as in an experiment where every
-    preset gets the same overrides, so a member's run there is the same run.
-    Raises ``ValueError`` for a member that is unknown, an ensemble itself, or
-    does not accept a change.
-    """
+def _changes_from_preset(config: Config) -> dict[str, dict[str, Any]]:
+    """``config``'s changes from its own preset, by section, but for :data:`OWN_KEYS`."""
     base = get_preset(config.preset)
     changes: dict[str, dict[str, Any]] = {}
     for section in ("model", "augment", "train"):
         ours, theirs = getattr(config, section), getattr(base, section)
         changed = {f.name: getattr(ours, f.name) for f in dataclasses.fields(ours)
                    if getattr(ours, f.name) != getattr(theirs, f.name)
-                   and f.name not in ENSEMBLE_KEYS}
+                   and f.name not in OWN_KEYS}
         if changed:
             changes[section] = changed
+    return changes
+
+
+def member_configs(config: Config) -> list[Config]:
+    """The configs of an ensemble's members (``model.members``), in order.
+
+    A member's config is its own preset's with the ensemble config's changes
+    from *its* preset applied (:data:`OWN_KEYS`, which only an ensemble or a distilled
+    model has, aside): ``--steps 100`` on an
+    ensemble trains every member for 100 steps, as in an experiment where every
+    preset gets the same overrides, so a member's run there is the same run.
+    Raises ``ValueError`` for a member that is unknown, an ensemble itself, or
+    does not accept a change.
+    """
+    changes = _changes_from_preset(config)
     members = []
     for name in config.model.members:
         member = get_preset(name)
@@ -245,6 +262,27 @@ def member_configs(config: Config) -> list[Config]:
             raise ValueError(f"ensemble member '{name}' is an ensemble itself: list its members")
         members.append(apply_overrides(member, changes, f"ensemble member '{name}'"))
     return members
+
+
+def teacher_configs(config: Config) -> list[Config]:
+    """The configs of the runs that teach a distilled model (``train.teacher``): the teacher
+    preset's, or each member's of a teacher ensemble, with the student's changes from its
+    own preset applied as for :func:`member_configs` (``--steps 100`` trains the teacher for
+    100 steps too). Empty without a teacher. Raises ``ValueError`` for an unknown teacher,
+    one with a teacher of its own, or one that is not a CNN or an ensemble of CNNs."""
+    if not config.train.teacher:
+        return []
+    teacher = apply_overrides(get_preset(config.train.teacher), _changes_from_preset(config),
+                              f"teacher '{config.train.teacher}'")
+    leaves = member_configs(teacher) if teacher.model.members else [teacher]
+    for leaf in leaves:
+        if leaf.family != "cnn" or leaf.train.teacher:
+            raise ValueError(f"teacher '{config.train.teacher}' must be a CNN or an ensemble "
+                             f"of CNNs without teachers of their own; '{leaf.preset}' is not")
+    if teacher.model.members and teacher.model.member_weights != "equal":
+        raise ValueError(f"teacher '{config.train.teacher}' weighs its members by an inner "
+                         "split; a teacher averages its members equally")
+    return leaves
 
 
 def register_ensemble(name: str, members: list[str], description: str | None = None,
@@ -313,4 +351,8 @@ register_ensemble(
 register_ensemble(
     "fast-64-duo", ["fast-64-long", "fast-64-wide"],
     "from scratch: mean probabilities of fast-64-long and fast-64-wide",
+)
+register_ensemble(
+    "fast-64-trio", ["fast-64-long", "fast-64-wide", "fast-64-long-s1"],
+    "from scratch: mean probabilities of fast-64-long, fast-64-wide and fast-64-long-s1",
 )

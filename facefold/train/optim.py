@@ -235,8 +235,9 @@ def training_weights(model: keras.Model) -> Iterator[None]:
 def compile_model(model: keras.Model, config: Config) -> None:
     """Attach the training setup (also used by bench): the optimizer and cross-entropy loss of
     ``config.train`` (2016 defaults: Adam, plain cross-entropy on logits; CosFace's margin
-    with ``model.cosine_margin``; soft targets with mixup or cutmix), accuracy."""
-    soft = mixes(config.augment)  # training batches then carry soft targets (evaluation not)
+    with ``model.cosine_margin``; soft targets with mixup, cutmix or a teacher), accuracy."""
+    # Training batches then carry soft targets (evaluation batches not).
+    soft = mixes(config.augment) or bool(config.train.teacher)
     model.compile(
         optimizer=make_optimizer(config.train),
         loss=make_loss(config.train, config.model.cosine_scale * config.model.cosine_margin,

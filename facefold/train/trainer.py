@@ -24,7 +24,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -39,6 +39,7 @@ from facefold.data.pipeline import BatchMaker, Split, concat, step_batches
 from facefold.data.records import read_labels
 from facefold.machine import cpu_model
 from facefold.models.families import SplitSource, family_of
+from facefold.train import distill
 from facefold.train.optim import compile_model, training_weights
 from facefold.train.precision import resolve_precision
 from facefold.train.sparsity import SparsityTracker
@@ -188,7 +189,7 @@ def eval_steps(total: int, every: int) -> list[int]:
     return steps
 
 
-def _split_folds(splits: list[Split], eval_shards: Sequence[int], hold_out: bool = True,
+def split_folds(splits: list[Split], eval_shards: Sequence[int], hold_out: bool = True,
                  excluded: Sequence[int] = ()) -> tuple[Split, Split]:
     """``(train, held out)``; with ``hold_out`` false (a model fit on everything) ``eval_shards``
     must be empty and the held-out split is empty. The ``excluded`` shards are in neither."""
@@ -233,6 +234,9 @@ class Trainer:
     held-out accuracy and no predictions are written (see :mod:`facefold.fit`).
     ``excluded_shards`` are neither trained nor evaluated on (the inner-split runs of a
     weighted ensemble, see :mod:`facefold.train.ensemble`); they are part of the identity.
+    A distilled config (``train.teacher``) trains on its teacher's targets
+    (:mod:`facefold.train.distill`): ``teacher_dirs`` hands teacher runs their folders by
+    preset; a teacher run not finished there is trained first, on the same shards.
     """
 
     def __init__(
@@ -249,6 +253,7 @@ class Trainer:
         data: dict | None = None,
         hold_out: bool = True,
         excluded_shards: Sequence[int] = (),
+        teacher_dirs: Mapping[str, Path] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.config = config
@@ -269,11 +274,12 @@ class Trainer:
             self.people, self.family.identity(config), self.excluded_shards)
         # Before any decoding: a folder of another run is refused at once.
         runs.check_run_dir(self.run_dir, self.identity, restart)
+        self.hold_out, self.source = hold_out, splits  # a distilled run's teachers share them
         if isinstance(splits, SplitSource):
             splits = splits.get(config)
         if splits is None:
             splits = self.family.load_inputs(self.data_dir, config, log)
-        self.train_split, self.eval_split = _split_folds(splits, self.eval_shards, hold_out,
+        self.train_split, self.eval_split = split_folds(splits, self.eval_shards, hold_out,
                                                            self.excluded_shards)
         self.precision = runs.recorded_precision(self.run_dir, self.identity)
         if self.precision and config.train.precision in ("auto", self.precision):
@@ -282,6 +288,7 @@ class Trainer:
             self.precision, why = resolve_precision(config.train.precision, config,
                                                     len(self.labels))
         self.log(f"[{self.name}] precision {self.precision} ({why})")
+        self.teachers = distill.teacher_runs(config, self.run_dir, teacher_dirs)
         self.notes, message = self.family.notes(self.train_split, self.eval_split)
         if message:
             self.log(f"[{self.name}] {message}")
@@ -293,9 +300,11 @@ class Trainer:
                  "precision": self.precision}
         runs.prepare_run_dir(self.run_dir, self.identity, self.labels, notes, versions(),
                              self.restart)
+        targets = self._teacher_targets()
         model, start = self._model_at_latest_step()
         writers = self._summary_writers()
-        make_batch = self._batch_maker()
+        make_batch = self.family.training_batches(self.train_split, cfg, len(self.labels),
+                                                  targets)
         sparsity = SparsityTracker(self.run_dir, model, cfg, make_batch, writers["train"])
         with training_weights(model):  # measured on the weights being trained, as during fit
             sparsity.resume(start)
@@ -357,9 +366,31 @@ class Trainer:
             progress.clear()  # the log line, or an error message, starts on a clean line
         return {key: total / (end - start) for key, total in totals.items()}
 
-    def _batch_maker(self) -> BatchMaker:
-        """``step -> (x, y)``: a training batch (jittered crops, or embedding views)."""
-        return self.family.training_batches(self.train_split, self.config, len(self.labels))
+    def _teacher_targets(self) -> np.ndarray | None:
+        """A distilled run's soft training targets: its teacher runs finished (trained here
+        when not), their targets written once (:func:`~facefold.train.distill.prepare_targets`)."""
+        if not self.teachers:
+            return None
+        # Written when the run started, or by the executor that sent the run to this worker.
+        if not (self.run_dir / runs.TEACHER_FILE).is_file():
+            self._train_teachers()
+            distill.prepare_targets(self.run_dir, self.config, self.train_split,
+                                    [d for _, d in self.teachers], self.log)
+        return distill.student_targets(self.run_dir, self.config, self.train_split,
+                                       len(self.labels))
+
+    def _train_teachers(self) -> None:
+        """Train every teacher run that has not finished, on this run's shards."""
+        for teacher, run_dir in self.teachers:
+            identity = runs.run_identity(self.identity["data"], self.eval_shards, teacher,
+                                         self.people, family_of(teacher).identity(teacher),
+                                         self.excluded_shards)
+            if not runs.is_finished(run_dir, identity):
+                self.log(f"[{self.name}] teacher {teacher.preset}: training into {run_dir}")
+                Trainer(self.data_dir, teacher, run_dir, self.eval_shards, self.source,
+                        self.log, people=self.people, restart=self.restart,
+                        data=self.identity["data"], hold_out=self.hold_out,
+                        excluded_shards=self.excluded_shards).run()
 
     def _evaluation_batches(self) -> tf.data.Dataset:
         """The held-out inputs in order, as the family evaluates them."""
