@@ -204,3 +204,31 @@ def test_an_unfinished_teacher_cannot_teach(tiny_dataset: Path, tmp_path: Path) 
     with pytest.raises(ValueError, match="has not finished"):
         teacher_targets([tmp_path / "nothing"], Split(np.zeros((2, 40, 40, 3), np.uint8),
                                                       np.zeros(2, np.int32)), _distilled())
+
+
+def test_a_failed_teacher_fails_its_student_and_nothing_else(
+        tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facefold.evaluate import executor
+    from facefold.evaluate.cv import cv_trials
+
+    class Failing(executor.Trainer):
+        def run(self) -> list[dict]:
+            if self.config.preset == "fast-64-wide":
+                raise RuntimeError("the disk is full")
+            return super().run()
+
+    monkeypatch.setattr(executor, "Trainer", Failing)
+    trials = cv_trials(_distilled(), tmp_path / "cv", [0], "distilled")
+    with pytest.raises(executor.TrialsFailed) as failed:
+        executor.run_trials(tiny_dataset, trials, log=QUIET)
+    message = str(failed.value)
+    assert "distilled/case-0/teacher/fast-64-wide: RuntimeError: the disk is full" in message
+    assert "distilled/case-0: teacher distilled/case-0/teacher/fast-64-wide failed" in message
+    # The other teacher finished; the student never started.
+    case = runs.case_dir(tmp_path / "cv", 0)
+    assert read_last_step(runs.teacher_dir(case, "fast-64-long")) == 6
+    assert not runs.is_run(case) and not (case / runs.TEACHER_FILE).exists()
+
+
+def read_last_step(run_dir: Path) -> int:
+    return runs.read_metrics(run_dir)[-1]["step"]

@@ -282,9 +282,8 @@ def _prepare_students(data_dir: Path, students: list[Trial], leaves: list[Trial]
     ready: dict[Trial, TrialOutcome | None] = {}
     for trial in students:
         dirs = [out for _, out in teacher_runs(trial.config, trial.out, trial.members)]
-        failed = [finished[by_out[d.resolve()].name] for d in dirs
-                  if by_out[d.resolve()].name in finished
-                  and finished[by_out[d.resolve()].name].error]
+        outcomes = [finished.get(by_out[d.resolve()].name) for d in dirs]
+        failed = [o for o in outcomes if o is not None and o.error]
         if failed:
             ready[trial] = TrialOutcome(trial, error=f"teacher {failed[0].trial.name} failed: "
                                                      f"{failed[0].error.splitlines()[-1]}")

@@ -190,7 +190,7 @@ def eval_steps(total: int, every: int) -> list[int]:
 
 
 def split_folds(splits: list[Split], eval_shards: Sequence[int], hold_out: bool = True,
-                 excluded: Sequence[int] = ()) -> tuple[Split, Split]:
+                excluded: Sequence[int] = ()) -> tuple[Split, Split]:
     """``(train, held out)``; with ``hold_out`` false (a model fit on everything) ``eval_shards``
     must be empty and the held-out split is empty. The ``excluded`` shards are in neither."""
     if not hold_out:
