@@ -334,7 +334,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     def log(line: str) -> None:  # progress on stderr: stdout holds the result (or its JSON)
         print(line, file=sys.stderr)
 
-    result = evaluate_model(args.model, args.data, InferenceOptions(tta, not args.no_ema), log)
+    crops = True if args.tta_crops else None
+    result = evaluate_model(args.model, args.data,
+                            InferenceOptions(tta, not args.no_ema, crops), log)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.text())
     if args.out:
         log(f"Wrote {write_evaluation(result, args.out)}")
@@ -465,6 +467,10 @@ def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     tta.add_argument("--tta", action="store_true",
                      help="flip test-time augmentation on (default: as the run was trained)")
     tta.add_argument("--no-tta", action="store_true", help="flip test-time augmentation off")
+    evaluate.add_argument("--tta-crops", action="store_true",
+                          help="a CNN averages 7 windows of each picture (centre crop, 4 "
+                          "shifted by 4 px, centre squares 8 px larger and smaller) instead of "
+                          "its centre crop alone (model.tta_crops); 7x the inference cost")
     evaluate.add_argument("--no-ema", action="store_true",
                           help="the raw weights of a run trained with a weight average "
                           "(train.ema_decay), not the average")

@@ -59,7 +59,11 @@ class ModelSpec:
     only its shortcut, with this probability in the last stage and linearly less
     in earlier ones) and ``tta_flip`` (at inference the
     logits are the mean over the image and its mirror; see
-    :mod:`facefold.models.cnn`). ``resize`` is how the crop is brought to
+    :mod:`facefold.models.cnn`). ``tta_crops`` makes inference average the logits of seven
+    windows of the stored image instead of the centre crop alone: the centre crop, the four
+    crops shifted diagonally by a few pixels, and the centre squares a few pixels larger and
+    smaller, each resized like the crop (see :func:`facefold.models.inference.tta_windows`;
+    with ``tta_flip``, each with its mirror). ``resize`` is how the crop is brought to
     ``input_size`` (one of :data:`RESIZE_METHODS`).
 
     Logits are linear, or with ``cosine_scale`` > 0 that scale times the cosine
@@ -105,6 +109,7 @@ class ModelSpec:
     dropout: float = 0.0
     drop_path: float = 0.0  # stochastic depth of the last residual stage (0 = off)
     tta_flip: bool = False
+    tta_crops: bool = False
     embedding: str = ""
     cosine_scale: float = 0.0  # 0 = linear logits
     cosine_margin: float = 0.0  # CosFace margin, in training only (needs cosine_scale)
@@ -323,6 +328,8 @@ def check_config(cfg: Config) -> None:
     _require(0 <= m.drop_path < 1, f"model.drop_path must be in [0, 1), got {m.drop_path}")
     _require(not m.drop_path or (m.residual and len(m.conv_channels) >= 2),
              "model.drop_path drops residual stages: it needs model.residual and 2+ stages")
+    _require(not m.tta_crops or (not m.embedding and not m.members), "model.tta_crops crops "
+             "the pictures a CNN reads: an embedding head or an ensemble has none of its own")
     _check_embedding_and_members(cfg)
     _require(0 <= a.brightness <= 1, f"augment.brightness must be in [0, 1], got {a.brightness}")
     for name in ("contrast", "saturation"):

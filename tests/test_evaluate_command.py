@@ -121,8 +121,8 @@ def test_no_ema_on_a_run_without_average_is_the_recorded_accuracy(world) -> None
     result = evaluate_run(world["plain"], InferenceOptions(ema=False), log=_quiet)
     assert result.accuracy == result.recorded_accuracy
     np.testing.assert_allclose(result.probabilities, result.recorded, atol=1e-5)
-    assert result.applied == {str(world["plain"]): {"tta": False, "weights": "raw",
-                                                    "average_kept": False}}
+    assert result.applied == {str(world["plain"]): {"tta": False, "crops": False,
+                                                    "weights": "raw", "average_kept": False}}
     assert "raw weights; the run keeps no average" in result.text()
 
 
@@ -134,8 +134,8 @@ def test_raw_weights_are_the_weights_trained_without_the_average(world) -> None:
     np.testing.assert_allclose(raw.probabilities, plain, atol=1e-5)
     averaged = evaluate_run(world["averaged"], InferenceOptions(tta=False), log=_quiet)
     assert np.abs(averaged.probabilities - raw.probabilities).max() > 1e-3
-    assert raw.applied[str(world["averaged"])] == {"tta": False, "weights": "raw",
-                                                   "average_kept": True}
+    assert raw.applied[str(world["averaged"])] == {"tta": False, "crops": False,
+                                                   "weights": "raw", "average_kept": True}
 
 
 def test_tta_on_is_the_mean_of_the_image_and_its_mirror(world) -> None:

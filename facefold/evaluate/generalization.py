@@ -136,7 +136,8 @@ class FolderEvaluation:
         return {
             "kind": "generalization", "model": str(self.model), "data": str(self.data),
             "data_kind": self.kind,
-            "options": {"tta": self.options.tta, "ema": self.options.ema},
+            "options": {"tta": self.options.tta, "ema": self.options.ema,
+                        "crops": self.options.crops},
             "applied": self.applied,
             **self.accuracy.to_dict(),
             "estimate": self.estimate,
@@ -333,7 +334,8 @@ def load_predictor(model: Path, options: InferenceOptions) -> tuple[Predictor, d
     (an export refuses options); and what they meant per leaf run (empty when as trained)."""
     if options.as_trained:
         return Predictor.load(model), {}
-    loaded = load_model_folder(model, options.tta, None if options.ema else raw_weights)
+    loaded = load_model_folder(model, options.tta, None if options.ema else raw_weights,
+                               options.crops)
     leaves = [m.info.source for m in loaded.members.values()] or [loaded.info.source]
     return Predictor(loaded), {str(leaf): options.for_run(runs.read_run_config(leaf))
                                for leaf in leaves}

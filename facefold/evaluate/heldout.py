@@ -57,22 +57,26 @@ CONFIDENCE = 0.95
 class InferenceOptions:
     """How a trained model is run: ``tta`` True/False turns flip test-time augmentation on or
     off (None: as the run was configured, ``model.tta_flip``); ``ema`` False uses the raw
-    weights of a weight-averaged run instead of their average."""
+    weights of a weight-averaged run instead of their average; ``crops`` True/False turns a
+    CNN's crop test-time augmentation on or off (None: as configured, ``model.tta_crops``)."""
 
     tta: bool | None = None
     ema: bool = True
+    crops: bool | None = None
 
     @property
     def as_trained(self) -> bool:
         """True when nothing differs from the run's own configuration."""
-        return self.tta is None and self.ema
+        return self.tta is None and self.ema and self.crops is None
 
     def for_run(self, config: Config) -> dict[str, Any]:
         """What these options mean for one run of ``config``: ``{"tta": bool, "weights":
         "average" | "raw", "average_kept": bool}`` (a run without ``train.ema_decay`` keeps
         no average: its weights are the raw ones whatever ``ema`` says)."""
         kept = bool(config.train.ema_decay)
+        crops = config.model.tta_crops if self.crops is None else self.crops
         return {"tta": config.model.tta_flip if self.tta is None else self.tta,
+                "crops": crops and config.family == "cnn",
                 "weights": "average" if kept and self.ema else "raw", "average_kept": kept}
 
 
@@ -187,7 +191,8 @@ class HeldOutEvaluation:
         return {
             "kind": "held-out", "model": str(self.run_dir), "data": str(self.data_dir),
             "shards": self.shards,
-            "options": {"tta": self.options.tta, "ema": self.options.ema},
+            "options": {"tta": self.options.tta, "ema": self.options.ema,
+                        "crops": self.options.crops},
             "applied": self.applied,
             **self.accuracy.to_dict(),
             "recorded": {**self.recorded_accuracy.to_dict(), "applied": self.trained,
@@ -231,7 +236,8 @@ def describe_applied(applied: dict[str, Any]) -> str:
     """``TTA on, weight average`` for an entry of :meth:`InferenceOptions.for_run`."""
     weights = ("weight average" if applied["weights"] == "average" else "raw weights"
                + ("" if applied["average_kept"] else "; the run keeps no average"))
-    return f"TTA {'on' if applied['tta'] else 'off'}, {weights}"
+    crops = ", 7 crops" if applied.get("crops") else ""
+    return f"TTA {'on' if applied['tta'] else 'off'}{crops}, {weights}"
 
 
 def raw_weights(run_dir: Path, checkpoint: Path) -> keras.Model:
@@ -352,7 +358,7 @@ def _probabilities(run_dir: Path, options: InferenceOptions, data_dir: Path,
     if runs.read_run_labels(run_dir) != people:
         raise ValueError(f"{run_dir} was trained on other people than the run that names it")
     loaded = load_model_folder(run_dir, options.tta,
-                               None if options.ema else raw_weights)
+                               None if options.ema else raw_weights, options.crops)
     settings = config if options.tta is None else config.replace(
         model={"tta_flip": options.tta})
     split, where = held_out(source.get(settings), data_dir, shards, people)

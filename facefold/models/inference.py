@@ -47,6 +47,46 @@ class CenterCropScale(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="facefold")
+class WindowScale(keras.layers.Layer):
+    """uint8 images (B, S, S, C) -> their ``size`` x ``size`` window at ``(top, left)`` as
+    float32 in [0, 1] (a view of :func:`tta_windows`)."""
+
+    def __init__(self, size: int, top: int, left: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.size, self.top, self.left = size, top, left
+
+    def call(self, images: tf.Tensor) -> tf.Tensor:
+        window = images[:, self.top:self.top + self.size, self.left:self.left + self.size, :]
+        return tf.cast(window, tf.float32) / 255.0
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "size": self.size, "top": self.top, "left": self.left}
+
+
+# The windows of crop TTA (model.tta_crops): the crop shifted diagonally by TTA_SHIFT pixels,
+# and the centre squares TTA_ZOOM pixels larger and smaller. Training jitters the crop's box
+# far more (area 0.7-1.3x, aspect 0.8-1.25), so the model has seen such views.
+TTA_SHIFT = 4
+TTA_ZOOM = 8
+
+
+def tta_windows(image_size: int, crop: int) -> list[tuple[int, int, int]]:
+    """``(size, top, left)`` of the seven crop-TTA windows of a square image: the centre crop,
+    the four diagonal shifts by :data:`TTA_SHIFT`, the centre squares :data:`TTA_ZOOM` larger
+    and smaller. A window never leaves the image: the shifts and the larger square are cut
+    to it (on an image no larger than the crop, the shifts are the centre crop itself)."""
+    centre = (image_size - crop) // 2
+    shift = min(TTA_SHIFT, centre, image_size - crop - centre)
+    windows = [(crop, centre, centre)]
+    windows += [(crop, centre + dy, centre + dx) for dy in (-shift, shift)
+                for dx in (-shift, shift)]
+    for size in (min(crop + TTA_ZOOM, image_size), max(crop - TTA_ZOOM, 8)):
+        start = (image_size - size) // 2
+        windows.append((size, start, start))
+    return windows
+
+
+@keras.saving.register_keras_serializable(package="facefold")
 class MatrixResize(keras.layers.Layer):
     """The resize of :class:`keras.layers.Resizing` for ``model.resize``, as two matrix
     products.
@@ -84,7 +124,9 @@ def inference_model(model: keras.Model, spec: ModelSpec, image_size: int) -> ker
 
     The network is rebuilt in float32 with the trained weights (a bfloat16
     run predicts in float32), its resize done by :class:`MatrixResize`, so
-    every export format runs the same ops and computes the same numbers.
+    every export format runs the same ops and computes the same numbers. With
+    ``spec.tta_crops`` the outputs are the means over the :func:`tta_windows`, each
+    resized straight to ``input_size``.
     """
     # The same network without its (weightless) resize layer: input is the resized crop.
     net = build_model(dataclasses.replace(spec, crop_size=spec.input_size),
@@ -96,11 +138,21 @@ def inference_model(model: keras.Model, spec: ModelSpec, image_size: int) -> ker
         name="cnn_with_features",
     )
     image = keras.Input((image_size, image_size, spec.channels), dtype="uint8", name="image")
-    x = CenterCropScale(spec.crop_size, name="center_crop")(image)  # (B, crop, crop, C)
-    if spec.input_size != spec.crop_size:
-        x = MatrixResize(spec.crop_size, spec.input_size, spec.resize,
-                         name="resize")(x)  # (B, in, in, C)
-    return keras.Model(image, heads(x), name="facefold_inference")
+    if not spec.tta_crops:
+        x = CenterCropScale(spec.crop_size, name="center_crop")(image)  # (B, crop, crop, C)
+        if spec.input_size != spec.crop_size:
+            x = MatrixResize(spec.crop_size, spec.input_size, spec.resize,
+                             name="resize")(x)  # (B, in, in, C)
+        return keras.Model(image, heads(x), name="facefold_inference")
+    views = []
+    for k, (size, top, left) in enumerate(tta_windows(image_size, spec.crop_size)):
+        x = WindowScale(size, top, left, name=f"window_{k}")(image)
+        if size != spec.input_size:
+            x = MatrixResize(size, spec.input_size, spec.resize, name=f"resize_{k}")(x)
+        views.append(heads(x))
+    outputs = {key: keras.layers.Average(name=f"mean_{key}")([v[key] for v in views])
+               for key in ("logits", "features")}
+    return keras.Model(image, outputs, name="facefold_inference")
 
 
 def head_inference_model(model: keras.Model, spec: ModelSpec) -> keras.Model:

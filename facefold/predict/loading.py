@@ -79,25 +79,27 @@ class LoadedModel:
 
 
 def load_model_folder(path: str | Path, tta: bool | None = None,
-                      load_checkpoint: CheckpointLoader | None = None) -> LoadedModel:
+                      load_checkpoint: CheckpointLoader | None = None,
+                      crops: bool | None = None) -> LoadedModel:
     """Load a run folder or an export folder; errors name the missing or bad file.
 
-    ``tta`` overrides a run's ``model.tta_flip`` (None: the run's own); ``load_checkpoint``
-    replaces :func:`checkpoint_model` (None: the checkpoint as saved). For an ensemble both
-    apply to every member. An export refuses either with a ``ValueError``.
+    ``tta`` overrides a run's ``model.tta_flip`` (None: the run's own), ``crops`` a CNN run's
+    ``model.tta_crops`` (an embedding head has no crops: it ignores it); ``load_checkpoint``
+    replaces :func:`checkpoint_model` (None: the checkpoint as saved). For an ensemble they
+    apply to every member. An export refuses any of them with a ``ValueError``.
     """
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"model folder {path} does not exist")
     if runs.is_export(path):
-        if tta is not None or load_checkpoint is not None:
+        if tta is not None or load_checkpoint is not None or crops is not None:
             raise ValueError(
-                f"{path} is an export, whose inference (flip TTA, weights) was fixed when it was "
+                f"{path} is an export, whose inference (TTA, weights) was fixed when it was "
                 "written: evaluate the run folder it was exported from (export.json's "
                 "source_run) to change it")
         return _load_export(path)
     if runs.is_run(path):
-        return _load_run(path, tta, load_checkpoint)
+        return _load_run(path, tta, load_checkpoint, crops)
     if runs.is_cv(path):
         raise ValueError(
             f"{path} is a cross-validation folder, not one model: give one of its runs "
@@ -119,11 +121,12 @@ def _load_ensemble(folder: Path, member_dirs: dict[str, Path], kind: str,
                    step: int | None, weights: dict[str, float] | None = None,
                    tta: bool | None = None,
                    load_checkpoint: CheckpointLoader | None = None,
-                   threshold: dict[str, Any] | None = None) -> LoadedModel:
+                   threshold: dict[str, Any] | None = None,
+                   crops: bool | None = None) -> LoadedModel:
     """The members (runs or exports, by preset name) of an ensemble as one model, their
     probabilities averaged with ``weights`` (by preset; None: equally); ``threshold`` and the
     folder's centroids are the ensemble's own (a ``facefold fit`` ensemble has them)."""
-    members = {name: load_model_folder(path, tta, load_checkpoint)
+    members = {name: load_model_folder(path, tta, load_checkpoint, crops)
                for name, path in member_dirs.items()}
     if len(members) < 2:
         raise ValueError(f"{folder}: an ensemble needs at least two members, found "
@@ -152,7 +155,8 @@ def checkpoint_model(run_dir: Path, checkpoint: Path) -> keras.Model:
 
 
 def _load_run(run_dir: Path, tta: bool | None = None,
-              load_checkpoint: CheckpointLoader | None = None) -> LoadedModel:
+              load_checkpoint: CheckpointLoader | None = None,
+              crops: bool | None = None) -> LoadedModel:
     """A run folder's newest checkpoint (or an ensemble's members)."""
     labels = runs.read_run_labels(run_dir)
     config = runs.read_run_config(run_dir)
@@ -164,7 +168,7 @@ def _load_run(run_dir: Path, tta: bool | None = None,
                                     "has not been combined yet")
         return _load_ensemble(run_dir, members, "run", config.train.steps,
                               runs.ensemble_weights(run_dir), tta, load_checkpoint,
-                              runs.read_threshold(run_dir))
+                              runs.read_threshold(run_dir), crops)
     found = runs.latest_checkpoint(run_dir)
     if found is None:
         raise FileNotFoundError(
@@ -175,6 +179,8 @@ def _load_run(run_dir: Path, tta: bool | None = None,
     _check_outputs(model, labels, run_dir / runs.LABELS_FILE)
     if tta is not None:  # TTA adds no weights: the same network with or without the mirror
         config = config.replace(model={"tta_flip": tta})
+    if crops is not None and config.family == "cnn":  # nor crop TTA, outside the network
+        config = config.replace(model={"tta_crops": crops})
     spec = config.model
     image_size = runs.run_image_size(run_dir, spec.crop_size)
     wrapped, meta = family.inference(model, config, image_size, runs.read_run_info(run_dir))

@@ -39,6 +39,7 @@ from facefold.data.pipeline import BatchMaker, Split, concat, step_batches
 from facefold.data.records import read_labels
 from facefold.machine import cpu_model
 from facefold.models.families import SplitSource, family_of
+from facefold.models.inference import inference_model
 from facefold.train import distill
 from facefold.train.optim import compile_model, training_weights
 from facefold.train.precision import resolve_precision
@@ -414,7 +415,11 @@ class Trainer:
         self, model: keras.Model, step: int, train_logs: dict, seconds_per_step: float = 0.0
     ) -> dict:
         loss = accuracy = None
-        if len(self.eval_split):  # a model fit on everything has nothing to evaluate on
+        if len(self.eval_split) and self.config.model.tta_crops:
+            logits = self._crop_tta_logits(model)
+            loss = float(model.loss(self.eval_split.labels, logits))
+            accuracy = float(np.mean(logits.argmax(axis=1) == self.eval_split.labels))
+        elif len(self.eval_split):  # a model fit on everything has nothing to evaluate on
             loss, accuracy = map(float, model.evaluate(self._evaluation_batches(), verbose=0))
         return {
             "step": step,
@@ -429,8 +434,21 @@ class Trainer:
     def _write_metrics(self, rows: list[dict]) -> None:
         runs.write_metrics(self.run_dir, rows)
 
+    def _crop_tta_logits(self, model: keras.Model) -> np.ndarray:
+        """Held-out logits with crop TTA (``model.tta_crops``), which needs the whole images:
+        through the inference model that ``predict`` and exports use."""
+        images = self.eval_split.images
+        if images.shape[1] != images.shape[2]:
+            raise ValueError(f"model.tta_crops needs square images, got {images.shape[1:3]}")
+        wrapped = inference_model(model, self.config.model, images.shape[1])
+        return wrapped.predict(images, batch_size=self.config.train.eval_batch_size,
+                               verbose=0)["logits"]
+
     def _write_predictions(self, model: keras.Model, step: int) -> None:
-        logits = model.predict(self._evaluation_batches(), verbose=0)
+        if self.config.model.tta_crops:
+            logits = self._crop_tta_logits(model)
+        else:
+            logits = model.predict(self._evaluation_batches(), verbose=0)
         runs.write_predictions(self.run_dir, step, self.eval_split.labels,
                                tf.nn.softmax(logits).numpy())
 
