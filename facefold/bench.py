@@ -559,19 +559,21 @@ def format_bench(result: dict[str, Any]) -> str:
 
 
 def bench_model(model_dir: str | Path, data_dir: str | Path | None = None, faces: int = 40,
-                log: Log = print) -> dict[str, Any]:
+                log: Log = print, crops: bool | None = None) -> dict[str, Any]:
     """Time a model folder naming face crops, the whole way a deployed model does it (picture
     -> square crop -> network, or embedding then head -> name or "unknown"): one face per call
     (``faces`` calls, after one warm-up) and one call of ``faces`` crops. The crops are the first
-    of ``data_dir``'s first shard, else SYNTHETIC faces of the model's image size."""
+    of ``data_dir``'s first shard, else SYNTHETIC faces of the model's image size. ``crops``
+    overrides a CNN run's ``model.tta_crops`` (None: as trained)."""
     from PIL import Image
 
     from facefold.data.records import list_shards, read_shard
     from facefold.predict import Predictor
+    from facefold.predict.loading import load_model_folder
 
     if faces < 1:
         raise ValueError(f"faces must be >= 1, got {faces}")
-    predictor = Predictor.load(model_dir)
+    predictor = Predictor(load_model_folder(model_dir, crops=crops))
     with tempfile.TemporaryDirectory() as tmp:
         if data_dir is None:
             data_dir = _synthetic_dataset(Path(tmp), faces, log)
@@ -589,7 +591,7 @@ def bench_model(model_dir: str | Path, data_dir: str | Path | None = None, faces
     started = time.perf_counter()
     predictor.recognize(pictures)
     batch_ms = (time.perf_counter() - started) * 1000 / len(pictures)
-    return {"machine": machine_info(), "model": str(model_dir),
+    return {"machine": machine_info(), "model": str(model_dir), "tta_crops": crops,
             "family": predictor.info.family, "faces": len(pictures),
             "per_face_median_ms": statistics.median(times),
             "per_face_p95_ms": float(np.percentile(times, 95)),

@@ -262,7 +262,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from facefold.data.records import write_json_atomic
 
     if args.model:
-        result = bench_model(args.model, args.data)
+        result = bench_model(args.model, args.data, crops=True if args.tta_crops else None)
         print(format_bench_model(result))
         if args.out:
             write_json_atomic(args.out / "bench_model.json", result)
@@ -747,6 +747,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", type=Path, help="dataset folder (default: SYNTHETIC faces)")
     bench.add_argument("--model", type=Path, help="time this model folder naming face crops "
                        "(per face, the whole path) instead of training a preset")
+    bench.add_argument("--tta-crops", action="store_true", help="with --model: a CNN run "
+                       "reads 7 windows of each picture (model.tta_crops)")
     bench.add_argument("--out", type=Path, help="also write the result to OUT/bench.json")
     bench.add_argument("--json", dest="legacy_json", type=Path, action=_DeprecatedAlias,
                        new="--out DIR (writes DIR/bench.json)")

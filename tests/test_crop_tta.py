@@ -17,6 +17,7 @@ import tensorflow as tf
 from conftest import tiny_config
 
 from facefold import runs
+from facefold.bench import bench_model
 from facefold.cli import main
 from facefold.evaluate.cv import run_cv
 from facefold.evaluate.heldout import InferenceOptions, evaluate_run
@@ -79,6 +80,10 @@ def test_crop_tta_in_training_is_crop_tta_at_evaluation(tiny_dataset: Path, tmp_
     assert all(applied["crops"] for applied in report["applied"].values())
     assert report["accuracy"] == pytest.approx(
         np.mean(trained["probabilities"].argmax(axis=1) == trained["labels"]))
+    # And the per-face timing runs the same seven windows.
+    timed = bench_model(runs.case_dir(tmp_path / "plain", 0), tiny_dataset, faces=3,
+                        log=QUIET, crops=True)
+    assert timed["tta_crops"] is True and timed["per_face_median_ms"] > 0
 
 
 def test_crop_tta_is_refused_where_there_is_no_picture() -> None:
