@@ -114,11 +114,12 @@ def _check_head_builds_and_runs(spec: ModelSpec, rng: np.random.Generator):
 # three steps eagerly, through the same layers, optimizer, loss and augmentation code.
 COMPILED = ("seed", "grayscale", "size32-area", "modern", "fast-cosface", "fast-droppath",
             "fast-mixup", "fast-cutmix", "dlib128", "dlib128-single")
-# Options that draw other numbers through the same graph, for any value; and a teacher's,
-# which only change the targets: the graph then takes soft targets as with mixup (fast-mixup
-# above), and tests/test_distill.py trains distilled runs end to end.
+# Options that draw other numbers through the same graph, for any value; a teacher's, which
+# only change the targets (the graph then takes soft targets as with mixup, fast-mixup above;
+# tests/test_distill.py trains distilled runs end to end); and crop TTA, which only changes
+# the inference model around the trained network (tests/test_crop_tta.py).
 SAME_GRAPH_FOR_ANY_VALUE = {("train", "seed"), ("train", "teacher"), ("train", "teacher_weight"),
-                            ("train", "teacher_views")}
+                            ("train", "teacher_views"), ("model", "tta_crops")}
 
 
 def _as_trained_here(cfg: Config) -> Config:
