@@ -15,15 +15,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import tiny_config
+from PIL import Image
 
 from facefold import runs
 from facefold.bench import bench_model
 from facefold.cli import main
+from facefold.data.pipeline import decode_shards
 from facefold.evaluate.cv import run_cv
 from facefold.evaluate.heldout import InferenceOptions, evaluate_run
+from facefold.export import export_run
 from facefold.models.cnn import build_model
 from facefold.models.inference import inference_model, tta_windows
 from facefold.models.presets import get_preset
+from facefold.predict import Predictor
 
 QUIET = lambda _: None  # noqa: E731
 
@@ -80,6 +84,14 @@ def test_crop_tta_in_training_is_crop_tta_at_evaluation(tiny_dataset: Path, tmp_
     assert all(applied["crops"] for applied in report["applied"].values())
     assert report["accuracy"] == pytest.approx(
         np.mean(trained["probabilities"].argmax(axis=1) == trained["labels"]))
+    # An export holds the seven windows too, in every format (TFLite: slices and matrix
+    # resizes only).
+    images = [Image.fromarray(a) for a in decode_shards(tiny_dataset)[0].images]
+    run = Predictor.load(runs.case_dir(tmp_path / "cropped", 0))
+    np.testing.assert_allclose(run.predict_crops(images), trained["probabilities"], atol=1e-5)
+    exported = export_run(runs.case_dir(tmp_path / "cropped", 0), "tflite", tmp_path / "lite")
+    np.testing.assert_allclose(Predictor.load(exported).predict_crops(images),
+                               trained["probabilities"], atol=1e-3)
     # And the per-face timing runs the same seven windows.
     timed = bench_model(runs.case_dir(tmp_path / "plain", 0), tiny_dataset, faces=3,
                         log=QUIET, crops=True)
