@@ -42,7 +42,6 @@ from facefold.data.records import LABELS_FILE, MANIFEST_FILE, list_shards
 from facefold.evaluate.worker import train_in_worker
 from facefold.models.families import Ensemble, SplitSource, family_of, leaf_configs
 from facefold.train import distill
-from facefold.train.distill import teacher_runs
 from facefold.train.ensemble import combine, inner_runs, inner_shards, member_runs
 from facefold.train.precision import resolve_precision
 from facefold.train.trainer import Log, Trainer, split_folds
@@ -146,13 +145,11 @@ def _expand(trials: Sequence[Trial], num_shards: int
                     f"{trial.name}/inner/{member.preset}", member, fold, out,
                     excluded=(trial.fold,)))
     for student in [t for t in leaves.values() if t.config.train.teacher]:
-        for teacher, out in teacher_runs(student.config, student.out, student.members):
+        for teacher, out in distill.teacher_runs(student.config, student.out, student.members):
             leaves.setdefault(out.resolve(), Trial(
                 f"{student.name}/teacher/{teacher.preset}", teacher, student.fold, out,
                 excluded=student.excluded))
-    # A distilled run trains after its teachers: its targets need their finished runs.
-    ordered = sorted(leaves.values(), key=lambda t: bool(t.config.train.teacher))
-    return ordered, ensembles
+    return list(leaves.values()), ensembles
 
 
 def run_trials(
@@ -200,7 +197,8 @@ def run_trials(
     finished = run(data_dir, [t for t in pending if not t.config.train.teacher], executor, log,
                    data)
     students = [t for t in pending if t.config.train.teacher]
-    if students:  # the second wave: distilled runs, once their teachers have finished
+    # The second wave: distilled runs, whose targets need their teachers' finished runs.
+    if students:
         ready = _prepare_students(data_dir, students, leaves, finished, log)
         finished.update({t.name: o for t, o in ready.items() if o is not None})
         finished.update(run(data_dir, [t for t, o in ready.items() if o is None], executor,
@@ -281,7 +279,7 @@ def _prepare_students(data_dir: Path, students: list[Trial], leaves: list[Trial]
     source = SplitSource(data_dir, log)
     ready: dict[Trial, TrialOutcome | None] = {}
     for trial in students:
-        dirs = [out for _, out in teacher_runs(trial.config, trial.out, trial.members)]
+        dirs = [out for _, out in distill.teacher_runs(trial.config, trial.out, trial.members)]
         outcomes = [finished.get(by_out[d.resolve()].name) for d in dirs]
         failed = [o for o in outcomes if o is not None and o.error]
         if failed:

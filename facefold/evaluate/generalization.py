@@ -136,8 +136,7 @@ class FolderEvaluation:
         return {
             "kind": "generalization", "model": str(self.model), "data": str(self.data),
             "data_kind": self.kind,
-            "options": {"tta": self.options.tta, "ema": self.options.ema,
-                        "crops": self.options.crops},
+            "options": self.options.to_dict(),
             "applied": self.applied,
             **self.accuracy.to_dict(),
             "estimate": self.estimate,

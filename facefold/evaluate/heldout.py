@@ -69,10 +69,15 @@ class InferenceOptions:
         """True when nothing differs from the run's own configuration."""
         return self.tta is None and self.ema and self.crops is None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The options as asked for (None: as the run was trained), for a result's JSON."""
+        return dataclasses.asdict(self)
+
     def for_run(self, config: Config) -> dict[str, Any]:
-        """What these options mean for one run of ``config``: ``{"tta": bool, "weights":
-        "average" | "raw", "average_kept": bool}`` (a run without ``train.ema_decay`` keeps
-        no average: its weights are the raw ones whatever ``ema`` says)."""
+        """What these options mean for one run of ``config``: ``{"tta": bool, "crops": bool,
+        "weights": "average" | "raw", "average_kept": bool}`` (crops only for a CNN; a run
+        without ``train.ema_decay`` keeps no average: its weights are the raw ones whatever
+        ``ema`` says)."""
         kept = bool(config.train.ema_decay)
         crops = config.model.tta_crops if self.crops is None else self.crops
         return {"tta": config.model.tta_flip if self.tta is None else self.tta,
@@ -191,8 +196,7 @@ class HeldOutEvaluation:
         return {
             "kind": "held-out", "model": str(self.run_dir), "data": str(self.data_dir),
             "shards": self.shards,
-            "options": {"tta": self.options.tta, "ema": self.options.ema,
-                        "crops": self.options.crops},
+            "options": self.options.to_dict(),
             "applied": self.applied,
             **self.accuracy.to_dict(),
             "recorded": {**self.recorded_accuracy.to_dict(), "applied": self.trained,

@@ -200,13 +200,10 @@ register_preset("fast-64-wide", "ablation: fast-64-long with conv 16/48/80/160, 
                 "warm-up 300; no better than fast-64-long", **FAST_64_WIDE)
 register_preset("fast-64-wide-crops", "fast-64-wide with crop TTA (see fast-64-crops)",
                 **_merged(FAST_64_WIDE, {"model": {"tta_crops": True}}))
-# The two recipes that each gained about a point on one fold, together: mixup regularizes, and
-# the longer schedule gives it the steps it needs to fit mixed targets. On celeb21's folds 0
-# and 1 it gained nothing over fast-64-long (16 crops gained, 18 lost; docs/results.md).
 # Crop TTA (model.tta_crops): inference averages seven windows of each picture, which the
 # training jitter (boxes of 0.7-1.3x the area) has taught the model to read. Training is
 # exactly fast-64-long's (the same weights), so `facefold evaluate RUN --tta-crops` of a
-# fast-64-long run gives its numbers: on celeb21's six folds 96.55 % against 95.99 %
+# fast-64-long run gives its numbers: on celeb21's six folds 96.54 % against 95.99 %
 # (docs/results.md). A prediction costs seven of fast-64-long's.
 register_preset("fast-64-crops", "fast-64-long with crop TTA: inference averages 7 windows "
                 "of each picture (7x the inference cost); trains exactly as fast-64-long",
@@ -223,6 +220,9 @@ register_preset("fast-64-long-s1", "fast-64-long from random seed 1 (weights, da
 register_preset("fast-64-distilled", "ablation: fast-64-long taught by fast-64-duo (same-fold "
                 "runs, 8 jittered views per training image); no better than fast-64-long on "
                 "two folds", **_merged(FAST_64_LONG, {"train": {"teacher": "fast-64-duo"}}))
+# The two recipes that each gained about a point on one fold, together: mixup regularizes, and
+# the longer schedule gives it the steps it needs to fit mixed targets. On celeb21's folds 0
+# and 1 it gained nothing over fast-64-long (16 crops gained, 18 lost; docs/results.md).
 register_preset("fast-64-mixup", "ablation: fast-64-long with mixup (alpha 0.2); no better "
                 "than fast-64-long on two folds",
                 **_merged(FAST_64_LONG, {"augment": {"mixup": 0.2}}))

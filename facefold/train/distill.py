@@ -60,7 +60,7 @@ def teacher_targets(run_dirs: Sequence[Path], split: Split, config: Config) -> n
     views of every image of ``split``, each view jittered by ``config.augment`` from a seed
     of its own (:data:`VIEW_SEED_OFFSET` + the student's seed, the view, the batch): the
     same for the same split and config. Every teacher run must be finished."""
-    total = np.zeros((len(split), 0), np.float64)
+    per_teacher = []
     for run_dir in run_dirs:
         found = runs.latest_checkpoint(run_dir) if runs.is_run(run_dir) else None
         teacher = runs.read_run_config(run_dir) if found else None
@@ -81,9 +81,8 @@ def teacher_targets(run_dirs: Sequence[Path], split: Split, config: Config) -> n
                 crops = augment(images, config.augment, teacher.model.crop_size, seed)
                 parts.append(softmax(np.asarray(model(crops, training=False), np.float64)))
             probabilities = probabilities + np.concatenate(parts)
-        probabilities = probabilities / config.train.teacher_views
-        total = probabilities if total.shape[1] == 0 else total + probabilities
-    return (total / len(run_dirs)).astype(np.float32)
+        per_teacher.append(probabilities / config.train.teacher_views)
+    return np.mean(per_teacher, axis=0).astype(np.float32)
 
 
 def prepare_targets(out: str | Path, config: Config, split: Split,
