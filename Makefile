@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 BASE := $(VENV)/.installed-base
 DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-all lint clean
 
 $(BASE): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { \
@@ -29,9 +29,14 @@ demo: $(BASE)  ## SYNTHETIC-face cross-validation, a few minutes on 2 CPU cores
 	$(BIN)/facefold demo --out runs/demo
 
 # One pytest worker per core (at most 4), each taking whole files, so that a file's
-# module-scoped fixtures are built once.
-test: $(DEV)  ## the whole test suite (skips real-data tests when ../shared is absent)
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+# module-scoped fixtures are built once. `make test` leaves out the tests marked slow (longer
+# end-to-end runs) unless CI is set, as it is in CI; `make test-all` runs them too.
+PYTEST := $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+test: $(DEV)  ## the fast tests (skips real-data tests when ../shared is absent)
+	$(PYTEST) $(if $(CI),,-m "not slow")
+
+test-all: $(DEV)  ## every test, the slow end-to-end ones included (what CI runs)
+	$(PYTEST)
 
 lint: $(DEV)
 	$(BIN)/ruff check facefold tests

@@ -50,6 +50,38 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def set_tf_threads(threads: int) -> None:
+    """Run TensorFlow's ops on ``threads`` intra-op threads (0 = TensorFlow's default, one per
+    core). Possible only before TensorFlow's first op: ``ValueError`` afterwards, unless the
+    count asked for is already in force.
+
+    The thread count is part of what a training computes, not only of its speed: matrix
+    products and convolutions split their sums by thread, so 1 and 2 threads round
+    differently and a run's weights drift apart over hundreds of steps.
+    """
+    if threads < 0:
+        raise ValueError(f"threads must be 0 (one per core) or more, got {threads}")
+    import tensorflow as tf
+
+    if not threads or tf.config.threading.get_intra_op_parallelism_threads() == threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+    except RuntimeError as err:
+        raise ValueError(
+            f"threads={threads} must be set before TensorFlow starts (use `facefold --threads`)"
+        ) from err
+
+
+def tf_threads() -> int:
+    """The intra-op thread count this process's TensorFlow computes with: the one set by
+    :func:`set_tf_threads`, else TensorFlow's default of one per usable core."""
+    import tensorflow as tf
+
+    return tf.config.threading.get_intra_op_parallelism_threads() or usable_cores()
+
+
 def gpu_supports_bfloat16() -> bool:
     """True when TensorFlow sees a GPU of compute capability 8.0 or newer."""
     import tensorflow as tf

@@ -41,6 +41,7 @@ def test_errors_are_one_line_and_exit_1(
     assert err.startswith("facefold: error:") and message in err
 
 
+@pytest.mark.slow
 def test_cli_train_then_cv_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = make_tiny_dataset(tmp_path / "data")
     common = ["--steps", "10", "--eval-every", "5", "--batch-size", "16", "--precision",

@@ -61,6 +61,7 @@ def test_the_inference_model_averages_the_network_over_the_windows() -> None:
     assert not np.allclose(plain.predict(images, verbose=0)["logits"], got, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_crop_tta_in_training_is_crop_tta_at_evaluation(tiny_dataset: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
     plain = tiny_config(8, 8, "fast-64-long", sparsity_every=0)

@@ -16,6 +16,7 @@ from facefold.train import train
 from facefold.train.precision import BF16_CPU_FLAGS
 
 
+@pytest.mark.slow
 def test_small_demo_learns_synthetic_faces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                            ) -> None:
     # The demo trains in precision auto. Timing both precisions for real took 31 of this
@@ -43,6 +44,7 @@ def test_small_demo_learns_synthetic_faces(tmp_path: Path, monkeypatch: pytest.M
     assert f"{result.final()[0]:.4f}" in html  # the report shows the final mean
 
 
+@pytest.mark.slow
 def test_orl_learns_in_float32_and_bfloat16_alike(tmp_path: Path) -> None:
     """A short real-data run far beats chance, and mixed bfloat16 does not cost accuracy: the
     same ORL training in both precisions."""

@@ -290,6 +290,7 @@ def test_ensemble_reuses_a_handed_member_run_and_predicts_the_mean(
         atol=1e-6)
 
 
+@pytest.mark.slow
 def test_experiment_compares_an_ensemble_that_reuses_its_members(
     fake_embedder: FakeEmbedder, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -316,6 +317,7 @@ def test_experiment_compares_an_ensemble_that_reuses_its_members(
     assert (out / "ensemble" / "per_person.csv").is_file() and (out / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_a_later_experiment_reuses_finished_member_runs_it_was_not_asked_for(
     fake_embedder: FakeEmbedder, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -39,6 +39,7 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_gives_the_same_accuracies_as_local(tiny_dataset: Path, tmp_path: Path, ray_session):
     local = _grid(tmp_path / "local")
     run_trials(tiny_dataset, local, Executor("local"), log=lambda _: None)
@@ -58,6 +59,36 @@ def test_ray_gives_the_same_accuracies_as_local(tiny_dataset: Path, tmp_path: Pa
     outcomes = run_trials(tiny_dataset, remote, Executor("ray"), log=lambda _: None)
     assert [o.skipped for o in outcomes] == [True, False, True, True]
     assert _accuracies(remote) == got
+
+
+def _losses(trials: list) -> list[list[float]]:
+    """Every loss a trial logged: its weights' fingerprint, far finer than its accuracies."""
+    return [[r[k] for r in read_metrics(t.out) for k in sorted(r) if k.endswith("loss")]
+            for t in trials]
+
+
+@pytest.mark.slow
+def test_ray_computes_what_local_computes_whatever_its_cpu_request(
+        tiny_dataset: Path, tmp_path: Path, ray_session, monkeypatch):
+    """A trial asking Ray for 1 CPU still computes with the driver's thread count: the same
+    losses to the last bit. At this size the thread count changes them (checked here by
+    running the trial on Ray with 1 thread), so the equality is no accident of size."""
+    from facefold.evaluate import executor as executor_module
+    from facefold.machine import tf_threads
+
+    if tf_threads() < 2:
+        pytest.skip("needs 2 TensorFlow threads to differ from 1")
+    config = tiny_config(steps=20, eval_every=10, sparsity_every=0)
+    local = cv_trials(config, tmp_path / "local", [1], "seed")
+    run_trials(tiny_dataset, local, Executor("local"), log=lambda _: None)
+    remote = cv_trials(config, tmp_path / "ray", [1], "seed")
+    run_trials(tiny_dataset, remote, Executor("ray", cpus_per_trial=1), log=lambda _: None)
+    assert _losses(remote) == _losses(local)
+
+    monkeypatch.setattr(executor_module, "tf_threads", lambda: 1)
+    one_thread = cv_trials(config, tmp_path / "ray-1", [1], "seed")
+    run_trials(tiny_dataset, one_thread, Executor("ray", cpus_per_trial=1), log=lambda _: None)
+    assert _losses(one_thread) != _losses(local)
 
 
 def test_a_worker_without_tensorflow_is_reported(tiny_dataset: Path, tmp_path: Path, ray_session):
@@ -119,6 +150,7 @@ def test_executor_options_are_checked() -> None:
         Executor("local", address="auto")
 
 
+@pytest.mark.slow
 def test_a_distilled_run_trains_on_ray_after_its_teachers(tiny_dataset: Path, tmp_path: Path,
                                                           ray_session):
     # The workers have none of the teacher runs: the driver writes the targets first, and the

@@ -46,6 +46,7 @@ def test_a_2016_shard_trains_and_writes_a_complete_run(tiny_dataset: Path, tmp_p
 
 # modern: batch norm, dropout, AdamW, warm-up + cosine, weight average, TTA and the box and
 # erasing augmentation must all resume exactly (the warm-up is shortened to fit the run).
+@pytest.mark.slow
 @pytest.mark.parametrize(("preset", "changes"), [("seed", {}), ("modern", {"warmup_steps": 5})])
 def test_resume_after_interruption_matches_an_uninterrupted_run(
     tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset: str,

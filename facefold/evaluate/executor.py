@@ -38,6 +38,7 @@ from typing import Any
 
 from facefold import runs
 from facefold.config import Config
+from facefold.machine import onednn_setting, tf_threads
 from facefold.data.records import LABELS_FILE, MANIFEST_FILE, list_shards
 from facefold.evaluate.worker import train_in_worker
 from facefold.models.families import Ensemble, SplitSource, family_of, leaf_configs
@@ -390,15 +391,22 @@ def _run_ray(
     cpus, gpus = executor.cpus_per_trial, executor.gpus_per_trial
     if not trials:
         return {}
-    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(train_in_worker)
+    # max_calls=1: a fresh worker process per trial, since TensorFlow's thread count can be set
+    # only before its first op and a reused worker would keep another trial's setting.
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0, max_calls=1)(
+        train_in_worker)
     dataset = ray.put(_dataset_files(data_dir))
     driver_data = str(data_dir.resolve())
+    # Each trial computes with this process's thread count and oneDNN setting, whatever its CPU
+    # request: the local executor's results, not only its accuracies (docs/cluster.md).
+    threads, onednn = tf_threads(), onednn_setting()
     futures = {
         remote.remote(dataset, t.config.to_dict(), t.fold, runs.run_files(t.out), driver_data,
-                      list(t.excluded), max(1, round(cpus))): t
+                      list(t.excluded), threads, onednn): t
         for t in trials
     }
-    log(f"submitted {len(futures)} trials to Ray ({cpus:g} CPU, {gpus:g} GPU each)")
+    log(f"submitted {len(futures)} trials to Ray ({cpus:g} CPU, {gpus:g} GPU each; "
+        f"{threads} TensorFlow thread(s) each, as here)")
     outcomes = {}
     waiting = list(futures)
     while waiting:

@@ -7,6 +7,7 @@ says so, instead of an unpickling error.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -15,7 +16,7 @@ from pathlib import Path
 
 def train_in_worker(
     dataset: dict[str, bytes], config: dict, fold: int, existing: dict[str, bytes],
-    driver_data: str, excluded: list[int] | None = None, threads: int = 0,
+    driver_data: str, excluded: list[int] | None = None, threads: int = 0, onednn: str = "",
 ) -> dict[str, bytes]:
     """Train one trial in a temporary folder of this process and return the run folder's files.
 
@@ -23,11 +24,16 @@ def train_in_worker(
     ``dataset`` holds the dataset folder's files, ``config`` a
     :meth:`~facefold.config.Config.to_dict`, ``existing`` the files the driver
     already has for this run (so an interrupted trial resumes), ``excluded`` the shards
-    it neither trains nor evaluates on, ``threads`` TensorFlow's threads (the trial's CPUs:
-    by default TensorFlow takes one per core of the node, and trials sharing a node would
-    then fight over them; 0 leaves the default). The returned ``run.json`` names
+    it neither trains nor evaluates on. ``threads`` (TensorFlow's intra-op threads) and
+    ``onednn`` (``TF_ENABLE_ONEDNN_OPTS``, "" = TensorFlow's default) are the driver's: both
+    change how sums are rounded, so a trial computes what the local executor would only with
+    the same two (0 threads leaves TensorFlow's default). The returned ``run.json`` names
     ``driver_data`` as the dataset.
     """
+    from facefold.machine import ONEDNN_ENV, set_tf_threads
+
+    if onednn:  # read once, when TensorFlow starts in this process
+        os.environ[ONEDNN_ENV] = onednn
     try:
         from facefold import runs
         from facefold.config import Config
@@ -37,8 +43,7 @@ def train_in_worker(
             f"Ray worker on node {socket.gethostname()} cannot import TensorFlow/facefold "
             f"({err}); install facefold with the same versions on every node of the cluster"
         ) from err
-    if threads:
-        _limit_threads(threads)
+    set_tf_threads(threads)
     work = Path(tempfile.mkdtemp(prefix="facefold-trial-"))
     try:
         data_dir, run_dir = work / "data", work / "run"
@@ -58,15 +63,3 @@ def train_in_worker(
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-
-def _limit_threads(threads: int) -> None:
-    """Run TensorFlow's ops on ``threads`` threads in this worker process. Possible only
-    before TensorFlow's first op: a Ray worker reused for a second trial keeps the setting
-    of its first, which is the same number for trials of one run."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
-    except RuntimeError:
-        pass
