@@ -38,9 +38,9 @@ from typing import Any
 
 from facefold import runs
 from facefold.config import Config
-from facefold.machine import onednn_setting, tf_threads
 from facefold.data.records import LABELS_FILE, MANIFEST_FILE, list_shards
 from facefold.evaluate.worker import train_in_worker
+from facefold.machine import onednn_setting, tf_threads
 from facefold.models.families import Ensemble, SplitSource, family_of, leaf_configs
 from facefold.train import distill
 from facefold.train.ensemble import combine, inner_runs, inner_shards, member_runs
