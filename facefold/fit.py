@@ -403,8 +403,8 @@ def measure_enrollment(
                                      data, log)
     write_ensemble(out, found, weights)
     _write_decision(out, found, known, weights, known_names, calibration)
-    (out / runs.GALLERY_FILE).unlink(missing_ok=True)  # a rerun enrolls afresh
     predictor = Predictor.load(out)
+    predictor.clear_gallery()  # a rerun enrolls afresh
     outputs, other_labels = network_outputs(found, lambda n: concat(split(n)[1]))
     features = model_outputs(outputs, weights)["features"]
     rng = np.random.default_rng(config.train.seed + 2)

@@ -19,7 +19,8 @@ cross-validation)::
     RUN/model_card.json   a model fit on every shard (``facefold fit``): data, people, the
     RUN/MODEL_CARD.md     calibrated threshold and the rates it gives, versions
     RUN/calibration/group-G/  the leave-people-out runs that calibrated it
-    RUN/gallery.npz       people enrolled without retraining (``facefold enroll``)
+    RUN/gallery.sqlite    people enrolled without retraining (``facefold enroll``;
+                          :mod:`facefold.predict.gallery`; ``gallery.npz`` before)
     RUN/ensemble.json     an ensemble only: its members' run folders (and, weighted, the
                           members' weights and how they were chosen)
     RUN/members/<preset>/ an ensemble only: members trained for it (ordinary runs)
@@ -86,6 +87,8 @@ SPARSITY_FILE = "sparsity.jsonl"
 PREDICTIONS_FILE = "predictions.npz"
 TENSORBOARD_DIR = "tensorboard"
 THRESHOLD_FILE = "threshold.json"
+GALLERY_FILE = "gallery.sqlite"
+LEGACY_GALLERY_FILE = "gallery.npz"  # an older facefold's; moved into GALLERY_FILE
 CENTROIDS_FILE = "centroids.npy"
 OPENSET_FILE = "openset.json"
 ENSEMBLE_FILE = "ensemble.json"
@@ -99,7 +102,6 @@ EXPERIMENT_FILE = "experiment.json"
 COMPARISON_CSV, COMPARISON_PNG = "comparison.csv", "comparison.png"
 EXPORT_FILE = "export.json"
 MODEL_CARD_JSON, MODEL_CARD_MD = "model_card.json", "MODEL_CARD.md"
-GALLERY_FILE = "gallery.npz"
 ENROLLMENT_TEST_FILE = "enrollment_test.json"
 CALIBRATION_DIR = "calibration"
 # Bump when export.json or the model files change meaning; loading checks it.
@@ -614,32 +616,6 @@ def read_model_card(model_dir: str | Path) -> dict[str, Any] | None:
 
 def write_enrollment_test(model_dir: str | Path, result: dict[str, Any]) -> None:
     write_json_atomic(Path(model_dir) / ENROLLMENT_TEST_FILE, result)
-
-
-def read_gallery(folder: str | Path, dim: int | None = None
-                 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """``(names, sums (E, D), counts (E,))`` of the people enrolled in a model folder (empty
-    when none): each person's sum of unit-length features and how many pictures made it."""
-    path = Path(folder) / GALLERY_FILE
-    if not path.is_file():
-        return [], np.zeros((0, dim or 0), np.float32), np.zeros(0, np.int64)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            names = [str(n) for n in data["names"]]
-            sums, counts = data["sums"].astype(np.float32), data["counts"].astype(np.int64)
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{path}: not a facefold gallery ({err})") from err
-    if sums.ndim != 2 or len(sums) != len(names) or counts.shape != (len(names),) or (
-            dim is not None and len(names) and sums.shape[1] != dim):
-        raise ValueError(f"{path}: names, sums {sums.shape} and counts {counts.shape} do not "
-                         f"fit together{f' or the model features ({dim})' if dim else ''}")
-    return names, sums, counts
-
-
-def write_gallery(folder: str | Path, names: Sequence[str], sums: np.ndarray,
-                  counts: np.ndarray) -> None:
-    with atomic_path(Path(folder) / GALLERY_FILE) as tmp, tmp.open("wb") as handle:
-        np.savez(handle, names=np.array(list(names), dtype=str), sums=sums, counts=counts)
 
 
 # ---------------------------------------------------------------- ensembles

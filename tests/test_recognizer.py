@@ -155,6 +155,27 @@ def test_known_people_are_named_strangers_are_unknown_and_enrolled_ones_named(
     assert not other.same and other.similarity < other.threshold
 
 
+def test_a_loaded_model_sees_and_keeps_what_others_enrolled(
+        fitted: tuple[Path, Path], tmp_path: Path) -> None:
+    """A server's predictor loaded before another process enrolls alice: its own enroll of bob
+    keeps alice, and it names alice without being reloaded; the same photo twice counts
+    once."""
+    from facefold.predict import Predictor
+
+    _, model = fitted
+    server, other = Predictor.load(model), Predictor.load(model)
+    alice = [Image.open(p) for p in _pictures(tmp_path / "alice", 7, 4, seed=41)]
+    bob = [Image.open(p) for p in _pictures(tmp_path / "bob", 8, 3, seed=42)]
+    assert other.enroll("alice", alice[:3]) == 3
+    assert server.enroll("bob", bob) == 3
+    assert server.gallery_names == other.gallery_names == ["alice", "bob"]
+    assert server.recognize(alice[3:])[0].name == "alice"
+    assert other.enroll("alice", alice[:3]) == 3  # the same photos: nothing added
+    with pytest.raises(ValueError, match="already enrolled as 'alice'"):
+        server.enroll("mallory", alice[:1])
+    assert Predictor.load(model).gallery_names == ["alice", "bob"]
+
+
 def test_the_cli_fits_enrolls_identifies_and_verifies(
         fake_embedder: FakeEmbedder, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = make_tiny_dataset(tmp_path / "data", classes=5, shards=3, per_shard=6)
@@ -355,6 +376,7 @@ def test_enrollment_test_counts_newcomers_and_strangers_as_by_hand(
     from facefold.evaluate.openset import unit_rows
     from facefold.fit import measure_enrollment
     from facefold.predict import Predictor
+    from facefold.predict.gallery import Gallery
 
     data = make_tiny_dataset(tmp_path / "data", classes=8, shards=3, per_shard=6)
     model = tmp_path / "model"
@@ -384,8 +406,8 @@ def test_enrollment_test_counts_newcomers_and_strangers_as_by_hand(
     # The gallery holds each newcomer's 3 shots; the rest of their 18 pictures are named. The
     # fake embedder gives one person's pictures nearly the same feature, so every picture of
     # a newcomer gets the same decision, and which 3 were the shots changes no count.
-    gallery_names, _, counts = runs.read_gallery(model)
-    assert gallery_names == new and counts.tolist() == [3, 3]
+    enrolled = Gallery(model, predictor.info.centroids.shape[1]).read()
+    assert enrolled.names == new and enrolled.counts.tolist() == [3, 3]
     named = tests = 0
     for name in new:
         own = np.flatnonzero(person == name)

@@ -41,6 +41,7 @@ from facefold.data.images import square_crop
 from facefold.data.records import label_name_problem
 from facefold.evaluate.openset import DEFAULT_SCORE, SCORES, open_set_scores, unit_rows
 from facefold.models.inference import Infer, keras_infer, softmax
+from facefold.predict.gallery import Gallery, People, picture_key
 from facefold.predict.loading import LoadedModel, load_model_folder
 
 UNKNOWN = "unknown"
@@ -130,10 +131,11 @@ class Predictor:
         self.members = {name: Predictor(member, batch_size)
                         for name, member in loaded.members.items()}
         self.member_weights = loaded.weights
-        # People enrolled without retraining (facefold enroll): named by nearest centroid.
-        dim = None if self.info.centroids is None else self.info.centroids.shape[1]
-        self.gallery_names, self._gallery_sums, self._gallery_counts = runs.read_gallery(
-            self.info.source, dim)
+        # People enrolled without retraining (facefold enroll): named by nearest centroid. The
+        # gallery is read afresh when another process (or predictor) enrolled someone.
+        self._gallery = None if self.info.centroids is None else Gallery(
+            self.info.source, self.info.centroids.shape[1])
+        self._enrolled()  # a damaged gallery fails here, when the model is loaded
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:
@@ -145,6 +147,16 @@ class Predictor:
     def labels(self) -> list[str]:
         """The people the network was trained on (index = class)."""
         return self.info.labels
+
+    @property
+    def gallery_names(self) -> list[str]:
+        """The enrolled people, in the order they were first enrolled."""
+        return self._enrolled().names
+
+    def _enrolled(self) -> People:
+        if self._gallery is None:
+            return People.empty(0)
+        return self._gallery.read()
 
     @property
     def names_by_centroid(self) -> bool:
@@ -162,8 +174,8 @@ class Predictor:
         """Unit mean features (P, D) of :attr:`people`, or None without centroids."""
         if self.info.centroids is None:
             return None
-        enrolled = unit_rows(self._gallery_sums) if len(self.gallery_names) else np.zeros(
-            (0, self.info.centroids.shape[1]), np.float32)
+        people = self._enrolled()
+        enrolled = unit_rows(people.sums) if people.names else people.sums
         return np.concatenate([self.info.centroids, enrolled]).astype(np.float32)
 
     # ------------------------------------------------------------ enrolling and verifying
@@ -186,29 +198,27 @@ class Predictor:
                              "needs a model made by `facefold fit`")
         if not images:
             raise ValueError(f"no picture to enroll {name!r} from")
-        return self.enroll_features(name, self.outputs(images)["features"])
+        keys = [picture_key(np.asarray(image)) for image in images]
+        return self.enroll_features(name, self.outputs(images)["features"], keys)
 
-    def enroll_features(self, name: str, features: np.ndarray) -> int:
-        """:meth:`enroll` from the model's features (N, D) of a person's pictures."""
+    def enroll_features(self, name: str, features: np.ndarray,
+                        pictures: Sequence[str] | None = None) -> int:
+        """:meth:`enroll` from the model's features (N, D) of a person's pictures, whose
+        content keys are ``pictures`` (:func:`~.gallery.picture_key`; None: the features'
+        own bytes). A picture enrolled before under this name counts once."""
         problem = label_name_problem(name)
         if problem or name in self.labels:
             raise ValueError(f"person name {name!r} {problem or 'is a trained person'}")
-        count = len(features)
-        features = unit_rows(features).sum(axis=0)
-        names = list(self.gallery_names)
-        sums, counts = self._gallery_sums, self._gallery_counts
-        if name in names:
-            i = names.index(name)
-            sums, counts = sums.copy(), counts.copy()
-            sums[i] += features
-            counts[i] += count
-        else:
-            names.append(name)
-            sums = np.concatenate([sums.reshape(-1, len(features)), features[None]])
-            counts = np.concatenate([counts, [count]])
-        runs.write_gallery(self.info.source, names, sums, counts)
-        self.gallery_names, self._gallery_sums, self._gallery_counts = names, sums, counts
-        return int(counts[names.index(name)])
+        if self._gallery is None:
+            raise ValueError(f"{self.info.source} holds no {runs.CENTROIDS_FILE}: enrolling "
+                             "needs a model made by `facefold fit`")
+        _, total = self._gallery.add(name, unit_rows(features), pictures)
+        return total
+
+    def clear_gallery(self) -> None:
+        """Remove every enrolled person from the model folder."""
+        if self._gallery is not None:
+            self._gallery.clear()
 
     def verify(self, a: Image.Image, b: Image.Image,
                threshold: float | None = None) -> Verification:
