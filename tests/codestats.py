@@ -24,8 +24,8 @@ It prints
   not beneath the importing one in :data:`LAYERS` — the same check as
   ``tests/test_structure.py``, which imports this module.
 
-It imports nothing of facefold (it reads the files), so it runs in a second with any
-Python 3.11.
+The report imports nothing of facefold (it reads the files with ``ast``), so it runs in a
+second with any Python 3.11.
 """
 
 from __future__ import annotations
