@@ -86,6 +86,7 @@ from facefold.data.pipeline import (
 )
 from facefold.data.records import read_labels
 from facefold.data.synthetic import make_synthetic_faces
+from facefold.log import Log
 from facefold.machine import cpu_model, onednn_setting, usable_cores
 from facefold.models.cnn import CONV_NAME, DENSE_NAME, RESIZE_ARGS, build_model
 from facefold.models.presets import resolve_config
@@ -94,7 +95,6 @@ from facefold.models.presets import resolve_config
 # exactly the step `facefold train` runs, so it reuses it rather than restating it.
 from facefold.train.optim import compile_model
 from facefold.train.precision import PRECISIONS, resolve_precision
-from facefold.train.trainer import Log
 
 TRAIN_PASSES = 3  # forward + input gradient + weight gradient
 TIMING_ROUNDS = 2  # default alternations of compute / pipeline timings; the best counts

@@ -15,6 +15,7 @@ from typing import Any
 
 from facefold import __version__
 from facefold.machine import apply_onednn_choice
+from facefold.models.scores import SCORES
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -171,7 +172,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_cv(args: argparse.Namespace) -> None:
-    if args.unknown_people:  # open-set evaluation: see facefold.evaluate.openset
+    if args.unknown_people:  # open-set evaluation: see facefold.evaluate.openset_cv
         _cmd_cv_open_set(args)
         return
     from facefold.evaluate.cv import run_cv
@@ -426,7 +427,7 @@ def _add_recognize_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--threshold", type=float,
                          help="answer 'unknown' below this score (default: the model's own "
                          "threshold.json, if any)")
-    predict.add_argument("--score", choices=["msp", "max_logit", "energy", "cosine"],
+    predict.add_argument("--score", choices=list(SCORES),
                          help="open-set score the threshold applies to (default: the one in "
                          "the model's threshold.json, else energy)")
     predict.set_defaults(func=_cmd_predict)

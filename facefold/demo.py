@@ -16,9 +16,9 @@ from pathlib import Path
 from facefold.data.build import build_dataset
 from facefold.data.synthetic import make_synthetic_faces
 from facefold.evaluate.cv import CVResult, run_cv
+from facefold.log import Log
 from facefold.models.presets import resolve_config
 from facefold.report import report_cv
-from facefold.train.trainer import Log
 
 MARKER = "demo.json"
 PEOPLE, PER_PERSON, SHARDS = 10, 60, 3

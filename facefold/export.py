@@ -19,7 +19,7 @@ the logits layer, for the ``cosine`` open-set score.
 
 **Unknown people**: ``threshold`` in ``export.json`` (or null) is
 ``{"score": name, "threshold": t, "thresholds": {score: t, ...}}``; a face
-is unknown when its score is below ``t`` (see :mod:`facefold.evaluate.openset`).
+is unknown when its score is below ``t`` (see :mod:`facefold.models.scores`).
 
 **Embedding heads** (e.g. a ``dlib128`` run): the model file is the *head*
 only. Its input is ``embedding``, float32 ``(N, V, D)``: the pretrained

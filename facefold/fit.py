@@ -7,7 +7,7 @@ groups; for each group a model of the same config is trained without that group'
 (on every shard but one, :func:`facefold.runs.calibration_dir`) and scored on the held-out
 shard's pictures of the known people and on every picture of the group's people, whom it
 never saw. The scores are pooled over the groups, and for each open-set score
-(:data:`facefold.evaluate.openset.SCORES`) the threshold that accepts ``far`` of the
+(:data:`facefold.models.scores.SCORES`) the threshold that accepts ``far`` of the
 strangers is found; the score that names the most known faces right at that rate is chosen
 — by the data, per model. The cosine score names a face by its nearest centroid, so people
 can be enrolled later without retraining (:meth:`facefold.predict.Predictor.enroll`).
@@ -45,19 +45,21 @@ from facefold import runs
 from facefold.config import Config
 from facefold.data.pipeline import Split, concat
 from facefold.data.records import read_labels
-from facefold.evaluate.openset import (
+from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_people
+from facefold.log import Log
+from facefold.models.families import Ensemble, SplitSource, family_of
+from facefold.models.inference import combine_outputs, softmax
+from facefold.models.scores import (
+    CENTROID_SCORE,
     SCORES,
     auroc,
     class_centroids,
     threshold_at_far,
     unit_rows,
 )
-from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_people
-from facefold.models.families import Ensemble, SplitSource, family_of
-from facefold.models.inference import combine_outputs, softmax
 from facefold.predict import Predictor
 from facefold.train.ensemble import member_runs, weights_and_facts
-from facefold.train.trainer import Log, Trainer, versions
+from facefold.train.trainer import Trainer, versions
 
 # The shards of a network's inputs (a CNN's pictures, an embedding head's embeddings) for
 # the people a model is trained on: an ensemble's members take different inputs.
@@ -99,14 +101,14 @@ def people_groups(count: int, groups: int, seed: int) -> list[list[int]]:
 def _pooled(parts: Sequence[CaseScores], far: float) -> dict[str, dict[str, float]]:
     """Per score, over every group: AUROC, the threshold at ``far``, the false-accept rate
     it reaches, the share of known faces accepted, and accepted *and* named right (by the
-    classifier, or for the cosine score by the nearest centroid)."""
+    classifier, or for a score that uses centroids by the nearest centroid)."""
     report = {}
-    for name in SCORES:
+    for name, score in SCORES.items():
         if not all(name in p.known for p in parts):
             continue
         known = np.concatenate([p.known[name] for p in parts])
         unknown = np.concatenate([p.unknown[name] for p in parts])
-        right = np.concatenate([p.nearest_correct if name == "cosine" else p.correct
+        right = np.concatenate([p.nearest_correct if score.uses_centroids else p.correct
                                 for p in parts])
         threshold = threshold_at_far(unknown, far)
         accepted = known >= threshold
@@ -367,7 +369,7 @@ def _write_decision(model_dir: Path, found: Sequence[tuple[Config, Path]], input
     runs.write_threshold(model_dir, {
         "score": calibration["score"], "threshold": chosen["threshold"],
         "far": calibration["far"],
-        "naming": "centroid" if calibration["score"] == "cosine" else "classifier",
+        "naming": "centroid" if SCORES[calibration["score"]].uses_centroids else "classifier",
         "source": f"facefold fit: leave-people-out over {calibration['groups']} groups",
         "thresholds": {n: r["threshold"] for n, r in calibration["scores"].items()},
         "verify_threshold": calibration["verification"]["threshold"],
@@ -413,7 +415,7 @@ def measure_enrollment(
         pictures = rng.permutation(np.flatnonzero(other_labels == label))
         predictor.enroll_features(labels[label], features[pictures[:shots]])
         tests += [(i, labels[label]) for i in pictures[shots:]]
-    threshold = calibration["scores"]["cosine"]["threshold"]
+    threshold = calibration["scores"][CENTROID_SCORE]["threshold"]
     similarity = unit_rows(features) @ predictor.all_centroids().T
     best, value = similarity.argmax(axis=1), similarity.max(axis=1)
     people = predictor.people

@@ -441,6 +441,12 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return read_step_rows(Path(run_dir) / METRICS_FILE)
 
 
+def read_sparsity(run_dir: str | Path) -> list[dict]:
+    """The ReLU zero fractions logged in ``RUN/sparsity.jsonl`` (written during training by
+    :class:`facefold.train.sparsity.SparsityTracker`), in step order (empty if none)."""
+    return read_step_rows(Path(run_dir) / SPARSITY_FILE)
+
+
 def write_metrics(run_dir: str | Path, rows: Sequence[dict]) -> None:
     write_rows_atomic(Path(run_dir) / METRICS_FILE, rows)
 

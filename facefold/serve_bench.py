@@ -69,10 +69,10 @@ def good_photo() -> bytes:
 
 def tiny_model(folder: Path) -> Path:
     """Train a few steps on synthetic faces; returns the run folder."""
-    from facefold.config import resolve_config
     from facefold.data.build import build_dataset
     from facefold.data.synthetic import make_synthetic_faces
-    from facefold.train.trainer import train
+    from facefold.models.presets import resolve_config
+    from facefold.train import train
 
     faces = make_synthetic_faces(folder / "faces", people=4, per_person=12, size=64)
     build_dataset(faces, folder / "data", shards=3, per_class=12, size=56, log=lambda _: None)

@@ -22,15 +22,10 @@ from facefold.evaluate.cv import collect
 from facefold.models.cnn import build_model, relu_layer_names
 from facefold.report.activations import analyze_activations, dead_channels, prepare_image
 from facefold.report.sparsity import analyze_sparsity, live_units
-from facefold.runs import SPARSITY_FILE, latest_checkpoint, read_metrics
+from facefold.runs import SPARSITY_FILE, latest_checkpoint, read_metrics, read_sparsity
 from facefold.train import train
 from facefold.train import trainer as trainer_module
-from facefold.train.sparsity import (
-    SparsityMeter,
-    SparsityTracker,
-    read_sparsity,
-    zero_fraction,
-)
+from facefold.train.sparsity import SparsityMeter, SparsityTracker, zero_fraction
 
 CONFIG = tiny_config(steps=10, eval_every=5, sparsity_every=5)
 

@@ -31,7 +31,7 @@ with warnings.catch_warnings():  # Starlette 1.x nudges from httpx to httpx2; bo
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-import facefold.predict as predict_module
+import facefold.predict.predictor as predictor_module  # where face_crops looks load_detector up
 from facefold import serve
 from facefold.cli import main
 from facefold.data.images import (
@@ -65,7 +65,7 @@ def client(predictor: Predictor) -> Iterator[TestClient]:
 @pytest.fixture(autouse=True)
 def no_detector(monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole-picture rule (fast, and the same whether or not MTCNN is installed)."""
-    monkeypatch.setattr(predict_module, "load_detector", lambda: None)
+    monkeypatch.setattr(predictor_module, "load_detector", lambda: None)
     monkeypatch.setattr(serve, "load_detector", lambda: None)  # /api/info asks too
 
 
@@ -544,7 +544,7 @@ def test_detection_of_thin_pictures_finds_nothing_instead_of_dividing_by_zero(si
 
 
 def test_predict_files_refuses_tiny_and_thin_pictures(predictor, tmp_path, monkeypatch):
-    monkeypatch.setattr(predict_module, "load_detector", lambda: detect)
+    monkeypatch.setattr(predictor_module, "load_detector", lambda: detect)
     paths = {name: tmp_path / name for name in ("thin.png", "dot.png", "long.png", "x.eps")}
     Image.new("RGB", (3000, 1)).save(paths["thin.png"])
     Image.new("RGB", (1, 1)).save(paths["dot.png"])
@@ -561,7 +561,7 @@ def test_predict_files_refuses_tiny_and_thin_pictures(predictor, tmp_path, monke
 
 def test_cli_predict_detect_on_a_thin_picture_prints_an_error_not_a_traceback(
         predictor, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(predict_module, "load_detector", lambda: detect)
+    monkeypatch.setattr(predictor_module, "load_detector", lambda: detect)
     Image.new("RGB", (3000, 1)).save(tmp_path / "thin.png")
     with pytest.raises(SystemExit) as exit_status:
         main(["predict", str(predictor.info.source), str(tmp_path / "thin.png"), "--detect"])

@@ -19,16 +19,17 @@ import facefold.predict.predictor as predictor_module
 from facefold.cli import main
 from facefold.data.images import NotAnImageError, load_rgb
 from facefold.data.pipeline import decode_shards
-from facefold.evaluate.openset import (
-    auroc,
-    class_centroids,
-    open_set_report,
-    open_set_scores,
-    threshold_at_far,
-)
+from facefold.evaluate.openset import open_set_report
 from facefold.evaluate.openset_cv import choose_unknown_people, split_people
 from facefold.export import export_run
 from facefold.models.inference import MatrixResize
+from facefold.models.scores import (
+    SCORES,
+    auroc,
+    class_centroids,
+    open_set_scores,
+    threshold_at_far,
+)
 from facefold.predict import (
     UNKNOWN,
     NoFaceError,
@@ -375,6 +376,18 @@ def test_scores_and_centroids():
     assert "cosine" not in open_set_scores(logits)
     with pytest.raises(ValueError, match="class 1 has no training image"):
         class_centroids(features, np.array([0, 0]), 2)
+
+
+def test_the_score_registry_is_what_the_cli_offers_and_what_is_computed(capsys):
+    logits, features = np.array([[4.0, 0.0], [1.0, 1.0]]), np.array([[2.0, 0.0], [0.0, 3.0]])
+    centroids = np.eye(2)
+    assert list(open_set_scores(logits, features, centroids)) == list(SCORES)
+    assert list(open_set_scores(logits)) == [
+        name for name, score in SCORES.items() if not score.uses_centroids]
+    with pytest.raises(SystemExit):
+        main(["predict", "MODEL", "face.png", "--score", "no-such-score"])
+    offered = capsys.readouterr().err.split("choose from ")[1]
+    assert offered.strip().rstrip(")") == ", ".join(f"'{name}'" for name in SCORES)
 
 
 def test_unknown_people_are_chosen_with_the_seed_and_relabelled():

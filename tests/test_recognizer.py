@@ -373,8 +373,8 @@ def test_enrollment_test_counts_newcomers_and_strangers_as_by_hand(
         fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
     """``fit --enrollment-test``: its rates, recomputed here from the saved model and every
     picture of the people it left out, through the model's own picture path."""
-    from facefold.evaluate.openset import unit_rows
     from facefold.fit import measure_enrollment
+    from facefold.models.scores import unit_rows
     from facefold.predict import Predictor
     from facefold.predict.gallery import Gallery
 

@@ -1,5 +1,6 @@
-"""The package's shape: no import cycles, deployment code free of training code, and one
-module that knows the names of the run folders' files."""
+"""The package's shape: layers that import only downwards, imported names that exist, no
+import cycles, deployment code free of training code, and one module that knows the names of
+the run folders' files."""
 
 from __future__ import annotations
 
@@ -9,33 +10,29 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from codestats import (
+    LAYERS,
+    PACKAGE_LAYER,
+    Import,
+    has_name,
+    imports_of,
+    is_upward,
+    layer_of,
+    missing_names,
+    modules,
+    upward_imports,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "facefold"
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
 def import_graph() -> dict[str, set[str]]:
     """``module -> facefold modules it imports``, anywhere in its file (lazy imports in
     functions count too: a cycle hidden in a function is still a cycle)."""
-    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
-    graph: dict[str, set[str]] = {name: set() for name in modules}
-    for name, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                # `from a.b import c` imports module a.b.c when there is one, else a.b.
-                targets = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}"
-                           in modules else node.module for alias in node.names]
-            else:
-                continue
-            graph[name] |= {t for t in targets if t in modules and t != name}
-    return graph
+    return {name: {found.target for found in imports_of(name)
+                   if found.target in modules() and found.target != name}
+            for name in modules()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -83,11 +80,61 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-@pytest.mark.parametrize("module", ["facefold.serve", "facefold.predict", "facefold.export"])
+@pytest.mark.parametrize("module", ["facefold.serve", "facefold.predict", "facefold.export",
+                                    "facefold.recognizer"])
 def test_deployment_imports_no_training_code(module: str) -> None:
     graph = import_graph()
-    training = sorted(m for m in _reachable(graph, module) if m.startswith("facefold.train"))
+    training = sorted(m for m in _reachable(graph, module) if m.startswith(
+        ("facefold.train", "facefold.evaluate", "facefold.report")))
     assert not training, f"{module} imports training code: {training}"
+
+
+# ---------------------------------------------------------------- layers (tests/codestats.py)
+
+
+def test_every_package_has_a_layer() -> None:
+    assert set(PACKAGE_LAYER.values()) <= set(LAYERS)
+    assert all(set(below) <= set(LAYERS) for below in LAYERS.values())
+    for module in modules():
+        layer_of(module)  # KeyError naming a package without a layer
+
+
+def _import(module: str, target: str) -> Import:
+    return Import(module, 1, target, None)
+
+
+def test_the_layer_check_tells_down_from_up_and_sideways() -> None:
+    assert not is_upward(_import("facefold.predict.predictor", "facefold.models.scores"))
+    assert not is_upward(_import("facefold.evaluate.generalization", "facefold.predict.loading"))
+    assert not is_upward(_import("facefold.evaluate.cv", "facefold.evaluate.executor"))
+    assert not is_upward(_import("facefold.cli", "facefold.fit"))
+    assert is_upward(_import("facefold.predict.predictor", "facefold.evaluate.openset"))
+    assert is_upward(_import("facefold.faces.cluster", "facefold.predict.predictor"))
+    assert is_upward(_import("facefold.serve", "facefold.train"))  # deployment: no training
+    assert is_upward(_import("facefold.train.trainer", "facefold.predict"))  # sideways
+    assert is_upward(_import("facefold.serve", "facefold.recognizer"))  # sideways in a layer
+    assert is_upward(_import("facefold.bench.speed", "facefold.cli"))  # a package like a module
+
+
+def test_no_import_runs_upward_or_sideways() -> None:
+    """Lazy imports included; the layers are ``LAYERS`` in tests/codestats.py."""
+    upward = [f"{f.module}:{f.line} ({layer_of(f.module)}) imports {f.target} "
+              f"({layer_of(f.target)})" for f in upward_imports()]
+    assert not upward, "imports that are not from beneath:\n" + "\n".join(upward)
+
+
+def test_the_name_check_finds_a_missing_name() -> None:
+    assert has_name("facefold.models.presets", "resolve_config")
+    assert not has_name("facefold.config", "resolve_config")
+    assert has_name("facefold.data.images", "Path")  # imported names can be imported again
+    assert has_name("facefold", "fit") and not has_name("facefold", "no_such_name")  # lazy API
+
+
+def test_every_imported_name_exists() -> None:
+    """``from facefold.x import name`` (lazy ones too) finds ``name`` in ``facefold.x``: a
+    lazy import of a moved name fails only when its function runs."""
+    missing = [f"{f.module}:{f.line}: from {f.target} import {f.name}" for f in missing_names()]
+    assert not missing, "imported names that do not exist:\n" + "\n".join(missing)
 
 
 # The files and folders of run, cv and experiment folders (see facefold.runs).
@@ -129,3 +176,23 @@ def test_git_grep_agrees() -> None:
     if out.returncode not in (0, 1) or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     assert out.stdout.split() == ["facefold/runs.py"]
+
+
+def test_serve_bench_without_a_model_reaches_training(monkeypatch) -> None:
+    """``python -m facefold.serve_bench`` with no MODEL (docs/deployment.md): its lazy imports
+    resolve and it trains the tiny model it then serves (training and serving stubbed)."""
+    import facefold.train
+    from facefold import serve_bench
+
+    trained, served = [], []
+
+    def fake_train(data_dir, config, out, eval_shards, log=print):
+        trained.append((Path(data_dir, "labels.txt").is_file(), config.preset,
+                        list(eval_shards)))
+        return []
+
+    monkeypatch.setattr(facefold.train, "train", fake_train)
+    monkeypatch.setattr(serve_bench, "run", lambda model, *args: served.append(model) or True)
+    assert serve_bench.main([]) == 0
+    assert trained == [(True, "seed", [0])]  # on the synthetic dataset it built
+    assert [model.name for model in served] == ["run"]

@@ -34,8 +34,7 @@ import numpy as np
 import facefold
 from facefold.data import neardup, records
 from facefold.data.images import ImageError, encode_jpeg, file_sha256, load_rgb, square_crop
-
-Log = Callable[[str], None]
+from facefold.log import Log
 
 # How many reasons the summary prints before "…"; the manifest lists them all.
 _SHOWN = 5

@@ -29,6 +29,11 @@ _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _ORIENTATION = ExifTags.Base.Orientation
 
+# The fallback rule (looks_like_face_crop): a picture this small and nearly square is taken
+# as one face crop.
+MAX_CROP_SIDE = 512
+SQUARE_TOLERANCE = 0.10
+
 # The formats a picture may be in, by Pillow's format name, with the names users know.
 # Image.open tries only these plugins: EPS (which runs Ghostscript), ICO, TGA, PSD, FITS …
 # are never parsed, whatever the file holds.
@@ -255,6 +260,14 @@ def _band_to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         img = Image.alpha_composite(background, rgba)
     return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def looks_like_face_crop(image: Image.Image) -> bool:
+    """The fallback rule when no face detector finds a face: a picture is taken as one face
+    crop when its sides are within :data:`SQUARE_TOLERANCE` of each other and its longer side
+    is at most :data:`MAX_CROP_SIDE` pixels."""
+    longer, shorter = max(image.size), min(image.size)
+    return longer <= MAX_CROP_SIDE and longer - shorter <= SQUARE_TOLERANCE * longer
 
 
 def square_crop(img: Image.Image, size: int) -> Image.Image:

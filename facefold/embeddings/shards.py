@@ -13,7 +13,7 @@ Which inputs a config needs is its model family's business
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -25,9 +25,9 @@ from facefold.data.pipeline import Split
 from facefold.data.records import ShardError, list_shards, read_labels, read_shard
 from facefold.embeddings import dlib128
 from facefold.embeddings.cache import EmbeddingCache, content_hash
+from facefold.log import Log
 from facefold.machine import default_cache_dir, usable_cores
 
-Log = Callable[[str], None]
 # Images embedded per call of the model: a progress line each, bounded memory.
 CHUNK = 64
 

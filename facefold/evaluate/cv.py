@@ -18,7 +18,7 @@ from facefold import runs
 from facefold.config import Config
 from facefold.data.records import list_shards
 from facefold.evaluate.executor import LOCAL, Executor, Trial, run_trials
-from facefold.train.trainer import Log
+from facefold.log import Log
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,13 @@ from facefold import runs
 from facefold.config import Config
 from facefold.data.records import LABELS_FILE, MANIFEST_FILE, list_shards
 from facefold.evaluate.worker import train_in_worker
+from facefold.log import Log
 from facefold.machine import onednn_setting, tf_threads
 from facefold.models.families import Ensemble, SplitSource, family_of, leaf_configs
 from facefold.train import distill
 from facefold.train.ensemble import combine, inner_runs, inner_shards, member_runs
 from facefold.train.precision import resolve_precision
-from facefold.train.trainer import Log, Trainer, split_folds
+from facefold.train.trainer import Trainer, split_folds
 
 EXECUTORS = ("local", "ray")
 

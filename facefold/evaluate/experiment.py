@@ -33,6 +33,7 @@ from facefold.data.records import list_shards, read_labels
 from facefold.evaluate.cv import CVResult, collect, cv_trials, load_cv, parse_folds, prepare_cv_dir
 from facefold.evaluate.executor import LOCAL, Executor, run_trials
 from facefold.evaluate.stats import mcnemar_test, paired_t_test
+from facefold.log import Log
 from facefold.models.families import Ensemble, family_of
 from facefold.models.presets import (
     describe_preset,
@@ -40,7 +41,6 @@ from facefold.models.presets import (
     resolve_config,
     teacher_configs,
 )
-from facefold.train.trainer import Log
 
 DEFAULT_BASELINE = "seed"
 

@@ -30,7 +30,7 @@ into the run folder.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,13 +43,13 @@ from facefold.config import Config
 from facefold.data.pipeline import Split
 from facefold.data.records import list_shards, read_labels
 from facefold.evaluate.stats import mcnemar_test, wilson_interval
+from facefold.log import Log
 from facefold.models.families import Ensemble, SplitSource, family_of
 from facefold.models.inference import softmax
 from facefold.predict.loading import checkpoint_model, load_model_folder
 from facefold.predict.predictor import Predictor
 from facefold.train.optim import keeps_average, swap_average
 
-Log = Callable[[str], None]
 CONFIDENCE = 0.95
 
 

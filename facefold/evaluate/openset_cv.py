@@ -3,9 +3,10 @@
 ``facefold cv --unknown-people K``: ``K`` people, chosen with ``train.seed``, are
 held out of training; the others are relabelled 0..M-1 and each case trains on
 them as usual. On the held-out shard of each case every image of a known and of
-an unknown person is scored (:mod:`facefold.evaluate.openset`), and the default
-score's threshold is stored in the case's run folder (``threshold.json``, with
-the class centroids), so ``facefold predict`` on that run answers "unknown".
+an unknown person is scored (:mod:`facefold.models.scores`,
+:mod:`facefold.evaluate.openset`), and the default score's threshold is stored in
+the case's run folder (``threshold.json``, with the class centroids), so
+``facefold predict`` on that run answers "unknown".
 The CV folder gets ``openset.json``: the held-out people, each case's report and
 the mean over cases (the file names belong to :mod:`facefold.runs`).
 """
@@ -24,17 +25,17 @@ from facefold.config import Config
 from facefold.data.pipeline import Split, concat, decode_shards
 from facefold.data.records import read_labels
 from facefold.evaluate.cv import parse_folds, prepare_cv_dir
-from facefold.evaluate.openset import (
+from facefold.evaluate.openset import open_set_report, threshold_entry
+from facefold.log import Log
+from facefold.models.scores import (
     DEFAULT_FAR,
     DEFAULT_SCORE,
     class_centroids,
-    open_set_report,
     open_set_scores,
-    threshold_entry,
     unit_rows,
 )
 from facefold.predict.predictor import Predictor
-from facefold.train.trainer import Log, Trainer
+from facefold.train.trainer import Trainer
 
 
 def choose_unknown_people(labels: Sequence[str], count: int, seed: int) -> list[int]:

@@ -11,7 +11,7 @@
 
 Each face is found and aligned as by ``faces crop`` (MTCNN, five-point template, ``size``
 pixels); a picture with no face found that looks like a face crop (the fallback rule of
-:func:`facefold.predict.predictor.looks_like_face_crop`) is one face, whole. Faces are
+:func:`facefold.data.images.looks_like_face_crop`) is one face, whole. Faces are
 embedded with dlib128 (:mod:`facefold.embeddings.dlib128`), cached by their pixels, and
 grouped by Chinese whispers or average-linkage agglomerative clustering on the cosine
 distance of the descriptors (1 - cosine similarity). :func:`score_grouping` measures a
@@ -28,7 +28,7 @@ import shutil
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,18 +40,16 @@ from PIL import Image
 
 import facefold
 from facefold.data import build, records
-from facefold.data.images import ImageError, load_rgb, square_crop
+from facefold.data.images import ImageError, load_rgb, looks_like_face_crop, square_crop
 from facefold.data.inspect import write_montage
 from facefold.embeddings import dlib128
 from facefold.embeddings.cache import EmbeddingCache, content_hash
 from facefold.embeddings.shards import CHUNK, embedder
 from facefold.faces import detect
 from facefold.faces.crop import _crop_names, _describe, _names, _photo_files, _unique
+from facefold.log import Log
 from facefold.machine import default_cache_dir
 from facefold.machine import describe as describe_machine
-from facefold.predict.predictor import looks_like_face_crop
-
-Log = Callable[[str], None]
 
 METHODS = ("chinese-whispers", "average")
 DEFAULT_METHOD = "chinese-whispers"

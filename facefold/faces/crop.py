@@ -8,7 +8,7 @@ lists every photo and what became of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +18,7 @@ import facefold
 from facefold.data import records
 from facefold.data.images import ImageError, load_rgb
 from facefold.faces.detect import Face, align_face, detect_faces, load_detector
-
-Log = Callable[[str], None]
+from facefold.log import Log
 
 REPORT_FILE = "crop_report.json"
 MULTIPLE_CHOICES = ("largest", "all")

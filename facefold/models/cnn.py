@@ -28,6 +28,7 @@ Output: float32 logits ``(B, num_classes)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -301,3 +302,18 @@ def relu_layer_names(model: keras.Model) -> list[str]:
         for layer in model.layers
         if layer.name.startswith(("conv", "fc")) and layer.name[-1].isdigit()
     ]
+
+
+def build_probe(model: keras.Model, names: Sequence[str] | None = None) -> keras.Model:
+    """A model from ``model``'s input to the outputs of the layers ``names``.
+
+    ``names`` defaults to every ReLU layer (:func:`relu_layer_names`).
+    The probe shares ``model``'s layers, so it always sees the current weights.
+    Calling it returns a list of tensors, one per name, in order.
+    """
+    names = list(names) if names is not None else relu_layer_names(model)
+    if not names:
+        raise ValueError(f"model {model.name!r} has no layers to probe")
+    outputs = [model.get_layer(name).output for name in names]
+    # model.input (not .inputs): a single-input model then takes a plain tensor, no warning.
+    return keras.Model(model.input, outputs, name=f"{model.name}_probe")

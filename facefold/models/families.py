@@ -39,12 +39,12 @@ from facefold.data.pipeline import (
     evaluation_batches,
 )
 from facefold.embeddings.shards import EmbeddingSplit, embed_images, embed_shards, embedder
+from facefold.log import Log
 from facefold.models.cnn import build_model
 from facefold.models.head import build_head
 from facefold.models.inference import head_inference_model, inference_model
 from facefold.models.presets import member_configs, teacher_configs
 
-Log = Callable[[str], None]
 Infer = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 

@@ -26,6 +26,7 @@ from facefold.config import ModelSpec
 from facefold.data.pipeline import center_crop
 from facefold.models.cnn import RESIZE_ARGS, build_model  # also registers the custom layers
 from facefold.models.head import build_head
+from facefold.models.scores import unit_rows
 
 # uint8 pictures (or embeddings) in, {"logits", "features"} float32 out.
 Infer = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -177,12 +178,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, np.float64)
     z = np.exp(z - z.max(axis=1, keepdims=True))
     return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows of ``x`` scaled to length 1 (zero rows stay zero)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def weighted_mean(probabilities: np.ndarray, weights: Sequence[float]) -> np.ndarray:

@@ -5,16 +5,15 @@
 - :mod:`.files`: many files at once, and the CLI's text.
 """
 
+from facefold.data.images import MAX_CROP_SIDE, looks_like_face_crop
 from facefold.predict.files import FILES_PER_CHUNK, format_results, predict_files
 from facefold.predict.loading import LoadedModel, ModelInfo, load_model_folder
 from facefold.predict.predictor import (
-    MAX_CROP_SIDE,
     UNKNOWN,
     NoFaceError,
     Predictor,
     Recognition,
     load_detector,
-    looks_like_face_crop,
 )
 
 __all__ = [

@@ -10,7 +10,7 @@ gray for a 1-channel model, and fed as uint8 to the inference model (see
 :mod:`facefold.models.inference`), which returns ``logits`` (N, classes) and
 ``features`` (N, D) — the input of the logits layer, which the ``cosine``
 open-set score compares with the per-person centroids (see
-:mod:`facefold.evaluate.openset`). An embedding head embeds the picture first.
+:mod:`facefold.models.scores`). An embedding head embeds the picture first.
 
 "Unknown": when the model folder holds a threshold (``threshold.json``, written
 by ``facefold cv --unknown-people``), or a threshold is given, a face whose
@@ -21,7 +21,8 @@ Whole photos (``detect=True``): every face that
 size with ``align_face`` and recognized, with its box. **Fallback rule**: when
 that detector is not installed or finds no face, the whole picture is taken as
 one face crop only if it looks like one: nearly square (sides within 10 %) and
-at most :data:`MAX_CROP_SIDE` pixels on its longer side. Otherwise
+at most :data:`~facefold.data.images.MAX_CROP_SIDE` pixels on its longer side
+(:func:`~facefold.data.images.looks_like_face_crop`). Otherwise
 :class:`NoFaceError` is raised.
 """
 
@@ -37,17 +38,20 @@ import numpy as np
 from PIL import Image
 
 from facefold import runs
-from facefold.data.images import square_crop
+from facefold.data.images import MAX_CROP_SIDE, looks_like_face_crop, square_crop
 from facefold.data.records import label_name_problem
-from facefold.evaluate.openset import DEFAULT_SCORE, SCORES, open_set_scores, unit_rows
 from facefold.models.inference import Infer, keras_infer, softmax
+from facefold.models.scores import (
+    CENTROID_SCORE,
+    DEFAULT_SCORE,
+    SCORES,
+    open_set_scores,
+    unit_rows,
+)
 from facefold.predict.gallery import Gallery, People, picture_key
 from facefold.predict.loading import LoadedModel, load_model_folder
 
 UNKNOWN = "unknown"
-# The fallback rule: a picture this small and nearly square is taken as one face crop.
-MAX_CROP_SIDE = 512
-SQUARE_TOLERANCE = 0.10
 # Images per inference call: bounded memory, and big enough to amortize the call.
 BATCH_SIZE = 64
 
@@ -289,10 +293,12 @@ class Predictor:
             threshold = stored.get("thresholds", {}).get(score)
         if threshold is None:
             return None
-        if score == "cosine" and self.info.centroids is None:
+        if SCORES[score].uses_centroids and self.info.centroids is None:
+            others = [name for name, s in SCORES.items() if not s.uses_centroids]
             raise ValueError(
-                f"the cosine score needs {self.info.source / runs.CENTROIDS_FILE} (written by "
-                "`facefold cv --unknown-people`); choose --score msp, max_logit or energy"
+                f"the {score} score needs {self.info.source / runs.CENTROIDS_FILE} (written by "
+                f"`facefold cv --unknown-people`); choose --score {', '.join(others[:-1])} "
+                f"or {others[-1]}"
             )
         return score, float(threshold)
 
@@ -332,9 +338,9 @@ class Predictor:
         """Name by the nearest centroid among trained and enrolled people (cosine similarity):
         ``top`` lists the most similar people with their similarity, and the face is unknown
         when the best similarity is under the cosine threshold."""
-        if rule is not None and rule[0] != "cosine":
-            raise ValueError(f"a model with enrolled people decides by the cosine score, not "
-                             f"{rule[0]!r}: leave out --score")
+        if rule is not None and not SCORES[rule[0]].uses_centroids:
+            raise ValueError(f"a model with enrolled people decides by the {CENTROID_SCORE} "
+                             f"score, not {rule[0]!r}: leave out --score")
         similarity = unit_rows(features) @ self.all_centroids().T  # (N, P)
         people = self.people
         results = []
@@ -344,7 +350,7 @@ class Predictor:
             value = float(row[order[0]])
             known = rule is None or value >= rule[1]
             results.append(Recognition(
-                top[0][0] if known else UNKNOWN, known, top, value, "cosine",
+                top[0][0] if known else UNKNOWN, known, top, value, CENTROID_SCORE,
                 rule[1] if rule else None, boxes[i]))
         return results
 
@@ -381,12 +387,6 @@ class Predictor:
         found = self.face_crops(photo, detect)
         return self.recognize([c for _, c in found], top_k, threshold, score,
                               [b for b, _ in found])
-
-
-def looks_like_face_crop(image: Image.Image) -> bool:
-    """The fallback rule: sides within 10 % of each other and at most 512 px."""
-    longer, shorter = max(image.size), min(image.size)
-    return longer <= MAX_CROP_SIDE and longer - shorter <= SQUARE_TOLERANCE * longer
 
 
 def load_detector() -> ModuleType | None:

@@ -24,7 +24,6 @@ no checkpoint raises ``FileNotFoundError``, an unreadable picture
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +37,13 @@ from facefold.config import Config
 from facefold.data.images import load_rgb, square_crop
 from facefold.data.pipeline import Split, center_crop, concat, decode_shards, evaluation_batches
 from facefold.data.records import atomic_path, list_shards
-from facefold.models.cnn import CONV_NAME, relu_layer_names  # also registers its custom layer
-from facefold.train.sparsity import build_probe
+from facefold.log import Log
+from facefold.models.cnn import (  # also registers its custom layers
+    CONV_NAME,
+    build_probe,
+    relu_layer_names,
+)
 
-Log = Callable[[str], None]
 OUT_DIR = Path("analysis") / "activations"
 # Size margin of a dataset image over the model's crop when the dataset is gone (112 = 96 + 16).
 TILE_MIN = 48  # pixels: small feature maps are enlarged (nearest) to at least this side

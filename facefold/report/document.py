@@ -46,7 +46,6 @@ from facefold.report.comparison import format_comparison
 from facefold.report.plots import plot_accuracy
 from facefold.report.sparsity import final_dense_sparsity, format_live_units, plot_sparsity
 from facefold.report.table import format_table
-from facefold.train.sparsity import read_sparsity
 
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
@@ -356,7 +355,7 @@ def _curve_blocks(result: CVResult, cv_dir: Path, slug: str, assets: Path) -> li
 
 def _sparsity_blocks(run_dirs: list[Path], slug: str, assets: Path, level: int) -> list[Block]:
     """Sparsity curves of the cases that measured them, and the dense layers' live units."""
-    measured = {run.name: read_sparsity(run) for run in run_dirs}
+    measured = {run.name: runs.read_sparsity(run) for run in run_dirs}
     measured = {name: rows for name, rows in measured.items() if rows}
     if not measured:
         return []

@@ -23,7 +23,6 @@ from facefold import runs
 from facefold.config import Config
 from facefold.data.records import atomic_path
 from facefold.models.cnn import DENSE_NAME
-from facefold.train.sparsity import read_sparsity
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ def load_run_sparsity(run_dir: str | Path) -> list[dict]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    rows = read_sparsity(run_dir)
+    rows = runs.read_sparsity(run_dir)
     if not rows:
         raise FileNotFoundError(
             f"{run_dir / runs.SPARSITY_FILE} is missing or empty: the run has no sparsity "

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from facefold.config import Config
 from facefold.data.pipeline import Split
+from facefold.log import Log
 from facefold.models.families import Ensemble, SplitSource, family_of
 from facefold.train.ensemble import train_ensemble
-from facefold.train.trainer import Log, Trainer
+from facefold.train.trainer import Trainer
 
 
 def train(

@@ -38,7 +38,7 @@ from facefold import runs
 from facefold.config import Config
 from facefold.data.augment import augment
 from facefold.data.pipeline import Split
-from facefold.models.families import Log
+from facefold.log import Log
 from facefold.models.inference import softmax
 from facefold.models.presets import teacher_configs
 

@@ -62,9 +62,10 @@ import numpy as np
 from facefold import runs
 from facefold.config import Config
 from facefold.data.records import read_labels
+from facefold.log import Log
 from facefold.models.families import Ensemble, SplitSource, family_of
 from facefold.models.inference import weighted_mean
-from facefold.train.trainer import Log, Trainer, versions
+from facefold.train.trainer import Trainer, versions
 
 # The floor of a probability inside a logarithm: a member sure of a wrong class costs
 # -log(1e-12) = 27.6 nats for that image instead of an infinite loss.

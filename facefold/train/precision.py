@@ -49,7 +49,6 @@ CACHE_FILE = "precision.json"
 WARMUP, STEPS, REPEATS = 2, 3, 2
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # said in the reason, never decisive
 
-Log = Callable[[str], None]
 StepTimer = Callable[[str], float]  # precision -> seconds per training step
 
 

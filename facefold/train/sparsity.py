@@ -43,8 +43,8 @@ import tensorflow as tf
 from facefold import runs
 from facefold.config import Config
 from facefold.data.pipeline import BatchMaker
-from facefold.data.records import read_step_rows, write_rows_atomic
-from facefold.models.cnn import relu_layer_names
+from facefold.data.records import write_rows_atomic
+from facefold.models.cnn import build_probe, relu_layer_names
 
 
 def zero_fraction(x: tf.Tensor | np.ndarray) -> float:
@@ -55,21 +55,6 @@ def zero_fraction(x: tf.Tensor | np.ndarray) -> float:
     empty ``x``.
     """
     return float(tf.nn.zero_fraction(tf.convert_to_tensor(x)))
-
-
-def build_probe(model: keras.Model, names: Sequence[str] | None = None) -> keras.Model:
-    """A model from ``model``'s input to the outputs of the layers ``names``.
-
-    ``names`` defaults to every ReLU layer (:func:`facefold.models.cnn.relu_layer_names`).
-    The probe shares ``model``'s layers, so it always sees the current weights.
-    Calling it returns a list of tensors, one per name, in order.
-    """
-    names = list(names) if names is not None else relu_layer_names(model)
-    if not names:
-        raise ValueError(f"model {model.name!r} has no layers to probe")
-    outputs = [model.get_layer(name).output for name in names]
-    # model.input (not .inputs): a single-input model then takes a plain tensor, no warning.
-    return keras.Model(model.input, outputs, name=f"{model.name}_probe")
 
 
 class SparsityMeter:
@@ -90,11 +75,6 @@ class SparsityMeter:
         """``x``: a batch of crops (B, crop, crop, C) in [0, 1]. Returns ``{layer: fraction}``."""
         fractions = self._fractions(tf.convert_to_tensor(x, tf.float32))
         return {name: float(f) for name, f in zip(self.names, fractions, strict=True)}
-
-
-def read_sparsity(run_dir: str | Path) -> list[dict]:
-    """The rows of ``RUN/sparsity.jsonl`` in step order (empty if the file is absent)."""
-    return read_step_rows(Path(run_dir) / runs.SPARSITY_FILE)
 
 
 class SparsityTracker:
@@ -134,7 +114,7 @@ class SparsityTracker:
         """
         if not self.every:
             return
-        self.rows = [r for r in read_sparsity(self.run_dir) if r["step"] <= start]
+        self.rows = [r for r in runs.read_sparsity(self.run_dir) if r["step"] <= start]
         if start % self.every == 0 and (not self.rows or self.rows[-1]["step"] != start):
             self.measure(start)
 

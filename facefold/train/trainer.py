@@ -24,7 +24,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -37,6 +37,7 @@ from facefold import runs
 from facefold.config import Config
 from facefold.data.pipeline import BatchMaker, Split, concat, step_batches
 from facefold.data.records import read_labels
+from facefold.log import Log
 from facefold.machine import cpu_model
 from facefold.models.families import SplitSource, family_of
 from facefold.models.inference import inference_model
@@ -44,8 +45,6 @@ from facefold.train import distill
 from facefold.train.optim import compile_model, training_weights
 from facefold.train.precision import resolve_precision
 from facefold.train.sparsity import SparsityTracker
-
-Log = Callable[[str], None]
 
 
 class NaNLossError(FloatingPointError):

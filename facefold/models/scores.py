@@ -1,0 +1,168 @@
+"""Open-set scores: how sure a model is that a face is one of its people (higher = known).
+
+A classifier always names one of its people. To say "unknown" it needs a *score* and a
+*threshold*: a face whose score is below the threshold is unknown. This module holds the
+scores (:data:`SCORES`, the one registry that ``--score``, ``facefold fit`` and the
+predictor read) and the pure functions on them that deployment needs: the per-person
+centroids, the AUROC of known-vs-unknown and the threshold at a false-accept rate.
+:mod:`facefold.evaluate.openset` makes the open-set report of a cross-validation from them.
+
+The scores, all "higher = known":
+
+- ``msp``: the maximum softmax probability;
+- ``max_logit``: the largest logit;
+- ``energy``: ``logsumexp(logits)`` (the negative free energy);
+- ``cosine``: the largest cosine similarity between the penultimate-layer features (the
+  input of the logits layer) and the per-person mean features of the training images
+  (:func:`class_centroids`). It is the one score that :attr:`Score.uses_centroids`: a face
+  it accepts can be named by its nearest centroid, which is how people enrolled without
+  retraining are named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# scipy is imported where it is used: the CLI reads SCORES for --score's choices, and
+# scipy.stats alone would take a second of every `facefold` command.
+
+# (logits (N, C) float64, features (N, D) or None, centroids (C, D) or None) -> (N,)
+ScoreFunction = Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Score:
+    """One open-set score. ``uses_centroids``: it compares a face's features with the
+    per-person centroids (so it needs them, and names a face by the nearest one)."""
+
+    name: str
+    compute: ScoreFunction
+    uses_centroids: bool = False
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to length 1 (zero rows stay zero)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _msp(logits: np.ndarray, *_: np.ndarray | None) -> np.ndarray:
+    from scipy.special import softmax
+
+    return softmax(logits, axis=1).max(axis=1)
+
+
+def _max_logit(logits: np.ndarray, *_: np.ndarray | None) -> np.ndarray:
+    return logits.max(axis=1)
+
+
+def _energy(logits: np.ndarray, *_: np.ndarray | None) -> np.ndarray:
+    from scipy.special import logsumexp
+
+    return logsumexp(logits, axis=1)
+
+
+def _cosine(logits: np.ndarray, features: np.ndarray | None,
+            centroids: np.ndarray | None) -> np.ndarray:
+    # float64 like the others: thresholds are float64, and NumPy compares a float32 array
+    # with a Python float in float32, which can round a threshold onto a score.
+    unit = unit_rows(np.asarray(features)).astype(np.float64)
+    return (unit @ np.asarray(centroids, np.float64).T).max(axis=1)
+
+
+SCORES: dict[str, Score] = {score.name: score for score in (
+    Score("msp", _msp),
+    Score("max_logit", _max_logit),
+    Score("energy", _energy),
+    Score("cosine", _cosine, uses_centroids=True),
+)}
+# The score people enrolled without retraining are named by: the one that uses centroids.
+[CENTROID_SCORE] = [name for name, score in SCORES.items() if score.uses_centroids]
+# Chosen by data (preset size48, one case each; AUROC msp / max_logit / energy / cosine):
+#   celeb21, 4 of 18 people unknown, seed 0, shard 0: 0.793 / 0.818 / 0.817 / 0.799
+#   celeb21, 4 of 18 people unknown, seed 1, shard 1: 0.802 / 0.827 / 0.828 / 0.781
+#   ORL, 10 of 40 people unknown (20 unknown images): 0.872 / 0.793 / 0.791 / 0.875
+# energy wins both celeb21 runs (120 unknown images each; also the best known-people accuracy
+# at 5 % false accepts there) and the mean weighted by unknown images; on the small ORL run
+# msp and cosine did better. Every score's threshold is stored, so --score can switch.
+DEFAULT_SCORE = "energy"
+DEFAULT_FAR = 0.05
+
+
+def class_centroids(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Unit-length mean of the unit-length ``features`` (N, D) of each class: (num_classes, D).
+
+    Raises ``ValueError`` naming a class without any image.
+    """
+    unit = unit_rows(features)
+    centroids = np.zeros((num_classes, features.shape[1]), np.float32)
+    for c in range(num_classes):
+        members = unit[labels == c]
+        if not len(members):
+            raise ValueError(f"class {c} has no training image: cannot compute its centroid")
+        centroids[c] = members.mean(axis=0)
+    return unit_rows(centroids)
+
+
+def open_set_scores(
+    logits: np.ndarray, features: np.ndarray | None = None, centroids: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Every score of :data:`SCORES` for ``logits`` (N, C): ``{name: (N,)}``, higher = known.
+
+    The scores that use centroids are included only when both ``features`` (N, D) and
+    ``centroids`` (C, D) are given.
+    """
+    logits = np.asarray(logits, np.float64)
+    with_centroids = features is not None and centroids is not None
+    return {name: score.compute(logits, features, centroids) for name, score in SCORES.items()
+            if with_centroids or not score.uses_centroids}
+
+
+def auroc(known: Sequence[float], unknown: Sequence[float]) -> float:
+    """Area under the ROC curve of known-vs-unknown: P(score of a known > score of an unknown).
+
+    Ties count one half (the Mann-Whitney U statistic over n_known · n_unknown),
+    computed with the rank formula. Raises ``ValueError`` when a side is empty.
+
+    >>> auroc([0.9, 0.8, 0.4], [0.5, 0.1])
+    0.8333333333333334
+    """
+    from scipy.stats import rankdata
+
+    known, unknown = np.asarray(known, np.float64), np.asarray(unknown, np.float64)
+    if not len(known) or not len(unknown):
+        raise ValueError(
+            f"AUROC needs known and unknown scores, got {len(known)} and {len(unknown)}"
+        )
+    ranks = rankdata(np.concatenate([known, unknown]))  # average ranks for ties
+    u = ranks[: len(known)].sum() - len(known) * (len(known) + 1) / 2
+    return float(u / (len(known) * len(unknown)))
+
+
+def threshold_at_far(unknown: Sequence[float], far: float = DEFAULT_FAR) -> float:
+    """The threshold at which at most ``far`` of the ``unknown`` scores are accepted.
+
+    A score is *accepted* (called known) when ``score >= threshold``. The
+    threshold lies halfway between the highest rejected unknown score and the
+    next higher one, so exactly ``floor(far · N)`` unknowns are accepted
+    (fewer when scores tie at the boundary).
+
+    >>> round(threshold_at_far([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], far=0.2), 9)
+    0.85
+    """
+    if not 0 <= far < 1:
+        raise ValueError(f"far (false-accept rate) must be in [0, 1), got {far}")
+    scores = np.sort(np.asarray(unknown, np.float64))[::-1]
+    if not len(scores):
+        raise ValueError("threshold_at_far needs at least one unknown score")
+    accepted = int(np.floor(far * len(scores) + 1e-9))
+    highest_rejected = scores[accepted]
+    above = scores[scores > highest_rejected]
+    if not len(above):  # nothing may be accepted: just above the best unknown
+        return float(np.nextafter(highest_rejected, np.inf))
+    middle = (above.min() + highest_rejected) / 2
+    # Scores a hair apart: the midpoint may round onto the rejected score.
+    return float(middle if middle > highest_rejected else above.min())
