@@ -96,6 +96,12 @@ def test_accuracy_and_wilson_interval_by_hand() -> None:
     assert accuracy.text() == "0.8500 (17/20), 95 % Wilson interval [0.6396, 0.9476]"
     assert accuracy.contains(0.64) and not accuracy.contains(0.95)
     assert wilson_interval(0, 5)[0] == 0.0 and wilson_interval(5, 5)[1] == 1.0
+    # Exact at 0 % and 100 % for every size (10 of 10 and 531 of 531 rounded below 1 once, 0
+    # of 100 above 0), so an estimate of 1.0 lies inside the interval of a perfect score.
+    for n in (1, 10, 100, 531, 1042, 3240):
+        assert wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0
+        low, high = wilson_interval(n, n)
+        assert low == pytest.approx(stats.binomtest(n, n).proportion_ci(0.95, "wilson").low)
     with pytest.raises(ValueError, match="total >= 1"):
         wilson_interval(0, 0)
 

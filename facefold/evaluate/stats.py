@@ -106,5 +106,9 @@ def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    # Clipped: at p = 0 or 1 the formula's bound is 0 or 1 up to rounding.
-    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+    # At p = 0 the low bound is 0 and at p = 1 the high bound is 1 exactly (the formula gives
+    # them up to rounding, 0.9999999999999999 for 10 of 10, which put an estimate of 1.0
+    # "outside" its own interval); elsewhere clipped to [0, 1] for the same reason.
+    low = 0.0 if correct == 0 else max(0.0, float(centre - half))
+    high = 1.0 if correct == total else min(1.0, float(centre + half))
+    return low, high
