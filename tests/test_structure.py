@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,15 @@ def test_git_grep_agrees() -> None:
     if out.returncode not in (0, 1) or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     assert out.stdout.split() == ["facefold/runs.py"]
+
+
+def test_package_data_is_declared() -> None:
+    """Every file of the package that is not Python (the web page) is listed as package data,
+    so that a wheel, not only an editable install, carries it."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]
+    data = {p for p in PACKAGE.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")}
+    assert PACKAGE / "serve" / "page.html" in data
+    missing = {str(p.relative_to(ROOT)) for p in data
+               if p.name not in declared.get(_module_name(p.parent / "__init__.py"), [])}
+    assert not missing, f"not in [tool.setuptools.package-data]: {sorted(missing)}"
