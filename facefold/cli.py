@@ -249,6 +249,7 @@ def _cmd_presets(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
+    from facefold.atomic import write_json_atomic
     from facefold.bench import (
         bench_embedding,
         bench_model,
@@ -259,7 +260,6 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         profile_training,
         run_bench,
     )
-    from facefold.data.records import write_json_atomic
 
     if args.model:
         result = bench_model(args.model, args.data, crops=True if args.tta_crops else None)

@@ -60,18 +60,15 @@ from typing import Any
 
 import numpy as np
 
+from facefold.atomic import atomic_path, write_json_atomic, write_rows_atomic, write_text_atomic
 from facefold.config import Config
 from facefold.data.records import (
     LABELS_FILE,  # noqa: F401  (a run's label list is the dataset format's labels.txt)
-    atomic_path,
     dataset_image_size,
     list_shards,
     read_labels,
     read_step_rows,
-    write_json_atomic,
     write_labels,
-    write_rows_atomic,
-    write_text_atomic,
 )
 
 # ---------------------------------------------------------------- names

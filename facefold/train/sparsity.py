@@ -41,9 +41,10 @@ import numpy as np
 import tensorflow as tf
 
 from facefold import runs
+from facefold.atomic import write_rows_atomic
 from facefold.config import Config
 from facefold.data.pipeline import BatchMaker
-from facefold.data.records import read_step_rows, write_rows_atomic
+from facefold.data.records import read_step_rows
 from facefold.models.cnn import relu_layer_names
 
 
