@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from facefold import __version__
+from facefold.choices import EXECUTORS, EXPORT_FORMATS, PRECISION_SETTINGS
 from facefold.machine import apply_onednn_choice
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
@@ -95,7 +96,7 @@ def _add_config_args(parser: argparse.ArgumentParser, preset: bool = True) -> No
     group.add_argument("--learning-rate", type=float, help="(peak) learning rate (seed: 1e-3)")
     group.add_argument("--seed", type=int, help="fixes data order, augmentation and init")
     group.add_argument(
-        "--precision", choices=["auto", "float32", "bfloat16"],
+        "--precision", choices=PRECISION_SETTINGS,
         help="auto (default) = time both on this machine once and keep the faster (cached)",
     )
 
@@ -128,7 +129,7 @@ def _add_restart_arg(parser: argparse.ArgumentParser) -> None:
 def _add_executor_args(parser: argparse.ArgumentParser) -> None:
     """Where the trials of cv/experiment run: locally one by one, or as parallel Ray tasks."""
     group = parser.add_argument_group("execution")
-    group.add_argument("--executor", choices=["local", "ray"], default="local",
+    group.add_argument("--executor", choices=EXECUTORS, default="local",
                        help="local: one trial after another; ray: one Ray task per trial")
     group.add_argument("--address", help="Ray address: none = embedded single-machine Ray, "
                        "'auto' or ray://host:10001 = a cluster started with `ray start`")
@@ -435,7 +436,7 @@ def _add_recognize_commands(commands: argparse._SubParsersAction) -> None:
 
     export = commands.add_parser("export", help="bundle a run as a self-contained model")
     export.add_argument("run", type=Path, metavar="RUN", help="run folder")
-    export.add_argument("--format", choices=["keras", "savedmodel", "tflite"], default="keras")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="keras")
     export.add_argument("--out", type=Path, required=True, help="new export folder")
     export.set_defaults(func=_cmd_export)
 
@@ -719,7 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="time training, evaluation and prediction")
     bench.add_argument("--preset", default="seed", help="registered preset (default seed)")
-    bench.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
+    bench.add_argument("--precision", choices=PRECISION_SETTINGS,
                        help="time only this one (auto: the one training picks here, timed once "
                        "per machine and model, then cached); default: both side by side")
     bench.add_argument("--no-peer", dest="peer", action="store_false",

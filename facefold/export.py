@@ -49,10 +49,9 @@ import tensorflow as tf
 import facefold
 from facefold import runs
 from facefold.atomic import staging_folder, swap_in, write_json_atomic
+from facefold.choices import EXPORT_FORMATS
 from facefold.models.families import FAMILIES
 from facefold.predict import Predictor
-
-FORMATS = tuple(runs.MODEL_FILES)
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
@@ -62,8 +61,9 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     Raises ``ValueError`` for an unknown format or a folder that is not a run,
     ``FileExistsError`` when ``out`` exists and is not empty. Returns ``out``.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; "
+                         f"choose one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty: choose a new export folder")

@@ -29,6 +29,7 @@ from facefold.bench.workload import (
     set_threads,
     synthetic_dataset,
 )
+from facefold.choices import PRECISION_SETTINGS, PRECISIONS
 from facefold.config import Config
 from facefold.data.pipeline import (
     Split,
@@ -42,12 +43,12 @@ from facefold.models.cnn import build_model
 # The trainer's compile (optimizer, loss, metric, no XLA): the benchmark must time
 # exactly the step `facefold train` runs, so it reuses it rather than restating it.
 from facefold.train.optim import compile_model
-from facefold.train.precision import PRECISIONS, resolve_precision
+from facefold.train.precision import resolve_precision
 from facefold.train.trainer import Log
 
 TIMING_ROUNDS = 2  # default alternations of compute / pipeline timings; the best counts
 LATENCY_WARMUP = 10
-PRECISION_CHOICES = ("both", "auto", "float32", "bfloat16")
+PRECISION_CHOICES = ("both", *PRECISION_SETTINGS)
 
 
 def _seconds_per_step(
