@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PRECISIONS = ("auto", "float32", "bfloat16")
+from facefold.choices import PRECISION_SETTINGS
+
 # Pretrained embeddings a head can learn on (model.embedding), and their size.
 EMBEDDING_DIMS = {"dlib128": 128}
 LR_SCHEDULES = ("constant", "cosine")
@@ -354,8 +355,8 @@ def check_config(cfg: Config) -> None:
     )
     _require(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}")
     _require(
-        t.precision in PRECISIONS,
-        f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}",
+        t.precision in PRECISION_SETTINGS,
+        f"train.precision must be one of {', '.join(PRECISION_SETTINGS)}, got {t.precision!r}",
     )
     _require(
         t.lr_schedule in LR_SCHEDULES,

@@ -40,8 +40,6 @@ are allowed for the antialiased resize of the ``sizeNN`` presets).
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -50,11 +48,10 @@ import tensorflow as tf
 
 import facefold
 from facefold import runs
-from facefold.data.records import write_json_atomic
+from facefold.atomic import staging_folder, swap_in, write_json_atomic
+from facefold.choices import EXPORT_FORMATS
 from facefold.models.families import FAMILIES
 from facefold.predict import Predictor
-
-FORMATS = tuple(runs.MODEL_FILES)
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
@@ -64,18 +61,16 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     Raises ``ValueError`` for an unknown format or a folder that is not a run,
     ``FileExistsError`` when ``out`` exists and is not empty. Returns ``out``.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; "
+                         f"choose one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty: choose a new export folder")
     predictor = Predictor.load(run_dir)
     if predictor.info.kind != "run" or (predictor.keras_model is None and not predictor.members):
         raise ValueError(f"{run_dir} is an export already: export from a run folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; an export is an ordinary folder
-    try:
+    with staging_folder(out) as tmp:
         meta = export_info(predictor, fmt)
         if predictor.members:
             meta["ensemble"] = {"members": _export_members(predictor, fmt, tmp)}
@@ -84,11 +79,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
         if predictor.info.centroids is not None:
             runs.write_centroids(tmp, predictor.info.centroids)
         write_json_atomic(tmp / runs.EXPORT_FILE, meta)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        swap_in(tmp, out)  # an existing out is empty, checked above
     return out
 
 
@@ -105,12 +96,6 @@ def _export_members(predictor: Predictor, fmt: str, folder: Path) -> list[dict]:
             entry["weight"] = predictor.member_weights[preset]
         entries.append(entry)
     return entries
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def export_info(predictor: Predictor, fmt: str) -> dict:

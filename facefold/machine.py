@@ -19,6 +19,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from facefold.atomic import write_text_atomic
+
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     """The CPU feature flags of this machine (empty when they cannot be read)."""
@@ -59,8 +61,11 @@ def set_tf_threads(threads: int) -> None:
     products and convolutions split their sums by thread, so 1 and 2 threads round
     differently and a run's weights drift apart over hundreds of steps.
     """
-    if threads < 0:
-        raise ValueError(f"threads must be 0 (one per core) or more, got {threads}")
+    # More threads than a few per core is never faster, and TensorFlow hangs starting 100,000.
+    most = 16 * usable_cores()
+    if not 0 <= threads <= most:
+        raise ValueError(f"--threads must be 0 (one per core) to {most} (16 per core here), "
+                         f"got {threads}")
     import tensorflow as tf
 
     if not threads or tf.config.threading.get_intra_op_parallelism_threads() == threads:
@@ -128,13 +133,9 @@ def add_to_cache_file(path: Path, key: str, entry: dict) -> str | None:
     may have added entries meanwhile); returns why it could not be saved, else None."""
     cache = read_cache_file(path)
     cache[key] = entry
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(cache, indent=1, sort_keys=True) + "\n")
     except OSError as err:  # a read-only cache: the choice holds for this process only
-        tmp.unlink(missing_ok=True)
         return str(err)
     return None
 

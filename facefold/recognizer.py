@@ -25,8 +25,8 @@ from typing import Any
 
 from PIL import Image
 
+from facefold.atomic import write_text_atomic
 from facefold.data.images import load_rgb
-from facefold.data.records import write_text_atomic
 from facefold.predict import Predictor, Recognition, predict_files
 from facefold.predict.predictor import Verification
 

@@ -61,18 +61,16 @@ from typing import Any
 
 import numpy as np
 
+from facefold.atomic import atomic_path, write_json_atomic, write_rows_atomic, write_text_atomic
+from facefold.choices import EXPORT_FORMATS
 from facefold.config import Config
 from facefold.data.records import (
     LABELS_FILE,  # noqa: F401  (a run's label list is the dataset format's labels.txt)
-    atomic_path,
     dataset_image_size,
     list_shards,
     read_labels,
     read_step_rows,
-    write_json_atomic,
     write_labels,
-    write_rows_atomic,
-    write_text_atomic,
 )
 
 # ---------------------------------------------------------------- names
@@ -106,7 +104,8 @@ ENROLLMENT_TEST_FILE = "enrollment_test.json"
 CALIBRATION_DIR = "calibration"
 # Bump when export.json or the model files change meaning; loading checks it.
 EXPORT_FORMAT = 1
-MODEL_FILES = {"keras": "model.keras", "savedmodel": "savedmodel", "tflite": "model.tflite"}
+# The model file of each export format, in the order of facefold.choices.EXPORT_FORMATS.
+MODEL_FILES = dict(zip(EXPORT_FORMATS, ("model.keras", "savedmodel", "model.tflite"), strict=True))
 # Keys of run.json that are notes about a run, not part of its identity.
 NOTE_KEYS = frozenset({"data_dir", "image_size", "landmark_fallbacks", "precision"})
 # run.json of runs written before fingerprints: what a legacy run lacks.

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from facefold.bench import (
-    _step_part,
     count_training_flops,
     format_bench,
     format_profile,
@@ -17,6 +16,7 @@ from facefold.bench import (
     run_bench,
     spread,
 )
+from facefold.bench.profiler import _step_part
 from facefold.cli import main
 from facefold.config import ModelSpec
 from facefold.machine import cpu_model

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from facefold import __version__
+from facefold import __version__, choices
 from facefold.cli import build_parser, iter_commands, main, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,3 +185,32 @@ def test_analyze_sparsity_out_is_a_folder(tmp_path: Path, monkeypatch: pytest.Mo
     assert main(["analyze", "sparsity", "run"]) == 0
     assert seen == [tmp_path / "plots" / "sparsity.png", tmp_path / "s.png", None]
     assert "--out FILE.png is deprecated" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("option", "closed_set"), [
+    ("--precision", choices.PRECISION_SETTINGS), ("--executor", choices.EXECUTORS),
+    ("--format", choices.EXPORT_FORMATS), ("--score", choices.SCORES)])
+def test_closed_sets_are_read_from_one_registry(option: str, closed_set: tuple) -> None:
+    offered = {" ".join(words): tuple(action.choices) for words, parser in _commands()
+               for action in _visible(parser) if option in action.option_strings}
+    assert offered and set(offered.values()) == {closed_set}, offered
+
+
+def test_the_registries_agree_with_the_library() -> None:
+    from facefold import runs
+    from facefold.models.presets import resolve_config
+    from facefold.models.scores import SCORES
+
+    assert tuple(runs.MODEL_FILES) == choices.EXPORT_FORMATS
+    assert tuple(SCORES) == choices.SCORES
+    with pytest.raises(ValueError, match=r"train\.precision must be one of auto, float32"):
+        resolve_config("seed", overrides={"train": {"precision": "float16"}})
+
+
+def test_building_the_parser_starts_no_tensorflow() -> None:
+    """The oneDNN choice is applied after parsing and must come before TensorFlow starts."""
+    code = ("import sys; from facefold.cli import build_parser; build_parser(); "
+            "sys.exit('tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr or "building the parser imported TensorFlow"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import write_image_tree
 
+from facefold import atomic
 from facefold.cli import main
 from facefold.data import build, records
 from facefold.data.build import build_dataset
@@ -286,11 +287,11 @@ def test_an_overwrite_that_fails_leaves_the_old_dataset_untouched(
     if where == "second-shard":
         _raise_after_first_shard(monkeypatch, error)
     elif where == "manifest":
-        _raise_in(monkeypatch, records, "write_json_atomic", error)
+        _raise_in(monkeypatch, atomic, "write_json_atomic", error)
     elif where == "carrying-user-files":
-        _raise_in(monkeypatch, build, "_link_or_copy", error)
+        _raise_in(monkeypatch, atomic, "link_or_copy", error)
     else:
-        _raise_in(monkeypatch, build, "_exchange", error)
+        _raise_in(monkeypatch, atomic, "exchange", error)
     with pytest.raises(type(error)):
         build_dataset(source, out, overwrite=True, **NEW)
     monkeypatch.undo()
@@ -316,9 +317,9 @@ def test_overwrite_replaces_the_dataset_and_keeps_the_users_files(
     out, before = old_dataset
     (out / ".data-01.tfrecords.abc123.tmp").write_bytes(b"left by a 0.x build")
     if exchange == "two-renames":  # as on macOS, or a file system without RENAME_EXCHANGE
-        monkeypatch.setattr(build, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(atomic, "exchange", lambda a, b: False)
     else:
-        assert build._renameat2() is not None  # this test machine runs Linux with glibc
+        assert atomic._renameat2() is not None  # this test machine runs Linux with glibc
     build_dataset(source, out, overwrite=True, **NEW)
     assert_is_new(out, before)
     assert temporaries(out) == []
@@ -357,6 +358,7 @@ def test_a_build_into_a_folder_of_user_files_keeps_them(source: Path, tmp_path: 
 # exactly what a kill -9 or a power cut would leave.
 _KILL_SCRIPT = """
 import os, signal, sys
+from facefold import atomic
 from facefold.data import build, records
 
 src, out, point = sys.argv[1:]
@@ -365,10 +367,10 @@ if point == "after-first-shard":
     real_write = records.write_shard
     records.write_shard = lambda path, rows: (real_write(path, rows), die())
 elif point == "after-exchange":
-    real_exchange = build._exchange
-    build._exchange = lambda a, b: (real_exchange(a, b), die())
+    real_exchange = atomic.exchange
+    atomic.exchange = lambda a, b: (real_exchange(a, b), die())
 else:  # between the two renames of the fallback swap
-    build._exchange = lambda a, b: False
+    atomic.exchange = lambda a, b: False
     real_rename = os.rename
     os.rename = lambda a, b: (real_rename(a, b), ".old-" in str(b) and die())
 build.build_dataset(src, out, shards=2, per_class=4, size=16, seed=1, overwrite=True,

@@ -348,7 +348,7 @@ def test_a_later_experiment_reuses_finished_member_runs_it_was_not_asked_for(
 
 
 def test_an_ensembles_time_to_accuracy_is_its_members_training_time(tmp_path: Path) -> None:
-    from facefold.data.records import write_json_atomic, write_rows_atomic
+    from facefold.atomic import write_json_atomic, write_rows_atomic
     from facefold.evaluate.cv import CVResult
     from facefold.evaluate.experiment import time_to_accuracy
 

@@ -13,8 +13,9 @@ import pytest
 from conftest import make_tiny_dataset
 from scipy import stats
 
+from facefold.atomic import write_text_atomic
 from facefold.cli import main
-from facefold.data.records import write_labels, write_text_atomic
+from facefold.data.records import write_labels
 from facefold.evaluate.errors import (
     collect_predictions,
     confusion_matrix,

@@ -45,6 +45,7 @@ from facefold.data.jpegcheck import jpeg_stream_problem
 from facefold.faces import detect
 from facefold.predict import Predictor, predict_files
 from facefold.serve import Limits, UploadError, create_app
+from facefold.serve import app as serve_app
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Corrupt EXIF data:UserWarning",  # Pillow, reading the crafted EXIF
@@ -66,7 +67,7 @@ def client(predictor: Predictor) -> Iterator[TestClient]:
 def no_detector(monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole-picture rule (fast, and the same whether or not MTCNN is installed)."""
     monkeypatch.setattr(predictor_module, "load_detector", lambda: None)
-    monkeypatch.setattr(serve, "load_detector", lambda: None)  # /api/info asks too
+    monkeypatch.setattr(serve_app, "load_detector", lambda: None)  # /api/info asks too
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
@@ -334,7 +335,7 @@ def test_excess_uploads_get_503_with_retry_after(predictor, monkeypatch):
         release.wait(10)
         return real_decode(data, filename, limits)
 
-    monkeypatch.setattr(serve, "decode_upload", slow_decode)
+    monkeypatch.setattr(serve_app, "decode_upload", slow_decode)  # where the app looks
     app = create_app(predictor, limits=Limits(workers=1, queue=1))
     statuses: list[int] = []
     with TestClient(app, base_url=BASE) as test_client:

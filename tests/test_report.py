@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import make_tiny_dataset, tiny_config
 
+from facefold.atomic import write_text_atomic
 from facefold.cli import main
-from facefold.data.records import write_labels, write_text_atomic
+from facefold.data.records import write_labels
 from facefold.evaluate.cv import load_cv
 from facefold.evaluate.experiment import ExperimentResult, run_experiment
 from facefold.report.comparison import curve_style, format_comparison, save_comparison

@@ -132,6 +132,7 @@ def test_missing_extra_gives_the_install_command(monkeypatch):
     import builtins
 
     from facefold import serve
+    from facefold.serve import app as serve_app
 
     real_import = builtins.__import__
 
@@ -140,6 +141,6 @@ def test_missing_extra_gives_the_install_command(monkeypatch):
             raise ImportError("No module named 'uvicorn'")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(serve, "import_module", lambda name: fake_import(name))
+    monkeypatch.setattr(serve_app, "import_module", lambda name: fake_import(name))
     with pytest.raises(RuntimeError, match=r"facefold\[serve\]"):
         serve.require_server_packages()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from codestats import (
     is_upward,
     layer_of,
     missing_names,
+    module_name,
     modules,
     upward_imports,
 )
@@ -196,3 +198,15 @@ def test_serve_bench_without_a_model_reaches_training(monkeypatch) -> None:
     assert serve_bench.main([]) == 0
     assert trained == [(True, "seed", [0])]  # on the synthetic dataset it built
     assert [model.name for model in served] == ["run"]
+
+
+def test_package_data_is_declared() -> None:
+    """Every file of the package that is not Python (the web page) is listed as package data,
+    so that a wheel, not only an editable install, carries it."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]
+    data = {p for p in PACKAGE.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")}
+    assert PACKAGE / "serve" / "page.html" in data
+    missing = {str(p.relative_to(ROOT)) for p in data
+               if p.name not in declared.get(module_name(p.parent / "__init__.py"), [])}
+    assert not missing, f"not in [tool.setuptools.package-data]: {sorted(missing)}"

@@ -14,16 +14,11 @@ either the old dataset or the new one in ``OUT``, never a mix (see
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import functools
 import os
-import secrets
 import shutil
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +27,7 @@ from typing import Any
 import numpy as np
 
 import facefold
+from facefold import atomic
 from facefold.data import neardup, records
 from facefold.data.images import ImageError, encode_jpeg, file_sha256, load_rgb, square_crop
 from facefold.log import Log
@@ -42,11 +38,9 @@ _SHOWN = 5
 # Written into a dataset folder by `dataset inspect` (the CLI's default): it
 # shows the old crops, so an overwrite drops it with the old dataset.
 MONTAGE_FILE = "montage.png"
-# Temporary folders: ".OUT.building-XXXXXXXX" beside OUT holds a build until it
-# is swapped in; ".OUT.old-XXXXXXXX" holds the old OUT for the moment of a swap
-# done by two renames; "OUT/.building-XXXXXXXX" is used where OUT cannot be
+# Temporary folders (see facefold.atomic): ".OUT.building-XXXXXXXX" beside OUT holds a
+# build until it is swapped in; "OUT/.building-XXXXXXXX" is used where OUT cannot be
 # swapped whole (a mount point, or a parent folder we may not write).
-_BUILDING, _OLD = "building", "old"
 
 
 @dataclass(frozen=True)
@@ -156,7 +150,7 @@ def build_dataset(
         )
         if spare is not None:
             manifest["spare"] = _write_spare(spare, spares)
-        records.write_json_atomic(stage / records.MANIFEST_FILE, manifest)
+        atomic.write_json_atomic(stage / records.MANIFEST_FILE, manifest)
         _publish(stage, out)
     _log_summary(log, manifest, out)
     if spare is not None:
@@ -179,19 +173,13 @@ def _check_spare(spare: Path, src: Path, out: Path) -> Path:
 def _write_spare(spare: Path, spares: dict[str, list[_Crop]]) -> dict[str, Any]:
     """Write the spare crops, ``SPARE/<person>/<source stem>-<sha256[:8]>.jpg``, into a
     temporary sibling renamed onto ``spare`` when complete; returns the manifest entry."""
-    spare.parent.mkdir(parents=True, exist_ok=True)
-    tmp = spare.parent / _temporary_name("spare", spare.name)
-    try:
+    with atomic.staging_folder(spare) as tmp:
         for name, crops in spares.items():
             folder = tmp / name
             folder.mkdir(parents=True)
             for crop in crops:
                 (folder / f"{Path(crop.file).stem}-{crop.sha256[:8]}.jpg").write_bytes(crop.jpeg)
-        if spare.exists():
-            spare.rmdir()  # empty, checked before the scan
-        os.replace(tmp, spare)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic.swap_in(tmp, spare)  # an existing spare folder is empty, checked before the scan
     return {"folder": str(spare), "pictures": {n: len(c) for n, c in spares.items()}}
 
 
@@ -276,90 +264,42 @@ def _dataset_owned(name: str) -> bool:
         return True
     if records.SHARD_REGEX.match(name):
         return True
-    # A .tmp file a killed writer left behind (see records.atomic_path).
+    # A .tmp file a killed writer left behind (see atomic.atomic_path).
     ours = (".data-", f".{records.LABELS_FILE}.", f".{records.MANIFEST_FILE}.")
     return name.startswith(ours) and name.endswith(".tmp")
 
 
-def _temporary_name(kind: str, out_name: str = "") -> str:
-    """``.OUT.building-XXXXXXXX`` (or ``.old-``) for a sibling of ``OUT``, ``.building-XXXXXXXX``
-    inside it (``out_name`` empty); ``XXXXXXXX`` is random hex."""
-    return f".{out_name + '.' if out_name else ''}{kind}-{secrets.token_hex(4)}"
-
-
-def _is_temporary(name: str, kind: str, out_name: str = "") -> bool:
-    """Whether ``name`` is one of :func:`_temporary_name`'s (exactly, so that another
-    dataset's temporary folder is never mistaken for this one's)."""
-    prefix = f".{out_name + '.' if out_name else ''}{kind}-"
-    tail = name.removeprefix(prefix)
-    return name.startswith(prefix) and len(tail) == 8 and all(c in "0123456789abcdef" for c in tail)
-
-
-def _siblings(out: Path, kind: str) -> list[Path]:
-    """The temporary folders of ``kind`` beside ``out``, oldest first."""
-    if not out.parent.is_dir():
-        return []
-    found = [p for p in out.parent.iterdir() if _is_temporary(p.name, kind, out.name)]
-    return sorted((p for p in found if p.is_dir()), key=lambda p: p.stat().st_mtime)
-
-
 def _restore_interrupted_swap(out: Path, log: Log) -> None:
-    """Put the old dataset back when a build was killed between the two renames of a swap.
-
-    Only :func:`_swap_by_renames` leaves ``out`` missing, and only for a
-    moment; its ``.OUT.old-…`` folder then holds the complete old ``out``.
-    """
-    old = _siblings(out, _OLD)
-    if out.exists() or not old:
-        return
-    old[-1].rename(out)
-    log(f"restored {out} from {old[-1].name}, left by a build killed while swapping folders")
+    """Put the old dataset back when a build was killed between the two renames of a swap
+    (see :func:`facefold.atomic.restore_interrupted_swap`)."""
+    old = atomic.restore_interrupted_swap(out)
+    if old is not None:
+        log(f"restored {out} from {old.name}, left by a build killed while swapping folders")
 
 
 def _remove_stale_temporaries(out: Path) -> None:
     """Delete what a killed earlier build left behind: its temporary folders and ``.tmp`` files.
 
     Safe because none of them holds the only copy of a user's file: a
-    building folder holds hard links or copies of them, and an old folder is
-    one that :func:`_restore_interrupted_swap` did not need, left after
-    ``out`` received the new dataset (see :func:`_publish`).
+    building folder holds hard links or copies of them (see
+    :func:`facefold.atomic.remove_stale_temporaries` for the folders beside ``out``).
     """
-    for path in _siblings(out, _BUILDING):
-        shutil.rmtree(path)
+    atomic.remove_stale_temporaries(out)
     if not out.is_dir():
         return
-    for path in _siblings(out, _OLD):
-        shutil.rmtree(path)
     for path in out.iterdir():
-        if _is_temporary(path.name, _BUILDING) and path.is_dir():
+        if atomic.is_temporary(path.name, atomic.BUILDING) and path.is_dir():
             shutil.rmtree(path)
         elif _dataset_owned(path.name) and path.name.endswith(".tmp"):
             path.unlink()
 
 
-@contextmanager
-def _staging_folder(out: Path) -> Iterator[Path]:
-    """A new empty folder to build the dataset in, removed again with what it holds at the end.
-
-    It is a sibling of ``out`` (so it can be swapped with it), or a hidden
-    folder inside ``out`` when ``out`` is a mount point or its parent is not
-    writable. After a swap it holds the old dataset, hence the removal.
-    """
+def _staging_folder(out: Path) -> AbstractContextManager[Path]:
+    """A new empty folder to build the dataset in, removed again with what it holds at the end
+    (:func:`facefold.atomic.staging_folder`): a sibling of ``out``, or a hidden folder inside
+    ``out`` when ``out`` is a mount point or its parent is not writable."""
     in_place = out.is_dir() and (os.path.ismount(out) or not os.access(out.parent, os.W_OK))
-    parent, out_name = (out, "") if in_place else (out.parent, out.name)
-    parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        stage = parent / _temporary_name(_BUILDING, out_name)
-        try:
-            stage.mkdir()  # not mkdtemp: it would make the published folder private (0700)
-            break
-        except FileExistsError:
-            continue
-    try:
-        yield stage
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage)
+    return atomic.staging_folder(out, inside=in_place)
 
 
 def _publish(stage: Path, out: Path) -> None:
@@ -378,81 +318,25 @@ def _publish(stage: Path, out: Path) -> None:
         for path in sorted(stage.iterdir(), key=lambda p: p.name == records.MANIFEST_FILE):
             os.replace(path, out / path.name)
         return
-    if not out.exists():
-        os.rename(stage, out)
-        return
-    _carry_user_files(out, stage)
-    shutil.copymode(out, stage)
-    if not _exchange(stage, out):
-        _swap_by_renames(stage, out)
+    if out.exists():
+        _carry_user_files(out, stage)
+        shutil.copymode(out, stage)
+    atomic.swap_in(stage, out)
 
 
 def _carry_user_files(out: Path, stage: Path) -> None:
     """Hard-link (or, where the file system has no hard links, copy) into ``stage``
     every entry of ``out`` that is not part of the dataset."""
     for path in sorted(out.iterdir()):
-        if _dataset_owned(path.name) or _is_temporary(path.name, _BUILDING):
+        if _dataset_owned(path.name) or atomic.is_temporary(path.name, atomic.BUILDING):
             continue
         target = stage / path.name
         if path.is_symlink():
             os.symlink(os.readlink(path), target)
         elif path.is_dir():
-            shutil.copytree(path, target, symlinks=True, copy_function=_link_or_copy)
+            shutil.copytree(path, target, symlinks=True, copy_function=atomic.link_or_copy)
         else:
-            _link_or_copy(path, target)
-
-
-def _link_or_copy(src: str | Path, dst: str | Path) -> None:
-    """Hard-link ``src`` as ``dst``, or copy it with its metadata where linking fails."""
-    try:
-        os.link(src, dst, follow_symlinks=False)
-    except OSError:
-        shutil.copy2(src, dst, follow_symlinks=False)
-
-
-@functools.cache
-def _renameat2() -> Callable[..., int] | None:
-    """The C library's ``renameat2``, or None where there is none (not Linux, glibc < 2.28)."""
-    if sys.platform != "linux":
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                         ctypes.c_uint]
-    return function
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two folders atomically (``renameat2(RENAME_EXCHANGE)``, Linux 3.15+).
-
-    Returns False where the system or file system cannot, so the caller falls back.
-    """
-    at_fdcwd, rename_exchange = -100, 2  # from <fcntl.h> and <linux/fs.h>
-    function = _renameat2()
-    if function is None:
-        return False
-    if function(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, os.strerror(code), str(a), None, str(b))
-
-
-def _swap_by_renames(stage: Path, out: Path) -> None:
-    """Swap with two renames where :func:`_exchange` cannot: ``out`` to ``.OUT.old-…``, then
-    ``stage`` to ``out``. A kill between the two is undone by the next build
-    (:func:`_restore_interrupted_swap`)."""
-    old = out.parent / _temporary_name(_OLD, out.name)
-    os.rename(out, old)
-    try:
-        os.rename(stage, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old)
+            atomic.link_or_copy(path, target)
 
 
 def person_folders(src: Path, exclude: Path | None = None) -> list[Path]:

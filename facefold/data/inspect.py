@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from facefold import atomic
 from facefold.data import neardup, records
 from facefold.data.images import PHOTO_FORMATS, file_sha256
 from facefold.data.jpegcheck import jpeg_stream_problem
@@ -418,7 +419,7 @@ def write_montage(
     if footer:
         more = f"… and {len(labels) - len(shown)} more people not shown"
         draw.text((6, len(shown) * cell + 4), more, fill=(0, 0, 0), font=font)
-    with records.atomic_path(path) as tmp:
+    with atomic.atomic_path(path) as tmp:
         grid.save(tmp, format="PNG")
 
 

@@ -16,24 +16,20 @@ so shards written by the 2016 code load unchanged.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import tensorflow as tf
+
+from facefold.atomic import atomic_path, write_text_atomic
 
 SHARD_PATTERN = "data-{index:02d}.tfrecords"
 SHARD_REGEX = re.compile(r"^data-(\d{2,})\.tfrecords$")
 LABELS_FILE = "labels.txt"
 MANIFEST_FILE = "manifest.json"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 # What a reader needs. Anything else in a record is ignored.
 REQUIRED_FEATURES = {
@@ -151,43 +147,6 @@ def tf_error_message(err: tf.errors.OpError) -> str:
     text = err.message.splitlines()[0] if err.message else str(err)
     text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
     return re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
-
-
-@contextmanager
-def atomic_path(final: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``final`` that is renamed onto it only on success.
-
-    A killed process or a full disk leaves at most a ``.tmp`` file, never a
-    half-written file under the final name.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp_path, final)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a text file atomically (temporary file, then rename)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
-def write_rows_atomic(path: str | Path, rows: Iterable[dict]) -> None:
-    """Write one JSON object per line (a ``.jsonl`` log), atomically."""
-    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def read_step_rows(path: str | Path) -> list[dict]:

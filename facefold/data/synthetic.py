@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from facefold.atomic import atomic_path
 
 __all__ = [
     "FaceIdentity",
@@ -663,20 +664,15 @@ def render_face(identity: FaceIdentity, rng: np.random.Generator, size: int = 11
 
 
 def _write_png(array: np.ndarray, path: Path) -> None:
-    """Write ``array`` as a PNG at ``path`` via a temporary file and os.replace.
+    """Write ``array`` as a PNG at ``path`` atomically (:func:`facefold.atomic.atomic_path`).
 
     A reader never sees a half-written file, and an interrupted run leaves at most
     a dot-prefixed temp file behind, never a truncated PNG under the final name.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         # Level 1: the noisy images barely compress anyway (~10 % larger than the
         # default level 6) and encoding is about a third of the generation time.
         Image.fromarray(array, "RGB").save(tmp, format="PNG", compress_level=1)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def make_synthetic_faces(

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facefold.data.records import atomic_path
+from facefold.atomic import atomic_path
 
 
 def content_hash(data: bytes) -> str:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from facefold import runs
+from facefold.choices import EXECUTORS
 from facefold.config import Config
 from facefold.data.records import LABELS_FILE, MANIFEST_FILE, list_shards
 from facefold.evaluate.worker import train_in_worker
@@ -47,8 +48,6 @@ from facefold.train import distill
 from facefold.train.ensemble import combine, inner_runs, inner_shards, member_runs
 from facefold.train.precision import resolve_precision
 from facefold.train.trainer import Trainer, split_folds
-
-EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)

@@ -40,16 +40,10 @@ from typing import Any
 from PIL import Image
 
 from facefold import runs
+from facefold.atomic import write_json_atomic, write_text_atomic
 from facefold.data.build import person_files, person_folders
 from facefold.data.images import MIN_PICTURE_SIDE, ImageError, load_rgb
-from facefold.data.records import (
-    LABELS_FILE,
-    list_shards,
-    read_labels,
-    read_shard,
-    write_json_atomic,
-    write_text_atomic,
-)
+from facefold.data.records import LABELS_FILE, list_shards, read_labels, read_shard
 from facefold.evaluate.heldout import (
     AS_TRAINED,
     Accuracy,

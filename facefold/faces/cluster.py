@@ -24,12 +24,10 @@ from __future__ import annotations
 import html
 import math
 import os
-import shutil
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 import facefold
-from facefold.data import build, records
+from facefold import atomic
 from facefold.data.images import ImageError, load_rgb, looks_like_face_crop, square_crop
 from facefold.data.inspect import write_montage
 from facefold.embeddings import dlib128
@@ -139,10 +137,10 @@ def cluster_faces(
     """
     threshold = _check_params(method, threshold, min_size, size, min_score)
     photos, out = Path(photos).resolve(), Path(out).resolve()
+    atomic.restore_interrupted_swap(out)  # a run killed between the two renames of a swap
     _check_folders(photos, out, overwrite)
-    for stale in build._siblings(out, build._BUILDING):  # left by a killed run
-        shutil.rmtree(stale)
-    with _staging(out) as stage:
+    atomic.remove_stale_temporaries(out)  # left by a killed run
+    with atomic.staging_folder(out) as stage:
         found = collect_faces(photos, stage, exclude=out, size=size, min_score=min_score,
                               crops=crops, cache_dir=cache_dir, log=log)
         started = time.perf_counter()
@@ -157,8 +155,8 @@ def cluster_faces(
                                                   len(found.faces))
         _write_sheet(stage, report)
         _write_index(stage, report)
-        records.write_json_atomic(stage / REPORT_FILE, report)
-        _publish(stage, out)
+        atomic.write_json_atomic(stage / REPORT_FILE, report)
+        atomic.swap_in(stage, out)  # the old out is then in stage, removed with it
     _log_summary(log, report, out)
     return report
 
@@ -196,29 +194,6 @@ def _check_folders(photos: Path, out: Path, overwrite: bool) -> None:
     if not (out / REPORT_FILE).is_file():
         raise FileExistsError(f"OUT {out} holds no {REPORT_FILE}, so it is not an earlier "
                               "`faces cluster` output: not replaced, even with --overwrite")
-
-
-@contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """A new hidden sibling of ``out`` to build in; removed with what it holds at the end."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / build._temporary_name(build._BUILDING, out.name)
-    stage.mkdir()
-    try:
-        yield stage
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage)
-
-
-def _publish(stage: Path, out: Path) -> None:
-    """Make ``stage`` the folder ``out`` in one step (exchanged with an earlier ``out``)."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.rename(stage, out)
-    elif not build._exchange(stage, out):  # the old out is now in stage, removed with it
-        build._swap_by_renames(stage, out)
 
 
 def collect_faces(
@@ -317,7 +292,7 @@ def _stage(target: Path, source: Path | Image.Image) -> None:
     """Write an aligned crop as PNG, or link (else copy) a whole picture, to ``target``."""
     target.parent.mkdir(exist_ok=True)
     if isinstance(source, Path):
-        build._link_or_copy(source, target)
+        atomic.link_or_copy(source, target)
     else:
         source.save(target, format="PNG")
 
@@ -554,7 +529,7 @@ def _write_index(stage: Path, report: dict) -> None:
                f"{len(report['groups'])} groups, {len(report['unassigned'])} unassigned "
                f"({report['method']}, threshold {report['threshold']}).")
     title = f"faces of {html.escape(Path(report['photos_folder']).name)}"
-    records.write_text_atomic(stage / INDEX_FILE, _PAGE.format(
+    atomic.write_text_atomic(stage / INDEX_FILE, _PAGE.format(
         title=title, summary=html.escape(summary), sections="\n".join(sections)))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import facefold
-from facefold.data import records
+from facefold import atomic
 from facefold.data.images import ImageError, load_rgb
 from facefold.faces.detect import Face, align_face, detect_faces, load_detector
 from facefold.log import Log
@@ -81,7 +81,7 @@ def crop_faces(
                 "crops so far")
     report = _report(photos, out, files, outcome, size=size, multiple=multiple,
                      min_score=min_score)
-    records.write_json_atomic(out / REPORT_FILE, report)
+    atomic.write_json_atomic(out / REPORT_FILE, report)
     _log_summary(log, report, out)
     return report
 
@@ -134,7 +134,7 @@ def _crop_photo(
     written: list[str] = []
     for name, face in zip(_crop_names(path.stem, len(chosen)), chosen, strict=True):
         target = _unique(out / Path(rel).parent / name, outcome.taken)
-        with records.atomic_path(target) as tmp:
+        with atomic.atomic_path(target) as tmp:
             align_face(img, face.landmarks, size).save(tmp, format="PNG")
         written.append(target.relative_to(out).as_posix())
     outcome.crops.append(

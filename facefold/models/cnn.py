@@ -34,6 +34,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from facefold.choices import PRECISIONS
 from facefold.config import ModelSpec
 
 # Layer names are part of the API: sparsity tracking and activation grids look them up.
@@ -251,7 +252,7 @@ def build_model(
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if precision not in ("float32", "bfloat16"):
+    if precision not in PRECISIONS:
         raise ValueError(f"precision must be float32 or bfloat16 here, got {precision!r}")
     compute = "mixed_bfloat16" if precision == "bfloat16" else "float32"
     inputs = keras.Input((spec.crop_size, spec.crop_size, spec.channels), name="crop")

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# scipy is imported where it is used: the CLI reads SCORES for --score's choices, and
-# scipy.stats alone would take a second of every `facefold` command.
+# scipy is imported where it is used: scipy.stats alone takes a second to import.
 
 # (logits (N, C) float64, features (N, D) or None, centroids (C, D) or None) -> (N,)
 ScoreFunction = Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], np.ndarray]
@@ -73,6 +72,8 @@ def _cosine(logits: np.ndarray, features: np.ndarray | None,
     return (unit @ np.asarray(centroids, np.float64).T).max(axis=1)
 
 
+# Keyed in the order of facefold.choices.SCORES, the names the CLI offers (a test checks both
+# hold the same names).
 SCORES: dict[str, Score] = {score.name: score for score in (
     Score("msp", _msp),
     Score("max_logit", _max_logit),

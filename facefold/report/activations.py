@@ -33,10 +33,11 @@ import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 
 from facefold import runs
+from facefold.atomic import atomic_path
 from facefold.config import Config
 from facefold.data.images import load_rgb, square_crop
 from facefold.data.pipeline import Split, center_crop, concat, decode_shards, evaluation_batches
-from facefold.data.records import atomic_path, list_shards
+from facefold.data.records import list_shards
 from facefold.log import Log
 from facefold.models.cnn import (  # also registers its custom layers
     CONV_NAME,

@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 import numpy as np
 
-from facefold.data.records import atomic_path, write_text_atomic
+from facefold.atomic import atomic_path, write_text_atomic
 from facefold.evaluate.experiment import ExperimentResult, PresetSummary
 from facefold.report.plots import one_point_marker, zoom_steps
 from facefold.runs import comparison_paths

@@ -27,7 +27,6 @@ import base64
 import csv
 import html
 import json
-import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -37,8 +36,15 @@ from pathlib import Path
 
 import facefold
 from facefold import runs
+from facefold.atomic import (
+    remove_stale_temporaries,
+    restore_interrupted_swap,
+    staging_folder,
+    swap_in,
+    write_text_atomic,
+)
 from facefold.data.inspect import draw_montage
-from facefold.data.records import read_labels, write_text_atomic
+from facefold.data.records import read_labels
 from facefold.evaluate.cv import CVResult, load_cv
 from facefold.evaluate.experiment import DEFAULT_BASELINE, compare_presets
 from facefold.models.presets import describe_preset
@@ -194,10 +200,10 @@ def write_report(dirs: Sequence[str | Path], out: str | Path) -> tuple[Path, Pat
     out.mkdir(parents=True, exist_ok=True)
     # Build the assets beside the old ones and swap at the end: a failed report
     # leaves the previous one whole, and no stale image survives a new one.
-    staging = out / f".{ASSETS_DIR}.tmp-{os.getpid()}"  # mkdir, not mkdtemp: the umask's mode
-    shutil.rmtree(staging, ignore_errors=True)  # a leftover of a killed report
-    staging.mkdir()
-    try:
+    assets = out / ASSETS_DIR
+    restore_interrupted_swap(assets)
+    remove_stale_temporaries(assets)  # left by a killed report
+    with staging_folder(assets) as staging:
         blocks = _title_blocks(sources, data_dir, labels)
         blocks += _dataset_blocks(data_dir, staging)
         for index, source in enumerate(sources, start=1):
@@ -207,10 +213,7 @@ def write_report(dirs: Sequence[str | Path], out: str | Path) -> tuple[Path, Pat
             else:
                 blocks += _experiment_section(source, slug, staging)
         page = render_html(blocks, staging)
-        _replace_dir(staging, out / ASSETS_DIR)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        swap_in(staging, assets)
     markdown, html_path = out / MARKDOWN_FILE, out / HTML_FILE
     write_text_atomic(markdown, render_markdown(blocks))
     write_text_atomic(html_path, page)
@@ -220,14 +223,6 @@ def write_report(dirs: Sequence[str | Path], out: str | Path) -> tuple[Path, Pat
 def _safe(name: str) -> str:
     """A folder name usable in a file name and a Markdown link."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
-
-
-def _replace_dir(new: Path, final: Path) -> None:
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        final.rename(old)
-    new.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _title_blocks(sources: Sequence[Source], data_dir: Path, labels: list[str]) -> list[Block]:

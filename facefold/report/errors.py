@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 import numpy as np
 
-from facefold.data.records import atomic_path, write_text_atomic
+from facefold.atomic import atomic_path, write_text_atomic
 from facefold.evaluate.errors import (
     Predictions,
     collect_predictions,

@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 import numpy as np
 
-from facefold.data.records import atomic_path
+from facefold.atomic import atomic_path
 from facefold.evaluate.cv import CVResult
 
 

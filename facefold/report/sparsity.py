@@ -20,8 +20,8 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 
 from facefold import runs
+from facefold.atomic import atomic_path
 from facefold.config import Config
-from facefold.data.records import atomic_path
 from facefold.models.cnn import DENSE_NAME
 
 

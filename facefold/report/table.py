@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facefold.data.records import write_text_atomic
+from facefold.atomic import write_text_atomic
 from facefold.evaluate.cv import CVResult
 
 

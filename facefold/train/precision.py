@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from facefold.choices import PRECISIONS
 from facefold.config import Config
 from facefold.machine import (
     ONEDNN_PROBE_BATCH,
@@ -39,7 +40,6 @@ from facefold.machine import (
     usable_cores,
 )
 
-PRECISIONS = ("float32", "bfloat16")
 # bfloat16 must beat float32 by this fraction of a step to be chosen: within it the two are
 # the same speed to a timing's noise, and float32 computes more exactly.
 MARGIN = 0.03

@@ -41,9 +41,9 @@ import numpy as np
 import tensorflow as tf
 
 from facefold import runs
+from facefold.atomic import write_rows_atomic
 from facefold.config import Config
 from facefold.data.pipeline import BatchMaker
-from facefold.data.records import write_rows_atomic
 from facefold.models.cnn import build_probe, relu_layer_names
 
 

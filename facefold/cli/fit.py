@@ -1,0 +1,50 @@
+"""``facefold fit``: a model to deploy, trained on every shard, calibrated, with its card."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from facefold.cli.options import (
+    add_config_args,
+    add_restart_arg,
+    config_from_args,
+)
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """``fit``."""
+    fit = commands.add_parser("fit", help="train on every shard and calibrate 'unknown': a "
+                              "model to deploy, with its model card")
+    fit.add_argument("data", type=Path, help="dataset folder (data-NN.tfrecords)")
+    fit.add_argument("--out", type=Path, required=True, help="model folder (resumes if present)")
+    fit.add_argument("--groups", type=int, default=4,
+                     help="leave-people-out groups for the calibration (each trains one more "
+                     "model without its people, an ensemble one per member; default 4)")
+    fit.add_argument("--far", type=float, default=0.01,
+                     help="share of strangers the threshold accepts (default 0.01)")
+    fit.add_argument("--enrollment-test", type=int, default=0, metavar="N",
+                     help="measure instead: leave N people out to enroll and N more as "
+                     "strangers, fit on the rest, enroll each from --shots pictures and "
+                     "report how many of their other pictures are named right")
+    fit.add_argument("--shots", type=int, default=5, help="pictures per enrolled person in "
+                     "--enrollment-test (default 5)")
+    add_config_args(fit)
+    add_restart_arg(fit)
+    fit.set_defaults(func=_cmd_fit)
+
+
+def _cmd_fit(args: argparse.Namespace) -> None:
+    import json
+
+    from facefold.fit import fit, measure_enrollment
+
+    if args.enrollment_test:
+        result = measure_enrollment(args.data, config_from_args(args), args.out,
+                                    args.enrollment_test, args.enrollment_test, args.shots,
+                                    args.groups, args.far)
+        print(json.dumps({k: v for k, v in result.items() if k != "calibration"}, indent=2))
+        return
+    result = fit(args.data, config_from_args(args), args.out, args.groups, args.far,
+                 restart=args.restart)
+    print(f"Model and its card: {result.model_dir}")
