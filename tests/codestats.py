@@ -45,7 +45,8 @@ LONG_FUNCTION = 60  # lines: a function longer than this no longer fits on a scr
 # name after ``facefold.``) and any package of a layer reachable downwards: never upwards,
 # and never sideways into another package of its own layer.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "base": (),                     # configuration, this machine, small utilities
+    "leaf": (),                     # imports nothing of facefold: Log, closed sets, atomic writes
+    "base": ("leaf",),              # configuration, this machine
     "package": ("base",),           # facefold/__init__.py: __version__, the lazy public API
     "data": ("package",),           # the shard format, images, the input pipeline
     "runs": ("data",),              # the files of run, cv, experiment and export folders
@@ -63,7 +64,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
 # The layer of each package of facefold, by its top-level name (a module or a package alike,
 # so bench.py becoming bench/ keeps its layer).
 PACKAGE_LAYER: dict[str, str] = {
-    "config": "base", "machine": "base", "log": "base",
+    "log": "leaf", "choices": "leaf", "atomic": "leaf",
+    "config": "base", "machine": "base",
     "facefold": "package",
     "data": "data",
     "runs": "runs",
