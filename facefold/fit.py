@@ -53,7 +53,7 @@ from facefold.evaluate.openset import (
     unit_rows,
 )
 from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_people
-from facefold.models.families import Ensemble, SplitSource, family_of
+from facefold.models.families import Ensemble, SplitSource, family_of, identity_of
 from facefold.models.inference import combine_outputs, softmax
 from facefold.predict import Predictor
 from facefold.train.ensemble import member_runs, weights_and_facts
@@ -156,10 +156,9 @@ def train_model(
     (:func:`write_ensemble`)."""
     found = networks(config, run_dir)
     if isinstance(family_of(config), Ensemble):
-        identity = runs.run_identity(data, eval_shards, config, people,
-                                     family_of(config).identity(config))
-        runs.prepare_run_dir(run_dir, identity, list(people or read_labels(data_dir)),
-                             runs.run_notes(data_dir, 0), versions(), restart)
+        runs.prepare_run_dir(run_dir, identity_of(data, eval_shards, config, people),
+                             list(people or read_labels(data_dir)), runs.run_notes(data_dir, 0),
+                             versions(), restart)
     for network, path in found:
         label = name if path == run_dir else f"{name}/{network.preset}"
         Trainer(data_dir, network, path, eval_shards, inputs(network), log, name=label,

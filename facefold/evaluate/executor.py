@@ -40,7 +40,7 @@ from facefold import runs
 from facefold.config import Config
 from facefold.data.records import LABELS_FILE, MANIFEST_FILE, list_shards
 from facefold.evaluate.worker import train_in_worker
-from facefold.models.families import Ensemble, SplitSource, family_of, leaf_configs
+from facefold.models.families import Ensemble, SplitSource, family_of, identity_of, leaf_configs
 from facefold.train import distill
 from facefold.train.ensemble import combine, inner_runs, inner_shards, member_runs
 from facefold.train.precision import resolve_precision
@@ -94,8 +94,7 @@ class Trial:
 
     def identity(self, data: dict) -> dict:
         """The run identity this trial's folder must hold, for the dataset ``data``."""
-        return runs.run_identity(data, [self.fold], self.config, None,
-                                 family_of(self.config).identity(self.config), self.excluded)
+        return identity_of(data, [self.fold], self.config, excluded=self.excluded)
 
 
 @dataclass(frozen=True)
@@ -248,8 +247,7 @@ def _combine(data_dir: Path, trial: Trial, runs_of: tuple[Members, Members],
     if failed:
         return TrialOutcome(trial, error=f"member {failed[0].trial.name} failed: "
                                          f"{failed[0].error.splitlines()[-1]}")
-    identity = runs.run_identity(data, [trial.fold], trial.config)
-    if runs.is_finished(trial.out, identity) and not any(
+    if runs.is_finished(trial.out, trial.identity(data)) and not any(
             t.out.resolve() in set(needed) for t in pending):
         return TrialOutcome(trial, skipped=True)
     # Reused: a run the ensemble did not train for itself (handed over by the caller, e.g. the

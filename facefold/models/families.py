@@ -20,7 +20,7 @@ input of an export — instead of branching on config keys:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from facefold import runs
 from facefold.config import EMBEDDING_DIMS, Config
 from facefold.data.pipeline import (
     BatchMaker,
@@ -53,8 +54,10 @@ class ModelFamily:
     and its own :meth:`Ensemble.members`: it has no network of its own)."""
 
     name: ClassVar[str]
-    # The keys :meth:`identity` adds to a run's identity.
-    identity_keys: ClassVar[tuple[str, ...]] = ()
+    # The keys of :meth:`identity` whose values the installed extra gives, not the config (an
+    # embedding's model version): a reader of finished runs, which may lack the extra, takes
+    # them as recorded (``identity(config, installed=False)`` leaves them out).
+    installed_keys: ClassVar[tuple[str, ...]] = ()
 
     def check_available(self, config: Config) -> None:
         """Raise, before any work, when ``config`` needs an extra that is not installed."""
@@ -87,8 +90,9 @@ class ModelFamily:
         (the inputs :meth:`load_inputs` gave), as :meth:`evaluation_batches` evaluates them."""
         raise self._none("inputs")
 
-    def identity(self, config: Config) -> dict[str, Any]:
-        """What a run's identity must hold besides data, folds and config."""
+    def identity(self, config: Config, installed: bool = True) -> dict[str, Any]:
+        """What a run's identity must hold besides data, folds and config (see
+        :func:`identity_of`); without ``installed``, all but :attr:`installed_keys`."""
         return {}
 
     def notes(self, train_split: Split, eval_split: Split) -> tuple[dict[str, Any], str]:
@@ -139,7 +143,7 @@ class CNN(ModelFamily):
         return batch_maker(split, config.augment, config.model.crop_size,
                            config.train.batch_size, config.train.seed, num_classes, targets)
 
-    def identity(self, config: Config) -> dict[str, Any]:
+    def identity(self, config: Config, installed: bool = True) -> dict[str, Any]:
         # A distilled run learned from its teacher's runs: another teacher, another run.
         teachers = teacher_configs(config)
         return {"teachers": [t.to_dict() for t in teachers]} if teachers else {}
@@ -159,7 +163,7 @@ class EmbeddingHead(ModelFamily):
     """A head on a pretrained face embedding (``model.embedding``, e.g. ``dlib128``)."""
 
     name = "embedding"
-    identity_keys = ("embedding",)
+    installed_keys = ("embedding",)
 
     @staticmethod
     def views(config: Config) -> int:
@@ -190,8 +194,10 @@ class EmbeddingHead(ModelFamily):
     def inference_inputs(self, split: Split, config: Config) -> np.ndarray:
         return split.images[:, : 2 if config.model.tta_flip else 1]  # (N, views, D)
 
-    def identity(self, config: Config) -> dict[str, Any]:
+    def identity(self, config: Config, installed: bool = True) -> dict[str, Any]:
         # A head learned on one version's embeddings is meaningless on another's.
+        if not installed:
+            return {}
         model = embedder(config.model.embedding)
         return {"embedding": {"name": model.name, "model_version": model.version}}
 
@@ -248,7 +254,7 @@ class Ensemble(ModelFamily):
     # rule is never reused as if this one had chosen its weights.
     INNER_WEIGHTS_RULE = "most inner accuracy on a 1/20 simplex grid, then least log-loss"
 
-    def identity(self, config: Config) -> dict[str, Any]:
+    def identity(self, config: Config, installed: bool = True) -> dict[str, Any]:
         if config.model.member_weights != "inner":
             return {}
         return {"member_weights_rule": self.INNER_WEIGHTS_RULE}
@@ -268,6 +274,22 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (CNN(), EmbeddingHead(), 
 def family_of(config: Config) -> ModelFamily:
     """The family of a config."""
     return FAMILIES[config.family]
+
+
+def identity_of(
+    data: dict[str, Any], eval_shards: Sequence[int], config: Config,
+    people: Sequence[str] | None = None, excluded: Sequence[int] = (), installed: bool = True,
+) -> dict[str, Any]:
+    """The identity of a run of ``config`` (:func:`facefold.runs.run_identity` with what its
+    family adds), the one every writer records and every "finished?" check compares.
+
+    ``data`` is the dataset's fingerprint, ``eval_shards`` the held-out shards, ``people``
+    the label list of a run on a subset of people, ``excluded`` shards neither trained nor
+    evaluated on. ``installed=False`` leaves out what only an installed extra can give (the
+    family's :attr:`~ModelFamily.installed_keys`), for readers that may lack it.
+    """
+    return runs.run_identity(data, eval_shards, config, people,
+                             family_of(config).identity(config, installed), excluded)
 
 
 def leaf_configs(config: Config) -> list[Config]:
