@@ -33,12 +33,11 @@ from facefold.data.records import list_shards, read_labels
 from facefold.evaluate.cv import CVResult, collect, cv_trials, load_cv, parse_folds, prepare_cv_dir
 from facefold.evaluate.executor import LOCAL, Executor, run_trials
 from facefold.evaluate.stats import mcnemar_test, paired_t_test
-from facefold.models.families import Ensemble, family_of, identity_of
+from facefold.models.families import family_of, identity_of
 from facefold.models.presets import (
     describe_preset,
     list_presets,
     resolve_config,
-    teacher_configs,
 )
 from facefold.train.trainer import Log
 
@@ -168,10 +167,8 @@ def _member_runs(out: Path, config: Config, configs: dict[str, Config], data: di
     run of exactly the member (left by an earlier experiment into ``OUT``), so that it is
     reused, not trained again into ``members/``; an unfinished one is never trained there,
     since its CV folder is not this experiment's."""
-    family = family_of(config)
-    needed = family.members(config) if isinstance(family, Ensemble) else teacher_configs(config)
     handed = {}
-    for member in needed:
+    for member in family_of(config).dependencies(config):
         run_dir = runs.case_dir(runs.preset_dir(out, member.preset), case)
         if configs.get(member.preset) == member or runs.is_finished(
                 run_dir, identity_of(data, [case], member)):

@@ -95,6 +95,17 @@ class ModelFamily:
         :func:`identity_of`); without ``installed``, all but :attr:`installed_keys`."""
         return {}
 
+    def networks(self, config: Config) -> list[Config]:
+        """The configs that train a network for a run of ``config``: ``[config]`` (an
+        ensemble: its members)."""
+        return [config]
+
+    def dependencies(self, config: Config) -> list[Config]:
+        """The configs of other presets' runs, on the same held-out shards, that a run of
+        ``config`` is made of or learns from (an ensemble's members, a distilled CNN's
+        teachers); empty for a run that stands alone."""
+        return []
+
     def notes(self, train_split: Split, eval_split: Split) -> tuple[dict[str, Any], str]:
         """Facts about a run's inputs for its ``run.json`` and a log line ("" for none)."""
         return {}, ""
@@ -145,8 +156,11 @@ class CNN(ModelFamily):
 
     def identity(self, config: Config, installed: bool = True) -> dict[str, Any]:
         # A distilled run learned from its teacher's runs: another teacher, another run.
-        teachers = teacher_configs(config)
+        teachers = self.dependencies(config)
         return {"teachers": [t.to_dict() for t in teachers]} if teachers else {}
+
+    def dependencies(self, config: Config) -> list[Config]:
+        return teacher_configs(config)  # a distilled CNN's teachers (none without train.teacher)
 
     def evaluation_batches(self, split: Split, config: Config) -> tf.data.Dataset:
         return evaluation_batches(split, config.model.crop_size, config.train.eval_batch_size)
@@ -263,6 +277,12 @@ class Ensemble(ModelFamily):
         """The members' configs (see :func:`facefold.models.presets.member_configs`)."""
         return member_configs(config)
 
+    def networks(self, config: Config) -> list[Config]:
+        return self.members(config)
+
+    def dependencies(self, config: Config) -> list[Config]:
+        return self.members(config)
+
     def check_available(self, config: Config) -> None:
         for member in self.members(config):
             family_of(member).check_available(member)
@@ -293,9 +313,9 @@ def identity_of(
 
 
 def leaf_configs(config: Config) -> list[Config]:
-    """The configs that train a network: an ensemble's members, else ``[config]``."""
-    family = family_of(config)
-    return family.members(config) if isinstance(family, Ensemble) else [config]
+    """The configs that train a network: an ensemble's members, else ``[config]``
+    (:meth:`ModelFamily.networks`)."""
+    return family_of(config).networks(config)
 
 
 def check_embedding_meta(meta: Any, where: Path) -> dict[str, Any]:
