@@ -224,7 +224,8 @@ def choose_fit_weights(config: Config, groups: Sequence[_GroupOutputs]
     cross-validated weighted ensemble (:func:`facefold.train.ensemble.fit_weights`) on the
     calibration models' held-out pictures of their known people: pictures none of the
     models weighed was trained on, and never the model's own training pictures."""
-    if not isinstance(family_of(config), Ensemble) or config.model.member_weights != "inner":
+    family = family_of(config)
+    if not isinstance(family, Ensemble) or not family.weighs_on_inner_split(config):
         return None, None
     width = max(g.classes for g in groups)  # the groups know different numbers of people
 

@@ -143,12 +143,18 @@ def _expand(trials: Sequence[Trial], num_shards: int
                 leaves.setdefault(out.resolve(), Trial(
                     f"{trial.name}/inner/{member.preset}", member, fold, out,
                     excluded=(trial.fold,)))
-    for student in [t for t in leaves.values() if t.config.train.teacher]:
+    for student in [t for t in leaves.values() if _learns_from_others(t)]:
         for teacher, out in distill.teacher_runs(student.config, student.out, student.members):
             leaves.setdefault(out.resolve(), Trial(
                 f"{student.name}/teacher/{teacher.preset}", teacher, student.fold, out,
                 excluded=student.excluded))
     return list(leaves.values()), ensembles
+
+
+def _learns_from_others(leaf: Trial) -> bool:
+    """Whether a trial that trains a network needs other runs of its fold finished first (a
+    distilled CNN: its teachers'); an ensemble's members are expanded into leaves before."""
+    return bool(family_of(leaf.config).dependencies(leaf.config))
 
 
 def run_trials(
@@ -193,9 +199,9 @@ def run_trials(
     if executor.kind != "local":
         _choose_precisions(pending, len(data["labels"]), log)
     run = _run_local if executor.kind == "local" else _run_ray
-    finished = run(data_dir, [t for t in pending if not t.config.train.teacher], executor, log,
+    finished = run(data_dir, [t for t in pending if not _learns_from_others(t)], executor, log,
                    data)
-    students = [t for t in pending if t.config.train.teacher]
+    students = [t for t in pending if _learns_from_others(t)]
     # The second wave: distilled runs, whose targets need their teachers' finished runs.
     if students:
         ready = _prepare_students(data_dir, students, leaves, finished, log)

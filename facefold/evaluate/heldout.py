@@ -81,7 +81,7 @@ class InferenceOptions:
         kept = bool(config.train.ema_decay)
         crops = config.model.tta_crops if self.crops is None else self.crops
         return {"tta": config.model.tta_flip if self.tta is None else self.tta,
-                "crops": crops and config.family == "cnn",
+                "crops": crops and family_of(config).reads_pictures,
                 "weights": "average" if kept and self.ema else "raw", "average_kept": kept}
 
 

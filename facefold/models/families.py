@@ -54,6 +54,9 @@ class ModelFamily:
     and its own :meth:`Ensemble.members`: it has no network of its own)."""
 
     name: ClassVar[str]
+    # Whether the network reads the pictures themselves, so that inference may crop them (crop
+    # TTA, model.tta_crops): a CNN's does; a head reads embeddings, an ensemble has none.
+    reads_pictures: ClassVar[bool] = False
     # The keys of :meth:`identity` whose values the installed extra gives, not the config (an
     # embedding's model version): a reader of finished runs, which may lack the extra, takes
     # them as recorded (``identity(config, installed=False)`` leaves them out).
@@ -139,6 +142,7 @@ class CNN(ModelFamily):
     """A CNN on pixels (the 2016 model, its ablations, the modern presets)."""
 
     name = "cnn"
+    reads_pictures = True
 
     def input_key(self, config: Config) -> tuple:
         return "pixels", config.model.channels
@@ -269,9 +273,15 @@ class Ensemble(ModelFamily):
     INNER_WEIGHTS_RULE = "most inner accuracy on a 1/20 simplex grid, then least log-loss"
 
     def identity(self, config: Config, installed: bool = True) -> dict[str, Any]:
-        if config.model.member_weights != "inner":
+        if not self.weighs_on_inner_split(config):
             return {}
         return {"member_weights_rule": self.INNER_WEIGHTS_RULE}
+
+    @staticmethod
+    def weighs_on_inner_split(config: Config) -> bool:
+        """Whether the members' weights are chosen on an inner split of the training shards
+        (``model.member_weights = "inner"``), else the plain mean."""
+        return config.model.member_weights == "inner"
 
     def members(self, config: Config) -> list[Config]:
         """The members' configs (see :func:`facefold.models.presets.member_configs`)."""

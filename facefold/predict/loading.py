@@ -179,7 +179,7 @@ def _load_run(run_dir: Path, tta: bool | None = None,
     _check_outputs(model, labels, run_dir / runs.LABELS_FILE)
     if tta is not None:  # TTA adds no weights: the same network with or without the mirror
         config = config.replace(model={"tta_flip": tta})
-    if crops is not None and config.family == "cnn":  # nor crop TTA, outside the network
+    if crops is not None and family.reads_pictures:  # nor crop TTA, outside the network
         config = config.replace(model={"tta_crops": crops})
     spec = config.model
     image_size = runs.run_image_size(run_dir, spec.crop_size)
