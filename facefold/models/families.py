@@ -20,7 +20,7 @@ input of an export — instead of branching on config keys:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -109,6 +109,19 @@ class ModelFamily:
         teachers); empty for a run that stands alone."""
         return []
 
+    def dependency_runs(self, config: Config, out: str | Path,
+                        handed: Mapping[str, Path] | None = None) -> list[tuple[Config, Path]]:
+        """Each of :meth:`dependencies` with its run folder: the one handed over in ``handed``
+        (by preset name), else the one a run in ``out`` trains it into
+        (:meth:`dependency_dir`)."""
+        handed = dict(handed or {})
+        return [(d, Path(handed.get(d.preset) or self.dependency_dir(out, d.preset)))
+                for d in self.dependencies(config)]
+
+    def dependency_dir(self, out: str | Path, preset: str) -> Path:
+        """Where a run in ``out`` trains the dependency ``preset`` it was not handed."""
+        raise self._none("dependencies")
+
     def notes(self, train_split: Split, eval_split: Split) -> tuple[dict[str, Any], str]:
         """Facts about a run's inputs for its ``run.json`` and a log line ("" for none)."""
         return {}, ""
@@ -165,6 +178,9 @@ class CNN(ModelFamily):
 
     def dependencies(self, config: Config) -> list[Config]:
         return teacher_configs(config)  # a distilled CNN's teachers (none without train.teacher)
+
+    def dependency_dir(self, out: str | Path, preset: str) -> Path:
+        return runs.teacher_dir(out, preset)
 
     def evaluation_batches(self, split: Split, config: Config) -> tf.data.Dataset:
         return evaluation_batches(split, config.model.crop_size, config.train.eval_batch_size)
@@ -292,6 +308,9 @@ class Ensemble(ModelFamily):
 
     def dependencies(self, config: Config) -> list[Config]:
         return self.members(config)
+
+    def dependency_dir(self, out: str | Path, preset: str) -> Path:
+        return runs.member_dir(out, preset)
 
     def check_available(self, config: Config) -> None:
         for member in self.members(config):

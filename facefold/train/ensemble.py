@@ -183,9 +183,7 @@ def member_runs(config: Config, out: str | Path,
     family = family_of(config)
     if not isinstance(family, Ensemble):
         raise ValueError(f"preset '{config.preset}' is not an ensemble")
-    handed = dict(member_dirs or {})
-    return [(member, Path(handed.get(member.preset) or runs.member_dir(out, member.preset)))
-            for member in family.members(config)]
+    return family.dependency_runs(config, out, member_dirs)
 
 
 def inner_runs(config: Config, out: str | Path) -> list[tuple[Config, Path]]:
