@@ -53,10 +53,10 @@ from facefold.evaluate.openset import (
     unit_rows,
 )
 from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_people
-from facefold.models.families import Ensemble, SplitSource, family_of, identity_of
+from facefold.models.families import SplitSource, family_of, identity_of
 from facefold.models.inference import combine_outputs, softmax
 from facefold.predict import Predictor
-from facefold.train.ensemble import member_runs, weights_and_facts
+from facefold.train.ensemble import weights_and_facts
 from facefold.train.trainer import Log, Trainer, versions
 
 # The shards of a network's inputs (a CNN's pictures, an embedding head's embeddings) for
@@ -140,9 +140,7 @@ def _verification(parts: Sequence[CaseScores], far: float) -> dict[str, float]:
 def networks(config: Config, run_dir: Path) -> list[tuple[Config, Path]]:
     """The networks that make up ``config``'s model in ``run_dir`` and their run folders:
     the run itself, or an ensemble's members in ``RUN/members/<preset>``."""
-    if isinstance(family_of(config), Ensemble):
-        return member_runs(config, run_dir)
-    return [(config, run_dir)]
+    return family_of(config).network_runs(config, run_dir)
 
 
 def train_model(
@@ -155,7 +153,7 @@ def train_model(
     ensemble's ``ensemble.json`` is written once its weights are known
     (:func:`write_ensemble`)."""
     found = networks(config, run_dir)
-    if isinstance(family_of(config), Ensemble):
+    if found != [(config, run_dir)]:  # runs of their own inside it: it needs a run.json first
         runs.prepare_run_dir(run_dir, identity_of(data, eval_shards, config, people),
                              list(people or read_labels(data_dir)), runs.run_notes(data_dir, 0),
                              versions(), restart)
@@ -224,8 +222,7 @@ def choose_fit_weights(config: Config, groups: Sequence[_GroupOutputs]
     cross-validated weighted ensemble (:func:`facefold.train.ensemble.fit_weights`) on the
     calibration models' held-out pictures of their known people: pictures none of the
     models weighed was trained on, and never the model's own training pictures."""
-    family = family_of(config)
-    if not isinstance(family, Ensemble) or not family.weighs_on_inner_split(config):
+    if not family_of(config).weighs_on_inner_split(config):
         return None, None
     width = max(g.classes for g in groups)  # the groups know different numbers of people
 
@@ -448,8 +445,8 @@ def _model_card(data_dir: Path, data: dict, config: Config, calibration: dict,
 
 def _members_text(card: dict[str, Any]) -> str:
     """An ensemble's members and their weights, for the model card ("" for one network)."""
-    members = card["config"]["model"].get("members") or []
-    if card["family"] != Ensemble.name or not members:
+    members = card["config"]["model"].get("members") or []  # only an ensemble names members
+    if not members:
         return ""
     weights = card["calibration"].get("weights")
     if weights is None:

@@ -103,6 +103,16 @@ class ModelFamily:
         ensemble: its members)."""
         return [config]
 
+    def network_runs(self, config: Config, out: str | Path) -> list[tuple[Config, Path]]:
+        """:meth:`networks` with the run folder of each, for a run in ``out``: ``out`` itself
+        (an ensemble: its members' folders in ``out``)."""
+        return [(config, Path(out))]
+
+    def weighs_on_inner_split(self, config: Config) -> bool:
+        """Whether the model averages networks with weights chosen on an inner split of the
+        training shards (an ensemble with ``model.member_weights = "inner"``)."""
+        return False
+
     def dependencies(self, config: Config) -> list[Config]:
         """The configs of other presets' runs, on the same held-out shards, that a run of
         ``config`` is made of or learns from (an ensemble's members, a distilled CNN's
@@ -293,10 +303,7 @@ class Ensemble(ModelFamily):
             return {}
         return {"member_weights_rule": self.INNER_WEIGHTS_RULE}
 
-    @staticmethod
-    def weighs_on_inner_split(config: Config) -> bool:
-        """Whether the members' weights are chosen on an inner split of the training shards
-        (``model.member_weights = "inner"``), else the plain mean."""
+    def weighs_on_inner_split(self, config: Config) -> bool:
         return config.model.member_weights == "inner"
 
     def members(self, config: Config) -> list[Config]:
@@ -305,6 +312,9 @@ class Ensemble(ModelFamily):
 
     def networks(self, config: Config) -> list[Config]:
         return self.members(config)
+
+    def network_runs(self, config: Config, out: str | Path) -> list[tuple[Config, Path]]:
+        return self.dependency_runs(config, out)
 
     def dependencies(self, config: Config) -> list[Config]:
         return self.members(config)

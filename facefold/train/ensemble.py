@@ -189,7 +189,7 @@ def member_runs(config: Config, out: str | Path,
 def inner_runs(config: Config, out: str | Path) -> list[tuple[Config, Path]]:
     """Each member's config and inner-split run folder ``OUT/inner/<preset>`` for a weighted
     ensemble; empty for an equally weighted one (it needs none)."""
-    if not Ensemble.weighs_on_inner_split(config):
+    if not family_of(config).weighs_on_inner_split(config):
         return []
     return [(member, runs.inner_dir(out, member.preset)) for member, _ in member_runs(config, out)]
 
@@ -243,7 +243,7 @@ def combine(
     data = data or runs.data_fingerprint(data_dir)
     labels = list(people) if people is not None else read_labels(data_dir)
     identity = identity_of(data, eval_shards, config, people)
-    weighted = Ensemble.weighs_on_inner_split(config)
+    weighted = family_of(config).weighs_on_inner_split(config)
     if weighted and len(inner) != len(members):
         raise ValueError(f"a weighted ensemble needs an inner-split run of each of its "
                          f"{len(members)} members, got {len(inner)}")
