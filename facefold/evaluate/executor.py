@@ -125,24 +125,26 @@ def _expand(trials: Sequence[Trial], num_shards: int
     """The trials that train a network (an ensemble's members and inner-split runs in its
     place, each once) and, per ensemble trial, ``(members, inner runs)``: configs and
     folders. ``ValueError`` before any work for a weighted ensemble with too few shards."""
+    # The one switch on the family here: an ensemble trial is done by combining other trials
+    # (train.ensemble.combine, a layer above the families), every other trial trains a network.
+    combined = [t for t in trials if isinstance(family_of(t.config), Ensemble)]
     leaves: dict[Path, Trial] = {}
-    ensembles = {}
-    for trial in trials:
-        if not isinstance(family_of(trial.config), Ensemble):
+    for trial in trials:  # a trial asked for keeps its folder before any member run may take it
+        if trial not in combined:
             leaves.setdefault(trial.out.resolve(), trial)
-    for trial in trials:
-        if isinstance(family_of(trial.config), Ensemble):
-            members = member_runs(trial.config, trial.out, trial.members)
-            inner = inner_runs(trial.config, trial.out)
-            ensembles[trial.name] = members, inner
-            for member, out in members:
-                leaves.setdefault(out.resolve(), Trial(f"{trial.name}/{member.preset}", member,
-                                                       trial.fold, out))
-            for member, out in inner:
-                (fold,) = inner_shards([trial.fold], num_shards)
-                leaves.setdefault(out.resolve(), Trial(
-                    f"{trial.name}/inner/{member.preset}", member, fold, out,
-                    excluded=(trial.fold,)))
+    ensembles = {}
+    for trial in combined:
+        members = member_runs(trial.config, trial.out, trial.members)
+        inner = inner_runs(trial.config, trial.out)
+        ensembles[trial.name] = members, inner
+        for member, out in members:
+            leaves.setdefault(out.resolve(), Trial(f"{trial.name}/{member.preset}", member,
+                                                   trial.fold, out))
+        for member, out in inner:
+            (fold,) = inner_shards([trial.fold], num_shards)
+            leaves.setdefault(out.resolve(), Trial(
+                f"{trial.name}/inner/{member.preset}", member, fold, out,
+                excluded=(trial.fold,)))
     for student in [t for t in leaves.values() if _learns_from_others(t)]:
         for teacher, out in distill.teacher_runs(student.config, student.out, student.members):
             leaves.setdefault(out.resolve(), Trial(

@@ -132,6 +132,12 @@ class ModelFamily:
         """Where a run in ``out`` trains the dependency ``preset`` it was not handed."""
         raise self._none("dependencies")
 
+    def combined_runs(self, run_dir: Path) -> dict[str, Path] | None:
+        """``{preset: run folder}`` of the runs whose outputs a finished run of this family
+        combines, as ``run_dir`` records them (an ensemble's members); None for a network of
+        its own, which is loaded from its checkpoint."""
+        return None
+
     def notes(self, train_split: Split, eval_split: Split) -> tuple[dict[str, Any], str]:
         """Facts about a run's inputs for its ``run.json`` and a log line ("" for none)."""
         return {}, ""
@@ -321,6 +327,13 @@ class Ensemble(ModelFamily):
 
     def dependency_dir(self, out: str | Path, preset: str) -> Path:
         return runs.member_dir(out, preset)
+
+    def combined_runs(self, run_dir: Path) -> dict[str, Path] | None:
+        members = runs.ensemble_member_dirs(run_dir)
+        if members is None:
+            raise FileNotFoundError(f"{run_dir / runs.ENSEMBLE_FILE} is missing: the ensemble "
+                                    "has not been combined yet")
+        return members
 
     def check_available(self, config: Config) -> None:
         for member in self.members(config):

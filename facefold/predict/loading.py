@@ -161,11 +161,8 @@ def _load_run(run_dir: Path, tta: bool | None = None,
     labels = runs.read_run_labels(run_dir)
     config = runs.read_run_config(run_dir)
     family = family_of(config)
-    members = runs.ensemble_member_dirs(run_dir)
-    if isinstance(family, Ensemble):
-        if members is None:
-            raise FileNotFoundError(f"{run_dir / runs.ENSEMBLE_FILE} is missing: the ensemble "
-                                    "has not been combined yet")
+    members = family.combined_runs(run_dir)
+    if members is not None:
         return _load_ensemble(run_dir, members, "run", config.train.steps,
                               runs.ensemble_weights(run_dir), tta, load_checkpoint,
                               runs.read_threshold(run_dir), crops)
