@@ -1,13 +1,16 @@
 """Model families as types: what differs between a CNN, an embedding head and an ensemble.
 
-Every config belongs to one family (:attr:`facefold.config.Config.family`), and
-:func:`family_of` gives its :class:`ModelFamily`. The trainer, the executor,
+Every config names its family (``model.family``, :attr:`facefold.config.Config.family`),
+and :func:`family_of` gives its :class:`ModelFamily`. The trainer, the executor,
 predict and export ask the family — for the inputs of a dataset, the network,
-the batches, what the run's identity must add, the inference model and the
-input of an export — instead of branching on config keys:
+the batches, what the run's identity must add (:func:`identity_of`), the runs a
+model is made of or learns from and their folders, the runs a finished one
+combines, the inference model and the input of an export — instead of branching
+on config keys:
 
 - :class:`CNN` learns from pixels (:mod:`facefold.models.cnn`): inputs are the
-  decoded images, batches jittered crops, inference takes uint8 images.
+  decoded images, batches jittered crops, inference takes uint8 images; a
+  distilled one (``train.teacher``) depends on its teachers' runs.
 - :class:`EmbeddingHead` learns on a pretrained embedding
   (:mod:`facefold.models.head`, :mod:`facefold.embeddings`): inputs are cached
   embeddings, the identity holds the embedding's model version, and inference
@@ -50,8 +53,8 @@ Infer = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 class ModelFamily:
-    """The interface every family implements (an ensemble only :meth:`check_available`
-    and its own :meth:`Ensemble.members`: it has no network of its own)."""
+    """The interface every family implements (an ensemble has no network of its own: it
+    implements the identity, dependency and combining methods, not the network ones)."""
 
     name: ClassVar[str]
     # Whether the network reads the pictures themselves, so that inference may crop them (crop
