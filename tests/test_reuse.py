@@ -10,14 +10,12 @@ Tiny runs (32x32 crops, 2 steps) on the 3-shard tiny dataset, dlib128 replaced b
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import FakeEmbedder, make_tiny_dataset, tiny_config
 
 from facefold import runs
-from facefold.embeddings import dlib128
 from facefold.evaluate.cv import run_cv
 from facefold.evaluate.experiment import compare_presets, finished_cases, run_experiment
 
@@ -40,23 +38,13 @@ def file_hashes(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeEmbedder]:
-    """:class:`FakeEmbedder` for the whole module (the conftest fixture is per test)."""
-    embedder = FakeEmbedder()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dlib128, "load", lambda: embedder)
-        patch.setenv("FACEFOLD_CACHE", str(tmp_path_factory.mktemp("embedding-cache")))
-        yield embedder
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_dataset(tmp_path_factory.mktemp("reuse") / "data")
 
 
 @pytest.mark.parametrize("preset", COMPOSITE)
-def test_a_second_cv_writes_nothing(preset: str, fake: FakeEmbedder, data: Path,
-                                    tmp_path: Path) -> None:
+@pytest.mark.usefixtures("module_fake_embedder")
+def test_a_second_cv_writes_nothing(preset: str, data: Path, tmp_path: Path) -> None:
     config = tiny_config(2, 2, preset, sparsity_every=0)
     out = tmp_path / "cv"
     run_cv(data, config, out, "0", log=QUIET)
@@ -68,8 +56,8 @@ def test_a_second_cv_writes_nothing(preset: str, fake: FakeEmbedder, data: Path,
 
 
 @pytest.fixture(scope="module")
-def experiment(fake: FakeEmbedder, data: Path, tmp_path_factory: pytest.TempPathFactory
-               ) -> Path:
+def experiment(module_fake_embedder: FakeEmbedder, data: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("experiment") / "out"
     run_experiment(data, PRESETS, out, "0", OVERRIDES, baseline="fast", log=QUIET)
     return out
