@@ -181,8 +181,8 @@ def member_runs(config: Config, out: str | Path,
     """Each member's config and run folder: the one handed over in ``member_dirs`` (by
     preset name), else ``OUT/members/<preset>``."""
     family = family_of(config)
-    if not isinstance(family, Ensemble):
-        raise ValueError(f"preset '{config.preset}' is not an ensemble")
+    if not isinstance(family, Ensemble):  # an argument check: another family's dependencies
+        raise ValueError(f"preset '{config.preset}' is not an ensemble")  # are no members
     return family.dependency_runs(config, out, member_dirs)
 
 
