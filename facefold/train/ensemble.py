@@ -181,8 +181,10 @@ def member_runs(config: Config, out: str | Path,
     """Each member's config and run folder: the one handed over in ``member_dirs`` (by
     preset name), else ``OUT/members/<preset>``."""
     family = family_of(config)
-    if not isinstance(family, Ensemble):  # an argument check: another family's dependencies
-        raise ValueError(f"preset '{config.preset}' is not an ensemble")  # are no members
+    # An argument check, not a switch: another family's dependencies (a CNN's teachers) are
+    # no members.
+    if not isinstance(family, Ensemble):
+        raise ValueError(f"preset '{config.preset}' is not an ensemble")
     return family.dependency_runs(config, out, member_dirs)
 
 
