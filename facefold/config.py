@@ -39,6 +39,9 @@ RESIZE_METHODS = ("antialias", "bilinear", "area")
 # How an ensemble weighs its members (model.member_weights): the plain mean, or weights chosen
 # on an inner split of the training shards (see facefold.train.ensemble).
 MEMBER_WEIGHTS = ("equal", "inner")
+# The model families (model.family; see facefold.models.families): a CNN on pixels, a head on a
+# pretrained embedding, an ensemble of registered presets.
+FAMILIES = ("cnn", "embedding", "ensemble")
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,10 @@ class ModelSpec:
     mirror's embedding half of the time and ``tta_flip`` averages the two;
     the other augment and conv keys do not apply to a head.
 
+    ``family`` names the model family (one of :data:`FAMILIES`): ``"cnn"``, ``"embedding"``
+    (which needs ``embedding``) or ``"ensemble"`` (which needs ``members``); each preset sets
+    its own.
+
     ``members`` names registered presets whose models are trained alone and
     averaged (probabilities after each member's own TTA): an ensemble, see
     :mod:`facefold.train.ensemble`; every other model key is then unused.
@@ -116,6 +123,7 @@ class ModelSpec:
     cosine_margin: float = 0.0  # CosFace margin, in training only (needs cosine_scale)
     members: tuple[str, ...] = ()
     member_weights: str = "equal"  # equal | inner
+    family: str = "cnn"  # one of FAMILIES
 
 
 @dataclass(frozen=True)
@@ -214,8 +222,13 @@ class Config:
         check_config(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples become lists)."""
-        return dataclasses.asdict(self)
+        """A JSON-ready dict (tuples become lists). ``model.family`` is left out when it is the
+        family the model keys imply (:func:`implied_family`): the config is part of every run's
+        identity, so files written before the key existed stay the same runs."""
+        data = dataclasses.asdict(self)
+        if data["model"]["family"] == implied_family(data["model"]):
+            del data["model"]["family"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
@@ -226,10 +239,9 @@ class Config:
 
     @property
     def family(self) -> str:
-        """``"cnn"`` (learns from pixels), ``"embedding"`` (a head) or ``"ensemble"``."""
-        if self.model.members:
-            return "ensemble"
-        return "embedding" if self.model.embedding else "cnn"
+        """``model.family``: ``"cnn"`` (learns from pixels), ``"embedding"`` (a head) or
+        ``"ensemble"``."""
+        return self.model.family
 
     def require_cnn(self, what: str) -> None:
         """Raise ``ValueError`` when this config is not a CNN's: ``what`` needs conv layers."""
@@ -301,7 +313,21 @@ def apply_overrides(base: Config, overrides: dict[str, Any], source: str) -> Con
             item = typing.get_args(hints[key])[0] if is_tuple else None
             changes[key] = _coerce(value, allowed[key], f"{source}: {section_name}.{key}", item)
         sections[section_name] = dataclasses.replace(spec, **changes)
+        if section_name == "model" and "family" not in values and (
+                {"members", "embedding"} & set(values)):
+            # A file written before model.family (a config.json, a TOML): its model keys say.
+            sections["model"] = dataclasses.replace(
+                sections["model"], family=implied_family(dataclasses.asdict(sections["model"])))
     return Config(preset=preset, **sections)
+
+
+def implied_family(model: dict[str, Any]) -> str:
+    """The family that a model section's keys imply (``members``: an ensemble, ``embedding``:
+    a head, else a CNN): how a config or file written without ``model.family`` is read
+    (:func:`apply_overrides`) and when :meth:`Config.to_dict` may leave the key out."""
+    if model.get("members"):
+        return "ensemble"
+    return "embedding" if model.get("embedding") else "cnn"
 
 
 def _require(condition: bool, message: str) -> None:
@@ -405,6 +431,14 @@ def _check_embedding_and_members(cfg: Config) -> None:
              f"got {m.member_weights!r}")
     _require(m.member_weights == "equal" or bool(m.members),
              "model.member_weights applies to ensembles only (set model.members)")
+    _require(m.family in FAMILIES,
+             f"model.family must be one of {', '.join(FAMILIES)}, got {m.family!r}")
+    _require((m.family == "embedding") == bool(m.embedding),
+             f"model.family is {m.family!r}, but model.embedding is {m.embedding!r}: an "
+             "embedding head (family \"embedding\") and only it names its embedding")
+    _require((m.family == "ensemble") == bool(m.members),
+             f"model.family is {m.family!r}, but model.members is {list(m.members)}: an "
+             "ensemble (family \"ensemble\") and only it names its members")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

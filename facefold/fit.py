@@ -47,7 +47,7 @@ from facefold.data.pipeline import Split, concat
 from facefold.data.records import read_labels
 from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_people
 from facefold.log import Log
-from facefold.models.families import Ensemble, SplitSource, family_of
+from facefold.models.families import SplitSource, family_of, identity_of
 from facefold.models.inference import combine_outputs, softmax
 from facefold.models.scores import (
     CENTROID_SCORE,
@@ -58,7 +58,7 @@ from facefold.models.scores import (
     unit_rows,
 )
 from facefold.predict import Predictor
-from facefold.train.ensemble import member_runs, weights_and_facts
+from facefold.train.ensemble import weights_and_facts
 from facefold.train.trainer import Trainer, versions
 
 # The shards of a network's inputs (a CNN's pictures, an embedding head's embeddings) for
@@ -142,9 +142,7 @@ def _verification(parts: Sequence[CaseScores], far: float) -> dict[str, float]:
 def networks(config: Config, run_dir: Path) -> list[tuple[Config, Path]]:
     """The networks that make up ``config``'s model in ``run_dir`` and their run folders:
     the run itself, or an ensemble's members in ``RUN/members/<preset>``."""
-    if isinstance(family_of(config), Ensemble):
-        return member_runs(config, run_dir)
-    return [(config, run_dir)]
+    return family_of(config).network_runs(config, run_dir)
 
 
 def train_model(
@@ -157,11 +155,10 @@ def train_model(
     ensemble's ``ensemble.json`` is written once its weights are known
     (:func:`write_ensemble`)."""
     found = networks(config, run_dir)
-    if isinstance(family_of(config), Ensemble):
-        identity = runs.run_identity(data, eval_shards, config, people,
-                                     family_of(config).identity(config))
-        runs.prepare_run_dir(run_dir, identity, list(people or read_labels(data_dir)),
-                             runs.run_notes(data_dir, 0), versions(), restart)
+    if found != [(config, run_dir)]:  # runs of their own inside it: it needs a run.json first
+        runs.prepare_run_dir(run_dir, identity_of(data, eval_shards, config, people),
+                             list(people or read_labels(data_dir)), runs.run_notes(data_dir, 0),
+                             versions(), restart)
     for network, path in found:
         label = name if path == run_dir else f"{name}/{network.preset}"
         Trainer(data_dir, network, path, eval_shards, inputs(network), log, name=label,
@@ -227,7 +224,7 @@ def choose_fit_weights(config: Config, groups: Sequence[_GroupOutputs]
     cross-validated weighted ensemble (:func:`facefold.train.ensemble.fit_weights`) on the
     calibration models' held-out pictures of their known people: pictures none of the
     models weighed was trained on, and never the model's own training pictures."""
-    if not isinstance(family_of(config), Ensemble) or config.model.member_weights != "inner":
+    if not family_of(config).weighs_on_inner_split(config):
         return None, None
     width = max(g.classes for g in groups)  # the groups know different numbers of people
 
@@ -450,8 +447,8 @@ def _model_card(data_dir: Path, data: dict, config: Config, calibration: dict,
 
 def _members_text(card: dict[str, Any]) -> str:
     """An ensemble's members and their weights, for the model card ("" for one network)."""
-    members = card["config"]["model"].get("members") or []
-    if card["family"] != Ensemble.name or not members:
+    members = card["config"]["model"].get("members") or []  # only an ensemble names members
+    if not members:
         return ""
     weights = card["calibration"].get("weights")
     if weights is None:

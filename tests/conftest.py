@@ -218,3 +218,16 @@ def fake_embedder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeEmbedd
     monkeypatch.setattr(dlib128, "load", lambda: fake)
     monkeypatch.setenv("FACEFOLD_CACHE", str(tmp_path / "embedding-cache"))
     return fake
+
+
+@pytest.fixture(scope="module")
+def module_fake_embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeEmbedder]:
+    """:class:`FakeEmbedder` for a whole test module (for module-scoped fixtures that train on
+    it), with an embedding cache of its own."""
+    from facefold.embeddings import dlib128
+
+    fake = FakeEmbedder()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dlib128, "load", lambda: fake)
+        patch.setenv("FACEFOLD_CACHE", str(tmp_path_factory.mktemp("embedding-cache")))
+        yield fake

@@ -144,3 +144,39 @@ def test_ensemble_members_from_toml_and_their_configs(tmp_path: Path) -> None:
     assert head.family == "embedding" and reduced.family == "cnn"
     with pytest.raises(ValueError, match="ensemble member 'ensemble' is an ensemble itself"):
         member_configs(cfg.replace(model={"members": ["ensemble", "seed"]}))
+
+
+def test_every_preset_names_its_family() -> None:
+    families = {name: get_preset(name).model.family for name in list_presets()}
+    assert families["seed"] == families["fast-64-distilled"] == "cnn"
+    assert families["dlib128"] == families["dlib128-single"] == "embedding"
+    assert families["ensemble"] == families["fast-64-duo"] == "ensemble"
+    for name, family in families.items():  # each one the family its model keys describe
+        model = get_preset(name).model
+        assert (family == "ensemble") == bool(model.members), name
+        assert (family == "embedding") == bool(model.embedding), name
+
+
+@pytest.mark.parametrize(("base", "overrides", "message"), [
+    ("seed", {"model": {"family": "forest"}}, "model.family must be one of cnn, embedding"),
+    ("seed", {"model": {"family": "embedding"}},
+     "model.family is 'embedding', but model.embedding"),
+    ("dlib128", {"model": {"family": "cnn"}}, "model.family is 'cnn', but model.embedding"),
+    ("ensemble", {"model": {"family": "cnn"}}, "model.family is 'cnn', but model.members"),
+])
+def test_a_family_that_contradicts_the_model_is_refused(base: str, overrides: dict,
+                                                       message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resolve_config(base, overrides=overrides)
+
+
+@pytest.mark.parametrize("name", ["seed", "dlib128", "ensemble-weighted", "fast-64-distilled"])
+def test_configs_written_before_the_family_key_read_the_same(name: str) -> None:
+    """A config.json (and so a run's identity) is written as before the key existed, and one
+    without it reads as the preset, so existing run folders stay the same runs."""
+    config = get_preset(name)
+    written = config.to_dict()
+    assert "family" not in written["model"]
+    assert Config.from_dict(written) == config
+    named = {**written, "model": {**written["model"], "family": config.family}}
+    assert Config.from_dict(named) == config

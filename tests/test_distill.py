@@ -22,7 +22,7 @@ from facefold.data.augment import mix
 from facefold.data.pipeline import Split, batch_maker, decode_shards, evaluation_batches
 from facefold.evaluate.cv import run_cv
 from facefold.evaluate.experiment import run_experiment
-from facefold.models.families import family_of
+from facefold.models.families import family_of, identity_of
 from facefold.models.inference import softmax
 from facefold.models.presets import get_preset, teacher_configs
 from facefold.train.distill import student_targets, teacher_targets
@@ -150,10 +150,9 @@ def test_cv_trains_the_teachers_of_the_fold_then_the_student(tiny_dataset: Path,
     data = runs.data_fingerprint(tiny_dataset)
     teachers = teacher_configs(config)
     for teacher in teachers:  # ordinary runs of the same fold, in the student's folder
-        identity = runs.run_identity(data, [0], teacher, None, {})
+        identity = identity_of(data, [0], teacher)
         assert runs.is_finished(runs.teacher_dir(case, teacher.preset), identity)
-    assert runs.is_finished(case, runs.run_identity(data, [0], config, None,
-                                                    family_of(config).identity(config)))
+    assert runs.is_finished(case, identity_of(data, [0], config))
     # The targets belong to the training shards 1 and 2, in the order the student reads them.
     splits = decode_shards(tiny_dataset)
     train, _ = split_folds(splits, [0])

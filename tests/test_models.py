@@ -16,7 +16,7 @@ from facefold.config import EMBEDDING_DIMS, Config, ModelSpec
 from facefold.data.pipeline import Split, embedding_training_batches, training_batches
 from facefold.embeddings.shards import EmbeddingSplit
 from facefold.models.cnn import FusedBatchNorm, build_model, relu_layer_names
-from facefold.models.families import leaf_configs
+from facefold.models.families import family_of, leaf_configs
 from facefold.models.head import build_head
 from facefold.models.presets import get_preset, list_presets
 from facefold.train.optim import compile_model
@@ -192,6 +192,22 @@ def test_every_preset_builds_runs_and_trains(name: str) -> None:
         return
     for member in leaf_configs(cfg):
         _check_trains(_as_trained_here(member), compiled=name in COMPILED)
+
+
+@pytest.mark.parametrize(("name", "networks", "dependencies"), [
+    ("seed", ["seed"], []),
+    ("dlib128", ["dlib128"], []),
+    ("fast-64-distilled", ["fast-64-distilled"], ["fast-64-long", "fast-64-wide"]),
+    ("ensemble-weighted", ["fast", "dlib128"], ["fast", "dlib128"]),
+])
+def test_a_family_names_the_runs_a_model_is_made_of(name: str, networks: list[str],
+                                                    dependencies: list[str]) -> None:
+    """What trains a network, and which same-fold runs of other presets a run needs (the
+    teacher fast-64-duo is an ensemble: its members teach)."""
+    config = get_preset(name)
+    family = family_of(config)
+    assert [c.preset for c in family.networks(config)] == networks
+    assert [c.preset for c in family.dependencies(config)] == dependencies
 
 
 def test_cosine_head_logits_are_scaled_cosines() -> None:

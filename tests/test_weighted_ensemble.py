@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,6 @@ from facefold import runs
 from facefold.config import Config
 from facefold.data.images import load_rgb
 from facefold.data.records import read_shard
-from facefold.embeddings import dlib128
 from facefold.evaluate.cv import run_cv
 from facefold.evaluate.worker import train_in_worker
 from facefold.export import export_run
@@ -175,17 +173,8 @@ def _config() -> Config:
 
 
 @pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeEmbedder]:
-    """:class:`FakeEmbedder` for the whole module (the conftest fixture is per test)."""
-    embedder = FakeEmbedder()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dlib128, "load", lambda: embedder)
-        patch.setenv("FACEFOLD_CACHE", str(tmp_path_factory.mktemp("embedding-cache")))
-        yield embedder
-
-
-@pytest.fixture(scope="module")
-def weighted(fake: FakeEmbedder, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def weighted(module_fake_embedder: FakeEmbedder,
+             tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A cross-validation of the weighted ensemble, fold 0, through the executor; records
     what reached :func:`fit_weights` and what was logged."""
     root = tmp_path_factory.mktemp("weighted")
@@ -325,7 +314,8 @@ def test_a_ray_worker_trains_an_inner_run(tiny_dataset: Path) -> None:
         runs.data_fingerprint(tiny_dataset), [1], config))  # without exclusion: another run
 
 
-def test_too_few_shards_fail_before_any_training(fake: FakeEmbedder, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("module_fake_embedder")
+def test_too_few_shards_fail_before_any_training(tmp_path: Path) -> None:
     data = make_tiny_dataset(tmp_path / "data", shards=2, per_shard=2)
     for run in (lambda: train(data, _config(), tmp_path / "run", [0], log=QUIET),
                 lambda: run_cv(data, _config(), tmp_path / "cv", [0], log=QUIET)):

@@ -43,7 +43,7 @@ from facefold.data.records import LABELS_FILE, MANIFEST_FILE, list_shards
 from facefold.evaluate.worker import train_in_worker
 from facefold.log import Log
 from facefold.machine import onednn_setting, tf_threads
-from facefold.models.families import Ensemble, SplitSource, family_of, leaf_configs
+from facefold.models.families import Ensemble, SplitSource, family_of, identity_of, leaf_configs
 from facefold.train import distill
 from facefold.train.ensemble import combine, inner_runs, inner_shards, member_runs
 from facefold.train.precision import resolve_precision
@@ -95,8 +95,7 @@ class Trial:
 
     def identity(self, data: dict) -> dict:
         """The run identity this trial's folder must hold, for the dataset ``data``."""
-        return runs.run_identity(data, [self.fold], self.config, None,
-                                 family_of(self.config).identity(self.config), self.excluded)
+        return identity_of(data, [self.fold], self.config, excluded=self.excluded)
 
 
 @dataclass(frozen=True)
@@ -127,30 +126,38 @@ def _expand(trials: Sequence[Trial], num_shards: int
     """The trials that train a network (an ensemble's members and inner-split runs in its
     place, each once) and, per ensemble trial, ``(members, inner runs)``: configs and
     folders. ``ValueError`` before any work for a weighted ensemble with too few shards."""
+    # The one switch on the family here: an ensemble trial is done by combining other trials
+    # (train.ensemble.combine, a layer above the families), every other trial trains a network.
+    combined = [t for t in trials if isinstance(family_of(t.config), Ensemble)]
     leaves: dict[Path, Trial] = {}
-    ensembles = {}
-    for trial in trials:
-        if not isinstance(family_of(trial.config), Ensemble):
+    for trial in trials:  # a trial asked for keeps its folder before any member run may take it
+        if trial not in combined:
             leaves.setdefault(trial.out.resolve(), trial)
-    for trial in trials:
-        if isinstance(family_of(trial.config), Ensemble):
-            members = member_runs(trial.config, trial.out, trial.members)
-            inner = inner_runs(trial.config, trial.out)
-            ensembles[trial.name] = members, inner
-            for member, out in members:
-                leaves.setdefault(out.resolve(), Trial(f"{trial.name}/{member.preset}", member,
-                                                       trial.fold, out))
-            for member, out in inner:
-                (fold,) = inner_shards([trial.fold], num_shards)
-                leaves.setdefault(out.resolve(), Trial(
-                    f"{trial.name}/inner/{member.preset}", member, fold, out,
-                    excluded=(trial.fold,)))
-    for student in [t for t in leaves.values() if t.config.train.teacher]:
+    ensembles = {}
+    for trial in combined:
+        members = member_runs(trial.config, trial.out, trial.members)
+        inner = inner_runs(trial.config, trial.out)
+        ensembles[trial.name] = members, inner
+        for member, out in members:
+            leaves.setdefault(out.resolve(), Trial(f"{trial.name}/{member.preset}", member,
+                                                   trial.fold, out))
+        for member, out in inner:
+            (fold,) = inner_shards([trial.fold], num_shards)
+            leaves.setdefault(out.resolve(), Trial(
+                f"{trial.name}/inner/{member.preset}", member, fold, out,
+                excluded=(trial.fold,)))
+    for student in [t for t in leaves.values() if _learns_from_others(t)]:
         for teacher, out in distill.teacher_runs(student.config, student.out, student.members):
             leaves.setdefault(out.resolve(), Trial(
                 f"{student.name}/teacher/{teacher.preset}", teacher, student.fold, out,
                 excluded=student.excluded))
     return list(leaves.values()), ensembles
+
+
+def _learns_from_others(leaf: Trial) -> bool:
+    """Whether a trial that trains a network needs other runs of its fold finished first (a
+    distilled CNN: its teachers'); an ensemble's members are expanded into leaves before."""
+    return bool(family_of(leaf.config).dependencies(leaf.config))
 
 
 def run_trials(
@@ -195,9 +202,9 @@ def run_trials(
     if executor.kind != "local":
         _choose_precisions(pending, len(data["labels"]), log)
     run = _run_local if executor.kind == "local" else _run_ray
-    finished = run(data_dir, [t for t in pending if not t.config.train.teacher], executor, log,
+    finished = run(data_dir, [t for t in pending if not _learns_from_others(t)], executor, log,
                    data)
-    students = [t for t in pending if t.config.train.teacher]
+    students = [t for t in pending if _learns_from_others(t)]
     # The second wave: distilled runs, whose targets need their teachers' finished runs.
     if students:
         ready = _prepare_students(data_dir, students, leaves, finished, log)
@@ -249,8 +256,7 @@ def _combine(data_dir: Path, trial: Trial, runs_of: tuple[Members, Members],
     if failed:
         return TrialOutcome(trial, error=f"member {failed[0].trial.name} failed: "
                                          f"{failed[0].error.splitlines()[-1]}")
-    identity = runs.run_identity(data, [trial.fold], trial.config)
-    if runs.is_finished(trial.out, identity) and not any(
+    if runs.is_finished(trial.out, trial.identity(data)) and not any(
             t.out.resolve() in set(needed) for t in pending):
         return TrialOutcome(trial, skipped=True)
     # Reused: a run the ensemble did not train for itself (handed over by the caller, e.g. the

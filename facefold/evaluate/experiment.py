@@ -34,12 +34,11 @@ from facefold.evaluate.cv import CVResult, collect, cv_trials, load_cv, parse_fo
 from facefold.evaluate.executor import LOCAL, Executor, run_trials
 from facefold.evaluate.stats import mcnemar_test, paired_t_test
 from facefold.log import Log
-from facefold.models.families import Ensemble, family_of
+from facefold.models.families import family_of, identity_of
 from facefold.models.presets import (
     describe_preset,
     list_presets,
     resolve_config,
-    teacher_configs,
 )
 
 DEFAULT_BASELINE = "seed"
@@ -168,14 +167,11 @@ def _member_runs(out: Path, config: Config, configs: dict[str, Config], data: di
     run of exactly the member (left by an earlier experiment into ``OUT``), so that it is
     reused, not trained again into ``members/``; an unfinished one is never trained there,
     since its CV folder is not this experiment's."""
-    family = family_of(config)
-    needed = family.members(config) if isinstance(family, Ensemble) else teacher_configs(config)
     handed = {}
-    for member in needed:
+    for member in family_of(config).dependencies(config):
         run_dir = runs.case_dir(runs.preset_dir(out, member.preset), case)
         if configs.get(member.preset) == member or runs.is_finished(
-                run_dir, runs.run_identity(data, [case], member, None,
-                                           family_of(member).identity(member))):
+                run_dir, identity_of(data, [case], member)):
             handed[member.preset] = run_dir
     return handed
 
@@ -361,8 +357,9 @@ def finished_cases(cv_dir: Path) -> CVResult:
     cv = runs.read_cv_info(cv_dir)
     config = Config.from_dict(cv["config"])
     data = cv.get("data") or {"digest": None}
-    # What the family adds to an identity (an embedding's version) was checked in training.
-    ignore = family_of(config).identity_keys
+    # What an installed extra adds to an identity (an embedding's version) was checked in
+    # training; reading results must not need the extra.
+    ignore = family_of(config).installed_keys
     cases = [k for k, case in runs.existing_cases(cv_dir)
-             if runs.is_finished(case, runs.run_identity(data, [k], config), ignore)]
+             if runs.is_finished(case, identity_of(data, [k], config, installed=False), ignore)]
     return collect(cv_dir, cases)

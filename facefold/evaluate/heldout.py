@@ -44,7 +44,7 @@ from facefold.data.pipeline import Split
 from facefold.data.records import list_shards, read_labels
 from facefold.evaluate.stats import mcnemar_test, wilson_interval
 from facefold.log import Log
-from facefold.models.families import Ensemble, SplitSource, family_of
+from facefold.models.families import SplitSource, family_of
 from facefold.models.inference import softmax
 from facefold.predict.loading import checkpoint_model, load_model_folder
 from facefold.predict.predictor import Predictor
@@ -81,7 +81,7 @@ class InferenceOptions:
         kept = bool(config.train.ema_decay)
         crops = config.model.tta_crops if self.crops is None else self.crops
         return {"tta": config.model.tta_flip if self.tta is None else self.tta,
-                "crops": crops and config.family == "cnn",
+                "crops": crops and family_of(config).reads_pictures,
                 "weights": "average" if kept and self.ema else "raw", "average_kept": kept}
 
 
@@ -344,11 +344,8 @@ def _probabilities(run_dir: Path, options: InferenceOptions, data_dir: Path,
     ``members``). Records what the options meant per leaf run in ``applied``."""
     config = runs.read_run_config(run_dir)
     family = family_of(config)
-    if isinstance(family, Ensemble):
-        member_dirs = runs.ensemble_member_dirs(run_dir)
-        if member_dirs is None:
-            raise FileNotFoundError(f"{run_dir / runs.ENSEMBLE_FILE} is missing: the ensemble "
-                                    "has not been combined yet")
+    member_dirs = family.combined_runs(run_dir)
+    if member_dirs is not None:
         parts = []
         for name, member in member_dirs.items():
             parts.append(_probabilities(member, options, data_dir, shards, people, source,

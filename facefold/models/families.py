@@ -1,13 +1,16 @@
 """Model families as types: what differs between a CNN, an embedding head and an ensemble.
 
-Every config belongs to one family (:attr:`facefold.config.Config.family`), and
-:func:`family_of` gives its :class:`ModelFamily`. The trainer, the executor,
+Every config names its family (``model.family``, :attr:`facefold.config.Config.family`),
+and :func:`family_of` gives its :class:`ModelFamily`. The trainer, the executor,
 predict and export ask the family — for the inputs of a dataset, the network,
-the batches, what the run's identity must add, the inference model and the
-input of an export — instead of branching on config keys:
+the batches, what the run's identity must add (:func:`identity_of`), the runs a
+model is made of or learns from and their folders, the runs a finished one
+combines, the inference model and the input of an export — instead of branching
+on config keys:
 
 - :class:`CNN` learns from pixels (:mod:`facefold.models.cnn`): inputs are the
-  decoded images, batches jittered crops, inference takes uint8 images.
+  decoded images, batches jittered crops, inference takes uint8 images; a
+  distilled one (``train.teacher``) depends on its teachers' runs.
 - :class:`EmbeddingHead` learns on a pretrained embedding
   (:mod:`facefold.models.head`, :mod:`facefold.embeddings`): inputs are cached
   embeddings, the identity holds the embedding's model version, and inference
@@ -20,7 +23,7 @@ input of an export — instead of branching on config keys:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from facefold import runs
 from facefold.config import EMBEDDING_DIMS, Config
 from facefold.data.pipeline import (
     BatchMaker,
@@ -49,12 +53,17 @@ Infer = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 class ModelFamily:
-    """The interface every family implements (an ensemble only :meth:`check_available`
-    and its own :meth:`Ensemble.members`: it has no network of its own)."""
+    """The interface every family implements (an ensemble has no network of its own: it
+    implements the identity, dependency and combining methods, not the network ones)."""
 
     name: ClassVar[str]
-    # The keys :meth:`identity` adds to a run's identity.
-    identity_keys: ClassVar[tuple[str, ...]] = ()
+    # Whether the network reads the pictures themselves, so that inference may crop them (crop
+    # TTA, model.tta_crops): a CNN's does; a head reads embeddings, an ensemble has none.
+    reads_pictures: ClassVar[bool] = False
+    # The keys of :meth:`identity` whose values the installed extra gives, not the config (an
+    # embedding's model version): a reader of finished runs, which may lack the extra, takes
+    # them as recorded (``identity(config, installed=False)`` leaves them out).
+    installed_keys: ClassVar[tuple[str, ...]] = ()
 
     def check_available(self, config: Config) -> None:
         """Raise, before any work, when ``config`` needs an extra that is not installed."""
@@ -87,9 +96,50 @@ class ModelFamily:
         (the inputs :meth:`load_inputs` gave), as :meth:`evaluation_batches` evaluates them."""
         raise self._none("inputs")
 
-    def identity(self, config: Config) -> dict[str, Any]:
-        """What a run's identity must hold besides data, folds and config."""
+    def identity(self, config: Config, installed: bool = True) -> dict[str, Any]:
+        """What a run's identity must hold besides data, folds and config (see
+        :func:`identity_of`); without ``installed``, all but :attr:`installed_keys`."""
         return {}
+
+    def networks(self, config: Config) -> list[Config]:
+        """The configs that train a network for a run of ``config``: ``[config]`` (an
+        ensemble: its members)."""
+        return [config]
+
+    def network_runs(self, config: Config, out: str | Path) -> list[tuple[Config, Path]]:
+        """:meth:`networks` with the run folder of each, for a run in ``out``: ``out`` itself
+        (an ensemble: its members' folders in ``out``)."""
+        return [(config, Path(out))]
+
+    def weighs_on_inner_split(self, config: Config) -> bool:
+        """Whether the model averages networks with weights chosen on an inner split of the
+        training shards (an ensemble with ``model.member_weights = "inner"``)."""
+        return False
+
+    def dependencies(self, config: Config) -> list[Config]:
+        """The configs of other presets' runs, on the same held-out shards, that a run of
+        ``config`` is made of or learns from (an ensemble's members, a distilled CNN's
+        teachers); empty for a run that stands alone."""
+        return []
+
+    def dependency_runs(self, config: Config, out: str | Path,
+                        handed: Mapping[str, Path] | None = None) -> list[tuple[Config, Path]]:
+        """Each of :meth:`dependencies` with its run folder: the one handed over in ``handed``
+        (by preset name), else the one a run in ``out`` trains it into
+        (:meth:`dependency_dir`)."""
+        handed = dict(handed or {})
+        return [(d, Path(handed.get(d.preset) or self.dependency_dir(out, d.preset)))
+                for d in self.dependencies(config)]
+
+    def dependency_dir(self, out: str | Path, preset: str) -> Path:
+        """Where a run in ``out`` trains the dependency ``preset`` it was not handed."""
+        raise self._none("dependencies")
+
+    def combined_runs(self, run_dir: Path) -> dict[str, Path] | None:
+        """``{preset: run folder}`` of the runs whose outputs a finished run of this family
+        combines, as ``run_dir`` records them (an ensemble's members); None for a network of
+        its own, which is loaded from its checkpoint."""
+        return None
 
     def notes(self, train_split: Split, eval_split: Split) -> tuple[dict[str, Any], str]:
         """Facts about a run's inputs for its ``run.json`` and a log line ("" for none)."""
@@ -124,6 +174,7 @@ class CNN(ModelFamily):
     """A CNN on pixels (the 2016 model, its ablations, the modern presets)."""
 
     name = "cnn"
+    reads_pictures = True
 
     def input_key(self, config: Config) -> tuple:
         return "pixels", config.model.channels
@@ -139,10 +190,16 @@ class CNN(ModelFamily):
         return batch_maker(split, config.augment, config.model.crop_size,
                            config.train.batch_size, config.train.seed, num_classes, targets)
 
-    def identity(self, config: Config) -> dict[str, Any]:
+    def identity(self, config: Config, installed: bool = True) -> dict[str, Any]:
         # A distilled run learned from its teacher's runs: another teacher, another run.
-        teachers = teacher_configs(config)
+        teachers = self.dependencies(config)
         return {"teachers": [t.to_dict() for t in teachers]} if teachers else {}
+
+    def dependencies(self, config: Config) -> list[Config]:
+        return teacher_configs(config)  # a distilled CNN's teachers (none without train.teacher)
+
+    def dependency_dir(self, out: str | Path, preset: str) -> Path:
+        return runs.teacher_dir(out, preset)
 
     def evaluation_batches(self, split: Split, config: Config) -> tf.data.Dataset:
         return evaluation_batches(split, config.model.crop_size, config.train.eval_batch_size)
@@ -159,7 +216,7 @@ class EmbeddingHead(ModelFamily):
     """A head on a pretrained face embedding (``model.embedding``, e.g. ``dlib128``)."""
 
     name = "embedding"
-    identity_keys = ("embedding",)
+    installed_keys = ("embedding",)
 
     @staticmethod
     def views(config: Config) -> int:
@@ -190,8 +247,10 @@ class EmbeddingHead(ModelFamily):
     def inference_inputs(self, split: Split, config: Config) -> np.ndarray:
         return split.images[:, : 2 if config.model.tta_flip else 1]  # (N, views, D)
 
-    def identity(self, config: Config) -> dict[str, Any]:
+    def identity(self, config: Config, installed: bool = True) -> dict[str, Any]:
         # A head learned on one version's embeddings is meaningless on another's.
+        if not installed:
+            return {}
         model = embedder(config.model.embedding)
         return {"embedding": {"name": model.name, "model_version": model.version}}
 
@@ -248,14 +307,36 @@ class Ensemble(ModelFamily):
     # rule is never reused as if this one had chosen its weights.
     INNER_WEIGHTS_RULE = "most inner accuracy on a 1/20 simplex grid, then least log-loss"
 
-    def identity(self, config: Config) -> dict[str, Any]:
-        if config.model.member_weights != "inner":
+    def identity(self, config: Config, installed: bool = True) -> dict[str, Any]:
+        if not self.weighs_on_inner_split(config):
             return {}
         return {"member_weights_rule": self.INNER_WEIGHTS_RULE}
+
+    def weighs_on_inner_split(self, config: Config) -> bool:
+        return config.model.member_weights == "inner"
 
     def members(self, config: Config) -> list[Config]:
         """The members' configs (see :func:`facefold.models.presets.member_configs`)."""
         return member_configs(config)
+
+    def networks(self, config: Config) -> list[Config]:
+        return self.members(config)
+
+    def network_runs(self, config: Config, out: str | Path) -> list[tuple[Config, Path]]:
+        return self.dependency_runs(config, out)
+
+    def dependencies(self, config: Config) -> list[Config]:
+        return self.members(config)
+
+    def dependency_dir(self, out: str | Path, preset: str) -> Path:
+        return runs.member_dir(out, preset)
+
+    def combined_runs(self, run_dir: Path) -> dict[str, Path] | None:
+        members = runs.ensemble_member_dirs(run_dir)
+        if members is None:
+            raise FileNotFoundError(f"{run_dir / runs.ENSEMBLE_FILE} is missing: the ensemble "
+                                    "has not been combined yet")
+        return members
 
     def check_available(self, config: Config) -> None:
         for member in self.members(config):
@@ -270,10 +351,26 @@ def family_of(config: Config) -> ModelFamily:
     return FAMILIES[config.family]
 
 
+def identity_of(
+    data: dict[str, Any], eval_shards: Sequence[int], config: Config,
+    people: Sequence[str] | None = None, excluded: Sequence[int] = (), installed: bool = True,
+) -> dict[str, Any]:
+    """The identity of a run of ``config`` (:func:`facefold.runs.run_identity` with what its
+    family adds), the one every writer records and every "finished?" check compares.
+
+    ``data`` is the dataset's fingerprint, ``eval_shards`` the held-out shards, ``people``
+    the label list of a run on a subset of people, ``excluded`` shards neither trained nor
+    evaluated on. ``installed=False`` leaves out what only an installed extra can give (the
+    family's :attr:`~ModelFamily.installed_keys`), for readers that may lack it.
+    """
+    return runs.run_identity(data, eval_shards, config, people,
+                             family_of(config).identity(config, installed), excluded)
+
+
 def leaf_configs(config: Config) -> list[Config]:
-    """The configs that train a network: an ensemble's members, else ``[config]``."""
-    family = family_of(config)
-    return family.members(config) if isinstance(family, Ensemble) else [config]
+    """The configs that train a network: an ensemble's members, else ``[config]``
+    (:meth:`ModelFamily.networks`)."""
+    return family_of(config).networks(config)
 
 
 def check_embedding_meta(meta: Any, where: Path) -> dict[str, Any]:

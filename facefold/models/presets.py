@@ -238,7 +238,7 @@ register_preset("fast-cosface", "ablation: fast-nogap with CosFace logits: scale
 
 # The keys of an ensemble or a distilled model itself, never handed on to its members or
 # teachers.
-OWN_KEYS = ("members", "member_weights", "teacher", "teacher_weight", "teacher_views")
+OWN_KEYS = ("family", "members", "member_weights", "teacher", "teacher_weight", "teacher_views")
 
 
 def _changes_from_preset(config: Config) -> dict[str, dict[str, Any]]:
@@ -309,7 +309,8 @@ def register_ensemble(name: str, members: list[str], description: str | None = N
                        f"{names}, their probabilities weighted by accuracy on an inner split "
                        "of the training shards (one more training of each member per fold)")
     steps = max(get_preset(m).train.steps for m in members)
-    register_preset(name, description, model={"members": members, "member_weights": weights},
+    register_preset(name, description,
+                    model={"family": "ensemble", "members": members, "member_weights": weights},
                     train={"steps": steps})
 
 
@@ -317,7 +318,8 @@ def register_ensemble(name: str, members: list[str], description: str | None = N
 # Multinomial logistic regression on the embedding: the embedding already separates people,
 # and a hidden layer measured no better on celeb21.
 DLIB128: dict[str, dict[str, Any]] = {
-    "model": {"embedding": "dlib128", "dense_units": [], "weight_decay": 0.0, "tta_flip": True},
+    "model": {"family": "embedding", "embedding": "dlib128", "dense_units": [],
+              "weight_decay": 0.0, "tta_flip": True},
     "train": {"steps": 1000, "eval_every": 250, "learning_rate": 1e-2, "lr_schedule": "cosine",
               "sparsity_every": 0, "precision": "float32"},
 }

@@ -161,11 +161,8 @@ def _load_run(run_dir: Path, tta: bool | None = None,
     labels = runs.read_run_labels(run_dir)
     config = runs.read_run_config(run_dir)
     family = family_of(config)
-    members = runs.ensemble_member_dirs(run_dir)
-    if isinstance(family, Ensemble):
-        if members is None:
-            raise FileNotFoundError(f"{run_dir / runs.ENSEMBLE_FILE} is missing: the ensemble "
-                                    "has not been combined yet")
+    members = family.combined_runs(run_dir)
+    if members is not None:
         return _load_ensemble(run_dir, members, "run", config.train.steps,
                               runs.ensemble_weights(run_dir), tta, load_checkpoint,
                               runs.read_threshold(run_dir), crops)
@@ -179,7 +176,7 @@ def _load_run(run_dir: Path, tta: bool | None = None,
     _check_outputs(model, labels, run_dir / runs.LABELS_FILE)
     if tta is not None:  # TTA adds no weights: the same network with or without the mirror
         config = config.replace(model={"tta_flip": tta})
-    if crops is not None and config.family == "cnn":  # nor crop TTA, outside the network
+    if crops is not None and family.reads_pictures:  # nor crop TTA, outside the network
         config = config.replace(model={"tta_crops": crops})
     spec = config.model
     image_size = runs.run_image_size(run_dir, spec.crop_size)

@@ -38,6 +38,9 @@ def train(
     their run folders by preset (a finished run there is reused); the others are trained into
     ``out/members/<preset>``.
     """
+    # The one switch on the family in training: an ensemble trains its members and combines
+    # them (train.ensemble, a layer the families in models/ cannot call); the rest train a
+    # network of their own.
     if isinstance(family_of(config), Ensemble):
         source = splits if isinstance(splits, SplitSource) or splits is None else None
         if splits is not None and source is None:

@@ -39,8 +39,8 @@ from facefold.config import Config
 from facefold.data.augment import augment
 from facefold.data.pipeline import Split
 from facefold.log import Log
+from facefold.models.families import family_of
 from facefold.models.inference import softmax
-from facefold.models.presets import teacher_configs
 
 # Offsets the seed of the teacher's views from the student's own batch jitter.
 VIEW_SEED_OFFSET = 3_000_017
@@ -50,9 +50,7 @@ def teacher_runs(config: Config, out: str | Path,
                  handed: Mapping[str, Path] | None = None) -> list[tuple[Config, Path]]:
     """Each teacher run's config and folder: the one handed over in ``handed`` (by preset
     name), else ``OUT/teacher/<preset>``; empty without a teacher."""
-    handed = dict(handed or {})
-    return [(teacher, Path(handed.get(teacher.preset) or runs.teacher_dir(out, teacher.preset)))
-            for teacher in teacher_configs(config)]
+    return family_of(config).dependency_runs(config, out, handed)
 
 
 def teacher_targets(run_dirs: Sequence[Path], split: Split, config: Config) -> np.ndarray:

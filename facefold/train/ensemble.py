@@ -63,7 +63,7 @@ from facefold import runs
 from facefold.config import Config
 from facefold.data.records import read_labels
 from facefold.log import Log
-from facefold.models.families import Ensemble, SplitSource, family_of
+from facefold.models.families import Ensemble, SplitSource, family_of, identity_of
 from facefold.models.inference import weighted_mean
 from facefold.train.trainer import Trainer, versions
 
@@ -182,17 +182,17 @@ def member_runs(config: Config, out: str | Path,
     """Each member's config and run folder: the one handed over in ``member_dirs`` (by
     preset name), else ``OUT/members/<preset>``."""
     family = family_of(config)
+    # An argument check, not a switch: another family's dependencies (a CNN's teachers) are
+    # no members.
     if not isinstance(family, Ensemble):
         raise ValueError(f"preset '{config.preset}' is not an ensemble")
-    handed = dict(member_dirs or {})
-    return [(member, Path(handed.get(member.preset) or runs.member_dir(out, member.preset)))
-            for member in family.members(config)]
+    return family.dependency_runs(config, out, member_dirs)
 
 
 def inner_runs(config: Config, out: str | Path) -> list[tuple[Config, Path]]:
     """Each member's config and inner-split run folder ``OUT/inner/<preset>`` for a weighted
     ensemble; empty for an equally weighted one (it needs none)."""
-    if config.model.member_weights != "inner":
+    if not family_of(config).weighs_on_inner_split(config):
         return []
     return [(member, runs.inner_dir(out, member.preset)) for member, _ in member_runs(config, out)]
 
@@ -201,14 +201,8 @@ def inner_identity(data: dict, member: Config, eval_shards: Sequence[int],
                    people: Sequence[str] | None = None) -> dict:
     """The identity of a member's inner-split run for the held-out ``eval_shards``: held out
     the inner shard, excluded the ensemble's held-out shards."""
-    return runs.run_identity(data, inner_shards(eval_shards, len(data["shards"])), member,
-                             people, family_of(member).identity(member), eval_shards)
-
-
-def ensemble_identity(data: dict, config: Config, eval_shards: Sequence[int],
-                      people: Sequence[str] | None) -> dict:
-    return runs.run_identity(data, eval_shards, config, people,
-                             family_of(config).identity(config))
+    return identity_of(data, inner_shards(eval_shards, len(data["shards"])), member, people,
+                       eval_shards)
 
 
 def choose_weights(
@@ -251,8 +245,8 @@ def combine(
     data_dir, out = Path(data_dir), Path(out)
     data = data or runs.data_fingerprint(data_dir)
     labels = list(people) if people is not None else read_labels(data_dir)
-    identity = ensemble_identity(data, config, eval_shards, people)
-    weighted = config.model.member_weights == "inner"
+    identity = identity_of(data, eval_shards, config, people)
+    weighted = family_of(config).weighs_on_inner_split(config)
     if weighted and len(inner) != len(members):
         raise ValueError(f"a weighted ensemble needs an inner-split run of each of its "
                          f"{len(members)} members, got {len(inner)}")
@@ -340,7 +334,7 @@ def train_ensemble(
     data_dir, out = Path(data_dir), Path(out)
     family_of(config).check_available(config)  # a missing extra fails before any training
     data = runs.data_fingerprint(data_dir)
-    runs.check_run_dir(out, ensemble_identity(data, config, eval_shards, people), restart)
+    runs.check_run_dir(out, identity_of(data, eval_shards, config, people), restart)
     inner = inner_runs(config, out)
     if inner:  # too few shards fails before any training
         inner_eval = inner_shards(eval_shards, len(data["shards"]))
@@ -348,8 +342,7 @@ def train_ensemble(
     members = member_runs(config, out, member_dirs)
     reused = {}
     for member, run_dir in members:
-        identity = runs.run_identity(data, eval_shards, member, people,
-                                     family_of(member).identity(member))
+        identity = identity_of(data, eval_shards, member, people)
         reused[member.preset] = _reuse_or_train(
             data_dir, member, run_dir, eval_shards, (), identity, source, log,
             f"[{out.name}] member {member.preset}", people, restart, data)

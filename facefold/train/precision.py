@@ -17,7 +17,6 @@ without timing.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -78,7 +77,8 @@ def machine_key() -> dict[str, Any]:
 
 def model_key(config: Config, num_classes: int) -> dict[str, Any]:
     """What a step's speed depends on in the model: family, spec, classes, batch."""
-    return {"family": config.family, "model": dataclasses.asdict(config.model),
+    # The model as its config.json holds it, so cached choices keep their keys.
+    return {"family": config.family, "model": config.to_dict()["model"],
             "num_classes": num_classes, "batch": config.train.batch_size}
 
 

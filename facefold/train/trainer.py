@@ -39,7 +39,7 @@ from facefold.data.pipeline import BatchMaker, Split, concat, step_batches
 from facefold.data.records import read_labels
 from facefold.log import Log
 from facefold.machine import cpu_model
-from facefold.models.families import SplitSource, family_of
+from facefold.models.families import SplitSource, family_of, identity_of
 from facefold.models.inference import inference_model
 from facefold.train import distill
 from facefold.train.optim import compile_model, training_weights
@@ -269,9 +269,8 @@ class Trainer:
         self.restart = restart
         self.people = list(people) if people is not None else None
         self.labels = self.people or read_labels(self.data_dir)
-        self.identity = runs.run_identity(
-            data or runs.data_fingerprint(self.data_dir), self.eval_shards, config,
-            self.people, self.family.identity(config), self.excluded_shards)
+        self.identity = identity_of(data or runs.data_fingerprint(self.data_dir),
+                                    self.eval_shards, config, self.people, self.excluded_shards)
         # Before any decoding: a folder of another run is refused at once.
         runs.check_run_dir(self.run_dir, self.identity, restart)
         self.hold_out, self.source = hold_out, splits  # a distilled run's teachers share them
@@ -382,9 +381,8 @@ class Trainer:
     def _train_teachers(self) -> None:
         """Train every teacher run that has not finished, on this run's shards."""
         for teacher, run_dir in self.teachers:
-            identity = runs.run_identity(self.identity["data"], self.eval_shards, teacher,
-                                         self.people, family_of(teacher).identity(teacher),
-                                         self.excluded_shards)
+            identity = identity_of(self.identity["data"], self.eval_shards, teacher,
+                                   self.people, self.excluded_shards)
             if not runs.is_finished(run_dir, identity):
                 self.log(f"[{self.name}] teacher {teacher.preset}: training into {run_dir}")
                 Trainer(self.data_dir, teacher, run_dir, self.eval_shards, self.source,
