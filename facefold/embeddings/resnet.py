@@ -39,6 +39,7 @@ and HWIO, so filters are transposed ``(2, 3, 1, 0)``. This module imports Tensor
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +231,22 @@ def load_descriptor(dat: str | Path, cache_dir: str | Path) -> keras.Model:
         spec = json.loads(str(saved["spec"]))
         arrays = {k: saved[k] for k in saved.files if k != "spec"}
     return build(spec, arrays)
+
+
+def descriptor_function(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+    """``model`` as one compiled call: uint8 chips (N, S, S, 3) -> float32 (N, D) numpy.
+
+    A ``tf.function`` over any batch size, traced once: every batch runs the same graph
+    (oneDNN convolutions over all cores). Not XLA: on this network it was slower (measured
+    in docs/performance.md).
+    """
+    import tensorflow as tf
+
+    size = model.input_shape[1:3]
+    call = tf.function(lambda chips: model(chips, training=False), input_signature=[
+        tf.TensorSpec((None, *size, 3), tf.uint8)])
+
+    def describe(chips: np.ndarray) -> np.ndarray:
+        return call(np.ascontiguousarray(chips, np.uint8)).numpy()
+
+    return describe
