@@ -72,12 +72,14 @@ class EmbeddingWorkers:
     same backend once (a few seconds for ``keras``) and runs
     :func:`~facefold.embeddings.dlib128.embed_stored`; results come back in the order the
     chunks were given, and are the same numbers as sequential embedding (same code, same
-    chunks, in another process).
+    chunks, in another process). ``backend``: the descriptor's (default: the embedding's
+    model, :func:`embedder`).
     """
 
-    def __init__(self, name: str, workers: int | None = None) -> None:
+    def __init__(self, name: str, workers: int | None = None, backend: str | None = None
+                 ) -> None:
         # A missing extra fails here, in this process, with the pip command.
-        self.model = embedder(name)
+        self.model = embedder(name) if backend is None else dlib128.load(backend)
         self.backend = getattr(self.model, "backend", dlib128.BACKENDS[0])
         self.workers = max(1, workers or usable_cores())
         if not isinstance(self.model, dlib128.Dlib128):
