@@ -607,7 +607,7 @@ def format_bench_model(result: dict[str, Any]) -> str:
 
 
 def bench_embedding(name: str = "dlib128", data_dir: str | Path | None = None,
-                    images: int = 64, workers: int | None = None,
+                    images: int = 128, workers: int | None = None,
                     log: Log = print) -> dict[str, Any]:
     """dlib's own descriptor and the Keras network side by side, on ``images`` crops of
     ``data_dir``'s first shard or SYNTHETIC faces: for each backend, views per second in one

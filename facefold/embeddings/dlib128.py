@@ -56,6 +56,7 @@ import hashlib
 import importlib.util
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
@@ -80,6 +81,7 @@ PIPELINE_VERSION = 1
 BACKENDS = ("keras", "dlib")  # the descriptor's: the first is the default
 # Bump when facefold.embeddings.resnet changes its numbers: cached keras embeddings are redone.
 KERAS_VERSION = 1
+BATCH = 16  # chips per call of the descriptor network (see Dlib128.embed)
 # dlib's 5-point order: image-right eye (outer, inner corner), image-left eye (outer, inner), nose.
 _EYE_A, _EYE_B, _NOSE = slice(0, 2), slice(2, 4), 4
 
@@ -202,20 +204,27 @@ class Dlib128:
         """Descriptors of square RGB uint8 images (N, S, S, 3), or of their left-right mirrors.
 
         Returns ``(embeddings, fallback)``: (N, 128) float32 and (N,) bool (see :meth:`chip`).
+        The chips are described in batches of :data:`BATCH`, each in a second thread while
+        this one cuts the next batch's chips: the descriptor network leaves the GIL, so the
+        landmark fit (one core) overlaps it instead of leaving the cores idle in between.
         """
         if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
             raise ValueError(f"images must be square RGB (N, S, S, 3), got {images.shape}")
         if mirror:
             images = images[:, :, ::-1]
-        chips, fallback = [], []
-        for image in images:
-            chip, failed = self.chip(np.ascontiguousarray(image, np.uint8))
-            chips.append(chip)
-            fallback.append(failed)
-        if not chips:
+        if not len(images):
             return np.zeros((0, self.dim), np.float32), np.zeros(0, bool)
-        vectors = self._describe(np.stack(chips))  # all chips in one batch
-        return np.asarray(vectors, np.float32).reshape(-1, self.dim), np.array(fallback)
+        described, fallback = [], []
+        with ThreadPoolExecutor(1) as network:
+            for start in range(0, len(images), BATCH):
+                chips = []
+                for image in images[start : start + BATCH]:
+                    chip, failed = self.chip(np.ascontiguousarray(image, np.uint8))
+                    chips.append(chip)
+                    fallback.append(failed)
+                described.append(network.submit(self._describe, np.stack(chips)))
+            vectors = [np.asarray(v.result(), np.float32) for v in described]
+        return np.concatenate(vectors).reshape(-1, self.dim), np.array(fallback)
 
 
 def _dlib_descriptors(model: object, chips: np.ndarray) -> np.ndarray:
