@@ -65,8 +65,8 @@ class EmbeddingWorkers:
     ``workers`` processes (default: one per usable core); with one, the chunks are embedded
     in this process and nothing is started. Worth it with either backend: dlib's own
     descriptor computes on one core, and with the batched Keras network the landmark fit
-    and chip (dlib, one core, ~3 ms a view) would otherwise leave the cores idle between
-    batches; two workers embedded 256 celeb21 views 1.6–2.4× faster than one process
+    and chip (dlib, one core, ~3 ms a view) still run beside the network: two workers
+    embedded 256 celeb21 views 1.1–1.7× faster than one process on a busy 2-core machine
     (docs/performance.md). Workers are *spawned*, not forked: this process may hold
     TensorFlow's thread pools, which do not survive a fork. Each loads the model of the
     same backend once (a few seconds for ``keras``) and runs
