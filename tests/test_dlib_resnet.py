@@ -7,6 +7,7 @@ extra, and those on ORL and celeb21 crops also when ../shared is absent.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import struct
 import subprocess
@@ -124,6 +125,30 @@ def test_malformed_networks_name_the_file_and_offset() -> None:
         fmt.parse_network(b"\x01\x07", "hand.dat")
 
 
+def test_the_network_written_by_hand_in_keras(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Converted once (cached under the file's SHA-256), built, and run on one pixel whose
+    descriptor is worked out by hand."""
+    from facefold.embeddings import resnet
+
+    dat = tmp_path / "hand.dat"
+    dat.write_bytes(HAND_NETWORK)
+    cached = resnet.cached_weights(dat, tmp_path / "cache")
+    assert hashlib.sha256(HAND_NETWORK).hexdigest() in cached.name
+    other = tmp_path / "other.dat"  # other weights: another entry
+    other.write_bytes(HAND_NETWORK.replace(struct.pack("<f", 0.5), struct.pack("<f", 0.25), 1))
+    assert resnet.cached_weights(other, tmp_path / "cache") != cached
+    monkeypatch.setattr(resnet.fmt, "read_network", None)  # converting again would fail here
+    model = resnet.load_descriptor(dat, tmp_path / "cache")
+
+    pixel = np.array([3, 2, 6], np.uint8).reshape(1, 1, 1, 3)
+    # input: (pixel - (1, 0.5, 2)) / 256 = (2, 1.5, 4) / 256
+    # conv:  (1*2 + 2*1.5 + 3*4) / 256 + 0.5 = 17/256 + 0.5;  (-2 + 0 + 4) / 256 - 0.5 < 0
+    # relu:  (17/256 + 0.5, 0);  fc: (a, 0, 2a) with a = 17/256 + 0.5
+    a = 17 / 256 + 0.5
+    np.testing.assert_allclose(np.asarray(model(pixel)), [[a, 0.0, 2 * a]], rtol=1e-6)
+
+
 def test_pad_add_treats_missing_values_as_zero() -> None:
     """dlib's add_prev_ on tensors of different sizes (tt::add), by hand."""
     from facefold.embeddings.resnet import PadAdd
@@ -238,3 +263,19 @@ def test_help_imports_no_tensorflow() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).parents[1]).stdout
     assert out.splitlines()[-1] == "False False"
+
+
+def test_bench_embedding_puts_the_backends_side_by_side(weights: Path) -> None:
+    from facefold.bench import bench_embedding, format_bench_embedding
+
+    result = bench_embedding(images=4, workers=1, log=lambda _: None)  # SYNTHETIC faces
+    assert sorted(result["backends"]) == ["dlib", "keras"] and result["images"] == 4
+    for backend in result["backends"].values():
+        assert backend["same_vectors"]  # one worker: this process, the same batches
+        assert backend["views_per_s_one_process"] > 0
+    assert result["backends"]["keras"]["version"] != result["backends"]["dlib"]["version"]
+    ratio = result["keras_over_dlib"]["one_process"]
+    assert ratio == pytest.approx(result["backends"]["keras"]["views_per_s_one_process"]
+                                  / result["backends"]["dlib"]["views_per_s_one_process"])
+    text = format_bench_embedding(result)
+    assert "keras / dlib" in text and f"{ratio:.1f}x" in text

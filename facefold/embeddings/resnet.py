@@ -159,66 +159,78 @@ def _pad(x: Any, padding: list[int]) -> Any:
     return keras.layers.ZeroPadding2D(tuple(padding))(x) if any(padding) else x
 
 
+Weighted = list[tuple[keras.layers.Layer, list[np.ndarray]]]  # Keras layers and their weights
+
+
+def _layer(layer: dict[str, Any], i: int, x: Any, arrays: dict[str, np.ndarray]
+           ) -> tuple[Any, Weighted]:
+    """One conv, affine, relu, pool or fc ``layer`` (number ``i`` of the spec) applied to
+    ``x`` (B, H, W, C) or (B, C): the output and the weights its Keras layers take."""
+    kind = layer["kind"]
+    if kind == "conv":
+        kernel = arrays[f"{i}.kernel"]  # (nr, nc, k, n)
+        window, stride, padding = kernel.shape[:2], tuple(layer["stride"]), layer["padding"]
+        same = stride == (1, 1) and padding == [window[0] // 2, window[1] // 2] and bool(
+            window[0] % 2 and window[1] % 2)  # Keras' "same" pads exactly this
+        conv = keras.layers.Conv2D(kernel.shape[3], window, stride, "same" if same else "valid",
+                                   use_bias=layer["bias"],
+                                   activation="relu" if layer["relu"] else None)
+        weights = [kernel] + ([arrays[f"{i}.bias"]] if layer["bias"] else [])
+        return conv(x if same else _pad(x, padding)), [(conv, weights)]
+    if kind in ("affine", "relu") and layer["disabled"]:
+        return x, []
+    if kind == "affine":
+        affine = ChannelAffine()
+        return affine(x), [(affine, [arrays[f"{i}.gamma"], arrays[f"{i}.beta"]])]
+    if kind == "relu":
+        return keras.layers.ReLU()(x), []
+    if kind in ("max_pool", "avg_pool"):
+        if layer["window"] == [0, 0]:  # avg_pool_everything: (B, H, W, C) -> (B, C)
+            return keras.layers.GlobalAveragePooling2D()(x), []
+        pool = keras.layers.MaxPooling2D if kind == "max_pool" else keras.layers.AveragePooling2D
+        window, stride = tuple(layer["window"]), tuple(layer["stride"])
+        return pool(window, stride, "valid")(_pad(x, layer["padding"])), []
+    if kind == "fc":
+        if len(x.shape) > 2:  # dlib flattens its (k, nr, nc) layout: channels outermost
+            x = keras.layers.Flatten()(keras.layers.Permute((3, 1, 2))(x))
+        weights = arrays[f"{i}.weights"]  # (in, out)
+        dense = keras.layers.Dense(weights.shape[1], use_bias=layer["bias"])
+        values = [weights] + ([arrays[f"{i}.bias"]] if layer["bias"] else [])
+        return dense(x), [(dense, values)]
+    raise ValueError(f"layer {i}: unknown kind {kind!r}")
+
+
 def build(spec: list[dict[str, Any]], arrays: dict[str, np.ndarray]) -> keras.Model:
     """The Keras model of a :func:`convert`-ed network: uint8 RGB (B, S, S, 3) -> float32
-    (B, D) descriptors, its weights set from ``arrays``."""
+    (B, D) descriptors, its weights set from ``arrays``.
+
+    Markers and ``add_prev`` are read as dlib's residual templates write them (see the
+    module docstring): a lone marker is tag1, two in a row are tag2 then skip1.
+    """
     size = spec[0]["size"]
     images = keras.Input((size[0], size[1], 3), dtype="uint8", name="chip")
     scale = InputScale(name="input")
     x = scale(images)
-    scale.set_weights([arrays["input.means"]])
+    weighted: Weighted = [(scale, [arrays["input.means"]])]
     tag1 = tag2 = None
-    weighted: list[tuple[keras.layers.Layer, list[np.ndarray]]] = []
     layers = spec[1:]
-    skip_next = False
-    for i, layer in enumerate(layers):
-        kind = layer["kind"]
-        if skip_next:  # the skip of a (tag2, skip1) pair, done with the tag
-            skip_next = False
-            continue
-        if kind == "marker":
-            if i + 1 < len(layers) and layers[i + 1]["kind"] == "marker":
-                tag2, x, skip_next = x, tag1, True  # tag2 then skip1: back to tag1's output
-            else:
-                tag1, tag2 = x, None
-        elif kind == "conv":
-            kernel = arrays[f"{i}.kernel"]
-            window, stride, padding = kernel.shape[:2], tuple(layer["stride"]), layer["padding"]
-            same = stride == (1, 1) and padding == [window[0] // 2, window[1] // 2] and (
-                window[0] % 2 and window[1] % 2)
-            if not same:
-                x = _pad(x, padding)
-            conv = keras.layers.Conv2D(kernel.shape[3], window, stride,
-                                       "same" if same else "valid", use_bias=layer["bias"],
-                                       activation="relu" if layer["relu"] else None)
-            x = conv(x)
-            weighted.append((conv, [kernel] + ([arrays[f"{i}.bias"]] if layer["bias"] else [])))
-        elif kind == "affine" and not layer["disabled"]:
-            affine = ChannelAffine()
-            x = affine(x)
-            weighted.append((affine, [arrays[f"{i}.gamma"], arrays[f"{i}.beta"]]))
-        elif kind == "relu" and not layer["disabled"]:
-            x = keras.layers.ReLU()(x)
-        elif kind in ("max_pool", "avg_pool"):
-            if layer["window"] == [0, 0]:  # avg_pool_everything
-                x = keras.layers.GlobalAveragePooling2D()(x)
-                continue
-            x = _pad(x, layer["padding"])
-            pool = keras.layers.MaxPooling2D if kind == "max_pool" else (
-                keras.layers.AveragePooling2D)
-            x = pool(tuple(layer["window"]), tuple(layer["stride"]), "valid")(x)
+    i = 0
+    while i < len(layers):
+        kind = layers[i]["kind"]
+        if kind == "marker" and i + 1 < len(layers) and layers[i + 1]["kind"] == "marker":
+            tag2, x = x, tag1  # tag2 saves the block's output, skip1 goes back to tag1's
+            i += 1
+        elif kind == "marker":
+            tag1, tag2 = x, None
         elif kind == "add_prev":
             other = tag2 if tag2 is not None else tag1
             if other is None:
                 raise ValueError(f"layer {i}: add_prev without a tagged layer before it")
             x = PadAdd()([x, other])
-        elif kind == "fc":
-            weights = arrays[f"{i}.weights"]
-            if len(x.shape) > 2:  # dlib flattens (k, nr, nc); only nr = nc = 1 is the same
-                raise ValueError(f"layer {i}: fc on a {x.shape} tensor is not supported")
-            dense = keras.layers.Dense(weights.shape[1], use_bias=layer["bias"])
-            x = dense(x)
-            weighted.append((dense, [weights] + ([arrays[f"{i}.bias"]] if layer["bias"] else [])))
+        else:
+            x, more = _layer(layers[i], i, x, arrays)
+            weighted += more
+        i += 1
     model = keras.Model(images, x, name="dlib_resnet")
     for keras_layer, values in weighted:
         keras_layer.set_weights(values)
