@@ -64,16 +64,17 @@ class EmbeddingWorkers:
 
     ``workers`` processes (default: one per usable core); with one, the chunks are embedded
     in this process and nothing is started. Worth it with either backend: dlib's own
-    descriptor computes on one core, and with the batched Keras network the landmark fit
-    and chip (dlib, one core, ~3 ms a view) still run beside the network: two workers
-    embedded 256 celeb21 views 1.1–1.7× faster than one process on a busy 2-core machine
-    (docs/performance.md). Workers are *spawned*, not forked: this process may hold
-    TensorFlow's thread pools, which do not survive a fork. Each loads the model of the
-    same backend once (a few seconds for ``keras``) and runs
-    :func:`~facefold.embeddings.dlib128.embed_stored`; results come back in the order the
-    chunks were given, and are the same numbers as sequential embedding (same code, same
-    chunks, in another process). ``backend``: the descriptor's (default: the embedding's
-    model, :func:`embedder`).
+    descriptor computes on one core, and beside the batched Keras network the landmark fit
+    and chip (dlib, one core, ~3 ms a view) still leave room: two workers embedded 256
+    celeb21 views 1.0–1.7× as fast as one process (1.5× the median of six rounds on a
+    shared 2-core machine, docs/performance.md).
+
+    Workers are *spawned*, not forked: this process may hold TensorFlow's thread pools,
+    which do not survive a fork. Each loads the model of the same backend once (a few
+    seconds for ``keras``) and runs :func:`~facefold.embeddings.dlib128.embed_stored`;
+    results come back in the order the chunks were given, and are the same numbers as
+    sequential embedding (same code, same chunks, in another process). ``backend``: the
+    descriptor's (default: the embedding's model, :func:`embedder`).
     """
 
     def __init__(self, name: str, workers: int | None = None, backend: str | None = None
