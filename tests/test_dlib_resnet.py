@@ -8,6 +8,7 @@ extra, and those on ORL and celeb21 crops also when ../shared is absent.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import struct
 import subprocess
@@ -250,6 +251,16 @@ def test_keras_equals_dlib_on_real_crops(models: dict[str, dlib128.Dlib128], nam
 def test_backends_have_their_own_model_version(models: dict[str, dlib128.Dlib128]) -> None:
     keras_version, dlib_version = models["keras"].version, models["dlib"].version
     assert keras_version != dlib_version
+    # dlib's backend keeps the version of the vectors dlib alone computed: their cache stays.
+    from facefold.data.images import file_sha256
+
+    folder = dlib128.weights_dir()
+    before = {"embedding": "dlib128", "pipeline": 1, "chip": [150, 0.25],
+              "check": [[0.15, 0.60], 30.0, [0.3, 1.5]],
+              "weights": {f: file_sha256(folder / f) for f in (
+                  "shape_predictor_5_face_landmarks.dat",
+                  "dlib_face_recognition_resnet_model_v1.dat")}}
+    assert dlib_version == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
     assert dlib128.load("keras") is dlib128.load() and dlib128.load().backend == "keras"
     with pytest.raises(ValueError, match="backend must be one of keras, dlib; got 'tf'"):
         dlib128.Dlib128("tf")

@@ -33,7 +33,7 @@ there can be higher than on people it never saw.
 
    - ``"keras"`` (the default): dlib's network rebuilt in Keras from the same weight file
      (:mod:`facefold.embeddings.resnet`, read by :mod:`~facefold.embeddings.dlib_format`),
-     all chips of a call in one batch; the same vectors as dlib's to float32 rounding
+     the chips of a call in batches; the same vectors as dlib's to float32 rounding
      (max abs diff under 1e-6, see docs/models.md), 11–22× the throughput on 2 cores;
    - ``"dlib"``: dlib's own ``face_recognition_model_v1.compute_face_descriptor``, the
      reference, one chip after another on one core.
