@@ -22,8 +22,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--no-peer", dest="peer", action="store_false",
                        help="leave out the plain Keras implementation timed beside the model")
     bench.add_argument("--embedding", metavar="NAME",
-                       help="time embedding NAME (dlib128) instead: one process against one "
-                       "worker per core, and one face's cost with and without the mirror view")
+                       help="time embedding NAME (dlib128) instead: dlib's descriptor and the "
+                       "Keras network side by side, one process against one worker per core, "
+                       "and one face's cost with and without the mirror view")
     bench.add_argument("--profile", action="store_true",
                        help="where a training step's time goes (TensorFlow's profiler, by op "
                        "type and part of the step) instead of the timings")

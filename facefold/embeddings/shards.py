@@ -60,20 +60,30 @@ def embed_images(
 
 
 class EmbeddingWorkers:
-    """Processes that embed chunks of stored images in parallel (dlib computes on one core).
+    """Processes that embed chunks of stored images in parallel.
 
     ``workers`` processes (default: one per usable core); with one, the chunks are embedded
-    in this process and nothing is started. Workers are *spawned*, not forked: this process
-    may hold TensorFlow's thread pools, which do not survive a fork. Each loads the model
-    once (about a second) and runs :func:`~facefold.embeddings.dlib128.embed_stored`;
+    in this process and nothing is started. Worth it with either backend: dlib's own
+    descriptor computes on one core, and beside the batched Keras network the landmark fit
+    and chip (dlib, one core, ~3 ms a view) still leave room: two workers embedded 256
+    celeb21 views 1.0–1.7× as fast as one process (1.5× the median of six rounds on a
+    shared 2-core machine, docs/performance.md).
+
+    Workers are *spawned*, not forked: this process may hold TensorFlow's thread pools,
+    which do not survive a fork. Each loads the model of the same backend once (a few
+    seconds for ``keras``) and runs :func:`~facefold.embeddings.dlib128.embed_stored`;
     results come back in the order the chunks were given, and are the same numbers as
-    sequential embedding (same code, same inputs, in another process).
+    sequential embedding (same code, same chunks, in another process). ``backend``: the
+    descriptor's (default: the embedding's model, :func:`embedder`).
     """
 
-    def __init__(self, name: str, workers: int | None = None) -> None:
-        model = embedder(name)  # a missing extra fails here, in this process, with the pip command
+    def __init__(self, name: str, workers: int | None = None, backend: str | None = None
+                 ) -> None:
+        # A missing extra fails here, in this process, with the pip command.
+        self.model = embedder(name) if backend is None else dlib128.load(backend)
+        self.backend = getattr(self.model, "backend", dlib128.BACKENDS[0])
         self.workers = max(1, workers or usable_cores())
-        if not isinstance(model, dlib128.Dlib128):
+        if not isinstance(self.model, dlib128.Dlib128):
             # A worker can only load the real model; an embedder put in its place (a test's
             # fake) lives in this process alone.
             self.workers = 1
@@ -92,11 +102,11 @@ class EmbeddingWorkers:
         """``(embeddings, fallback)`` of each ``(stored images, mirror)`` chunk, in order."""
         if self.workers == 1:
             for stored, mirror in chunks:
-                yield dlib128.embed_stored(stored, mirror)
+                yield self.model.embed(dlib128.decode_stored(stored), mirror)
             return
         if self._pool is None:  # started at the first work: a fully cached dataset starts none
             self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
-        futures = [self._pool.submit(dlib128.embed_stored, stored, mirror)
+        futures = [self._pool.submit(dlib128.embed_stored, stored, mirror, self.backend)
                    for stored, mirror in chunks]
         for future in futures:
             yield future.result()
