@@ -1,12 +1,13 @@
 """The package's shape: layers that import only downwards, imported names that exist, no
 import cycles, deployment code free of training code, and one module that knows the names of
-the run folders' files."""
+the run folders' files; the run layer and the gallery start without TensorFlow."""
 
 from __future__ import annotations
 
 import ast
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -184,6 +185,17 @@ def test_git_grep_agrees() -> None:
     if out.returncode not in (0, 1) or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     assert out.stdout.split() == [NAMES_MODULE]
+
+
+@pytest.mark.parametrize("module", ["facefold.runs", "facefold.predict.gallery"])
+def test_cold_start_imports_no_tensorflow(module: str) -> None:
+    """What ``verify`` and ``identify`` read (run folders, the gallery) loads without
+    TensorFlow, whose import costs seconds; a fresh interpreter, since this one has it."""
+    code = f"import sys, {module}; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False", f"importing {module} imports TensorFlow"
 
 
 def test_serve_bench_without_a_model_reaches_training(monkeypatch) -> None:
