@@ -22,6 +22,7 @@ from facefold.data.records import read_labels
 from facefold.data.synthetic import make_synthetic_faces
 from facefold.log import Log
 from facefold.machine import cpu_model, onednn_setting, usable_cores
+from facefold.models.families import family_of
 from facefold.models.presets import resolve_config
 
 SYNTHETIC_PEOPLE = 10
@@ -48,7 +49,7 @@ def bench_config(preset: str, size: int | None, batch: int) -> Config:
     """The preset's config with the benchmark's batch and optional input ``size``."""
     model = {"input_size": size} if size else {}
     config = resolve_config(preset, overrides={"model": model, "train": {"batch_size": batch}})
-    config.require_cnn("bench")
+    family_of(config).require_conv_layers(config, "bench")
     return config
 
 
