@@ -50,6 +50,7 @@ from facefold.runs.ensemble import (
     ensemble_inner_dirs,
     ensemble_member_dirs,
     ensemble_weights,
+    weight_field,
     write_ensemble,
 )
 from facefold.runs.files import (
@@ -236,6 +237,7 @@ __all__ = [
     "safe_name",
     "set_data_dir_note",
     "teacher_dir",
+    "weight_field",
     "write_centroids",
     "write_cv_info",
     "write_enrollment_test",

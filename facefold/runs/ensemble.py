@@ -70,6 +70,13 @@ def check_member_weights(entries: list[dict[str, Any]], where: Path) -> dict[str
     return {p: float(w) for p, w in weights.items()}
 
 
+def weight_field(weights: dict[str, float] | None, preset: str) -> dict[str, float]:
+    """The ``weight`` field of a member entry (``ensemble.json``, ``export.json``):
+    ``{"weight": w}`` in a weighted ensemble, nothing in an equally weighted one, as
+    :func:`check_member_weights` reads them."""
+    return {} if weights is None else {"weight": weights[preset]}
+
+
 def write_ensemble(run_dir: str | Path, members: dict[str, Path], reused: dict[str, bool],
                    weights: dict[str, float] | None = None,
                    inner: dict[str, Any] | None = None) -> None:
@@ -80,11 +87,8 @@ def write_ensemble(run_dir: str | Path, members: dict[str, Path], reused: dict[s
     run_dir = Path(run_dir)
     entries = []
     for preset, path in members.items():
-        entry: dict[str, Any] = {"preset": preset, "run": os.path.relpath(path, run_dir),
-                                 "reused": reused[preset]}
-        if weights is not None:
-            entry["weight"] = weights[preset]
-        entries.append(entry)
+        entries.append({"preset": preset, "run": os.path.relpath(path, run_dir),
+                        "reused": reused[preset], **weight_field(weights, preset)})
     content: dict[str, Any] = {"members": entries}
     if inner is not None:
         content["inner"] = {**inner, "members": [
