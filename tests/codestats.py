@@ -25,6 +25,12 @@ It prints
   in the base layer before any family can be asked), and the flags of the command line
   (attributes of ``args``, the argparse namespace: ``bench --embedding`` names what to
   measure, not a config field). The switches that remain say why in a comment;
+- the **results in comments**: lines of a ``#`` comment or a docstring in ``facefold/``
+  holding a measured-looking number (:data:`RESULT_NUMBER`: a number followed by ``%``, by
+  ``ms``, or by ``s/step`` / ``s per step``). Results live in the docs (docs/results.md,
+  docs/performance.md …) with their command, machine and date; a comment says why and points
+  to the docs section. The lines that remain are listed, to be justified one by one (a
+  percentage that defines a parameter, not a result);
 - the **upward imports**: imports (lazy ones in functions included) from a package that is
   not beneath the importing one in :data:`LAYERS` — the same check as
   ``tests/test_structure.py``, which imports this module.
@@ -38,6 +44,9 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import io
+import re
+import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +97,8 @@ PACKAGE_LAYER: dict[str, str] = {
 
 # Config fields only some families have (see the module docstring).
 FAMILY_FIELDS = ("members", "member_weights", "embedding", "teacher")
+# A number as a measurement states it: 96.5 %, 12 ms, 0.21 s/step, 3 s per step.
+RESULT_NUMBER = re.compile(r"\d(?:[\d,]*\d)?(?:\.\d+)?\s?(?:%|ms\b|s/step\b|s per step\b)")
 # The config's validation of its own fields, by file: no family switch (module docstring).
 CONFIG_VALIDATION = {"facefold/config.py": ("check_config", "_check_embedding_and_members")}
 
@@ -309,6 +320,33 @@ def _file_line_key(place: str) -> tuple[str, int]:
     return file, int(line)
 
 
+def comment_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line, text)`` of every ``#`` comment and every docstring line of a file."""
+    source = path.read_text()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            yield token.start[0], token.string
+    for node in ast.walk(parsed(path)):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) \
+                and node.body and isinstance(node.body[0], ast.Expr) \
+                and isinstance(node.body[0].value, ast.Constant) \
+                and isinstance(node.body[0].value.value, str):
+            first = node.body[0].lineno
+            for offset, text in enumerate(node.body[0].value.value.splitlines()):
+                yield first + offset, text
+
+
+def result_comments() -> list[tuple[str, str]]:
+    """``("file:line", text)`` of every comment or docstring line of facefold/ with a
+    :data:`RESULT_NUMBER`, in file and line order."""
+    found = []
+    for path in modules().values():
+        for line, text in comment_lines(path):
+            if RESULT_NUMBER.search(text):
+                found.append((f"{path.relative_to(ROOT)}:{line}", text.strip()))
+    return sorted(found, key=lambda item: _file_line_key(item[0]))
+
+
 def largest_file() -> tuple[str, int]:
     path = max(modules().values(), key=lambda p: len(p.read_text().splitlines()))
     return str(path.relative_to(ROOT)), len(path.read_text().splitlines())
@@ -325,6 +363,10 @@ def main() -> None:
     print(f"switches on model family outside facefold/models/: {len(switches)}")
     for where, kind in switches:
         print(f"  {where}  ({kind})")
+    results = result_comments()
+    print(f"results in comments (numbers with %, ms, s/step): {len(results)}")
+    for where, text in results:
+        print(f"  {where}  {text}")
     upward = upward_imports()
     print(f"upward imports: {len(upward)}")
     for found in upward:

@@ -29,7 +29,7 @@ SYNTHETIC_PEOPLE = 10
 SYNTHETIC_SIZE = 112  # the 2016 stored size, so the 96x96 crop (and its jitter) applies
 # Compute-only training cycles through this many real batches held in memory. Not one batch:
 # a model that memorizes a single batch drives its gradients towards zero, and arithmetic on
-# subnormal floats made compute-only steps 1.7x slower in some runs here.
+# subnormal floats made compute-only steps slower in some runs here.
 MEMORY_BATCHES = 8
 
 

@@ -127,7 +127,7 @@ def fit_weights(labels: np.ndarray, probabilities: np.ndarray, resolution: int =
 
     Why accuracy first and not the log-loss alone: the log-loss of a weighted *mean* rewards
     confident members, and members trained with label smoothing are all underconfident by
-    design (on celeb21, ``fast-nogap``'s mean top probability is 0.81 at 93 % accuracy), so
+    design (their mean top probability stays well below their accuracy), so
     the least log-loss can give a member no weight at all although averaging it in names
     more faces right — which is what an ensemble is for, and what it is scored on. The
     log-loss still decides between weights that name the same faces (a plateau of accuracy
