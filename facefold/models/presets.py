@@ -103,8 +103,8 @@ def _merged(base: dict[str, dict[str, Any]], changes: dict[str, dict[str, Any]]
 
 # The modern from-scratch recipe (issue #6). Widths in multiples of 16 (oneDNN's bfloat16
 # kernels slow down a lot on 12-channel maps) and residual blocks from stage 2 on keep a
-# training step at about the seed's FLOPs (`facefold bench` counts and times both:
-# docs/performance.md, "Measured speed"). Rotation stays off: the crops are already aligned
+# training step at about the seed's FLOPs and time (docs/models.md, "Modern presets";
+# `facefold bench` counts and times both). Rotation stays off: the crops are already aligned
 # on five landmarks, and it would double the cost of the crop.
 MODERN: dict[str, dict[str, Any]] = {
     "model": {
