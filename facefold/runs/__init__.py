@@ -7,7 +7,7 @@ experiment and export folders), one idea per module:
   predictions, teacher targets …);
 - :mod:`.identity`: run identity, "same run" and "finished";
 - :mod:`.lifecycle`: a run folder checked, created or discarded (``restart``);
-- :mod:`.checkpoints`: a run's checkpoints, the newest whole one;
+- :mod:`.checkpoint_files`: a run's checkpoints, the newest whole one;
 - :mod:`.calibration`: threshold, centroids, open-set report, model card;
 - :mod:`.ensemble`: the ensemble schema and the rules on member weights;
 - :mod:`.cv`: cross-validation and experiment folders;
@@ -29,7 +29,7 @@ from facefold.runs.calibration import (
     write_openset_report,
     write_threshold,
 )
-from facefold.runs.checkpoints import (
+from facefold.runs.checkpoint_files import (
     checkpoints,
     latest_checkpoint,
 )
