@@ -243,12 +243,6 @@ class Config:
         ``"ensemble"``."""
         return self.model.family
 
-    def require_cnn(self, what: str) -> None:
-        """Raise ``ValueError`` when this config is not a CNN's: ``what`` needs conv layers."""
-        if self.family != "cnn":
-            raise ValueError(f"{what} works on CNN presets only; preset '{self.preset}' is an "
-                             f"{'embedding head' if self.family == 'embedding' else 'ensemble'}")
-
     def replace(self, **sections: dict[str, Any]) -> Config:
         """A copy with some keys of some sections replaced: ``cfg.replace(train={"steps": 10})``."""
         return apply_overrides(self, sections, source="override")

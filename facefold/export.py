@@ -68,14 +68,15 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty: choose a new export folder")
     predictor = Predictor.load(run_dir)
-    if predictor.info.kind != "run" or (predictor.keras_model is None and not predictor.members):
+    model_file = FAMILIES[predictor.info.family].export_model_file(fmt)
+    if predictor.info.kind != "run" or (predictor.keras_model is None and model_file):
         raise ValueError(f"{run_dir} is an export already: export from a run folder")
     with staging_folder(out) as tmp:
         meta = export_info(predictor, fmt)
-        if predictor.members:
+        if model_file:
+            _write_model(predictor.keras_model, fmt, tmp / model_file)
+        else:  # a family without a network of its own: its members' exports
             meta["ensemble"] = {"members": _export_members(predictor, fmt, tmp)}
-        else:
-            _write_model(predictor.keras_model, fmt, tmp / runs.MODEL_FILES[fmt])
         if predictor.info.centroids is not None:
             runs.write_centroids(tmp, predictor.info.centroids)
         write_json_atomic(tmp / runs.EXPORT_FILE, meta)
@@ -90,11 +91,9 @@ def _export_members(predictor: Predictor, fmt: str, folder: Path) -> list[dict]:
         target = runs.member_dir(folder, preset)  # a preset name is one folder name, never a path
         name = target.relative_to(folder).as_posix()
         export_run(member.info.source, fmt, target)
-        entry = {"preset": preset, "export": name,
-                 "source_run": str(member.info.source.resolve())}
-        if predictor.member_weights is not None:
-            entry["weight"] = predictor.member_weights[preset]
-        entries.append(entry)
+        entries.append({"preset": preset, "export": name,
+                        "source_run": str(member.info.source.resolve()),
+                        **runs.weight_field(predictor.member_weights, preset)})
     return entries
 
 
@@ -108,7 +107,7 @@ def export_info(predictor: Predictor, fmt: str) -> dict:
         "keras_version": keras.__version__,
         "format": fmt,
         "family": info.family,
-        "model_file": None if predictor.members else runs.MODEL_FILES[fmt],
+        "model_file": FAMILIES[info.family].export_model_file(fmt),
         "labels": info.labels,
         "image_size": info.image_size,
         "crop_size": info.crop_size,

@@ -68,12 +68,9 @@ Inputs = Callable[[Config], list[Split]]
 NetworkOutputs = list[dict[str, np.ndarray]]
 
 DEFAULT_FIT_FAR = 0.01  # one stranger in a hundred accepted as someone
-# The score is chosen per model by its own calibration. Measured on celeb21 (AUROC / known
-# accepted and named right at 1 %; docs/results.md has the commands), 2026-12-01:
-#   dlib128, 4 groups:    cosine 0.993 / 93.3 %, msp 0.971 / 87.6 %, max_logit 0.968 / 88.8 %,
-#                         energy 0.963 / 87.5 %  -> cosine (nearest centroid; enroll works)
-#   fast-nogap, 2 groups: msp 0.917 / 54.1 %, max_logit 0.913 / 48.7 %, energy 0.905 / 46.3 %,
-#                         cosine 0.741 / 17.4 %  -> msp
+# The score is chosen per model by its own calibration: the best score differs between an
+# embedding head and a CNN from scratch (the scores each calibration measured, and the one it
+# chose: docs/results.md, "Unknown people with facefold fit").
 DEFAULT_GROUPS = 4
 
 

@@ -143,9 +143,10 @@ def add_to_cache_file(path: Path, key: str, entry: dict) -> str | None:
 # --------------------------------------------------------------------------- oneDNN
 
 # TensorFlow's oneDNN kernels are on by default only on CPUs with AVX-512 VNNI/BF16 or AMX; on
-# an AVX2-only AMD EPYC they made a seed training step 1.56x faster (1.023 against 1.597 s), on
-# others they may not. So facefold times both settings once per machine and TensorFlow version
-# and sets the faster before TensorFlow starts (see apply_onednn_choice).
+# an AVX2-only AMD EPYC they made a seed training step much faster (docs/performance.md,
+# "2-vCPU AMD EPYC without AVX-512"), on others they may not. So facefold times both settings
+# once per machine and TensorFlow version and sets the faster before TensorFlow starts (see
+# apply_onednn_choice).
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 ONEDNN_CACHE_FILE = "onednn.json"
 ONEDNN_MARGIN = 0.03  # "on" must win by this much: otherwise TensorFlow's default stays

@@ -19,7 +19,18 @@ It prints
     ``model.embedding``, ``train.teacher``).
 
   A *condition* is the test of an ``if``/``elif``/``while``/conditional expression/
-  ``assert``/comprehension ``if``, or any comparison or ``and``/``or`` expression;
+  ``assert``/comprehension ``if``, or any comparison or ``and``/``or`` expression.
+  Not switches: the config validating its own fields (:data:`CONFIG_VALIDATION`: the
+  invariants that tie ``model.family`` to ``model.embedding`` and ``model.members``, checked
+  in the base layer before any family can be asked), and the flags of the command line
+  (attributes of ``args``, the argparse namespace: ``bench --embedding`` names what to
+  measure, not a config field). The switches that remain say why in a comment;
+- the **results in comments**: lines of a ``#`` comment or a docstring in ``facefold/``
+  holding a measured-looking number (:data:`RESULT_NUMBER`: a number followed by ``%``, by
+  ``ms``, or by ``s/step`` / ``s per step``). Results live in the docs (docs/results.md,
+  docs/performance.md …) with their command, machine and date; a comment says why and points
+  to the docs section. The lines that remain are listed, to be justified one by one (a
+  percentage that defines a parameter, not a result);
 - the **upward imports**: imports (lazy ones in functions included) from a package that is
   not beneath the importing one in :data:`LAYERS` — the same check as
   ``tests/test_structure.py``, which imports this module.
@@ -33,6 +44,9 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import io
+import re
+import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +97,10 @@ PACKAGE_LAYER: dict[str, str] = {
 
 # Config fields only some families have (see the module docstring).
 FAMILY_FIELDS = ("members", "member_weights", "embedding", "teacher")
+# A number as a measurement states it: 96.5 %, 12 ms, 0.21 s/step, 3 s per step.
+RESULT_NUMBER = re.compile(r"\d(?:[\d,]*\d)?(?:\.\d+)?\s?(?:%|ms\b|s/step\b|s per step\b)")
+# The config's validation of its own fields, by file: no family switch (module docstring).
+CONFIG_VALIDATION = {"facefold/config.py": ("check_config", "_check_embedding_and_members")}
 
 
 # ---------------------------------------------------------------- modules and their imports
@@ -266,6 +284,8 @@ def _switch_kind(node: ast.AST, classes: dict[str, str], condition: bool) -> str
             for side in [node.left, *node.comparators]):
         return "family name"
     if condition and isinstance(node, ast.Attribute):
+        if isinstance(node.value, ast.Name) and node.value.id == "args":
+            return None  # a command-line flag, not a config field
         if node.attr == "family":
             return "family name"
         if node.attr in FAMILY_FIELDS:
@@ -283,7 +303,12 @@ def family_switches() -> list[tuple[str, str]]:
             continue
         tree = parsed(path)
         in_condition = {id(n) for c in _conditions(tree) for n in ast.walk(c)}
+        validation = CONFIG_VALIDATION.get(str(path.relative_to(ROOT)), ())
+        skipped = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)
+                   and f.name in validation for n in ast.walk(f)}
         for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
             kind = _switch_kind(node, classes, id(node) in in_condition)
             if kind:
                 found.setdefault(f"{path.relative_to(ROOT)}:{node.lineno}", kind)
@@ -293,6 +318,33 @@ def family_switches() -> list[tuple[str, str]]:
 def _file_line_key(place: str) -> tuple[str, int]:
     file, _, line = place.rpartition(":")
     return file, int(line)
+
+
+def comment_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line, text)`` of every ``#`` comment and every docstring line of a file."""
+    source = path.read_text()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            yield token.start[0], token.string
+    for node in ast.walk(parsed(path)):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) \
+                and node.body and isinstance(node.body[0], ast.Expr) \
+                and isinstance(node.body[0].value, ast.Constant) \
+                and isinstance(node.body[0].value.value, str):
+            first = node.body[0].lineno
+            for offset, text in enumerate(node.body[0].value.value.splitlines()):
+                yield first + offset, text
+
+
+def result_comments() -> list[tuple[str, str]]:
+    """``("file:line", text)`` of every comment or docstring line of facefold/ with a
+    :data:`RESULT_NUMBER`, in file and line order."""
+    found = []
+    for path in modules().values():
+        for line, text in comment_lines(path):
+            if RESULT_NUMBER.search(text):
+                found.append((f"{path.relative_to(ROOT)}:{line}", text.strip()))
+    return sorted(found, key=lambda item: _file_line_key(item[0]))
 
 
 def largest_file() -> tuple[str, int]:
@@ -311,6 +363,10 @@ def main() -> None:
     print(f"switches on model family outside facefold/models/: {len(switches)}")
     for where, kind in switches:
         print(f"  {where}  ({kind})")
+    results = result_comments()
+    print(f"results in comments (numbers with %, ms, s/step): {len(results)}")
+    for where, text in results:
+        print(f"  {where}  {text}")
     upward = upward_imports()
     print(f"upward imports: {len(upward)}")
     for found in upward:

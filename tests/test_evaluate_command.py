@@ -19,6 +19,7 @@ from conftest import FakeEmbedder, tiny_config
 from scipy import stats
 
 from facefold import runs
+from facefold.atomic import write_json_atomic
 from facefold.cli import main, parse_args
 from facefold.data.build import build_dataset
 from facefold.data.images import load_rgb
@@ -170,7 +171,7 @@ def test_what_is_not_a_finished_run_with_held_out_shards_is_named(world, tmp_pat
     fit_like = tmp_path / "fit"
     shutil.copytree(world["plain"], fit_like)
     info = runs.read_run_info(fit_like)
-    runs.write_json_atomic(fit_like / runs.RUN_FILE, {**info, "eval_shards": []})
+    write_json_atomic(fit_like / runs.RUN_FILE, {**info, "eval_shards": []})
     with pytest.raises(ValueError, match="trained on every shard"):
         evaluate_run(fit_like, log=_quiet)
     with pytest.raises(FileNotFoundError, match="not a run folder"):

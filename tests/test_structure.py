@@ -1,12 +1,13 @@
 """The package's shape: layers that import only downwards, imported names that exist, no
 import cycles, deployment code free of training code, and one module that knows the names of
-the run folders' files."""
+the run folders' files; the run layer and the gallery start without TensorFlow."""
 
 from __future__ import annotations
 
 import ast
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -139,12 +140,14 @@ def test_every_imported_name_exists() -> None:
     assert not missing, "imported names that do not exist:\n" + "\n".join(missing)
 
 
-# The files and folders of run, cv and experiment folders (see facefold.runs).
+# The files and folders of run, cv and experiment folders, and the one module that names them.
+NAMES_MODULE = "facefold/runs/names.py"
 RUN_FOLDER_NAMES = [
     "run.json", "cv.json", "config.json", "versions.json", "metrics.jsonl", "sparsity.jsonl",
     "predictions.npz", "threshold.json", "centroids.npy", "openset.json", "ensemble.json",
     "experiment.json", "comparison.csv", "comparison.png", "export.json", "checkpoints",
-    "tensorboard", "case-",
+    "tensorboard", "case-", "step-", "teacher.npz", "model_card.json", "MODEL_CARD.md",
+    "gallery.sqlite", "gallery.npz", "enrollment_test.json", "model.keras", "model.tflite",
 ]
 
 
@@ -153,19 +156,23 @@ def test_run_folder_names_are_literals_in_one_module_only() -> None:
     for path in PACKAGE.rglob("*.py"):
         # String literals only: docstrings and comments may name the files for the reader.
         tree = ast.parse(path.read_text(), str(path))
-        docstrings = {id(n.body[0].value) for n in ast.walk(tree) if isinstance(
+        not_file_names = {id(n.body[0].value) for n in ast.walk(tree) if isinstance(
             n, ast.Module | ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef)
             and n.body and isinstance(n.body[0], ast.Expr)}
+        # ``__all__`` lists Python names (runs.checkpoints, the function), not files.
+        not_file_names |= {id(c) for n in tree.body if isinstance(n, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets)
+            for c in ast.walk(n.value)}
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and (
-                    id(node) not in docstrings):
+                    id(node) not in not_file_names):
                 for name in RUN_FOLDER_NAMES:
                     if re.fullmatch(re.escape(name) + (r".*" if name.endswith("-") else ""),
                                     node.value):
                         found.setdefault(name, set()).add(str(path.relative_to(ROOT)))
     assert found, "the scan found no literal at all: it is broken"
-    elsewhere = {name: files for name, files in found.items() if files != {"facefold/runs.py"}}
-    assert not elsewhere, f"run-folder names outside facefold/runs.py: {elsewhere}"
+    elsewhere = {name: files for name, files in found.items() if files != {NAMES_MODULE}}
+    assert not elsewhere, f"run-folder names outside {NAMES_MODULE}: {elsewhere}"
 
 
 def test_git_grep_agrees() -> None:
@@ -177,7 +184,18 @@ def test_git_grep_agrees() -> None:
         pytest.skip("git is not available")
     if out.returncode not in (0, 1) or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    assert out.stdout.split() == ["facefold/runs.py"]
+    assert out.stdout.split() == [NAMES_MODULE]
+
+
+@pytest.mark.parametrize("module", ["facefold.runs", "facefold.predict.gallery"])
+def test_cold_start_imports_no_tensorflow(module: str) -> None:
+    """What ``verify`` and ``identify`` read (run folders, the gallery) loads without
+    TensorFlow, whose import costs seconds; a fresh interpreter, since this one has it."""
+    code = f"import sys, {module}; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False", f"importing {module} imports TensorFlow"
 
 
 def test_serve_bench_without_a_model_reaches_training(monkeypatch) -> None:

@@ -22,13 +22,14 @@ from facefold.data.records import read_labels
 from facefold.data.synthetic import make_synthetic_faces
 from facefold.log import Log
 from facefold.machine import cpu_model, onednn_setting, usable_cores
+from facefold.models.families import family_of
 from facefold.models.presets import resolve_config
 
 SYNTHETIC_PEOPLE = 10
 SYNTHETIC_SIZE = 112  # the 2016 stored size, so the 96x96 crop (and its jitter) applies
 # Compute-only training cycles through this many real batches held in memory. Not one batch:
 # a model that memorizes a single batch drives its gradients towards zero, and arithmetic on
-# subnormal floats made compute-only steps 1.7x slower in some runs here.
+# subnormal floats made compute-only steps slower in some runs here.
 MEMORY_BATCHES = 8
 
 
@@ -48,7 +49,7 @@ def bench_config(preset: str, size: int | None, batch: int) -> Config:
     """The preset's config with the benchmark's batch and optional input ``size``."""
     model = {"input_size": size} if size else {}
     config = resolve_config(preset, overrides={"model": model, "train": {"batch_size": batch}})
-    config.require_cnn("bench")
+    family_of(config).require_conv_layers(config, "bench")
     return config
 
 

@@ -4,12 +4,12 @@
 by a seed (a few numbers per image: crop window or box, flip, colour matrix,
 brightness, erasing rectangle). :func:`apply` turns uint8 images into float32
 crops with those numbers: pure arithmetic on pixels, which XLA compiles into a
-few fused loops (:func:`augment` does both). On the 2-core development
-machine this takes a seed-preset batch of 128 from 22 ms (one TensorFlow op
-per step) to about 5 ms, so augmentation stops competing with training for
-the cores. The draws stay outside XLA because XLA's stateless generators
-give other numbers than TensorFlow's: drawn outside, a batch is the same with
-or without compilation, and the same as before this split.
+few fused loops (:func:`augment` does both), instead of one TensorFlow op per
+step, so augmentation stops competing with training for the cores (its time
+per batch: docs/performance.md, "2-vCPU AMD EPYC Zen 4 with AVX-512 BF16").
+The draws stay outside XLA because XLA's stateless generators give other
+numbers than TensorFlow's: drawn outside, a batch is the same with or without
+compilation, and the same as before this split.
 
 See :class:`facefold.config.AugmentSpec` for what is jittered and by how much.
 """
@@ -296,7 +296,7 @@ def erase(x: tf.Tensor, draws: Draws) -> tf.Tensor:
         return tf.cast((position >= start[:, None]) & (position < (start + length)[:, None]),
                        tf.float32)
 
-    # A 0/1 mask as an outer product and a blend: ~25 % faster here than tf.where.
+    # A 0/1 mask as an outer product and a blend: XLA fuses it better than tf.where.
     rows = inside(draws["erase_top"], draws["erase_height"]) * draws["erase_on"][:, None]
     mask = rows[:, :, None, None] * inside(draws["erase_left"], draws["erase_width"])[
         :, None, :, None]  # (B, S, S, 1)

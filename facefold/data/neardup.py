@@ -7,14 +7,12 @@ hash exactly the same thing: the JPEG crop as stored in a shard.
 Why a 256-bit pHash (``imagehash.phash`` with ``hash_size=16``) and not the
 usual 64-bit one: on face crops, which alignment makes alike in their low
 frequencies, 64 bits cannot tell an edited copy from another photo. Measured
-on the shared data (112×112 crops): re-saved, brightened (×1.15), contrasted
-(×1.2) or halved copies of a picture lie at most 4 of 64 bits away, but so do
-different ORL shots of one sitting (33 pairs ≤ 4, 10 pairs ≤ 2), three pairs
-of *different* celeb21 people, and two pairs of the demo's synthetic faces.
-With 256 bits the same edits lie at most 18 bits away (99.8 % within 16),
-different ORL shots at least 20, different people at least 60, synthetic
-faces at least 28. Hence :data:`DEFAULT_DISTANCE` = 16 of 256, the same
-fraction of bits (1/16) as the common "4 of 64" rule, on a finer hash.
+on face crops: edited copies of a picture (re-saved, brightened, contrasted,
+halved) lie as close in 64 bits as different shots of one sitting and even
+different people do, while 256 bits keep the edits near and the others far
+(the distances measured on ORL and celeb21: docs/data.md, "Near-duplicates").
+Hence :data:`DEFAULT_DISTANCE` = 16 of 256, the same fraction of bits (1/16)
+as the common "4 of 64" rule, on a finer hash.
 """
 
 from __future__ import annotations

@@ -24,10 +24,10 @@ import tensorflow as tf
 from facefold.config import AugmentSpec
 from facefold.data.augment import augment, mix, mixes
 from facefold.data.records import (
-    REQUIRED_FEATURES,
     ShardError,
     list_shards,
     read_labels,
+    required_features,
     tf_error_message,
 )
 
@@ -48,8 +48,10 @@ class Split:
 
 def _decode_shard(path: Path, channels: int, num_classes: int) -> Split:
     """Decode one shard; errors name the file and record."""
+    features_spec = required_features()
+
     def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        features = tf.io.parse_single_example(serialized, REQUIRED_FEATURES)
+        features = tf.io.parse_single_example(serialized, features_spec)
         image = tf.io.decode_jpeg(features["image_raw"], channels=channels)
         return image, tf.cast(features["label"], tf.int32)
 

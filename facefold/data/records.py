@@ -11,6 +11,10 @@ with exactly the 2016 schema:
 Writers may add features (facefold adds ``sha256`` of the source file so that
 leakage between shards can be checked), readers require only the two above,
 so shards written by the 2016 code load unchanged.
+
+TensorFlow is imported by the functions that need it, not by the module: the run layer
+reads labels.txt and image sizes from here, and ``verify``/``identify`` should not pay
+TensorFlow's start-up for that.
 """
 
 from __future__ import annotations
@@ -21,8 +25,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import tensorflow as tf
+from typing import TYPE_CHECKING, Any
 
 from facefold.atomic import atomic_path, write_text_atomic
 
@@ -31,11 +34,19 @@ SHARD_REGEX = re.compile(r"^data-(\d{2,})\.tfrecords$")
 LABELS_FILE = "labels.txt"
 MANIFEST_FILE = "manifest.json"
 
-# What a reader needs. Anything else in a record is ignored.
-REQUIRED_FEATURES = {
-    "label": tf.io.FixedLenFeature([], tf.int64),
-    "image_raw": tf.io.FixedLenFeature([], tf.string),
-}
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+
+def required_features() -> dict[str, Any]:
+    """What a reader needs, as ``tf.io.parse_single_example`` features; anything else in a
+    record is ignored."""
+    import tensorflow as tf
+
+    return {
+        "label": tf.io.FixedLenFeature([], tf.int64),
+        "image_raw": tf.io.FixedLenFeature([], tf.string),
+    }
 
 
 class ShardError(ValueError):
@@ -80,8 +91,14 @@ def dataset_image_size(data_dir: str | Path, crop_size: int) -> int:
     try:
         if manifest.is_file():
             return int(json.loads(manifest.read_text())["size"])
-        first = next(iter(tf.data.TFRecordDataset(str(list_shards(data_dir)[0])).take(1)))
-        raw = tf.io.parse_single_example(first, REQUIRED_FEATURES)["image_raw"]
+        first_shard = list_shards(data_dir)[0]
+    except (FileNotFoundError, KeyError, ValueError):
+        return crop_size + 16
+    import tensorflow as tf  # only for a dataset without a manifest
+
+    try:
+        first = next(iter(tf.data.TFRecordDataset(str(first_shard)).take(1)))
+        raw = tf.io.parse_single_example(first, required_features())["image_raw"]
         return int(tf.io.extract_jpeg_shape(raw)[0].numpy())
     except (FileNotFoundError, StopIteration, KeyError, ValueError, tf.errors.OpError):
         return crop_size + 16
@@ -89,6 +106,8 @@ def dataset_image_size(data_dir: str | Path, crop_size: int) -> int:
 
 def encode(record: Record) -> bytes:
     """Serialize one record as a ``tf.train.Example``."""
+    import tensorflow as tf
+
     feature = {
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[record.label])),
         "image_raw": tf.train.Feature(bytes_list=tf.train.BytesList(value=[record.image_raw])),
@@ -105,6 +124,8 @@ def decode(serialized: bytes, where: str = "record") -> Record:
 
     ``where`` names the file and record index in error messages.
     """
+    import tensorflow as tf
+
     example = tf.train.Example()
     try:
         example.ParseFromString(serialized)
@@ -131,6 +152,8 @@ def read_shard(path: str | Path) -> Iterator[Record]:
     Raises :class:`ShardError` naming the file and record index on a
     truncated or corrupt file or a record without the 2016 schema.
     """
+    import tensorflow as tf
+
     path = Path(path)
     index = -1
     try:
@@ -160,6 +183,8 @@ def read_step_rows(path: str | Path) -> list[dict]:
 
 def write_shard(path: str | Path, records: Iterable[Record]) -> int:
     """Write records to one TFRecord shard atomically; returns how many were written."""
+    import tensorflow as tf
+
     count = 0
     with atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
         for record in records:

@@ -670,8 +670,8 @@ def _write_png(array: np.ndarray, path: Path) -> None:
     a dot-prefixed temp file behind, never a truncated PNG under the final name.
     """
     with atomic_path(path) as tmp:
-        # Level 1: the noisy images barely compress anyway (~10 % larger than the
-        # default level 6) and encoding is about a third of the generation time.
+        # Level 1: the noisy images barely compress anyway (little larger than at the
+        # default level 6), and encoding is a large share of the generation time.
         Image.fromarray(array, "RGB").save(tmp, format="PNG", compress_level=1)
 
 

@@ -7,7 +7,8 @@ filters), trained from scratch with a pair-wise metric loss on about 3
 million faces of 7,485 people: the FaceScrub dataset, the VGG Face dataset
 (Parkhi et al. 2015; not VGGFace2) and images scraped from the internet,
 about half of them from VGG Face and FaceScrub, cleaned of labelling errors;
-no identity overlaps LFW, on which it scores 99.38 % (± 0.27). The
+no identity overlaps LFW (its published LFW accuracy: docs/models.md, "A head on a
+pretrained embedding"). The
 five-point landmark model ``shape_predictor_5_face_landmarks`` was trained
 on dlib's 5-point landmark dataset, 7,198 faces from the internet annotated
 by Davis King. Both are released into the public domain (dlib-models) and
@@ -71,8 +72,9 @@ LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 CHIP_SIZE = 150  # the descriptor network's input
 CHIP_PADDING = 0.25
-# The landmark check (see the module docstring). On celeb21's 3,240 aligned crops 7 fail as
-# stored (all strong profiles, looked at) and 14 as stored or mirrored; ORL's 400 faces all pass.
+# The landmark check (see the module docstring): loose enough for aligned frontal crops, strict
+# enough to catch the fits that fail on strong profiles; every run records how many fell back
+# (run.json's landmark_fallbacks, docs/models.md "A head on a pretrained embedding").
 EYE_DISTANCE = (0.15, 0.60)  # of the image side
 MAX_EYE_TILT = 30.0  # degrees
 NOSE_DROP = (0.3, 1.5)  # nose below the eyes' midpoint, in eye distances

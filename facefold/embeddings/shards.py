@@ -65,9 +65,8 @@ class EmbeddingWorkers:
     ``workers`` processes (default: one per usable core); with one, the chunks are embedded
     in this process and nothing is started. Worth it with either backend: dlib's own
     descriptor computes on one core, and beside the batched Keras network the landmark fit
-    and chip (dlib, one core, ~3 ms a view) still leave room: two workers embedded 256
-    celeb21 views 1.0–1.7× as fast as one process (1.5× the median of six rounds on a
-    shared 2-core machine, docs/performance.md).
+    and chip (dlib, on one core) still leave room for a second worker (their cost:
+    docs/performance.md, "The dlib128 descriptor: dlib against Keras").
 
     Workers are *spawned*, not forked: this process may hold TensorFlow's thread pools,
     which do not survive a fork. Each loads the model of the same backend once (a few

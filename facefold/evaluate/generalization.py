@@ -54,6 +54,7 @@ from facefold.evaluate.heldout import (
     options_text,
     raw_weights,
 )
+from facefold.models.families import family_of
 from facefold.predict.files import FILES_PER_CHUNK
 from facefold.predict.loading import load_model_folder, read_export_info
 from facefold.predict.predictor import UNKNOWN, Predictor
@@ -329,7 +330,7 @@ def load_predictor(model: Path, options: InferenceOptions) -> tuple[Predictor, d
         return Predictor.load(model), {}
     loaded = load_model_folder(model, options.tta, None if options.ema else raw_weights,
                                options.crops)
-    leaves = [m.info.source for m in loaded.members.values()] or [loaded.info.source]
+    leaves = family_of(runs.read_run_config(model)).leaf_runs(model)
     return Predictor(loaded), {str(leaf): options.for_run(runs.read_run_config(leaf))
                                for leaf in leaves}
 

@@ -27,6 +27,7 @@ from facefold.data.records import read_labels
 from facefold.evaluate.cv import parse_folds, prepare_cv_dir
 from facefold.evaluate.openset import open_set_report, threshold_entry
 from facefold.log import Log
+from facefold.models.families import family_of
 from facefold.models.scores import (
     DEFAULT_FAR,
     DEFAULT_SCORE,
@@ -125,7 +126,7 @@ def run_open_set_cv(
     """
     if not 0 <= far < 1:  # before any training
         raise ValueError(f"--far (false-accept rate) must be in [0, 1), got {far}")
-    config.require_cnn("--unknown-people")
+    family_of(config).require_conv_layers(config, "--unknown-people")
     out, labels = Path(out), read_labels(data_dir)
     unknown = choose_unknown_people(labels, unknown_people, config.train.seed)
     splits = decode_shards(data_dir, config.model.channels)

@@ -54,17 +54,10 @@ DEFAULT_METHOD = "chinese-whispers"
 # Cosine distance between dlib128 descriptors below which faces join (Chinese whispers: an
 # edge of the graph; average linkage: the mean distance between two groups). Chosen by
 # sweep() with the folder names hidden (min_size 2): the threshold with the best worst ARI
-# over celeb21 and ORL, faces detected / taken whole (--crops). Measured 2026-12-01, the
-# tables and commands are in docs/cluster-faces.md:
-#   chinese-whispers  0.055          0.06           0.0625         0.065          0.07
-#     celeb21         0.921/0.918    0.934/0.935    0.938/0.939    0.952/0.942    0.940/0.896
-#     ORL             0.986/0.987    0.991/0.987    0.989/0.960    0.979/0.886    0.953/0.866
-#   average           0.075          0.08           0.085          0.09           0.095
-#     celeb21         0.854/0.866    0.878/0.885    0.898/0.913    0.912/0.918    0.917/0.923
-#     ORL             0.991/0.960    0.970/0.936    0.899/0.888    0.854/0.846    0.728/0.770
-# Cosine, not Euclidean, distance: the descriptors' lengths (1.23-1.69 on celeb21) vary
-# with the picture, not only the person. With Euclidean thresholds, what suits celeb21
-# (Chinese whispers 0.55-0.6: ARI 0.93-0.94) merges ORL's people (0.69-0.42) and back.
+# over celeb21 and ORL, faces detected / taken whole (--crops); the sweep's tables and
+# commands: docs/cluster-faces.md, "Measured: celeb21 and ORL with the labels hidden".
+# Cosine, not Euclidean, distance: the descriptors' lengths vary with the picture, not only
+# the person, so no Euclidean threshold that suits celeb21 keeps ORL's people apart.
 DEFAULT_THRESHOLDS = {"chinese-whispers": 0.0625, "average": 0.085}
 SWEEP_THRESHOLDS = (0.05, 0.055, 0.06, 0.0625, 0.065, 0.07, 0.075, 0.08, 0.085, 0.09, 0.095)
 # A group of fewer faces is no group: one face alone names nobody.

@@ -38,8 +38,7 @@ ARCFACE_TEMPLATE_112: np.ndarray = np.array(
 ARCFACE_TEMPLATE_112.setflags(write=False)
 
 # Photos are shrunk to this longest side for detection only (crops are cut
-# from the full photo): MTCNN's time grows with the pixel count (4000×3000:
-# about 1 s at this size on 2 busy cores, 1.3-6 s at 1600), and a face under its
+# from the full photo): MTCNN's time grows with the pixel count, and a face under its
 # 20-pixel minimum at this scale (62 pixels of a 4000-pixel photo) is too small
 # for a good crop anyway.
 _DETECT_MAX_SIDE = 1280

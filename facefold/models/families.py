@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from facefold import runs
 from facefold.config import EMBEDDING_DIMS, Config
+from facefold.data.augment import mixes
 from facefold.data.pipeline import (
     BatchMaker,
     Split,
@@ -57,6 +58,11 @@ class ModelFamily:
     implements the identity, dependency and combining methods, not the network ones)."""
 
     name: ClassVar[str]
+    # The family in messages: "preset 'x' is an <article_name>".
+    article_name: ClassVar[str]
+    # Whether the network has conv layers, which activations, sparsity and the training bench
+    # measure: a CNN's does; a head is dense layers, an ensemble has no network of its own.
+    has_conv_layers: ClassVar[bool] = False
     # Whether the network reads the pictures themselves, so that inference may crop them (crop
     # TTA, model.tta_crops): a CNN's does; a head reads embeddings, an ensemble has none.
     reads_pictures: ClassVar[bool] = False
@@ -67,6 +73,28 @@ class ModelFamily:
 
     def check_available(self, config: Config) -> None:
         """Raise, before any work, when ``config`` needs an extra that is not installed."""
+
+    def require_conv_layers(self, config: Config, what: str) -> None:
+        """Raise ``ValueError`` when ``config``'s network has no conv layers: ``what`` (a
+        command or flag) needs them."""
+        if not self.has_conv_layers:
+            raise ValueError(f"{what} works on CNN presets only; preset '{config.preset}' is "
+                             f"an {self.article_name}")
+
+    def soft_targets(self, config: Config) -> bool:
+        """Whether ``config``'s training batches carry soft targets (a mixing augmentation:
+        mixup or cutmix) instead of labels; evaluation batches never do."""
+        return mixes(config.augment)
+
+    def export_model_file(self, fmt: str) -> str | None:
+        """The file an export in format ``fmt`` holds the network in; None for a family
+        without a network of its own (an ensemble's export holds its members' exports)."""
+        return runs.MODEL_FILES[fmt]
+
+    def leaf_runs(self, run_dir: Path) -> list[Path]:
+        """The run folders whose networks a finished run in ``run_dir`` consists of: itself,
+        or the runs it combines as it records them (:meth:`combined_runs`)."""
+        return list((self.combined_runs(run_dir) or {"": run_dir}).values())
 
     def input_key(self, config: Config) -> tuple:
         """Which inputs ``config`` needs; configs with equal keys share them."""
@@ -174,6 +202,8 @@ class CNN(ModelFamily):
     """A CNN on pixels (the 2016 model, its ablations, the modern presets)."""
 
     name = "cnn"
+    article_name = "CNN"
+    has_conv_layers = True
     reads_pictures = True
 
     def input_key(self, config: Config) -> tuple:
@@ -189,6 +219,10 @@ class CNN(ModelFamily):
                          targets: np.ndarray | None = None) -> BatchMaker:
         return batch_maker(split, config.augment, config.model.crop_size,
                            config.train.batch_size, config.train.seed, num_classes, targets)
+
+    def soft_targets(self, config: Config) -> bool:
+        # A distilled run learns its teacher's probabilities.
+        return super().soft_targets(config) or bool(config.train.teacher)
 
     def identity(self, config: Config, installed: bool = True) -> dict[str, Any]:
         # A distilled run learned from its teacher's runs: another teacher, another run.
@@ -216,6 +250,7 @@ class EmbeddingHead(ModelFamily):
     """A head on a pretrained face embedding (``model.embedding``, e.g. ``dlib128``)."""
 
     name = "embedding"
+    article_name = "embedding head"
     installed_keys = ("embedding",)
 
     @staticmethod
@@ -301,6 +336,7 @@ class Ensemble(ModelFamily):
     how they are weighed: ``model.member_weights``)."""
 
     name = "ensemble"
+    article_name = "ensemble"
 
     # How a weighted ensemble's weights are chosen on its inner shard
     # (facefold.train.ensemble.fit_weights). Part of its identity, so a run weighed by another
@@ -331,6 +367,9 @@ class Ensemble(ModelFamily):
     def dependency_dir(self, out: str | Path, preset: str) -> Path:
         return runs.member_dir(out, preset)
 
+    def export_model_file(self, fmt: str) -> str | None:
+        return None
+
     def combined_runs(self, run_dir: Path) -> dict[str, Path] | None:
         members = runs.ensemble_member_dirs(run_dir)
         if members is None:
@@ -349,6 +388,15 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (CNN(), EmbeddingHead(), 
 def family_of(config: Config) -> ModelFamily:
     """The family of a config."""
     return FAMILIES[config.family]
+
+
+def ensemble_of(config: Config) -> Ensemble:
+    """The family of ``config``, which must be an ensemble: ``ValueError`` otherwise (another
+    family's dependencies, a CNN's teachers, are no members)."""
+    family = family_of(config)
+    if not isinstance(family, Ensemble):
+        raise ValueError(f"preset '{config.preset}' is not an ensemble")
+    return family
 
 
 def identity_of(

@@ -103,9 +103,9 @@ def _merged(base: dict[str, dict[str, Any]], changes: dict[str, dict[str, Any]]
 
 # The modern from-scratch recipe (issue #6). Widths in multiples of 16 (oneDNN's bfloat16
 # kernels slow down a lot on 12-channel maps) and residual blocks from stage 2 on keep a
-# training step at the seed's cost: 58.7 against 55.3 GFLOP at batch 128, the same time
-# measured here. Rotation stays off: the crops are already aligned on five landmarks, and it
-# would double the cost of the crop.
+# training step at about the seed's FLOPs and time (docs/models.md, "Modern presets";
+# `facefold bench` counts and times both). Rotation stays off: the crops are already aligned
+# on five landmarks, and it would double the cost of the crop.
 MODERN: dict[str, dict[str, Any]] = {
     "model": {
         "conv_channels": [16, 32, 48, 96], "dense_units": [], "weight_decay": 0.0,
@@ -160,17 +160,19 @@ for _name, (_description, _changes) in ABLATIONS.items():
     register_preset(_name, _description, **_merged(FAST, _changes))
 
 
-# Without its residual blocks fast lost 5 points on celeb21's Case #0, and fast itself ends
-# about as accurate on its augmented training batches as on held-out crops: a hint that
-# capacity limits it more than overfitting does.
+# Residual blocks mattered most among fast's ingredients, and fast itself ends about as
+# accurate on its augmented training batches as on held-out crops: a hint that capacity
+# limits it more than overfitting does (docs/results.md, "Which ingredients of `fast`
+# matter: ablations on celeb21, Case #0").
 register_preset("fast-wide", "fast with conv 16/48/80/160 (2.3x the FLOPs, 490k parameters)",
                 **_merged(FAST, {"model": {"conv_channels": [16, 48, 80, 160]}}))
 # A deep ensemble from scratch: the same recipe from another random seed (weights, data order
 # and augmentation) makes different mistakes, so averaging the two removes some of them.
 register_preset("fast-s1", "fast from random seed 1 (weights, data order, augmentation)",
                 **_merged(FAST, {"train": {"seed": 1}}))
-# fast-nogap beat fast on all six folds of celeb21 (94.9 against 93.4 %): on aligned crops,
-# where a feature sits carries identity. Two of its seeds make the from-scratch ensemble below.
+# fast-nogap beat fast on every fold of celeb21 (docs/results.md, "Headline: every family on
+# all six folds of celeb21"): on aligned crops, where a feature sits carries identity. Two
+# of its seeds make the from-scratch ensemble below.
 FAST_NOGAP = _merged(FAST, ABLATIONS["fast-nogap"][1])
 register_preset("fast-nogap-s1", "fast-nogap from random seed 1",
                 **_merged(FAST_NOGAP, {"train": {"seed": 1}}))
@@ -183,17 +185,17 @@ register_preset("fast-cutmix", "fast-nogap with cutmix (alpha 1)",
 register_preset("fast-droppath", "fast-nogap with stochastic depth: residual stages skipped "
                 "with probability 0.033/0.067/0.1 per image in training",
                 **_merged(FAST_NOGAP, {"model": {"drop_path": 0.1}}))
-# A longer schedule at the same cost: 64x64 input was as good as 96x96 for the 2016 model on
-# celeb21's Case #0, and a step costs about (64/96)^2 of the FLOPs, so 4,500 steps of it cost
-# about what fast-nogap's 2,000 do.
+# A longer schedule at the same cost: 64x64 input was as good as 96x96 for the 2016 model
+# (docs/results.md, "The 2016 ablations on celeb21, Case #0"), and a step costs about
+# (64/96)^2 of the FLOPs, so 4,500 steps of it cost about what fast-nogap's 2,000 do.
 FAST_64_LONG = _merged(FAST_NOGAP, {"model": {"input_size": 64},
                                     "train": {"steps": 4500, "warmup_steps": 450}})
 register_preset("fast-64-long", "fast-nogap on the crop resized to 64x64 for 4,500 steps "
                 "(about fast-nogap's FLOPs), eval every 500, warm-up 450", **FAST_64_LONG)
 # Does capacity limit the 64x64 recipe? fast-wide's widths, in 3,000 steps so that a run costs
 # about fast-64-long's time. It does not: on celeb21 it named about as many crops right as
-# fast-64-long (51 gained, 46 lost on six folds; docs/results.md), both fitting their
-# training batches to about 98.5 %.
+# fast-64-long, both fitting their training batches nearly whole (docs/results.md, "Wider at
+# 64×64, and two 64×64 models together").
 FAST_64_WIDE = _merged(FAST_64_LONG, {"model": {"conv_channels": [16, 48, 80, 160]},
                                       "train": {"steps": 3000, "warmup_steps": 300}})
 register_preset("fast-64-wide", "ablation: fast-64-long with conv 16/48/80/160, 3,000 steps, "
@@ -203,8 +205,8 @@ register_preset("fast-64-wide-crops", "fast-64-wide with crop TTA (see fast-64-c
 # Crop TTA (model.tta_crops): inference averages seven windows of each picture, which the
 # training jitter (boxes of 0.7-1.3x the area) has taught the model to read. Training is
 # exactly fast-64-long's (the same weights), so `facefold evaluate RUN --tta-crops` of a
-# fast-64-long run gives its numbers: on celeb21's six folds 96.54 % against 95.99 %
-# (docs/results.md). A prediction costs seven of fast-64-long's.
+# fast-64-long run gives its numbers (docs/results.md, "Crop test-time augmentation"). A
+# prediction costs seven of fast-64-long's.
 register_preset("fast-64-crops", "fast-64-long with crop TTA: inference averages 7 windows "
                 "of each picture (7x the inference cost); trains exactly as fast-64-long",
                 **_merged(FAST_64_LONG, {"model": {"tta_crops": True}}))
@@ -214,23 +216,24 @@ register_preset("fast-64-long-s1", "fast-64-long from random seed 1 (weights, da
 # One network taught by the from-scratch pair (knowledge distillation, Hinton et al. 2015):
 # the pair's probabilities on jittered views of the training images say which other people a
 # face resembles, which the one-hot label does not. The student is fast-64-long at prediction
-# time. On celeb21's folds 0 and 1 it named 16 crops right that fast-64-long got wrong and 15
-# the other way (docs/results.md): the pair fits its training images (on fold 0 all named
-# right, the true person's mean probability 0.87), so its targets carry little beyond the label.
+# time. It was no better than fast-64-long (docs/results.md, "A third member, and
+# distillation"): the pair fits its training images, so its targets carry little beyond the
+# label.
 register_preset("fast-64-distilled", "ablation: fast-64-long taught by fast-64-duo (same-fold "
                 "runs, 8 jittered views per training image); no better than fast-64-long on "
                 "two folds", **_merged(FAST_64_LONG, {"train": {"teacher": "fast-64-duo"}}))
 # The two recipes that each gained about a point on one fold, together: mixup regularizes, and
-# the longer schedule gives it the steps it needs to fit mixed targets. On celeb21's folds 0
-# and 1 it gained nothing over fast-64-long (16 crops gained, 18 lost; docs/results.md).
+# the longer schedule gives it the steps it needs to fit mixed targets. It gained nothing over
+# fast-64-long (docs/results.md, "`fast-64-long`, `fast-64-mixup` and `ensemble-64` on six
+# folds").
 register_preset("fast-64-mixup", "ablation: fast-64-long with mixup (alpha 0.2); no better "
                 "than fast-64-long on two folds",
                 **_merged(FAST_64_LONG, {"augment": {"mixup": 0.2}}))
 # CosFace (Wang et al., 2018): a cosine classifier whose loss asks every crop to be nearer its
 # own person than any other by a margin, which also shapes the features the open-set score
-# compares. Scale 30 is above the bound the paper gives for 18 classes at 99 % (about 7) and
-# margin 0.35 is the paper's; neither is tuned on celeb21. It lost to fast-nogap on the one
-# fold screened (10 crops gained, 15 lost), so it stays as an ablation.
+# compares. Scale 30 is above the lower bound the paper gives for 18 classes and margin 0.35
+# is the paper's; neither is tuned on celeb21. It lost to fast-nogap on the one fold screened
+# (docs/results.md, "From-scratch recipes: a one-fold screen"), so it stays as an ablation.
 register_preset("fast-cosface", "ablation: fast-nogap with CosFace logits: scale 30 times the "
                 "cosine, margin 0.35 in training; below fast-nogap on one fold",
                 **_merged(FAST_NOGAP, {"model": {"cosine_scale": 30.0, "cosine_margin": 0.35}}))
@@ -361,7 +364,8 @@ register_ensemble(
     "fast-64-pair", ["fast-64-long", "fast-64-mixup"],
     "from scratch: mean probabilities of fast-64-long and fast-64-mixup",
 )
-# The best from-scratch model measured: the two 64x64 models err on partly different crops.
+# The best from-scratch model measured: the two 64x64 models err on partly different crops
+# (docs/results.md, "Wider at 64×64, and two 64×64 models together").
 register_ensemble(
     "fast-64-duo", ["fast-64-long", "fast-64-wide"],
     "from scratch: mean probabilities of fast-64-long and fast-64-wide",

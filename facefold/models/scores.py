@@ -82,13 +82,10 @@ SCORES: dict[str, Score] = {score.name: score for score in (
 )}
 # The score people enrolled without retraining are named by: the one that uses centroids.
 [CENTROID_SCORE] = [name for name, score in SCORES.items() if score.uses_centroids]
-# Chosen by data (preset size48, one case each; AUROC msp / max_logit / energy / cosine):
-#   celeb21, 4 of 18 people unknown, seed 0, shard 0: 0.793 / 0.818 / 0.817 / 0.799
-#   celeb21, 4 of 18 people unknown, seed 1, shard 1: 0.802 / 0.827 / 0.828 / 0.781
-#   ORL, 10 of 40 people unknown (20 unknown images): 0.872 / 0.793 / 0.791 / 0.875
-# energy wins both celeb21 runs (120 unknown images each; also the best known-people accuracy
-# at 5 % false accepts there) and the mean weighted by unknown images; on the small ORL run
-# msp and cosine did better. Every score's threshold is stored, so --score can switch.
+# Chosen by data: on celeb21's open-set runs energy separated strangers about as well as the
+# best score and named the most known people right at the default false-accept rate
+# (docs/results.md, "Unknown people on celeb21"). Every score's threshold is stored, so
+# --score can switch.
 DEFAULT_SCORE = "energy"
 DEFAULT_FAR = 0.05
 

@@ -2,22 +2,38 @@
 
 - :mod:`.loading`: run and export folders into an inference function (no training code);
 - :mod:`.predictor`: :class:`Predictor` — probabilities, open-set scores, names, faces in photos;
-- :mod:`.files`: many files at once, and the CLI's text.
+- :mod:`.files`: many files at once, and the CLI's text;
+- :mod:`.gallery`: people enrolled without retraining (SQLite).
+
+The names below are imported on first use, so that ``facefold.predict.gallery`` (what
+``verify`` and ``identify`` read) starts without TensorFlow.
 """
 
-from facefold.data.images import MAX_CROP_SIDE, looks_like_face_crop
-from facefold.predict.files import FILES_PER_CHUNK, format_results, predict_files
-from facefold.predict.loading import LoadedModel, ModelInfo, load_model_folder
-from facefold.predict.predictor import (
-    UNKNOWN,
-    NoFaceError,
-    Predictor,
-    Recognition,
-    load_detector,
-)
+from __future__ import annotations
 
-__all__ = [
-    "FILES_PER_CHUNK", "MAX_CROP_SIDE", "UNKNOWN", "LoadedModel", "ModelInfo", "NoFaceError",
-    "Predictor", "Recognition", "format_results", "load_detector", "load_model_folder",
-    "looks_like_face_crop", "predict_files",
-]
+from importlib import import_module
+from typing import Any
+
+# name -> the module that defines it
+_NAMES = {
+    "MAX_CROP_SIDE": "facefold.data.images",
+    "looks_like_face_crop": "facefold.data.images",
+    "FILES_PER_CHUNK": "facefold.predict.files",
+    "format_results": "facefold.predict.files",
+    "predict_files": "facefold.predict.files",
+    "LoadedModel": "facefold.predict.loading",
+    "ModelInfo": "facefold.predict.loading",
+    "load_model_folder": "facefold.predict.loading",
+    "UNKNOWN": "facefold.predict.predictor",
+    "NoFaceError": "facefold.predict.predictor",
+    "Predictor": "facefold.predict.predictor",
+    "Recognition": "facefold.predict.predictor",
+    "load_detector": "facefold.predict.predictor",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module 'facefold.predict' has no attribute {name!r}")
+    return getattr(import_module(_NAMES[name]), name)

@@ -44,6 +44,7 @@ from facefold.models.cnn import (  # also registers its custom layers
     build_probe,
     relu_layer_names,
 )
+from facefold.models.families import family_of
 
 OUT_DIR = Path("analysis") / "activations"
 # Size margin of a dataset image over the model's crop when the dataset is gone (112 = 96 + 16).
@@ -86,7 +87,7 @@ def load_run_model(run_dir: str | Path) -> RunModel:
                                 "facefold run folder")
     info = runs.read_run_info(run_dir)
     config = runs.read_run_config(run_dir)
-    config.require_cnn("analyze activations")
+    family_of(config).require_conv_layers(config, "analyze activations")
     found = runs.latest_checkpoint(run_dir)
     if found is None:
         raise FileNotFoundError(

@@ -68,9 +68,9 @@ def _big_pictures_in_big_blocks() -> None:
     """Have Pillow allocate pictures in blocks of 64 MB rather than 16 MB, in this process.
 
     malloc maps blocks that large straight from the system and gives them back
-    when freed; 16 MB blocks stay in the heap of whichever thread decoded them
-    (measured after bursts of 36-megapixel uploads: 940 MB above idle still
-    resident with 16 MB blocks, 570 MB with 64 MB ones; peaks 960 and 860 MB).
+    when freed; 16 MB blocks stay in the heap of whichever thread decoded them,
+    so bursts of large uploads leave far more memory resident with them
+    (``python -m facefold.serve_bench`` measures it: docs/deployment.md, "serve").
     Small pictures are unaffected: a block is never larger than the picture.
     """
     from PIL import Image

@@ -63,7 +63,7 @@ from facefold import runs
 from facefold.config import Config
 from facefold.data.records import read_labels
 from facefold.log import Log
-from facefold.models.families import Ensemble, SplitSource, family_of, identity_of
+from facefold.models.families import SplitSource, ensemble_of, family_of, identity_of
 from facefold.models.inference import weighted_mean
 from facefold.train.trainer import Trainer, versions
 
@@ -127,7 +127,7 @@ def fit_weights(labels: np.ndarray, probabilities: np.ndarray, resolution: int =
 
     Why accuracy first and not the log-loss alone: the log-loss of a weighted *mean* rewards
     confident members, and members trained with label smoothing are all underconfident by
-    design (on celeb21, ``fast-nogap``'s mean top probability is 0.81 at 93 % accuracy), so
+    design (their mean top probability stays well below their accuracy), so
     the least log-loss can give a member no weight at all although averaging it in names
     more faces right — which is what an ensemble is for, and what it is scored on. The
     log-loss still decides between weights that name the same faces (a plateau of accuracy
@@ -181,12 +181,7 @@ def member_runs(config: Config, out: str | Path,
                 member_dirs: Mapping[str, Path] | None = None) -> list[tuple[Config, Path]]:
     """Each member's config and run folder: the one handed over in ``member_dirs`` (by
     preset name), else ``OUT/members/<preset>``."""
-    family = family_of(config)
-    # An argument check, not a switch: another family's dependencies (a CNN's teachers) are
-    # no members.
-    if not isinstance(family, Ensemble):
-        raise ValueError(f"preset '{config.preset}' is not an ensemble")
-    return family.dependency_runs(config, out, member_dirs)
+    return ensemble_of(config).dependency_runs(config, out, member_dirs)
 
 
 def inner_runs(config: Config, out: str | Path) -> list[tuple[Config, Path]]:

@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from facefold.config import Config, TrainSpec
-from facefold.data.augment import mixes
+from facefold.models.families import family_of
 
 LearningRate = float | keras.optimizers.schedules.LearningRateSchedule
 
@@ -236,8 +236,7 @@ def compile_model(model: keras.Model, config: Config) -> None:
     """Attach the training setup (also used by bench): the optimizer and cross-entropy loss of
     ``config.train`` (2016 defaults: Adam, plain cross-entropy on logits; CosFace's margin
     with ``model.cosine_margin``; soft targets with mixup, cutmix or a teacher), accuracy."""
-    # Training batches then carry soft targets (evaluation batches not).
-    soft = mixes(config.augment) or bool(config.train.teacher)
+    soft = family_of(config).soft_targets(config)
     model.compile(
         optimizer=make_optimizer(config.train),
         loss=make_loss(config.train, config.model.cosine_scale * config.model.cosine_margin,

@@ -139,8 +139,8 @@ class SparsityTracker:
         """Steps ``start`` … ``end`` cut into ``(first, stop)`` ranges that stop at every
         measurement step, so each range can be one epoch and the measurement comes between
         two of them. Between epochs, not after a batch: a per-batch callback that reads the
-        model makes Keras wait for every step to finish before starting the next (20 % slower
-        on 2 cores)."""
+        model makes Keras wait for every step to finish before starting the next, which slows
+        training down on few cores."""
         stops = [s for s in range(start + 1, end) if self.every and s % self.every == 0]
         edges = [start, *stops, end]
         return list(itertools.pairwise(edges))

@@ -59,7 +59,7 @@ class _StepCallback(keras.callbacks.Callback):
     ``async_safe``: its batch hooks only read the logs Keras hands them, so Keras
     runs them in a worker thread while the next steps are already dispatched (an
     error is re-raised in ``fit`` a step or two later). Without it Keras waits for
-    every step to finish before starting the next: 20 % slower on 2 cores.
+    every step to finish before starting the next, which slows training on few cores.
     """
 
     async_safe = True

@@ -1,0 +1,90 @@
+"""What calibrates a model for open-set use and describes it: the threshold, the centroids,
+the open-set report, the model card and the enrollment test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facefold.atomic import atomic_path, write_json_atomic, write_text_atomic
+from facefold.runs.files import is_finite_number, read_json_object
+from facefold.runs.names import (
+    CENTROIDS_FILE,
+    ENROLLMENT_TEST_FILE,
+    MODEL_CARD_JSON,
+    MODEL_CARD_MD,
+    OPENSET_FILE,
+    THRESHOLD_FILE,
+)
+
+
+def read_threshold(folder: str | Path) -> dict[str, Any] | None:
+    """``threshold.json`` of a run (or export) checked field by field, or None when absent."""
+    path = Path(folder) / THRESHOLD_FILE
+    return check_threshold(read_json_object(path), path) if path.is_file() else None
+
+
+def check_threshold(data: Any, where: Path) -> dict[str, Any]:
+    """A threshold entry (``threshold.json`` or export.json's ``threshold``), checked:
+    ``score`` a string, ``threshold`` a finite number, ``thresholds`` a {score: number}."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: the threshold must be a JSON object, got "
+                         f"{type(data).__name__}")
+    if not isinstance(data.get("score"), str):
+        raise ValueError(f"{where}: field 'score' must be a score name, got "
+                         f"{data.get('score')!r}")
+    if not is_finite_number(data.get("threshold")):
+        raise ValueError(f"{where}: field 'threshold' must be a number, got "
+                         f"{data.get('threshold')!r}")
+    if data.get("verify_threshold") is not None and not is_finite_number(data["verify_threshold"]):
+        raise ValueError(f"{where}: field 'verify_threshold' must be a number, got "
+                         f"{data['verify_threshold']!r}")
+    thresholds = data.get("thresholds", {})
+    if not isinstance(thresholds, dict) or not all(
+            isinstance(k, str) and is_finite_number(v) for k, v in thresholds.items()):
+        raise ValueError(f"{where}: field 'thresholds' must map score names to numbers")
+    return data
+
+
+def write_threshold(folder: str | Path, data: dict[str, Any]) -> None:
+    write_json_atomic(Path(folder) / THRESHOLD_FILE, data)
+
+
+def read_centroids(folder: str | Path, classes: int) -> np.ndarray | None:
+    """``centroids.npy`` (classes, D) of a run or export, or None when absent."""
+    path = Path(folder) / CENTROIDS_FILE
+    if not path.is_file():
+        return None
+    try:
+        centroids = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a NumPy array file ({err})") from err
+    if centroids.ndim != 2 or centroids.shape[0] != classes or not np.isfinite(centroids).all():
+        raise ValueError(f"{path} holds {centroids.shape} centroids, expected {classes} finite "
+                         "rows")
+    return centroids.astype(np.float32)
+
+
+def write_centroids(folder: str | Path, centroids: np.ndarray) -> None:
+    with atomic_path(Path(folder) / CENTROIDS_FILE) as tmp, tmp.open("wb") as handle:
+        np.save(handle, centroids)
+
+
+def write_openset_report(folder: str | Path, report: dict[str, Any]) -> None:
+    write_json_atomic(Path(folder) / OPENSET_FILE, report)
+
+
+def read_model_card(model_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(model_dir) / MODEL_CARD_JSON
+    return read_json_object(path) if path.is_file() else None
+
+
+def write_model_card(model_dir: str | Path, card: dict[str, Any], markdown: str) -> None:
+    write_json_atomic(Path(model_dir) / MODEL_CARD_JSON, card)
+    write_text_atomic(Path(model_dir) / MODEL_CARD_MD, markdown)
+
+
+def write_enrollment_test(model_dir: str | Path, result: dict[str, Any]) -> None:
+    write_json_atomic(Path(model_dir) / ENROLLMENT_TEST_FILE, result)

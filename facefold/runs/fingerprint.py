@@ -1,0 +1,60 @@
+"""What a dataset *is*: the fingerprint a run's identity holds, and how two differ in words."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from facefold.data.records import list_shards, read_labels
+
+# run.json of runs written before fingerprints: what a legacy run lacks.
+LEGACY_DATA = "data (the run was written by a facefold without data fingerprints)"
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file; cached per (path, size, mtime) so a process hashes a shard once."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_fingerprint(data_dir: str | Path) -> dict[str, Any]:
+    """What a dataset *is*: ``{"digest", "shards": [sha256 per shard], "labels": [...]}``.
+
+    ``digest`` is the SHA-256 of the label list and the shard hashes in order, so two
+    folders with the same files have the same fingerprint wherever they lie.
+    """
+    shards = []
+    for path in list_shards(data_dir):
+        stat = path.stat()
+        shards.append(_file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+    labels = read_labels(data_dir)
+    digest = hashlib.sha256(json.dumps({"labels": labels, "shards": shards}).encode())
+    return {"digest": digest.hexdigest(), "shards": shards, "labels": labels}
+
+
+def describe_data_difference(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    """A sentence on how two fingerprints differ (people, shards), for error messages."""
+    if not old:
+        return LEGACY_DATA
+    parts = []
+    if old.get("labels") != new["labels"]:
+        before, after = old.get("labels") or [], new["labels"]
+        parts.append(f"{len(before)} people ({', '.join(before[:3])}…) against {len(after)} "
+                     f"({', '.join(after[:3])}…)" if before != after[: len(before)] or
+                     len(before) != len(after) else "the label order")
+    shards_old, shards_new = old.get("shards") or [], new["shards"]
+    if len(shards_old) != len(shards_new):
+        parts.append(f"{len(shards_old)} shards against {len(shards_new)}")
+    else:
+        changed = [k for k, (a, b) in enumerate(zip(shards_old, shards_new, strict=True))
+                   if a != b]
+        if changed:
+            parts.append(f"the content of shard(s) {', '.join(map(str, changed))}")
+    return "the dataset differs: " + ("; ".join(parts) or "its fingerprint")
