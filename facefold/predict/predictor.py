@@ -40,7 +40,9 @@ from PIL import Image
 from facefold import runs
 from facefold.data.images import MAX_CROP_SIDE, looks_like_face_crop, square_crop
 from facefold.data.records import label_name_problem
-from facefold.models.inference import Infer, keras_infer, softmax
+from facefold.embeddings.shards import chip_images
+from facefold.models.families import check_embedding_meta, takes_chips
+from facefold.models.inference import Infer, softmax
 from facefold.models.scores import (
     CENTROID_SCORE,
     DEFAULT_SCORE,
@@ -131,7 +133,7 @@ class Predictor:
         self._infer = loaded.infer
         self.keras_model = loaded.keras_model  # the inference model (runs, .keras exports)
         self.batch_size = batch_size
-        self._model_infer: Infer | None = None
+        self._model_infer = loaded.model_infer
         self.members = {name: Predictor(member, batch_size)
                         for name, member in loaded.members.items()}
         self.member_weights = loaded.weights
@@ -257,13 +259,26 @@ class Predictor:
 
     def outputs_for_model_inputs(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
         """Logits and features for what the network itself takes, in batches: uint8 images
-        for a CNN, embeddings (N, V, D) for an embedding head (a run's cached inputs)."""
-        if self.keras_model is None:
-            raise ValueError(f"{self.info.source}: only a run or a .keras export takes model "
-                             "inputs directly")
+        for a CNN, embeddings (N, V, D) for an embedding head's run (its cached inputs),
+        chips (N, V, C, C, 3) for its export (see :meth:`chips`)."""
         if self._model_infer is None:
-            self._model_infer = keras_infer(self.keras_model)
+            raise ValueError(f"{self.info.source} is an ensemble, whose members take "
+                             "different inputs: give each member its own")
         return _batched(self._model_infer, inputs, self.batch_size)
+
+    def chips(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The input of an embedding head's export for face crops: uint8 (N, V, C, C, 3),
+        each crop's aligned chip and, with V = 2, its mirror's (cut by dlib, needs
+        ``facefold[dlib]``); :meth:`outputs_for_model_inputs` and
+        :meth:`recognize_model_inputs` of the export then need TensorFlow alone."""
+        embedding = self.info.embedding
+        if not takes_chips(embedding):
+            raise ValueError(f"{self.info.source} does not take chips: only an export of an "
+                             "embedding head (facefold export) does")
+        arrays = np.stack([self.to_array(im) for im in images]) if images else np.zeros(
+            (0, self.info.image_size, self.info.image_size, self.info.channels), np.uint8)
+        check_embedding_meta(embedding, self.info.source)  # the installed chips are its own
+        return chip_images(arrays, embedding["name"], embedding["views"])[0]
 
     def outputs(self, images: Sequence[Image.Image]) -> dict[str, np.ndarray]:
         """Logits and features of face crops (any size; see :meth:`to_array`)."""
@@ -309,13 +324,30 @@ class Predictor:
 
         ``boxes`` (one per crop) are copied into the results.
         """
+        if not images:
+            self._naming_rule(top_k, threshold, score)  # a bad option fails all the same
+            return []
+        return self._name(self.outputs(images), top_k, threshold, score,
+                          boxes or [None] * len(images))
+
+    def recognize_model_inputs(self, inputs: np.ndarray, top_k: int = 5,
+                               threshold: float | None = None,
+                               score: str | None = None) -> list[Recognition]:
+        """:meth:`recognize` of what the network itself takes (see
+        :meth:`outputs_for_model_inputs`; an embedding head's export: :meth:`chips`)."""
+        return self._name(self.outputs_for_model_inputs(inputs), top_k, threshold, score,
+                          [None] * len(inputs))
+
+    def _naming_rule(self, top_k: int, threshold: float | None,
+                     score: str | None) -> tuple[str, float] | None:
         if top_k < 1:
             raise ValueError(f"top-k must be >= 1, got {top_k}")
-        rule = self.rejection(threshold, score)
-        if not images:
-            return []
-        out = self.outputs(images)
-        boxes = boxes or [None] * len(images)
+        return self.rejection(threshold, score)
+
+    def _name(self, out: dict[str, np.ndarray], top_k: int, threshold: float | None,
+              score: str | None, boxes: Sequence[Box | None]) -> list[Recognition]:
+        """The :class:`Recognition` of each row of the model's outputs ``out``."""
+        rule = self._naming_rule(top_k, threshold, score)
         if self.names_by_centroid:
             return self._recognize_by_centroid(out["features"], top_k, rule, boxes)
         probabilities = softmax(out["logits"])
