@@ -28,7 +28,7 @@ at most :data:`~facefold.data.images.MAX_CROP_SIDE` pixels on its longer side
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -42,7 +42,7 @@ from facefold.data.images import MAX_CROP_SIDE, looks_like_face_crop, square_cro
 from facefold.data.records import label_name_problem
 from facefold.embeddings.shards import chip_images
 from facefold.models.families import check_embedding_meta, takes_chips
-from facefold.models.inference import Infer, softmax
+from facefold.models.inference import Infer, combine_outputs, softmax
 from facefold.models.scores import (
     CENTROID_SCORE,
     DEFAULT_SCORE,
@@ -257,13 +257,23 @@ class Predictor:
                              f"got {arrays.shape}")
         return _batched(self._infer, arrays, self.batch_size)
 
-    def outputs_for_model_inputs(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    def outputs_for_model_inputs(self, inputs: np.ndarray | Mapping[str, np.ndarray]
+                                 ) -> dict[str, np.ndarray]:
         """Logits and features for what the network itself takes, in batches: uint8 images
         for a CNN, embeddings (N, V, D) for an embedding head's run (its cached inputs),
-        chips (N, V, C, C, 3) for its export (see :meth:`chips`)."""
-        if self._model_infer is None:
-            raise ValueError(f"{self.info.source} is an ensemble, whose members take "
-                             "different inputs: give each member its own")
+        chips (N, V, C, C, 3) for its export (see :meth:`chips`); for an ensemble, each
+        member's by preset name (an export with a dlib128 member: the pictures for the CNN,
+        the chips for the head), combined as its pictures are."""
+        if self.members:
+            if not isinstance(inputs, Mapping) or set(inputs) != set(self.members):
+                raise ValueError(f"{self.info.source} is an ensemble: give the inputs of each "
+                                 f"member by name ({', '.join(self.members)})")
+            weights = None if self.member_weights is None else [
+                self.member_weights[name] for name in self.members]
+            return combine_outputs([member.outputs_for_model_inputs(inputs[name])
+                                    for name, member in self.members.items()], weights)
+        if self._model_infer is None or isinstance(inputs, Mapping):
+            raise ValueError(f"{self.info.source} is one model: give its inputs as one array")
         return _batched(self._model_infer, inputs, self.batch_size)
 
     def chips(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -330,13 +340,14 @@ class Predictor:
         return self._name(self.outputs(images), top_k, threshold, score,
                           boxes or [None] * len(images))
 
-    def recognize_model_inputs(self, inputs: np.ndarray, top_k: int = 5,
+    def recognize_model_inputs(self, inputs: np.ndarray | Mapping[str, np.ndarray],
+                               top_k: int = 5,
                                threshold: float | None = None,
                                score: str | None = None) -> list[Recognition]:
         """:meth:`recognize` of what the network itself takes (see
         :meth:`outputs_for_model_inputs`; an embedding head's export: :meth:`chips`)."""
-        return self._name(self.outputs_for_model_inputs(inputs), top_k, threshold, score,
-                          [None] * len(inputs))
+        out = self.outputs_for_model_inputs(inputs)
+        return self._name(out, top_k, threshold, score, [None] * len(out["logits"]))
 
     def _naming_rule(self, top_k: int, threshold: float | None,
                      score: str | None) -> tuple[str, float] | None:
