@@ -376,7 +376,7 @@ def test_fit_makes_a_calibrated_weighted_ensemble(
     names = [f.name for f in exported.recognize_model_inputs(given, top_k=1)]
     assert names == [f.name for f in exported.recognize([Image.fromarray(p) for p in pictures],
                                                         top_k=1)]
-    with pytest.raises(ValueError, match=r"give the inputs of each member by name \(reduced"):
+    with pytest.raises(ValueError, match=r"member by name \(reduced, dlib128\), got one"):
         exported.outputs_for_model_inputs(pictures)
 
 

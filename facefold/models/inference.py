@@ -17,7 +17,7 @@ Training code never needs these; predict, export and the analyses do.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -269,3 +269,18 @@ def ensemble_infer(members: Sequence[Infer], weights: Sequence[float] | None = N
     if weights is not None and len(weights) != len(members):
         raise ValueError(f"{len(weights)} weights for {len(members)} ensemble members")
     return lambda images: combine_outputs([member(images) for member in members], weights)
+
+
+def members_infer(members: Mapping[str, Infer], weights: Sequence[float] | None = None
+                  ) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Inference of an ensemble on each member's own inputs, given by member name (a CNN's
+    pictures, a head export's chips): :func:`combine_outputs` of the members' outputs."""
+    def infer(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not isinstance(inputs, Mapping) or set(inputs) != set(members):
+            given = ", ".join(inputs) if isinstance(inputs, Mapping) else "one array"
+            raise ValueError(f"an ensemble takes the inputs of each member by name "
+                             f"({', '.join(members)}), got {given}")
+        return combine_outputs([member(inputs[name]) for name, member in members.items()],
+                               weights)
+
+    return infer

@@ -40,7 +40,7 @@ import tensorflow as tf
 import facefold
 from facefold import runs
 from facefold.models.families import FAMILIES, Ensemble, ModelFamily, family_of
-from facefold.models.inference import Infer, ensemble_infer, keras_infer
+from facefold.models.inference import Infer, ensemble_infer, keras_infer, members_infer
 
 # (run folder, checkpoint) -> the trained network, as load_model_folder's load_checkpoint.
 CheckpointLoader = Callable[[Path, Path], keras.Model]
@@ -71,14 +71,14 @@ class LoadedModel:
     ``.keras`` exports; what ``export`` saves); ``members`` an ensemble's, by preset, and
     ``weights`` a weighted ensemble's member weights, by preset (None: the plain mean);
     ``model_infer`` the inference on what the model itself takes (a CNN: the pictures; a
-    head's run: embeddings; a head's export: chips), None for an ensemble."""
+    head's run: embeddings; a head's export: chips; an ensemble: each member's, by name)."""
 
     info: ModelInfo
     infer: Infer
     keras_model: keras.Model | None = None
     members: dict[str, LoadedModel] = field(default_factory=dict)
     weights: dict[str, float] | None = None
-    model_infer: Infer | None = None
+    model_infer: Callable[[Any], dict[str, np.ndarray]] | None = None
 
 
 def load_model_folder(path: str | Path, tta: bool | None = None,
@@ -148,7 +148,9 @@ def _load_ensemble(folder: Path, member_dirs: dict[str, Path], kind: str,
                      family=Ensemble.name)
     order = None if weights is None else [weights[name] for name in members]
     return LoadedModel(info, ensemble_infer([m.infer for m in members.values()], order),
-                       members=members, weights=weights)
+                       members=members, weights=weights,
+                       model_infer=members_infer({n: m.model_infer for n, m in members.items()},
+                                                 order))
 
 
 def checkpoint_model(run_dir: Path, checkpoint: Path) -> keras.Model:

@@ -42,7 +42,7 @@ from facefold.data.images import MAX_CROP_SIDE, looks_like_face_crop, square_cro
 from facefold.data.records import label_name_problem
 from facefold.embeddings.shards import chip_images
 from facefold.models.families import check_embedding_meta, takes_chips
-from facefold.models.inference import Infer, combine_outputs, softmax
+from facefold.models.inference import Infer, softmax
 from facefold.models.scores import (
     CENTROID_SCORE,
     DEFAULT_SCORE,
@@ -60,14 +60,23 @@ BATCH_SIZE = 64
 Box = tuple[float, float, float, float]  # x, y, width, height in the photo's pixels
 
 
-def _batched(infer: Infer, arrays: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
-    """``infer`` over ``arrays`` in batches of ``batch_size``: logits and features, float32."""
+def _batched(infer: Infer, arrays: np.ndarray | Mapping[str, np.ndarray],
+             batch_size: int) -> dict[str, np.ndarray]:
+    """``infer`` over ``arrays`` (or a dict of arrays of the same pictures, an ensemble's
+    members' inputs) in batches of ``batch_size``: logits and features, float32."""
+    def batch(start: int) -> np.ndarray | dict[str, np.ndarray]:
+        if isinstance(arrays, Mapping):
+            return {k: np.ascontiguousarray(v[start : start + batch_size])
+                    for k, v in arrays.items()}
+        return np.ascontiguousarray(arrays[start : start + batch_size])
+
+    count = len(next(iter(arrays.values()), ())) if isinstance(arrays, Mapping) else len(arrays)
     parts: dict[str, list[np.ndarray]] = {"logits": [], "features": []}
-    for start in range(0, len(arrays), batch_size):
-        out = infer(np.ascontiguousarray(arrays[start : start + batch_size]))
+    for start in range(0, count, batch_size):
+        out = infer(batch(start))
         for key in parts:
             parts[key].append(np.asarray(out[key], np.float32))
-    if not len(arrays):
+    if not count:
         return {key: np.zeros((0, 0), np.float32) for key in parts}
     return {key: np.concatenate(values) for key, values in parts.items()}
 
@@ -264,16 +273,8 @@ class Predictor:
         chips (N, V, C, C, 3) for its export (see :meth:`chips`); for an ensemble, each
         member's by preset name (an export with a dlib128 member: the pictures for the CNN,
         the chips for the head), combined as its pictures are."""
-        if self.members:
-            if not isinstance(inputs, Mapping) or set(inputs) != set(self.members):
-                raise ValueError(f"{self.info.source} is an ensemble: give the inputs of each "
-                                 f"member by name ({', '.join(self.members)})")
-            weights = None if self.member_weights is None else [
-                self.member_weights[name] for name in self.members]
-            return combine_outputs([member.outputs_for_model_inputs(inputs[name])
-                                    for name, member in self.members.items()], weights)
-        if self._model_infer is None or isinstance(inputs, Mapping):
-            raise ValueError(f"{self.info.source} is one model: give its inputs as one array")
+        if self._model_infer is None:
+            raise ValueError(f"{self.info.source} was loaded without its model's inference")
         return _batched(self._model_infer, inputs, self.batch_size)
 
     def chips(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -334,11 +335,10 @@ class Predictor:
 
         ``boxes`` (one per crop) are copied into the results.
         """
+        rule = self._naming_rule(top_k, threshold, score)  # a bad option fails before the model
         if not images:
-            self._naming_rule(top_k, threshold, score)  # a bad option fails all the same
             return []
-        return self._name(self.outputs(images), top_k, threshold, score,
-                          boxes or [None] * len(images))
+        return self._name(self.outputs(images), top_k, rule, boxes or [None] * len(images))
 
     def recognize_model_inputs(self, inputs: np.ndarray | Mapping[str, np.ndarray],
                                top_k: int = 5,
@@ -346,8 +346,9 @@ class Predictor:
                                score: str | None = None) -> list[Recognition]:
         """:meth:`recognize` of what the network itself takes (see
         :meth:`outputs_for_model_inputs`; an embedding head's export: :meth:`chips`)."""
+        rule = self._naming_rule(top_k, threshold, score)
         out = self.outputs_for_model_inputs(inputs)
-        return self._name(out, top_k, threshold, score, [None] * len(out["logits"]))
+        return self._name(out, top_k, rule, [None] * len(out["logits"]))
 
     def _naming_rule(self, top_k: int, threshold: float | None,
                      score: str | None) -> tuple[str, float] | None:
@@ -355,10 +356,10 @@ class Predictor:
             raise ValueError(f"top-k must be >= 1, got {top_k}")
         return self.rejection(threshold, score)
 
-    def _name(self, out: dict[str, np.ndarray], top_k: int, threshold: float | None,
-              score: str | None, boxes: Sequence[Box | None]) -> list[Recognition]:
-        """The :class:`Recognition` of each row of the model's outputs ``out``."""
-        rule = self._naming_rule(top_k, threshold, score)
+    def _name(self, out: dict[str, np.ndarray], top_k: int, rule: tuple[str, float] | None,
+              boxes: Sequence[Box | None]) -> list[Recognition]:
+        """The :class:`Recognition` of each row of the model's outputs ``out``, unknown by
+        ``rule`` (see :meth:`rejection`)."""
         if self.names_by_centroid:
             return self._recognize_by_centroid(out["features"], top_k, rule, boxes)
         probabilities = softmax(out["logits"])
