@@ -183,6 +183,19 @@ def test_dlib128_run_counts_fallbacks_predicts_and_exports(
     with pytest.raises(ValueError, match="does not take chips"):
         predictor.chips(crops)
 
+    # An export written before heads held their network (the head alone, embeddings in) still
+    # loads and embeds the pictures itself.
+    old = tmp_path / "old-export"
+    old.mkdir()
+    predictor.keras_model.save(old / "model.keras")
+    old_meta = {**meta, "format": "keras", "model_file": "model.keras",
+                "embedding": {"name": "dlib128", "model_version": "fake-1", "views": 2,
+                              "dim": 128},
+                "input": {"name": "embedding", "dtype": "float32", "shape": [None, 2, 128]}}
+    (old / "export.json").write_text(json.dumps(old_meta))
+    np.testing.assert_allclose(Predictor.load(old).predict_crops(crops), probabilities,
+                               atol=1e-5)
+
     fake_embedder.version = "fake-2"  # other weights installed: the head would be meaningless
     with pytest.raises(ValueError, match="train the head again"):
         Predictor.load(run)
