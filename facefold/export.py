@@ -21,12 +21,18 @@ the logits layer, for the ``cosine`` open-set score.
 ``{"score": name, "threshold": t, "thresholds": {score: t, ...}}``; a face
 is unknown when its score is below ``t`` (see :mod:`facefold.models.scores`).
 
-**Embedding heads** (e.g. a ``dlib128`` run): the model file is the *head*
-only. Its input is ``embedding``, float32 ``(N, V, D)``: the pretrained
-embedding of each face (V = 2 with flip TTA: the image's, then its
-mirror's), which ``export.json`` names under ``embedding`` (name, model
-version, views, dim). ``facefold predict``/``serve`` compute it from the
-picture with the installed ``facefold[dlib]`` and refuse other model versions.
+**Embedding heads** (e.g. a ``dlib128`` run): the model file holds the
+embedding's network (dlib's ResNet in Keras) and the head. Its input is
+``chips``, uint8 ``(N, V, 150, 150, 3)``: the aligned chip of each face (V = 2
+with flip TTA: the chip of the image, then the chip of its mirror), which
+``export.json`` describes under ``embedding`` (name, model version, views,
+dim, ``input: "chips"``, chip_size). The chips are cut outside the file —
+dlib's landmark fit and ``get_face_chip`` are C++ — by
+:func:`facefold.embeddings.shards.chip_images` (``Predictor.chips``); given
+chips, the export runs with TensorFlow alone. ``facefold predict``/``serve``
+cut them from the picture with the installed ``facefold[dlib]`` and refuse
+chips of other weights. The mirror's chip is not the mirrored chip (the
+landmark fit is not mirror-symmetric), so it is an input, not a layer.
 
 **Ensembles**: ``DIR/members/<preset>/`` holds an export of each member, and
 ``export.json`` lists them under ``ensemble`` (with each member's ``weight`` for a
@@ -72,10 +78,13 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     if predictor.info.kind != "run" or (predictor.keras_model is None and model_file):
         raise ValueError(f"{run_dir} is an export already: export from a run folder")
     with staging_folder(out) as tmp:
-        meta = export_info(predictor, fmt)
         if model_file:
-            _write_model(predictor.keras_model, fmt, tmp / model_file)
+            model, embedding = FAMILIES[predictor.info.family].export_model(
+                predictor.keras_model, predictor.info.embedding)
+            meta = export_info(predictor, fmt, embedding)
+            _write_model(model, fmt, tmp / model_file)
         else:  # a family without a network of its own: its members' exports
+            meta = export_info(predictor, fmt, None)
             meta["ensemble"] = {"members": _export_members(predictor, fmt, tmp)}
         if predictor.info.centroids is not None:
             runs.write_centroids(tmp, predictor.info.centroids)
@@ -97,8 +106,9 @@ def _export_members(predictor: Predictor, fmt: str, folder: Path) -> list[dict]:
     return entries
 
 
-def export_info(predictor: Predictor, fmt: str) -> dict:
-    """The ``export.json`` of an export of ``predictor`` (a run) in format ``fmt``."""
+def export_info(predictor: Predictor, fmt: str, embedding: dict | None) -> dict:
+    """The ``export.json`` of an export of ``predictor`` (a run) in format ``fmt``, whose
+    model takes what ``embedding`` (the family's export entry, or None) says."""
     info = predictor.info
     return {
         "export_format": runs.EXPORT_FORMAT,
@@ -112,9 +122,9 @@ def export_info(predictor: Predictor, fmt: str) -> dict:
         "image_size": info.image_size,
         "crop_size": info.crop_size,
         "channels": info.channels,
-        "input": FAMILIES[info.family].export_input(info.embedding, info.image_size,
+        "input": FAMILIES[info.family].export_input(embedding, info.image_size,
                                                    info.channels),
-        "embedding": info.embedding,
+        "embedding": embedding,
         "outputs": {
             "logits": "float32 (N, classes); softmax gives the probabilities of labels",
             "features": "float32 (N, D), input of the logits layer (cosine open-set score)",

@@ -198,6 +198,10 @@ class FakeEmbedder:
         self.calls = 0
         self.projection = np.random.default_rng(0).normal(size=(12, self.dim)).astype("float32")
 
+    @property
+    def equivalent_versions(self) -> tuple[str, ...]:
+        return (self.version,)
+
     def embed(self, images: np.ndarray, mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
         self.calls += len(images)
         x = images[:, :, ::-1] if mirror else images
@@ -206,6 +210,26 @@ class FakeEmbedder:
         pooled = cells.reshape(n, 12) / 255.0
         return (pooled @ self.projection).astype("float32"), pooled.mean(axis=1) < (
             self.fallback_below)
+
+    # The chips and network of an export: the 40x40 picture is its own chip, and the network
+    # computes embed's vectors from it with stock Keras layers.
+    CHIP_SIZE = 40
+
+    def chips(self, images: np.ndarray, mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        assert images.shape[1:] == (self.CHIP_SIZE, self.CHIP_SIZE, 3), images.shape
+        x = images[:, :, ::-1] if mirror else images
+        return np.ascontiguousarray(x), np.zeros(len(x), bool)
+
+    def descriptor_network(self):  # -> keras.Model
+        import keras
+
+        chips = keras.Input((self.CHIP_SIZE, self.CHIP_SIZE, 3), dtype="uint8")
+        x = keras.layers.Rescaling(1 / 255.0)(chips)
+        x = keras.layers.AveragePooling2D(self.CHIP_SIZE // 2)(x)  # (B, 2, 2, 3): embed's cells
+        dense = keras.layers.Dense(self.dim, use_bias=False)
+        model = keras.Model(chips, dense(keras.layers.Flatten()(x)))
+        dense.set_weights([self.projection])
+        return model
 
 
 @pytest.fixture

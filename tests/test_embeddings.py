@@ -167,17 +167,46 @@ def test_dlib128_run_counts_fallbacks_predicts_and_exports(
         np.testing.assert_allclose(probabilities, saved["probabilities"], atol=1e-5)
     export = export_run(run, "savedmodel", tmp_path / "export")
     meta = json.loads((export / "export.json").read_text())
-    assert meta["input"]["name"] == "embedding" and meta["input"]["shape"] == [None, 2, 128]
+    # The export holds the (fake) embedding's network: it takes each crop's chip and its
+    # mirror's, (N, 2, 40, 40, 3), and gives the run's numbers from them.
+    assert meta["input"]["name"] == "chips" and meta["input"]["shape"] == [None, 2, 40, 40, 3]
     assert meta["embedding"] == {"name": "dlib128", "model_version": "fake-1", "views": 2,
-                                 "dim": 128}
-    np.testing.assert_allclose(
-        Predictor.load(export).predict_crops(_held_out_crops(tiny_dataset)), probabilities,
-        atol=1e-5)
+                                 "dim": 128, "input": "chips", "chip_size": 40}
+    exported = Predictor.load(export)
+    crops = _held_out_crops(tiny_dataset)
+    np.testing.assert_allclose(exported.predict_crops(crops), probabilities, atol=1e-5)
+    chips = exported.chips(crops)
+    arrays = np.stack([exported.to_array(c) for c in crops])
+    np.testing.assert_array_equal(chips, np.stack([arrays, arrays[:, :, ::-1]], axis=1))
+    np.testing.assert_allclose(_softmax(exported.outputs_for_model_inputs(chips)["logits"]),
+                               probabilities, atol=1e-5)
+    with pytest.raises(ValueError, match="does not take chips"):
+        predictor.chips(crops)
+
+    # An export written before heads held their network (the head alone, embeddings in) still
+    # loads and embeds the pictures itself.
+    old = tmp_path / "old-export"
+    old.mkdir()
+    predictor.keras_model.save(old / "model.keras")
+    old_meta = {**meta, "format": "keras", "model_file": "model.keras",
+                "embedding": {"name": "dlib128", "model_version": "fake-1", "views": 2,
+                              "dim": 128},
+                "input": {"name": "embedding", "dtype": "float32", "shape": [None, 2, 128]}}
+    (old / "export.json").write_text(json.dumps(old_meta))
+    np.testing.assert_allclose(Predictor.load(old).predict_crops(crops), probabilities,
+                               atol=1e-5)
 
     fake_embedder.version = "fake-2"  # other weights installed: the head would be meaningless
-    for folder in (run, export):
+    with pytest.raises(ValueError, match="train the head again"):
+        Predictor.load(run)
+    # The export holds its own network: it loads and takes chips, but refuses to cut chips
+    # from pictures with other installed weights.
+    exported = Predictor.load(export)
+    np.testing.assert_allclose(_softmax(exported.outputs_for_model_inputs(chips)["logits"]),
+                               probabilities, atol=1e-5)
+    for cut_chips in (exported.predict_crops, exported.chips):
         with pytest.raises(ValueError, match="train the head again"):
-            Predictor.load(folder)
+            cut_chips(crops)
 
 
 def test_serve_names_a_face_with_a_dlib128_run(

@@ -367,6 +367,17 @@ def test_fit_makes_a_calibrated_weighted_ensemble(
     np.testing.assert_allclose(exported.info.centroids, centroids)
     np.testing.assert_allclose(exported.outputs_for_arrays(pictures)["logits"], out["logits"],
                                atol=1e-4)
+    # Without the picture path: the CNN member takes the pictures, the head's export the chips.
+    head = exported.members["dlib128"]
+    chips = head.chips([Image.fromarray(p) for p in pictures])
+    given = {"reduced": pictures, "dlib128": chips}
+    np.testing.assert_allclose(exported.outputs_for_model_inputs(given)["logits"],
+                               out["logits"], atol=1e-4)
+    names = [f.name for f in exported.recognize_model_inputs(given, top_k=1)]
+    assert names == [f.name for f in exported.recognize([Image.fromarray(p) for p in pictures],
+                                                        top_k=1)]
+    with pytest.raises(ValueError, match=r"member by name \(reduced, dlib128\), got one"):
+        exported.outputs_for_model_inputs(pictures)
 
 
 def test_enrollment_test_counts_newcomers_and_strangers_as_by_hand(

@@ -60,11 +60,15 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from facefold.data.images import file_sha256
+
+if TYPE_CHECKING:  # TensorFlow is imported only by the keras backend, when it is built
+    import keras
 
 NAME = "dlib128"
 INSTALL_HINT = "pip install 'facefold[dlib]'"
@@ -140,6 +144,14 @@ def model_version(folder: Path, backend: str = BACKENDS[0]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def same_weights_versions(folder: Path) -> tuple[str, ...]:
+    """The model versions of every backend on the weights in ``folder``, default first: the
+    same landmarks, chips and descriptor weights, whose vectors agree to float32 rounding (max
+    abs diff 5.4e-7, tests/test_dlib_resnet.py). A head trained on one backend's vectors may
+    be given the other's; a *cache* or a run's identity still tells them apart."""
+    return tuple(model_version(folder, backend) for backend in BACKENDS)
+
+
 def check_backend(backend: str) -> str:
     """``backend`` when it is one of :data:`BACKENDS`, else ``ValueError`` naming them."""
     if backend not in BACKENDS:
@@ -184,12 +196,19 @@ class Dlib128:
             self._describe = functools.partial(_dlib_descriptors, model)
         else:
             from facefold.embeddings import resnet  # TensorFlow: only for this backend
-            from facefold.machine import default_cache_dir
 
-            network = resnet.load_descriptor(folder / DESCRIPTOR_FILE,
-                                             cache_dir or default_cache_dir())
-            self._describe = resnet.descriptor_function(network)
+            self._network = descriptor_network(cache_dir)
+            self._describe = resnet.descriptor_function(self._network)
+        self._cache_dir = cache_dir
         self.version = model_version(folder, backend)
+        self.equivalent_versions = same_weights_versions(folder)
+
+    def descriptor_network(self) -> keras.Model:
+        """The Keras descriptor network (the keras backend's own, else built now): uint8
+        chips (B, 150, 150, 3) -> (B, 128) float32; what an export puts in its file."""
+        if self.backend == "keras":
+            return self._network
+        return descriptor_network(self._cache_dir)
 
     def chip(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
         """``(chip, fallback)``: the 150×150 aligned chip of a square RGB uint8 image (S, S, 3),
@@ -202,6 +221,16 @@ class Dlib128:
         whole = Image.fromarray(image).resize((CHIP_SIZE, CHIP_SIZE), Image.Resampling.LANCZOS)
         return np.asarray(whole), True
 
+    def chips(self, images: np.ndarray, mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`chip` of each square RGB uint8 image (N, S, S, 3), or of its left-right
+        mirror: ``(chips, fallback)``, (N, 150, 150, 3) uint8 and (N,) bool. The input of
+        the descriptor network, and of an export of a head (which holds that network)."""
+        images = _square_rgb(images, mirror)
+        pairs = [self.chip(np.ascontiguousarray(image, np.uint8)) for image in images]
+        chips = np.stack([c for c, _ in pairs]) if pairs else np.zeros(
+            (0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
+        return chips, np.array([f for _, f in pairs], bool)
+
     def embed(self, images: np.ndarray, mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Descriptors of square RGB uint8 images (N, S, S, 3), or of their left-right mirrors.
 
@@ -210,23 +239,36 @@ class Dlib128:
         this one cuts the next batch's chips: the descriptor network leaves the GIL, so the
         landmark fit (one core) overlaps it instead of leaving the cores idle in between.
         """
-        if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
-            raise ValueError(f"images must be square RGB (N, S, S, 3), got {images.shape}")
-        if mirror:
-            images = images[:, :, ::-1]
+        images = _square_rgb(images, mirror)
         if not len(images):
             return np.zeros((0, self.dim), np.float32), np.zeros(0, bool)
         described, fallback = [], []
         with ThreadPoolExecutor(1) as network:
             for start in range(0, len(images), BATCH):
-                chips = []
-                for image in images[start : start + BATCH]:
-                    chip, failed = self.chip(np.ascontiguousarray(image, np.uint8))
-                    chips.append(chip)
-                    fallback.append(failed)
-                described.append(network.submit(self._describe, np.stack(chips)))
+                chips, failed = self.chips(images[start : start + BATCH])
+                fallback.append(failed)
+                described.append(network.submit(self._describe, chips))
             vectors = [np.asarray(v.result(), np.float32) for v in described]
-        return np.concatenate(vectors).reshape(-1, self.dim), np.array(fallback)
+        return np.concatenate(vectors).reshape(-1, self.dim), np.concatenate(fallback)
+
+
+def _square_rgb(images: np.ndarray, mirror: bool) -> np.ndarray:
+    """``images`` (N, S, S, 3), left-right mirrored when ``mirror``; ``ValueError`` for another
+    shape."""
+    if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"images must be square RGB (N, S, S, 3), got {images.shape}")
+    return images[:, :, ::-1] if mirror else images
+
+
+def descriptor_network(cache_dir: str | Path | None = None) -> keras.Model:
+    """dlib's descriptor network in Keras (:mod:`facefold.embeddings.resnet`), built from the
+    installed weight file with TensorFlow alone (no dlib); conversion cached in ``cache_dir``
+    (default :func:`~facefold.machine.default_cache_dir`)."""
+    from facefold.embeddings import resnet
+    from facefold.machine import default_cache_dir
+
+    return resnet.load_descriptor(weights_dir() / DESCRIPTOR_FILE,
+                                  cache_dir or default_cache_dir())
 
 
 def _dlib_descriptors(model: object, chips: np.ndarray) -> np.ndarray:

@@ -59,6 +59,19 @@ def embed_images(
     return np.stack([e for e, _ in done], axis=1), np.any([f for _, f in done], axis=0)
 
 
+def chip_images(
+    images: np.ndarray, name: str, count: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """The aligned chips of RGB uint8 images (N, S, S, 3) for embedding ``name``:
+    ``(N, count, C, C, 3)`` uint8 views (the image's chip, then its mirror's) and (N,) bool
+    fallbacks; what an export of a head (chips in, names out) is given. The mirror's chip is
+    cut from the mirrored image, as :func:`embed_images` does: the landmark fit is not
+    mirror-symmetric, so the mirror of the chip would be another view."""
+    model = embedder(name)
+    done = [model.chips(images, mirror=bool(v)) for v in range(count)]
+    return np.stack([c for c, _ in done], axis=1), np.any([f for _, f in done], axis=0)
+
+
 class EmbeddingWorkers:
     """Processes that embed chunks of stored images in parallel.
 

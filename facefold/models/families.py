@@ -43,11 +43,21 @@ from facefold.data.pipeline import (
     embedding_evaluation_batches,
     evaluation_batches,
 )
-from facefold.embeddings.shards import EmbeddingSplit, embed_images, embed_shards, embedder
+from facefold.embeddings.shards import (
+    EmbeddingSplit,
+    chip_images,
+    embed_images,
+    embed_shards,
+    embedder,
+)
 from facefold.log import Log
 from facefold.models.cnn import build_model
 from facefold.models.head import build_head
-from facefold.models.inference import head_inference_model, inference_model
+from facefold.models.inference import (
+    chip_inference_model,
+    head_inference_model,
+    inference_model,
+)
 from facefold.models.presets import member_configs, teacher_configs
 
 Infer = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -184,6 +194,13 @@ class ModelFamily:
         """Inference from uint8 pictures (N, S, S, C), given the wrapped model's ``infer``."""
         return infer
 
+    def export_model(self, model: keras.Model, meta: dict[str, Any] | None
+                     ) -> tuple[keras.Model, dict[str, Any] | None]:
+        """What an export writes for a run whose :meth:`inference` gave ``model`` and
+        ``meta``: the model to save and the ``embedding`` entry of its ``export.json``
+        (by default both as they are)."""
+        return model, meta
+
     def export_input(self, meta: dict[str, Any] | None, image_size: int,
                      channels: int) -> dict[str, Any]:
         """The ``input`` entry of ``export.json``."""
@@ -311,6 +328,8 @@ class EmbeddingHead(ModelFamily):
 
     def picture_inference(self, infer: Infer, meta: dict[str, Any] | None,
                           where: Path) -> Infer:
+        if takes_chips(meta):
+            return self._chip_inference(infer, check_embedding_meta(meta, where, False), where)
         meta = check_embedding_meta(meta, where)
 
         def infer_pictures(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -320,9 +339,50 @@ class EmbeddingHead(ModelFamily):
 
         return infer_pictures
 
+    @staticmethod
+    def _chip_inference(infer: Infer, meta: dict[str, Any], where: Path) -> Infer:
+        """Pictures -> chips (dlib's landmark fit) -> ``infer``, an export holding the network.
+        The installed chips are checked at the first picture, not when loading: given chips
+        directly, such an export runs without the extra that cuts them."""
+        checked: list[dict[str, Any]] = []
+
+        def infer_pictures(images: np.ndarray) -> dict[str, np.ndarray]:
+            if not checked:
+                checked.append(check_embedding_meta(meta, where))
+            chips, _ = chip_images(images, meta["name"], meta["views"])
+            return infer(chips)
+
+        return infer_pictures
+
+    def export_model(self, model: keras.Model, meta: dict[str, Any] | None
+                     ) -> tuple[keras.Model, dict[str, Any] | None]:
+        # The embedding's network goes into the file: the export takes chips, not vectors.
+        assert meta is not None  # an embedding head's inference always has its meta
+        installed = embedder(meta["name"])
+        network = installed.descriptor_network()
+        entry = {**meta, "input": CHIPS, "chip_size": int(network.input_shape[1])}
+        if meta["model_version"] != installed.version:  # accepted by check_embedding_meta
+            entry["note"] = (
+                f"the head learned on vectors of model version {meta['model_version'][:12]}…; "
+                f"this file computes them with the network of version {installed.version[:12]}…"
+                ", the same weights (vectors equal to float32 rounding)")
+        return chip_inference_model(model, network, meta["views"]), entry
+
     def export_input(self, meta: dict[str, Any] | None, image_size: int,
                      channels: int) -> dict[str, Any]:
         assert meta is not None  # an embedding head's inference always has its meta
+        if takes_chips(meta):
+            side = meta["chip_size"]
+            return {
+                "name": "chips", "dtype": "uint8",
+                "shape": [None, meta["views"], side, side, 3],
+                "meaning": f"the aligned {side}x{side} RGB {meta['name']} chip of each face "
+                           "crop (the whole square image_size picture), then the chip of the "
+                           "mirrored crop when views is 2. The chips are cut outside this file "
+                           "(dlib's landmark fit and get_face_chip, C++): "
+                           "facefold.embeddings.shards.chip_images, or Predictor.chips of this "
+                           "folder; the file holds the descriptor network and the head",
+            }
         return {
             "name": "embedding", "dtype": "float32",
             "shape": [None, meta["views"], meta["dim"]],
@@ -421,9 +481,21 @@ def leaf_configs(config: Config) -> list[Config]:
     return family_of(config).networks(config)
 
 
-def check_embedding_meta(meta: Any, where: Path) -> dict[str, Any]:
-    """An embedding entry (of a run or an export), checked field by field and against the
-    installed embedding model: a head must get the embeddings it learned on."""
+# The ``input`` of an embedding entry whose export holds the embedding's network: chips.
+CHIPS = "chips"
+
+
+def takes_chips(meta: Any) -> bool:
+    """Whether an embedding entry is an export's that takes chips (its network inside)."""
+    return isinstance(meta, dict) and meta.get("input") == CHIPS
+
+
+def check_embedding_meta(meta: Any, where: Path, installed: bool = True) -> dict[str, Any]:
+    """An embedding entry (of a run or an export), checked field by field and, with
+    ``installed``, against the installed embedding model: a head must get the embeddings it
+    learned on — those of its recorded model version or of a version of the same weights
+    (:func:`facefold.embeddings.dlib128.same_weights_versions`: a head trained on dlib's own
+    descriptor runs on the Keras network)."""
     if not isinstance(meta, dict):
         raise ValueError(f"{where}: field 'embedding' must be an object, got {meta!r}")
     name, version = meta.get("name"), meta.get("model_version")
@@ -434,14 +506,23 @@ def check_embedding_meta(meta: Any, where: Path) -> dict[str, Any]:
     if views not in (1, 2) or dim != EMBEDDING_DIMS[name]:
         raise ValueError(f"{where}: fields 'embedding.views' (1 or 2) and 'embedding.dim' "
                          f"({EMBEDDING_DIMS[name]}) are {views!r} and {dim!r}")
-    installed = embedder(name).version
-    if version != installed:
+    if takes_chips(meta) and not _positive(meta.get("chip_size")):
+        raise ValueError(f"{where}: field 'embedding.chip_size' must be a positive integer, "
+                         f"got {meta.get('chip_size')!r}")
+    if not installed:
+        return meta
+    model = embedder(name)
+    if version not in model.equivalent_versions:
         raise ValueError(
             f"{where} was trained on {name} embeddings of model version "
             f"{str(version)[:12]}…, but the installed weights give version "
-            f"{installed[:12]}…: train the head again on this version"
+            f"{model.version[:12]}…: train the head again on this version"
         )
     return meta
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 class SplitSource:

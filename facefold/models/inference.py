@@ -7,7 +7,9 @@ The wrapped model returns ``{"logits": (N, classes), "features": (N, D)}`` in fl
   model cuts the central crop, scales it to [0, 1] and resizes it itself
   (:class:`CenterCropScale`, :class:`MatrixResize`), so every export format runs the
   same ops and computes the same numbers.
-- Embedding head: the embeddings (N, V, D) of each picture's V views.
+- Embedding head: the embeddings (N, V, D) of each picture's V views; in an export, the
+  aligned chips (N, V, C, C, 3) uint8, the embedding's network inside the model
+  (:func:`chip_inference_model`).
 
 Training code never needs these; predict, export and the analyses do.
 """
@@ -15,7 +17,7 @@ Training code never needs these; predict, export and the analyses do.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -24,6 +26,7 @@ import tensorflow as tf
 
 from facefold.config import ModelSpec
 from facefold.data.pipeline import center_crop
+from facefold.embeddings import resnet  # noqa: F401  registers the descriptor's custom layers
 from facefold.models.cnn import RESIZE_ARGS, build_model  # also registers the custom layers
 from facefold.models.head import build_head
 from facefold.models.scores import unit_rows
@@ -167,6 +170,48 @@ def head_inference_model(model: keras.Model, spec: ModelSpec) -> keras.Model:
     )
 
 
+@keras.saving.register_keras_serializable(package="facefold")
+class FoldViews(keras.layers.Layer):
+    """Views side by side into the batch: (B, V, *shape) -> (B * V, *shape), view fastest."""
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(x, [-1, *x.shape[2:]])  # the view shape is static
+
+    def compute_output_shape(self, shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return (None, *shape[2:])
+
+
+@keras.saving.register_keras_serializable(package="facefold")
+class UnfoldViews(keras.layers.Layer):
+    """:class:`FoldViews` undone on vectors: (B * V, D) -> (B, V, D)."""
+
+    def __init__(self, views: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.views = views
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(x, [-1, self.views, x.shape[-1]])
+
+    def compute_output_shape(self, shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return (None, self.views, shape[-1])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "views": self.views}
+
+
+def chip_inference_model(head: keras.Model, descriptor: keras.Model, views: int) -> keras.Model:
+    """A head's inference model (:func:`head_inference_model`) with its embedding's network in
+    front: uint8 chips (B, V, C, C, 3) -> ``{"logits", "features"}``, float32, so that one
+    file names faces with TensorFlow alone. ``descriptor`` maps chips (B, C, C, 3) to the
+    embeddings (B, D) the head learned on; the V views are chips the caller cut (the image's,
+    then its mirror's)."""
+    side = descriptor.input_shape[1:3]
+    chips = keras.Input((views, *side, 3), dtype="uint8", name="chips")  # (B, V, C, C, 3)
+    vectors = descriptor(FoldViews(name="fold_views")(chips))  # (B * V, D)
+    return keras.Model(chips, head(UnfoldViews(views, name="unfold_views")(vectors)),
+                       name="facefold_chip_inference")
+
+
 def keras_infer(model: keras.Model) -> Infer:
     """Inference with an in-memory Keras model, traced once per batch shape."""
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
@@ -224,3 +269,18 @@ def ensemble_infer(members: Sequence[Infer], weights: Sequence[float] | None = N
     if weights is not None and len(weights) != len(members):
         raise ValueError(f"{len(weights)} weights for {len(members)} ensemble members")
     return lambda images: combine_outputs([member(images) for member in members], weights)
+
+
+def members_infer(members: Mapping[str, Infer], weights: Sequence[float] | None = None
+                  ) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Inference of an ensemble on each member's own inputs, given by member name (a CNN's
+    pictures, a head export's chips): :func:`combine_outputs` of the members' outputs."""
+    def infer(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not isinstance(inputs, Mapping) or set(inputs) != set(members):
+            given = ", ".join(inputs) if isinstance(inputs, Mapping) else "one array"
+            raise ValueError(f"an ensemble takes the inputs of each member by name "
+                             f"({', '.join(members)}), got {given}")
+        return combine_outputs([member(inputs[name]) for name, member in members.items()],
+                               weights)
+
+    return infer

@@ -40,7 +40,7 @@ import tensorflow as tf
 import facefold
 from facefold import runs
 from facefold.models.families import FAMILIES, Ensemble, ModelFamily, family_of
-from facefold.models.inference import Infer, ensemble_infer, keras_infer
+from facefold.models.inference import Infer, ensemble_infer, keras_infer, members_infer
 
 # (run folder, checkpoint) -> the trained network, as load_model_folder's load_checkpoint.
 CheckpointLoader = Callable[[Path, Path], keras.Model]
@@ -69,13 +69,16 @@ class LoadedModel:
     """A model folder loaded for inference: ``infer`` maps uint8 pictures (N, S, S, C) to
     ``{"logits", "features"}``; ``keras_model`` is the wrapped inference model (runs and
     ``.keras`` exports; what ``export`` saves); ``members`` an ensemble's, by preset, and
-    ``weights`` a weighted ensemble's member weights, by preset (None: the plain mean)."""
+    ``weights`` a weighted ensemble's member weights, by preset (None: the plain mean);
+    ``model_infer`` the inference on what the model itself takes (a CNN: the pictures; a
+    head's run: embeddings; a head's export: chips; an ensemble: each member's, by name)."""
 
     info: ModelInfo
     infer: Infer
     keras_model: keras.Model | None = None
     members: dict[str, LoadedModel] = field(default_factory=dict)
     weights: dict[str, float] | None = None
+    model_infer: Callable[[Any], dict[str, np.ndarray]] | None = None
 
 
 def load_model_folder(path: str | Path, tta: bool | None = None,
@@ -145,7 +148,9 @@ def _load_ensemble(folder: Path, member_dirs: dict[str, Path], kind: str,
                      family=Ensemble.name)
     order = None if weights is None else [weights[name] for name in members]
     return LoadedModel(info, ensemble_infer([m.infer for m in members.values()], order),
-                       members=members, weights=weights)
+                       members=members, weights=weights,
+                       model_infer=members_infer({n: m.model_infer for n, m in members.items()},
+                                                 order))
 
 
 def checkpoint_model(run_dir: Path, checkpoint: Path) -> keras.Model:
@@ -181,11 +186,12 @@ def _load_run(run_dir: Path, tta: bool | None = None,
     spec = config.model
     image_size = runs.run_image_size(run_dir, spec.crop_size)
     wrapped, meta = family.inference(model, config, image_size, runs.read_run_info(run_dir))
-    infer = family.picture_inference(keras_infer(wrapped), meta, run_dir)
+    model_infer = keras_infer(wrapped)
+    infer = family.picture_inference(model_infer, meta, run_dir)
     info = ModelInfo(labels, image_size, spec.crop_size, spec.channels, "run", run_dir, step,
                      runs.read_threshold(run_dir), runs.read_centroids(run_dir, len(labels)),
                      meta, family.name)
-    return LoadedModel(info, infer, wrapped)
+    return LoadedModel(info, infer, wrapped, model_infer=model_infer)
 
 
 def savedmodel_infer(path: Path) -> Infer:
@@ -278,15 +284,15 @@ def _load_export(folder: Path) -> LoadedModel:
         infer = savedmodel_infer(model_path)
     else:
         infer = tflite_infer(model_path)
+    pictures = family.picture_inference(infer, meta.get("embedding"), folder)  # checks it
     _check_export_outputs(infer, family.export_input(meta.get("embedding"),
                                                      int(meta["image_size"]),
                                                      int(meta["channels"])), len(labels), where)
-    infer = family.picture_inference(infer, meta.get("embedding"), folder)
     info = ModelInfo(labels, int(meta["image_size"]), int(meta["crop_size"]),
                      int(meta["channels"]), meta["format"], folder, meta.get("step"),
                      meta.get("threshold"), runs.read_centroids(folder, len(labels)),
                      meta.get("embedding"), family.name)
-    return LoadedModel(info, infer, model)
+    return LoadedModel(info, pictures, model, model_infer=infer)
 
 
 def _check_export_outputs(infer: Infer, model_input: dict[str, Any], classes: int,

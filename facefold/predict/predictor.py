@@ -28,7 +28,7 @@ at most :data:`~facefold.data.images.MAX_CROP_SIDE` pixels on its longer side
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -40,7 +40,9 @@ from PIL import Image
 from facefold import runs
 from facefold.data.images import MAX_CROP_SIDE, looks_like_face_crop, square_crop
 from facefold.data.records import label_name_problem
-from facefold.models.inference import Infer, keras_infer, softmax
+from facefold.embeddings.shards import chip_images
+from facefold.models.families import check_embedding_meta, takes_chips
+from facefold.models.inference import Infer, softmax
 from facefold.models.scores import (
     CENTROID_SCORE,
     DEFAULT_SCORE,
@@ -58,14 +60,23 @@ BATCH_SIZE = 64
 Box = tuple[float, float, float, float]  # x, y, width, height in the photo's pixels
 
 
-def _batched(infer: Infer, arrays: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
-    """``infer`` over ``arrays`` in batches of ``batch_size``: logits and features, float32."""
+def _batched(infer: Infer, arrays: np.ndarray | Mapping[str, np.ndarray],
+             batch_size: int) -> dict[str, np.ndarray]:
+    """``infer`` over ``arrays`` (or a dict of arrays of the same pictures, an ensemble's
+    members' inputs) in batches of ``batch_size``: logits and features, float32."""
+    def batch(start: int) -> np.ndarray | dict[str, np.ndarray]:
+        if isinstance(arrays, Mapping):
+            return {k: np.ascontiguousarray(v[start : start + batch_size])
+                    for k, v in arrays.items()}
+        return np.ascontiguousarray(arrays[start : start + batch_size])
+
+    count = len(next(iter(arrays.values()), ())) if isinstance(arrays, Mapping) else len(arrays)
     parts: dict[str, list[np.ndarray]] = {"logits": [], "features": []}
-    for start in range(0, len(arrays), batch_size):
-        out = infer(np.ascontiguousarray(arrays[start : start + batch_size]))
+    for start in range(0, count, batch_size):
+        out = infer(batch(start))
         for key in parts:
             parts[key].append(np.asarray(out[key], np.float32))
-    if not len(arrays):
+    if not count:
         return {key: np.zeros((0, 0), np.float32) for key in parts}
     return {key: np.concatenate(values) for key, values in parts.items()}
 
@@ -131,7 +142,7 @@ class Predictor:
         self._infer = loaded.infer
         self.keras_model = loaded.keras_model  # the inference model (runs, .keras exports)
         self.batch_size = batch_size
-        self._model_infer: Infer | None = None
+        self._model_infer = loaded.model_infer
         self.members = {name: Predictor(member, batch_size)
                         for name, member in loaded.members.items()}
         self.member_weights = loaded.weights
@@ -255,15 +266,30 @@ class Predictor:
                              f"got {arrays.shape}")
         return _batched(self._infer, arrays, self.batch_size)
 
-    def outputs_for_model_inputs(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    def outputs_for_model_inputs(self, inputs: np.ndarray | Mapping[str, np.ndarray]
+                                 ) -> dict[str, np.ndarray]:
         """Logits and features for what the network itself takes, in batches: uint8 images
-        for a CNN, embeddings (N, V, D) for an embedding head (a run's cached inputs)."""
-        if self.keras_model is None:
-            raise ValueError(f"{self.info.source}: only a run or a .keras export takes model "
-                             "inputs directly")
+        for a CNN, embeddings (N, V, D) for an embedding head's run (its cached inputs),
+        chips (N, V, C, C, 3) for its export (see :meth:`chips`); for an ensemble, each
+        member's by preset name (an export with a dlib128 member: the pictures for the CNN,
+        the chips for the head), combined as its pictures are."""
         if self._model_infer is None:
-            self._model_infer = keras_infer(self.keras_model)
+            raise ValueError(f"{self.info.source} was loaded without its model's inference")
         return _batched(self._model_infer, inputs, self.batch_size)
+
+    def chips(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The input of an embedding head's export for face crops: uint8 (N, V, C, C, 3),
+        each crop's aligned chip and, with V = 2, its mirror's (cut by dlib, needs
+        ``facefold[dlib]``); :meth:`outputs_for_model_inputs` and
+        :meth:`recognize_model_inputs` of the export then need TensorFlow alone."""
+        embedding = self.info.embedding
+        if not takes_chips(embedding):
+            raise ValueError(f"{self.info.source} does not take chips: only an export of an "
+                             "embedding head (facefold export) does")
+        arrays = np.stack([self.to_array(im) for im in images]) if images else np.zeros(
+            (0, self.info.image_size, self.info.image_size, self.info.channels), np.uint8)
+        check_embedding_meta(embedding, self.info.source)  # the installed chips are its own
+        return chip_images(arrays, embedding["name"], embedding["views"])[0]
 
     def outputs(self, images: Sequence[Image.Image]) -> dict[str, np.ndarray]:
         """Logits and features of face crops (any size; see :meth:`to_array`)."""
@@ -309,13 +335,31 @@ class Predictor:
 
         ``boxes`` (one per crop) are copied into the results.
         """
-        if top_k < 1:
-            raise ValueError(f"top-k must be >= 1, got {top_k}")
-        rule = self.rejection(threshold, score)
+        rule = self._naming_rule(top_k, threshold, score)  # a bad option fails before the model
         if not images:
             return []
-        out = self.outputs(images)
-        boxes = boxes or [None] * len(images)
+        return self._name(self.outputs(images), top_k, rule, boxes or [None] * len(images))
+
+    def recognize_model_inputs(self, inputs: np.ndarray | Mapping[str, np.ndarray],
+                               top_k: int = 5,
+                               threshold: float | None = None,
+                               score: str | None = None) -> list[Recognition]:
+        """:meth:`recognize` of what the network itself takes (see
+        :meth:`outputs_for_model_inputs`; an embedding head's export: :meth:`chips`)."""
+        rule = self._naming_rule(top_k, threshold, score)
+        out = self.outputs_for_model_inputs(inputs)
+        return self._name(out, top_k, rule, [None] * len(out["logits"]))
+
+    def _naming_rule(self, top_k: int, threshold: float | None,
+                     score: str | None) -> tuple[str, float] | None:
+        if top_k < 1:
+            raise ValueError(f"top-k must be >= 1, got {top_k}")
+        return self.rejection(threshold, score)
+
+    def _name(self, out: dict[str, np.ndarray], top_k: int, rule: tuple[str, float] | None,
+              boxes: Sequence[Box | None]) -> list[Recognition]:
+        """The :class:`Recognition` of each row of the model's outputs ``out``, unknown by
+        ``rule`` (see :meth:`rejection`)."""
         if self.names_by_centroid:
             return self._recognize_by_centroid(out["features"], top_k, rule, boxes)
         probabilities = softmax(out["logits"])
