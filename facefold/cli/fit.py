@@ -37,7 +37,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def _cmd_fit(args: argparse.Namespace) -> None:
     import json
 
-    from facefold.fit import fit, measure_enrollment
+    from facefold.fitting import fit, measure_enrollment
 
     if args.enrollment_test:
         result = measure_enrollment(args.data, config_from_args(args), args.out,

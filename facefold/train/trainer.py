@@ -231,7 +231,7 @@ class Trainer:
     ``restart`` discards a run of other data or config found in ``out`` instead of
     refusing it; ``data`` the dataset's fingerprint when the caller computed it. With
     ``hold_out`` false it trains on every shard (``eval_shards`` empty): the rows then have no
-    held-out accuracy and no predictions are written (see :mod:`facefold.fit`).
+    held-out accuracy and no predictions are written (see :mod:`facefold.fitting`).
     ``excluded_shards`` are neither trained nor evaluated on (the inner-split runs of a
     weighted ensemble, see :mod:`facefold.train.ensemble`); they are part of the identity.
     A distilled config (``train.teacher``) trains on its teacher's targets
