@@ -24,7 +24,7 @@ from facefold.data.pipeline import decode_shards
 from facefold.data.records import read_labels
 from facefold.embeddings import dlib128
 from facefold.evaluate.openset_cv import CaseScores
-from facefold.fit import _pooled, _verification, fit, people_groups
+from facefold.fitting import _pooled, _verification, fit, people_groups
 from facefold.predict import UNKNOWN
 
 QUIET = {"log": lambda _: None}
@@ -207,9 +207,26 @@ def test_the_cli_fits_enrolls_identifies_and_verifies(
     a, b = photos / "a" / "2-0.png", photos / "a" / "2-1.png"
     assert main(["verify", str(model), str(a), str(b), "--crops"]) == 0
     assert capsys.readouterr().out.startswith("same person: similarity")
+    # The exit status is the answer (0 same, 1 different), so that a script can branch on it.
     assert main(["verify", str(model), str(a), str(photos / "b" / "7-0.png"), "--crops",
-                 "--json"]) == 0
+                 "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["same"] is False
+
+
+def test_verify_exits_2_on_an_error_not_1_which_means_different_people(
+        fitted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _, model = fitted
+    (a,) = _pictures(tmp_path, 2, 1, seed=4)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a picture")
+    for other in (tmp_path / "missing.png", broken):
+        capsys.readouterr()
+        assert main(["verify", str(model), str(a), str(other), "--crops"]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("facefold: error: ") and other.name in error
+        assert error.count("\n") == 1
+    # Other commands keep exit status 1 for an error.
+    assert main(["identify", str(tmp_path / "no-model"), str(a)]) == 1
 
 
 def test_bench_times_a_model_per_face(fitted: tuple[Path, Path]) -> None:
@@ -373,7 +390,7 @@ def test_enrollment_test_counts_newcomers_and_strangers_as_by_hand(
         fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
     """``fit --enrollment-test``: its rates, recomputed here from the saved model and every
     picture of the people it left out, through the model's own picture path."""
-    from facefold.fit import measure_enrollment
+    from facefold.fitting import measure_enrollment
     from facefold.models.scores import unit_rows
     from facefold.predict import Predictor
     from facefold.predict.gallery import Gallery

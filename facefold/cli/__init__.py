@@ -1,7 +1,8 @@
 """The ``facefold`` command: a thin shell over the Python API.
 
 Each subcommand parses its arguments and calls one library function; errors
-a user can act on are printed as one line and exit with status 1.
+a user can act on are printed as one line and exit with status 1 (a command whose answer
+is its exit status, like ``verify``, sets ``error_status`` to a status of its own).
 
 One module per command or command group (:mod:`facefold.cli.dataset`, ``train``, ``cv`` …),
 each with its parser (``add_parser``) beside its handler; :mod:`facefold.cli.options` holds the
@@ -36,15 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         log=lambda line: print(f"facefold: {line}", file=sys.stderr))
     try:
         set_tf_threads(args.threads)
-        args.func(args)
+        status = args.func(args)
     # ModuleNotFoundError: an optional extra is missing; its message says what to install.
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError,
             RuntimeError, ModuleNotFoundError) as err:
         print(f"facefold: error: {err}", file=sys.stderr)
-        return 1
+        return getattr(args, "error_status", 1)
     except KeyboardInterrupt:
         print("facefold: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
