@@ -435,3 +435,35 @@ def test_enrollment_test_counts_newcomers_and_strangers_as_by_hand(
     assert result["newcomer_pictures"] == tests == 2 * 15
     assert result["newcomers_named_right"] == pytest.approx(named / tests)
     assert result["newcomers_named_right"] >= 0.8  # the fake embedder separates people
+
+
+def test_fit_without_a_preset_fits_the_recommended_dlib128(
+        fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
+    data = make_tiny_dataset(tmp_path / "data", classes=5, shards=3, per_shard=6)
+    toml = tmp_path / "tiny.toml"  # no preset: the tiny dataset's 40-pixel pictures only
+    toml.write_text("[model]\ncrop_size = 32\ninput_size = 32\n")
+    model = tmp_path / "model"
+    assert main(["fit", str(data), "--out", str(model), "--config", str(toml), "--steps", "30",
+                 "--eval-every", "30", "--batch-size", "16", "--groups", "2", "--far",
+                 "0.1"]) == 0
+    card = json.loads((model / runs.MODEL_CARD_JSON).read_text())
+    assert (card["preset"], card["family"]) == ("dlib128", "embedding")
+
+
+def test_fit_without_a_preset_and_without_dlib_refuses_naming_the_choice(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    def missing() -> None:
+        raise ModuleNotFoundError(f"dlib is not installed: {dlib128.INSTALL_HINT}")
+
+    monkeypatch.setattr(dlib128, "load", missing)
+    data = make_tiny_dataset(tmp_path / "data", classes=5, shards=3, per_shard=6)
+    model = tmp_path / "model"
+    assert main(["fit", str(data), "--out", str(model), "--steps", "2"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "fit without --preset trains the recommended dlib128" in error
+    assert dlib128.INSTALL_HINT in error and "--preset fast-nogap" in error
+    assert not model.exists()  # refused before any training
+    # A preset named by the user is theirs: the extra's own message, no choice offered.
+    assert main(["fit", str(data), "--out", str(model), "--preset", "dlib128"]) == 1
+    error = capsys.readouterr().err
+    assert dlib128.INSTALL_HINT in error and "fast-nogap" not in error
