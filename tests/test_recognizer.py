@@ -467,3 +467,16 @@ def test_fit_without_a_preset_and_without_dlib_refuses_naming_the_choice(
     assert main(["fit", str(data), "--out", str(model), "--preset", "dlib128"]) == 1
     error = capsys.readouterr().err
     assert dlib128.INSTALL_HINT in error and "fast-nogap" not in error
+
+
+def test_enrolling_the_same_folder_twice_counts_its_pictures_once(
+        fitted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _, model = fitted
+    folder = tmp_path / "newcomer"
+    _pictures(folder, 7, 5, seed=3)
+    for _ in range(2):
+        assert main(["enroll", str(model), str(folder), "--crops"]) == 0
+        assert capsys.readouterr().out == "enrolled newcomer: 5 picture(s)\n"
+    _pictures(folder, 7, 6, seed=3)[-1].rename(folder / "extra.png")  # one new picture
+    assert main(["enroll", str(model), str(folder), "--crops"]) == 0
+    assert capsys.readouterr().out == "enrolled newcomer: 6 picture(s)\n"
