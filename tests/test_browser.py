@@ -114,6 +114,11 @@ def test_upload_shows_boxes_and_names(server, browser, predictor, tmp_path):
     labels = browser.find_elements(By.CSS_SELECTOR, ".box .label")
     shown = [[e.text for e in label.find_elements(By.CLASS_NAME, "name")] for label in labels]
     assert shown == [[n for n, _ in face.top] for face in expected]
+    # A classifier's values are probabilities, shown as such (a similarity never is).
+    values = [[e.text for e in label.find_elements(By.CLASS_NAME, "prob")] for label in labels]
+    percents = [[f"{100 * p:.1f} %" for _, p in face.top] for face in expected]
+    assert values == [p if face.known else ["", *p]  # an unknown face: "unknown", no value
+                      for p, face in zip(percents, expected, strict=True)]
     assert all(label.is_displayed() for label in labels)
     screenshot = Path(os.environ.get("FACEFOLD_SCREENSHOT") or tmp_path / "page.png")
     assert browser.save_screenshot(str(screenshot))

@@ -480,3 +480,29 @@ def test_enrolling_the_same_folder_twice_counts_its_pictures_once(
     _pictures(folder, 7, 6, seed=3)[-1].rename(folder / "extra.png")  # one new picture
     assert main(["enroll", str(model), str(folder), "--crops"]) == 0
     assert capsys.readouterr().out == "enrolled newcomer: 6 picture(s)\n"
+
+
+def test_similarities_are_labelled_as_similarities_in_the_json_and_csv(
+        fitted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from facefold.predict import Predictor
+
+    _, model = fitted
+    assert main(["enroll", str(model), str(_pictures(tmp_path / "newcomer", 7, 5, 3)[0].parent),
+                 "--crops"]) == 0  # enrolled people: named by the nearest person's centroid
+    (photo,) = _pictures(tmp_path / "photos", 7, 1, seed=9)
+    capsys.readouterr()
+    assert main(["identify", str(model), str(photo), "--crops", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    # By hand: the cosine of the photo's feature with each person's mean feature.
+    predictor = Predictor.load(model)
+    feature = predictor.outputs([Image.open(photo)])["features"][0]
+    centroids = predictor.all_centroids()
+    cosine = centroids @ feature / np.linalg.norm(centroids, axis=1) / np.linalg.norm(feature)
+    assert row["top_kind"] == "similarity" and row["name"] == "newcomer"
+    assert [set(t) for t in row["top"]] == [{"name", "similarity"}] * len(row["top"])
+    assert row["top"][0]["similarity"] == pytest.approx(cosine.max(), abs=1e-5)
+    table = tmp_path / "faces.csv"
+    assert main(["identify", str(model), str(photo), "--crops", "--csv", str(table)]) == 0
+    (line,) = csv.DictReader(table.open())
+    assert line["top_kind"] == "similarity"
+    assert line["top"].startswith(f"newcomer:{cosine.max():.3f}")

@@ -5,7 +5,8 @@
   people under each box.
 - ``POST /api/predict`` with a multipart field ``file``: ``{"width", "height",
   "whole_image", "faces": [{"box": [x, y, w, h], "name", "known", "top":
-  [{"name", "probability"}], "score", "score_name", "threshold"}]}``, faces
+  [{"name", "probability" or "similarity"}], "top_kind", "score", "score_name",
+  "threshold"}]}``, faces
   largest first, boxes in the photo's pixels.
 - ``GET /api/info``: the model's people, image size, threshold, limits.
 
