@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from facefold.cli.parser import build_parser, iter_commands, parse_args
 from facefold.machine import apply_onednn_choice, set_tf_threads
 
-# Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
+# Quiet TensorFlow's start-up chatter (see facefold.machine.start_tensorflow) unless the user
+# asked for it with --verbose or their own TF_CPP_MIN_LOG_LEVEL.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __all__ = ["TRAINING_COMMANDS", "build_parser", "iter_commands", "main", "parse_args"]
@@ -31,6 +32,8 @@ TRAINING_COMMANDS = frozenset({"train", "cv", "experiment", "fit", "demo", "benc
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``facefold`` command; returns the exit status."""
     args = parse_args(argv)
+    if args.verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     # Before TensorFlow starts (set_tf_threads starts it): oneDNN on or off as measured here;
     # commands that train time it when this machine has no choice yet.
     apply_onednn_choice(measure=args.command in TRAINING_COMMANDS,
@@ -47,5 +50,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("facefold: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     return status or 0
-
 

@@ -10,6 +10,7 @@ from typing import Any
 from facefold.choices import EXECUTORS, PRECISION_SETTINGS
 
 THREADS_HELP = "TensorFlow intra-op threads (default 0 = one per core)"
+VERBOSE_HELP = "show TensorFlow's own start-up lines and warnings (hidden by default)"
 
 
 class DeprecatedAlias(argparse.Action):
