@@ -44,7 +44,7 @@ import facefold
 from facefold import runs
 from facefold.config import Config
 from facefold.data.pipeline import Split, concat
-from facefold.data.records import read_labels
+from facefold.data.records import read_labels, shard_labels
 from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_people
 from facefold.log import Log
 from facefold.models.families import SplitSource, family_of, identity_of
@@ -59,6 +59,7 @@ from facefold.models.scores import (
 )
 from facefold.predict import Predictor
 from facefold.train.ensemble import weights_and_facts
+from facefold.train.plan import check_batch_size
 from facefold.train.trainer import Trainer, versions
 
 # The shards of a network's inputs (a CNN's pictures, an embedding head's embeddings) for
@@ -96,6 +97,20 @@ def people_groups(count: int, groups: int, seed: int) -> list[list[int]]:
         raise ValueError(f"{count} people cannot make {groups} groups of unknown people that "
                          "each leave at least 2 known: use fewer --groups")
     return split
+
+
+def training_images(labels: Sequence[np.ndarray], groups: Sequence[Sequence[int]]
+                    ) -> dict[str, int]:
+    """The training images of each run :func:`fit` trains, by name, from every shard's
+    ``labels``: the model (every shard), and calibration group ``g`` (every shard but
+    ``g % shards``, without the group's people)."""
+    counts = {"the model": sum(len(shard) for shard in labels)}
+    for g, group in enumerate(groups):
+        held_out = g % len(labels)
+        counts[f"calibration group {g}"] = sum(
+            int(np.isin(shard, group, invert=True).sum())
+            for k, shard in enumerate(labels) if k != held_out)
+    return counts
 
 
 def _pooled(parts: Sequence[CaseScores], far: float) -> dict[str, dict[str, float]]:
@@ -332,7 +347,9 @@ def fit(
     family_of(config).check_available(config)
     data = runs.data_fingerprint(data_dir)
     labels = read_labels(data_dir)
-    people_groups(len(labels), groups, config.train.seed)  # fail before any training
+    check_batch_size(config, training_images(shard_labels(data_dir),
+                                             people_groups(len(labels), groups,
+                                                           config.train.seed)))
     source = SplitSource(data_dir, log)
     started = time.perf_counter()
     found = train_model(data_dir, config, out, source.get, [], log, "fit", None, data,

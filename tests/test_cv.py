@@ -55,3 +55,13 @@ def test_tiny_cross_validation_end_to_end(tiny_dataset: Path, tmp_path: Path) ->
     assert load_cv(out).accuracy.tolist() == result.accuracy.tolist()
     again = run_cv(tiny_dataset, config, out, "0,2", log=lambda _: None)
     assert again.accuracy.tolist() == result.accuracy.tolist()
+
+
+def test_a_batch_size_above_a_cases_training_images_is_refused_before_any_training(
+        tiny_dataset: Path, tmp_path: Path) -> None:
+    # 4 people x 8 pictures in each of 3 shards: every case trains on 2 shards, 64 pictures.
+    out = tmp_path / "cv"
+    with pytest.raises(ValueError, match=r"batch size 65 exceeds the 64 training images of "
+                       r"case 0 .*give --batch-size 64 or less"):
+        run_cv(tiny_dataset, tiny_config(batch_size=65), out, log=lambda _: None)
+    assert not out.exists()

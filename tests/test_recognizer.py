@@ -506,3 +506,20 @@ def test_similarities_are_labelled_as_similarities_in_the_json_and_csv(
     (line,) = csv.DictReader(table.open())
     assert line["top_kind"] == "similarity"
     assert line["top"].startswith(f"newcomer:{cosine.max():.3f}")
+
+
+def test_fit_refuses_a_batch_size_above_a_calibration_groups_images_before_training(
+        fake_embedder: FakeEmbedder, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # 5 people x 6 pictures in each of 3 shards; 2 groups: group 0 leaves 3 people out and
+    # holds out shard 0, so it trains on 2 people x 2 shards x 6 = 24 pictures; group 1 on
+    # 3 x 2 x 6 = 36; the model on all 90.
+    data = make_tiny_dataset(tmp_path / "data", classes=5, shards=3, per_shard=6)
+    assert [len(g) for g in people_groups(5, 2, seed=0)] == [3, 2]
+    model = tmp_path / "model"
+    assert main(["fit", str(data), "--out", str(model), "--preset", "dlib128", "--groups", "2",
+                 "--batch-size", "25", "--seed", "0"]) == 1
+    error = capsys.readouterr().err
+    assert error == ("facefold: error: batch size 25 exceeds the 24 training images of "
+                     "calibration group 0 (the smallest of the 3 runs this command trains): "
+                     "give --batch-size 24 or less (nothing was trained)\n")
+    assert not model.exists() and fake_embedder.calls == 0

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from facefold.atomic import atomic_path, write_text_atomic
@@ -140,6 +141,13 @@ def read_shard(path: str | Path) -> Iterator[Record]:
         raise ShardError(
             f"{path}: corrupt or truncated at record {index + 1} ({tf_error_message(err)})"
         ) from err
+
+
+def shard_labels(data_dir: str | Path) -> list[np.ndarray]:
+    """The labels of every shard's records, in shard order (images are not decoded): what a
+    command's plan is checked against before any training."""
+    return [np.array([record.label for record in read_shard(path)], dtype=np.int64)
+            for path in list_shards(data_dir)]
 
 
 def tf_error_message(err: tf.errors.OpError) -> str:

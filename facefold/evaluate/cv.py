@@ -16,9 +16,10 @@ import numpy as np
 
 from facefold import runs
 from facefold.config import Config
-from facefold.data.records import list_shards
+from facefold.data.records import list_shards, shard_labels
 from facefold.evaluate.executor import LOCAL, Executor, Trial, run_trials
 from facefold.log import Log
+from facefold.train.plan import check_batch_size
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ def run_cv(
     """
     out = Path(out)
     cases = parse_folds(folds, len(list_shards(data_dir)))
+    labels = shard_labels(data_dir)
+    total = sum(len(shard) for shard in labels)
+    check_batch_size(config, {f"case {k}": total - len(labels[k]) for k in cases})
     data = runs.data_fingerprint(data_dir)
     runs.check_cv_dir(out, data, config, restart)
     trials = cv_trials(config, out, cases)
