@@ -60,7 +60,7 @@ from facefold.models.scores import (
 from facefold.predict import Predictor
 from facefold.train.ensemble import weights_and_facts
 from facefold.train.plan import check_batch_size
-from facefold.train.trainer import Trainer, versions
+from facefold.train.trainer import CommandPlan, Trainer, versions
 
 # The shards of a network's inputs (a CNN's pictures, an embedding head's embeddings) for
 # the people a model is trained on: an ensemble's members take different inputs.
@@ -113,6 +113,16 @@ def training_images(labels: Sequence[np.ndarray], groups: Sequence[Sequence[int]
     return counts
 
 
+def fit_plan(config: Config, groups: int, log: Log) -> CommandPlan:
+    """The training :func:`fit` does: every network of ``config`` once for the model and
+    once per calibration group (an upper bound when resuming: steps an interrupted fit
+    already trained count too)."""
+    networks = family_of(config).networks(config)
+    runs_count = len(networks) * (1 + groups)
+    return CommandPlan("fit", sum(n.train.steps for n in networks) * (1 + groups),
+                       runs_count, log)
+
+
 def _pooled(parts: Sequence[CaseScores], far: float) -> dict[str, dict[str, float]]:
     """Per score, over every group: AUROC, the threshold at ``far``, the false-accept rate
     it reaches, the share of known faces accepted, and accepted *and* named right (by the
@@ -163,7 +173,7 @@ def networks(config: Config, run_dir: Path) -> list[tuple[Config, Path]]:
 def train_model(
     data_dir: Path, config: Config, run_dir: Path, inputs: Inputs, eval_shards: Sequence[int],
     log: Log, name: str, people: Sequence[str] | None, data: dict, restart: bool = False,
-    hold_out: bool = True,
+    hold_out: bool = True, plan: CommandPlan | None = None,
 ) -> list[tuple[Config, Path]]:
     """Train (or resume, or find finished) the model of ``config`` in ``run_dir``: one run,
     or an ensemble's folder with a run per member inside; returns :func:`networks`. An
@@ -177,7 +187,7 @@ def train_model(
     for network, path in found:
         label = name if path == run_dir else f"{name}/{network.preset}"
         Trainer(data_dir, network, path, eval_shards, inputs(network), log, name=label,
-                people=people, restart=restart, data=data, hold_out=hold_out).run()
+                people=people, restart=restart, data=data, hold_out=hold_out, plan=plan).run()
     return found
 
 
@@ -271,8 +281,8 @@ def write_ensemble(run_dir: Path, found: Sequence[tuple[Config, Path]],
 
 
 def _calibration_group(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
-                       labels: list[str], g: int, group: list[int], data: dict, log: Log
-                       ) -> _GroupOutputs:
+                       labels: list[str], g: int, group: list[int], data: dict, log: Log,
+                       plan: CommandPlan | None = None) -> _GroupOutputs:
     """Train (or find) calibration group ``g``'s model, without the ``group`` people, held out
     shard ``g % shards``; its networks' outputs."""
     k = g % len(data["shards"])
@@ -292,20 +302,21 @@ def _calibration_group(data_dir: Path, config: Config, model_dir: Path, inputs: 
 
     found = train_model(data_dir, config, runs.calibration_dir(model_dir, g),
                         lambda network: split(network)[0], [k], log, f"group-{g}",
-                        known_names, data)
+                        known_names, data, plan=plan)
     return _GroupOutputs(*network_outputs(found, trained), *network_outputs(found, known),
                          *network_outputs(found, unknown), len(known_names))
 
 
 def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
-              labels: list[str], groups: int, far: float, data: dict, log: Log
-              ) -> tuple[dict[str, Any], list[float] | None]:
+              labels: list[str], groups: int, far: float, data: dict, log: Log,
+              plan: CommandPlan | None = None) -> tuple[dict[str, Any], list[float] | None]:
     """Leave-people-out calibration (see the module docstring); ``inputs`` gives each
-    network's shards of the ``labels`` people. Returns the report and a weighted ensemble's
-    weights (:func:`choose_fit_weights`; the report holds them by preset, and the facts of
-    their choice)."""
+    network's shards of the ``labels`` people; ``plan`` counts their training steps off.
+    Returns the report and a weighted ensemble's weights (:func:`choose_fit_weights`; the
+    report holds them by preset, and the facts of their choice)."""
     outputs = [
-        _calibration_group(data_dir, config, model_dir, inputs, labels, g, group, data, log)
+        _calibration_group(data_dir, config, model_dir, inputs, labels, g, group, data, log,
+                           plan)
         for g, group in enumerate(people_groups(len(labels), groups, config.train.seed))]
     weights, facts = choose_fit_weights(config, outputs)
     parts = []
@@ -352,11 +363,12 @@ def fit(
                                                            config.train.seed)))
     source = SplitSource(data_dir, log)
     started = time.perf_counter()
+    plan = fit_plan(config, groups, log)
     found = train_model(data_dir, config, out, source.get, [], log, "fit", None, data,
-                        restart, hold_out=False)
+                        restart, hold_out=False, plan=plan)
     fit_seconds = time.perf_counter() - started
     calibration, weights = calibrate(data_dir, config, out, source.get, labels, groups, far,
-                                     data, log)
+                                     data, log, plan)
     write_ensemble(out, found, weights)
     _write_decision(out, found, source.get, weights, labels, calibration)
     chosen = calibration["scores"][calibration["score"]]

@@ -65,3 +65,13 @@ def test_a_batch_size_above_a_cases_training_images_is_refused_before_any_traini
                        r"case 0 .*give --batch-size 64 or less"):
         run_cv(tiny_dataset, tiny_config(batch_size=65), out, log=lambda _: None)
     assert not out.exists()
+
+
+def test_cv_logs_the_time_left_for_all_its_cases_early(tiny_dataset: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    run_cv(tiny_dataset, tiny_config(steps=30, eval_every=30, sparsity_every=0), tmp_path / "cv",
+           log=lines.append)
+    # 3 cases of 30 steps, told once, during the first case's first 30 steps.
+    plan = [i for i, line in enumerate(lines) if "of training left in all" in line]
+    assert len(plan) == 1 and "90 steps in 3 run(s)" in lines[plan[0]]
+    assert plan[0] < next(i for i, line in enumerate(lines) if "step 30/30" in line)

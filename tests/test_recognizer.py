@@ -523,3 +523,18 @@ def test_fit_refuses_a_batch_size_above_a_calibration_groups_images_before_train
                      "calibration group 0 (the smallest of the 3 runs this command trains): "
                      "give --batch-size 24 or less (nothing was trained)\n")
     assert not model.exists() and fake_embedder.calls == 0
+
+
+def test_fit_logs_the_time_left_in_all_early(fake_embedder: FakeEmbedder,
+                                             tmp_path: Path) -> None:
+    data = make_tiny_dataset(tmp_path / "data", classes=5, shards=3, per_shard=6)
+    lines: list[str] = []
+    fit(data, tiny_config(steps=60, eval_every=60, preset="dlib128"), tmp_path / "model",
+        groups=2, far=0.1, log=lines.append)
+    # The model and 2 calibration groups, 60 steps each: 180 steps, told after the first 21.
+    plan = [i for i, line in enumerate(lines) if "of training left in all" in line]
+    assert len(plan) == 1 and "180 steps in 3 run(s)" in lines[plan[0]]
+    first_step_line = next(i for i, line in enumerate(lines) if "step 60/60" in line)
+    assert plan[0] < first_step_line
+    seconds_per_step = float(lines[plan[0]].split(" at ")[1].split(" s/step")[0])
+    assert seconds_per_step > 0
