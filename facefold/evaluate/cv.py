@@ -116,15 +116,18 @@ def run_cv(
     """
     out = Path(out)
     cases = parse_folds(folds, len(list_shards(data_dir)))
-    labels = shard_labels(data_dir)
-    total = sum(len(shard) for shard in labels)
-    check_batch_size(config, {f"case {k}": total - len(labels[k]) for k in cases})
     data = runs.data_fingerprint(data_dir)
     runs.check_cv_dir(out, data, config, restart)
     trials = cv_trials(config, out, cases)
+
+    def before() -> None:  # every case folder checked; cv.json not (re)written yet
+        labels = shard_labels(data_dir)
+        total = sum(len(shard) for shard in labels)
+        check_batch_size(config, {f"case {k}": total - len(labels[k]) for k in cases})
+        prepare_cv_dir(data_dir, config, out, cases, restart, data)
+
     # Every case folder is checked before cv.json is (re)written: nothing stale is kept.
-    run_trials(data_dir, trials, executor, log, restart, before=lambda: prepare_cv_dir(
-        data_dir, config, out, cases, restart, data))
+    run_trials(data_dir, trials, executor, log, restart, before=before)
     return collect(out, cases)
 
 
