@@ -75,3 +75,16 @@ def test_cv_logs_the_time_left_for_all_its_cases_early(tiny_dataset: Path, tmp_p
     plan = [i for i, line in enumerate(lines) if "of training left in all" in line]
     assert len(plan) == 1 and "90 steps in 3 run(s)" in lines[plan[0]]
     assert plan[0] < next(i for i, line in enumerate(lines) if "step 30/30" in line)
+
+
+def test_open_set_cv_checks_the_batch_size_against_the_known_people_only(
+        tiny_dataset: Path, tmp_path: Path) -> None:
+    from facefold.evaluate.openset_cv import run_open_set_cv
+
+    # 2 of the 4 people held out: each case trains on 2 people x 8 pictures x 2 shards = 32.
+    out = tmp_path / "cv"
+    with pytest.raises(ValueError, match=r"batch size 33 exceeds the 32 training images of "
+                       r"case 0 .*give --batch-size 32 or less"):
+        run_open_set_cv(tiny_dataset, tiny_config(batch_size=33), out, "all", 2,
+                        log=lambda _: None)
+    assert not out.exists()
