@@ -59,7 +59,7 @@ from facefold.models.scores import (
 )
 from facefold.predict import Predictor
 from facefold.train.ensemble import weights_and_facts
-from facefold.train.plan import check_batch_size
+from facefold.train.plan import check_batch_size, check_image_size
 from facefold.train.trainer import CommandPlan, Trainer, versions
 
 # The shards of a network's inputs (a CNN's pictures, an embedding head's embeddings) for
@@ -358,6 +358,7 @@ def fit(
     family_of(config).check_available(config)
     data = runs.data_fingerprint(data_dir)
     labels = read_labels(data_dir)
+    check_image_size(config, data_dir)
     check_batch_size(config, training_images(shard_labels(data_dir),
                                              people_groups(len(labels), groups,
                                                            config.train.seed)))

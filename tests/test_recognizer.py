@@ -515,9 +515,11 @@ def test_fit_refuses_a_batch_size_above_a_calibration_groups_images_before_train
     # 3 x 2 x 6 = 36; the model on all 90.
     data = make_tiny_dataset(tmp_path / "data", classes=5, shards=3, per_shard=6)
     assert [len(g) for g in people_groups(5, 2, seed=0)] == [3, 2]
+    toml = tmp_path / "tiny.toml"  # crops that fit the tiny dataset's 40-pixel pictures
+    toml.write_text("[model]\ncrop_size = 32\ninput_size = 32\n")
     model = tmp_path / "model"
     assert main(["fit", str(data), "--out", str(model), "--preset", "dlib128", "--groups", "2",
-                 "--batch-size", "25", "--seed", "0"]) == 1
+                 "--config", str(toml), "--batch-size", "25", "--seed", "0"]) == 1
     error = capsys.readouterr().err
     assert error == ("facefold: error: batch size 25 exceeds the 24 training images of "
                      "calibration group 0 (the smallest of the 3 runs this command trains): "
@@ -538,3 +540,19 @@ def test_fit_logs_the_time_left_in_all_early(fake_embedder: FakeEmbedder,
     assert plan[0] < first_step_line
     seconds_per_step = float(lines[plan[0]].split(" at ")[1].split(" s/step")[0])
     assert seconds_per_step > 0
+
+
+def test_fit_refuses_pictures_smaller_than_the_crop_before_training(
+        fake_embedder: FakeEmbedder, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # The tiny dataset's pictures are 40 px; dlib128's crop is 96. The head would train on
+    # them, and its model could then not be loaded (at the first calibration group).
+    data = make_tiny_dataset(tmp_path / "data", classes=5, shards=3, per_shard=6)
+    model = tmp_path / "model"
+    assert main(["fit", str(data), "--out", str(model), "--preset", "dlib128", "--groups", "2",
+                 "--batch-size", "16"]) == 1
+    error = capsys.readouterr().err
+    assert error == (f"facefold: error: {data}: its pictures are 40x40 px, smaller than the "
+                     "96x96 crop of dlib128: set [model] crop_size (and input_size) to 40 or "
+                     "less in --config, or build the dataset with --size 96 or more (nothing "
+                     "was trained)\n")
+    assert not model.exists() and fake_embedder.calls == 0

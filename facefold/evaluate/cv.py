@@ -19,7 +19,7 @@ from facefold.config import Config
 from facefold.data.records import list_shards, shard_labels
 from facefold.evaluate.executor import LOCAL, Executor, Trial, run_trials
 from facefold.log import Log
-from facefold.train.plan import check_batch_size
+from facefold.train.plan import check_batch_size, check_image_size
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,7 @@ def run_cv(
         labels = shard_labels(data_dir)
         total = sum(len(shard) for shard in labels)
         check_batch_size(config, {f"case {k}": total - len(labels[k]) for k in cases})
+        check_image_size(config, data_dir)
         prepare_cv_dir(data_dir, config, out, cases, restart, data)
 
     # Every case folder is checked before cv.json is (re)written: nothing stale is kept.
