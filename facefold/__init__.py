@@ -19,7 +19,7 @@ _API = {
     "build_dataset": ("facefold.data.build", "build_dataset"),
     "cross_validate": ("facefold.evaluate.cv", "run_cv"),
     "evaluate_model": ("facefold.evaluate.generalization", "evaluate_model"),
-    "fit": ("facefold.fit", "fit"),
+    "fit": ("facefold.fitting", "fit"),
     "resolve_config": ("facefold.models.presets", "resolve_config"),
 }
 __all__ = ["__version__", *_API]

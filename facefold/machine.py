@@ -5,7 +5,8 @@
   process's CPU affinity, never assumed.
 * The user cache (:func:`default_cache_dir`), where what was measured once is kept.
 * Whether TensorFlow runs its oneDNN kernels (:func:`apply_onednn_choice`): timed once per
-  machine, applied before TensorFlow starts. This module imports no TensorFlow.
+  machine, applied before TensorFlow starts. This module imports no TensorFlow until asked
+  to start it (:func:`start_tensorflow`, :func:`set_tf_threads`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 
 from facefold.atomic import write_text_atomic
 
@@ -52,6 +55,40 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def start_tensorflow() -> ModuleType:
+    """Import TensorFlow; without a line on standard error when ``TF_CPP_MIN_LOG_LEVEL`` asks
+    for quiet (1 or more, as the ``facefold`` command sets it unless ``--verbose``).
+
+    TensorFlow's C++ start-up lines (oneDNN, CPU instructions, "All log messages before
+    absl::InitializeLog()") are written while it loads, before it reads its log level, so
+    only pointing the process's standard error elsewhere for the import hides them; its
+    Python warnings (tf.function retracing notices) are kept to errors. Also the initializer
+    of worker processes, which would print the same lines.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("", "0"):
+        import tensorflow as tf
+
+        return tf
+    with _native_stderr_to_devnull():
+        import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")
+    return tf
+
+
+@contextmanager
+def _native_stderr_to_devnull() -> Iterator[None]:
+    """File descriptor 2, where C++ code writes, points to /dev/null inside the block."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def set_tf_threads(threads: int) -> None:
     """Run TensorFlow's ops on ``threads`` intra-op threads (0 = TensorFlow's default, one per
     core). Possible only before TensorFlow's first op: ``ValueError`` afterwards, unless the
@@ -66,8 +103,7 @@ def set_tf_threads(threads: int) -> None:
     if not 0 <= threads <= most:
         raise ValueError(f"--threads must be 0 (one per core) to {most} (16 per core here), "
                          f"got {threads}")
-    import tensorflow as tf
-
+    tf = start_tensorflow()
     if not threads or tf.config.threading.get_intra_op_parallelism_threads() == threads:
         return
     try:

@@ -99,16 +99,18 @@ class Recognizer:
             for face in result["faces"]:
                 rows.append({"file": result["image"], "box": face["box"], "name": face["name"],
                              "known": face["known"], "score": face["score"],
-                             "threshold": face["threshold"], "top": face["top"]})
+                             "threshold": face["threshold"], "top": face["top"],
+                             "top_kind": face["top_kind"]})
         return rows
 
 
 IDENTIFY_COLUMNS = ["file", "x", "y", "width", "height", "name", "known", "score", "threshold",
-                    "top", "error"]
+                    "top", "top_kind", "error"]
 
 
 def identify_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows of :meth:`Recognizer.identify` as CSV text (``top``: ``name:value`` pairs)."""
+    """The rows of :meth:`Recognizer.identify` as CSV text (``top``: ``name:value`` pairs, the
+    values being what ``top_kind`` says: probability or similarity)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, IDENTIFY_COLUMNS)
     writer.writeheader()
@@ -119,7 +121,8 @@ def identify_csv(rows: Sequence[dict[str, Any]]) -> str:
             "name": row.get("name", ""), "known": row.get("known", ""),
             "score": "" if row.get("score") is None else f"{row['score']:.4f}",
             "threshold": "" if row.get("threshold") is None else f"{row['threshold']:.4f}",
-            "top": " ".join(f"{t['name']}:{t['probability']:.3f}" for t in row.get("top", [])),
+            "top": " ".join(f"{t['name']}:{t[row['top_kind']]:.3f}" for t in row.get("top", [])),
+            "top_kind": row.get("top_kind", ""),
             "error": row.get("error", ""),
         })
     return buffer.getvalue()

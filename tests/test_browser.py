@@ -112,9 +112,24 @@ def test_upload_shows_boxes_and_names(server, browser, predictor, tmp_path):
     )
     assert browser.find_element(By.ID, "status").get_attribute("class") != "error"
     labels = browser.find_elements(By.CSS_SELECTOR, ".box .label")
-    shown = [[e.text for e in label.find_elements(By.CLASS_NAME, "name")] for label in labels]
+
+    def texts(label, kind: str) -> list[str]:  # shown or not (the other guesses: on hover)
+        return [e.get_attribute("textContent") for e in label.find_elements(By.CLASS_NAME, kind)]
+
+    shown = [texts(label, "name") for label in labels]
     assert shown == [[n for n, _ in face.top] for face in expected]
+    # A classifier's values are probabilities, shown as such (a similarity never is).
+    values = [texts(label, "prob") for label in labels]
+    percents = [[f"{100 * p:.1f} %" for _, p in face.top] for face in expected]
+    assert values == [p if face.known else ["", *p]  # an unknown face: "unknown", no value
+                      for p, face in zip(percents, expected, strict=True)]
     assert all(label.is_displayed() for label in labels)
+    # Each label lies inside its own face's box, so it covers no neighbouring face.
+    for box in browser.find_elements(By.CSS_SELECTOR, ".box"):
+        outer, inner = box.rect, box.find_element(By.CLASS_NAME, "label").rect
+        assert outer["x"] - 1 <= inner["x"] and outer["y"] - 1 <= inner["y"]
+        assert inner["x"] + inner["width"] <= outer["x"] + outer["width"] + 1
+        assert inner["y"] + inner["height"] <= outer["y"] + outer["height"] + 1
     screenshot = Path(os.environ.get("FACEFOLD_SCREENSHOT") or tmp_path / "page.png")
     assert browser.save_screenshot(str(screenshot))
     # The box sits on the image: inside the photo's rectangle.

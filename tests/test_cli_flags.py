@@ -214,3 +214,40 @@ def test_building_the_parser_starts_no_tensorflow() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr or "building the parser imported TensorFlow"
+
+
+# Runs a facefold command, then makes TensorFlow retrace a function 8 times (it warns from the
+# 6th call): what a command prints on standard error, TensorFlow's own lines included.
+_COMMAND_THEN_RETRACING = """
+import sys
+from facefold.cli import main
+status = main(sys.argv[1:])
+import tensorflow as tf
+
+@tf.function
+def plus(x):
+    return x + 1
+
+for i in range(8):
+    plus(i)  # a Python number: one trace per value
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize("argv, status", [(["presets"], 0),
+                                          (["verify", "no-model", "a.jpg", "b.jpg"], 2)])
+def test_tensorflow_is_silent_unless_verbose(argv: list[str], status: int,
+                                             tmp_path: Path) -> None:
+    def stderr_of(*flags: str) -> str:
+        done = subprocess.run([sys.executable, "-c", _COMMAND_THEN_RETRACING, *flags, *argv],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert done.returncode == status, done.stderr
+        return done.stderr
+
+    quiet = stderr_of()
+    if status:  # only the one-line error
+        assert quiet.startswith("facefold: error: ") and quiet.count("\n") == 1, quiet
+    else:
+        assert quiet == ""
+    loud = stderr_of("--verbose")
+    assert "oneDNN" in loud and "triggered tf.function retracing" in loud

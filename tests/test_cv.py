@@ -55,3 +55,36 @@ def test_tiny_cross_validation_end_to_end(tiny_dataset: Path, tmp_path: Path) ->
     assert load_cv(out).accuracy.tolist() == result.accuracy.tolist()
     again = run_cv(tiny_dataset, config, out, "0,2", log=lambda _: None)
     assert again.accuracy.tolist() == result.accuracy.tolist()
+
+
+def test_a_batch_size_above_a_cases_training_images_is_refused_before_any_training(
+        tiny_dataset: Path, tmp_path: Path) -> None:
+    # 4 people x 8 pictures in each of 3 shards: every case trains on 2 shards, 64 pictures.
+    out = tmp_path / "cv"
+    with pytest.raises(ValueError, match=r"batch size 65 exceeds the 64 training images of "
+                       r"case 0 .*give --batch-size 64 or less"):
+        run_cv(tiny_dataset, tiny_config(batch_size=65), out, log=lambda _: None)
+    assert not out.exists()
+
+
+def test_cv_logs_the_time_left_for_all_its_cases_early(tiny_dataset: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    run_cv(tiny_dataset, tiny_config(steps=30, eval_every=30, sparsity_every=0), tmp_path / "cv",
+           log=lines.append)
+    # 3 cases of 30 steps, told once, during the first case's first 30 steps.
+    plan = [i for i, line in enumerate(lines) if "of training left in all" in line]
+    assert len(plan) == 1 and "90 steps in 3 run(s)" in lines[plan[0]]
+    assert plan[0] < next(i for i, line in enumerate(lines) if "step 30/30" in line)
+
+
+def test_open_set_cv_checks_the_batch_size_against_the_known_people_only(
+        tiny_dataset: Path, tmp_path: Path) -> None:
+    from facefold.evaluate.openset_cv import run_open_set_cv
+
+    # 2 of the 4 people held out: each case trains on 2 people x 8 pictures x 2 shards = 32.
+    out = tmp_path / "cv"
+    with pytest.raises(ValueError, match=r"batch size 33 exceeds the 32 training images of "
+                       r"case 0 .*give --batch-size 32 or less"):
+        run_open_set_cv(tiny_dataset, tiny_config(batch_size=33), out, "all", 2,
+                        log=lambda _: None)
+    assert not out.exists()

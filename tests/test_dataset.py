@@ -534,6 +534,17 @@ def test_first_of_each_group_keeps_the_earliest() -> None:
     assert dropped == {1: (0, 10), 3: (2, 4)}  # b goes; c stays (b is gone); d goes, nearest c
 
 
+def test_near_means_at_most_the_distance_as_documented() -> None:
+    # docs/data.md: a pair exactly 16 bits apart was more often a copy than two photos.
+    base = np.zeros(256, np.uint8)
+    flipped = [base.copy() for _ in range(3)]
+    for hashed, start, bits in zip(flipped, (0, 50, 100), (15, 16, 17), strict=True):
+        hashed[start:start + bits] = 1  # 15, 16 and 17 bits from base, >= 31 from each other
+    hashes = np.stack([np.packbits(b).view(np.uint64) for b in (base, *flipped)])
+    assert neardup.near_pairs(hashes, 16).tolist() == [[0, 1, 15], [0, 2, 16]]
+    assert neardup.first_of_each_group(hashes, 16) == {1: (0, 15), 2: (0, 16)}
+
+
 def test_near_pairs_of_10000_pictures_is_quick() -> None:
     hashes = np.random.default_rng(1).integers(0, 2**63, (10_000, 4), dtype=np.uint64)
     start = time.perf_counter()

@@ -70,7 +70,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Image.I
     pytest.importorskip("dlib", reason="the dlib extra is not installed")
     orl = shared_dataset_path("orl")
     from facefold.data.build import build_dataset
-    from facefold.fit import fit
+    from facefold.fitting import fit
 
     root = tmp_path_factory.mktemp("export-embedding")
     faces = root / "faces"

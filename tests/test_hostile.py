@@ -35,10 +35,8 @@ import facefold.predict.predictor as predictor_module  # where face_crops looks 
 from facefold import serve
 from facefold.cli import main
 from facefold.data.images import (
-    PHOTO_FORMATS,
     ImageTooLargeError,
     ImageTooSmallError,
-    NotAnImageError,
     load_rgb,
 )
 from facefold.data.jpegcheck import jpeg_stream_problem
@@ -115,7 +113,7 @@ def inverted(data: bytes, offset: int, count: int = 16) -> bytes:
 
 # ---------------------------------------------------------------- a corpus of crafted files
 
-OTHER_FORMATS = ["EPS", "ICO", "TGA", "PCX", "PPM", "SGI", "IM", "DDS", "QOI", "BLP", "ICNS",
+OTHER_FORMATS = ["EPS", "ICO", "TGA", "PCX", "SGI", "IM", "DDS", "QOI", "BLP", "ICNS",
                  "SPIDER", "MSP", "XBM", "JPEG2000", "DIB"]
 
 
@@ -175,7 +173,7 @@ CORPUS: dict[str, tuple[Callable[[], bytes], int | tuple[int, ...], str]] = {
     "jpeg soi only": (lambda: b"\xff\xd8\xff", (400, 415), ""),
     "two thirds of a jpeg": (lambda: (lambda d: d[: len(d) * 2 // 3])(
         encode(face_crop(5, 64), "JPEG")), 400, "corrupt or truncated"),
-    "text": (lambda: b"hello, world\n" * 100, 415, "JPEG, PNG, WebP, BMP, GIF or TIFF"),
+    "text": (lambda: b"hello, world\n" * 100, 415, "JPEG, PNG, WebP, BMP, GIF, TIFF or PGM/PPM"),
     "html": (lambda: b"<html><script>alert(1)</script></html>", 415, "not an image"),
     "zeros": (lambda: b"\0" * 5000, 415, "not an image"),
     "empty": (lambda: b"", 400, "empty"),
@@ -207,7 +205,7 @@ def test_eps_is_named_and_never_reaches_ghostscript(client, monkeypatch):
     response = post(client, eps, "x.eps")
     assert response.status_code == 415
     message = response.json()["error"]
-    assert "(it is EPS)" in message and "JPEG, PNG, WebP, BMP, GIF or TIFF" in message
+    assert "(it is EPS)" in message and "JPEG, PNG, WebP, BMP, GIF, TIFF or PGM/PPM" in message
     assert "Ghostscript" not in message
 
 
@@ -230,13 +228,15 @@ def test_file_names_are_shown_tamed(client):
     assert response.status_code == 400 and "malformed" in response.json()["error"]
 
 
-def test_files_on_disk_may_be_pgm_but_uploads_may_not(client, tmp_path):
-    pgm = encode(face_crop(8).convert("L"), "PPM")
-    (tmp_path / "face.pgm").write_bytes(pgm)
-    assert load_rgb(tmp_path / "face.pgm").size == (40, 40)
-    with pytest.raises(NotAnImageError, match=r"face\.pgm: not an image"):
-        load_rgb(pgm, "face.pgm", formats=PHOTO_FORMATS)
-    assert post(client, pgm, "face.pgm").status_code == 415
+@pytest.mark.parametrize("mode, name", [("L", "face.pgm"), ("RGB", "face.ppm")])
+def test_pgm_and_ppm_are_read_from_disk_and_uploads_alike(client, tmp_path, mode, name):
+    netpbm = encode(face_crop(8).convert(mode), "PPM")
+    (tmp_path / name).write_bytes(netpbm)
+    assert load_rgb(tmp_path / name).size == (40, 40)
+    response = post(client, netpbm, name)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["faces"]) == 1  # the whole 40x40 picture is the face crop
+    assert "PGM/PPM" in client.get("/api/info").json()["formats"]
 
 
 # ---------------------------------------------------------------- multipart and requests

@@ -24,7 +24,7 @@ from facefold.data.pipeline import decode_shards
 from facefold.data.records import read_labels
 from facefold.embeddings import dlib128
 from facefold.evaluate.openset_cv import CaseScores
-from facefold.fit import _pooled, _verification, fit, people_groups
+from facefold.fitting import _pooled, _verification, fit, people_groups
 from facefold.predict import UNKNOWN
 
 QUIET = {"log": lambda _: None}
@@ -207,9 +207,26 @@ def test_the_cli_fits_enrolls_identifies_and_verifies(
     a, b = photos / "a" / "2-0.png", photos / "a" / "2-1.png"
     assert main(["verify", str(model), str(a), str(b), "--crops"]) == 0
     assert capsys.readouterr().out.startswith("same person: similarity")
+    # The exit status is the answer (0 same, 1 different), so that a script can branch on it.
     assert main(["verify", str(model), str(a), str(photos / "b" / "7-0.png"), "--crops",
-                 "--json"]) == 0
+                 "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["same"] is False
+
+
+def test_verify_exits_2_on_an_error_not_1_which_means_different_people(
+        fitted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _, model = fitted
+    (a,) = _pictures(tmp_path, 2, 1, seed=4)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a picture")
+    for other in (tmp_path / "missing.png", broken):
+        capsys.readouterr()
+        assert main(["verify", str(model), str(a), str(other), "--crops"]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("facefold: error: ") and other.name in error
+        assert error.count("\n") == 1
+    # Other commands keep exit status 1 for an error.
+    assert main(["identify", str(tmp_path / "no-model"), str(a)]) == 1
 
 
 def test_bench_times_a_model_per_face(fitted: tuple[Path, Path]) -> None:
@@ -384,7 +401,7 @@ def test_enrollment_test_counts_newcomers_and_strangers_as_by_hand(
         fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
     """``fit --enrollment-test``: its rates, recomputed here from the saved model and every
     picture of the people it left out, through the model's own picture path."""
-    from facefold.fit import measure_enrollment
+    from facefold.fitting import measure_enrollment
     from facefold.models.scores import unit_rows
     from facefold.predict import Predictor
     from facefold.predict.gallery import Gallery
@@ -429,3 +446,124 @@ def test_enrollment_test_counts_newcomers_and_strangers_as_by_hand(
     assert result["newcomer_pictures"] == tests == 2 * 15
     assert result["newcomers_named_right"] == pytest.approx(named / tests)
     assert result["newcomers_named_right"] >= 0.8  # the fake embedder separates people
+
+
+def test_fit_without_a_preset_fits_the_recommended_dlib128(
+        fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
+    data = make_tiny_dataset(tmp_path / "data", classes=5, shards=3, per_shard=6)
+    toml = tmp_path / "tiny.toml"  # no preset: the tiny dataset's 40-pixel pictures only
+    toml.write_text("[model]\ncrop_size = 32\ninput_size = 32\n")
+    model = tmp_path / "model"
+    assert main(["fit", str(data), "--out", str(model), "--config", str(toml), "--steps", "30",
+                 "--eval-every", "30", "--batch-size", "16", "--groups", "2", "--far",
+                 "0.1"]) == 0
+    card = json.loads((model / runs.MODEL_CARD_JSON).read_text())
+    assert (card["preset"], card["family"]) == ("dlib128", "embedding")
+
+
+def test_fit_without_a_preset_and_without_dlib_refuses_naming_the_choice(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    def missing() -> None:
+        raise ModuleNotFoundError(f"dlib is not installed: {dlib128.INSTALL_HINT}")
+
+    monkeypatch.setattr(dlib128, "load", missing)
+    data = make_tiny_dataset(tmp_path / "data", classes=5, shards=3, per_shard=6)
+    model = tmp_path / "model"
+    assert main(["fit", str(data), "--out", str(model), "--steps", "2"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "fit without --preset trains the recommended dlib128" in error
+    assert dlib128.INSTALL_HINT in error and "--preset fast-nogap" in error
+    assert not model.exists()  # refused before any training
+    # A preset named by the user is theirs: the extra's own message, no choice offered.
+    assert main(["fit", str(data), "--out", str(model), "--preset", "dlib128"]) == 1
+    error = capsys.readouterr().err
+    assert dlib128.INSTALL_HINT in error and "fast-nogap" not in error
+
+
+def test_enrolling_the_same_folder_twice_counts_its_pictures_once(
+        fitted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _, model = fitted
+    folder = tmp_path / "newcomer"
+    _pictures(folder, 7, 5, seed=3)
+    for _ in range(2):
+        assert main(["enroll", str(model), str(folder), "--crops"]) == 0
+        assert capsys.readouterr().out == "enrolled newcomer: 5 picture(s)\n"
+    _pictures(folder, 7, 6, seed=3)[-1].rename(folder / "extra.png")  # one new picture
+    assert main(["enroll", str(model), str(folder), "--crops"]) == 0
+    assert capsys.readouterr().out == "enrolled newcomer: 6 picture(s)\n"
+
+
+def test_similarities_are_labelled_as_similarities_in_the_json_and_csv(
+        fitted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from facefold.predict import Predictor
+
+    _, model = fitted
+    assert main(["enroll", str(model), str(_pictures(tmp_path / "newcomer", 7, 5, 3)[0].parent),
+                 "--crops"]) == 0  # enrolled people: named by the nearest person's centroid
+    (photo,) = _pictures(tmp_path / "photos", 7, 1, seed=9)
+    capsys.readouterr()
+    assert main(["identify", str(model), str(photo), "--crops", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    # By hand: the cosine of the photo's feature with each person's mean feature.
+    predictor = Predictor.load(model)
+    feature = predictor.outputs([Image.open(photo)])["features"][0]
+    centroids = predictor.all_centroids()
+    cosine = centroids @ feature / np.linalg.norm(centroids, axis=1) / np.linalg.norm(feature)
+    assert row["top_kind"] == "similarity" and row["name"] == "newcomer"
+    assert [set(t) for t in row["top"]] == [{"name", "similarity"}] * len(row["top"])
+    assert row["top"][0]["similarity"] == pytest.approx(cosine.max(), abs=1e-5)
+    table = tmp_path / "faces.csv"
+    assert main(["identify", str(model), str(photo), "--crops", "--csv", str(table)]) == 0
+    (line,) = csv.DictReader(table.open())
+    assert line["top_kind"] == "similarity"
+    assert line["top"].startswith(f"newcomer:{cosine.max():.3f}")
+
+
+def test_fit_refuses_a_batch_size_above_a_calibration_groups_images_before_training(
+        fake_embedder: FakeEmbedder, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # 5 people x 6 pictures in each of 3 shards; 2 groups: group 0 leaves 3 people out and
+    # holds out shard 0, so it trains on 2 people x 2 shards x 6 = 24 pictures; group 1 on
+    # 3 x 2 x 6 = 36; the model on all 90.
+    data = make_tiny_dataset(tmp_path / "data", classes=5, shards=3, per_shard=6)
+    assert [len(g) for g in people_groups(5, 2, seed=0)] == [3, 2]
+    toml = tmp_path / "tiny.toml"  # crops that fit the tiny dataset's 40-pixel pictures
+    toml.write_text("[model]\ncrop_size = 32\ninput_size = 32\n")
+    model = tmp_path / "model"
+    assert main(["fit", str(data), "--out", str(model), "--preset", "dlib128", "--groups", "2",
+                 "--config", str(toml), "--batch-size", "25", "--seed", "0"]) == 1
+    error = capsys.readouterr().err
+    assert error == ("facefold: error: batch size 25 exceeds the 24 training images of "
+                     "calibration group 0 (the smallest of the 3 runs this command trains): "
+                     "give --batch-size 24 or less (nothing was trained)\n")
+    assert not model.exists() and fake_embedder.calls == 0
+
+
+def test_fit_logs_the_time_left_in_all_early(fake_embedder: FakeEmbedder,
+                                             tmp_path: Path) -> None:
+    data = make_tiny_dataset(tmp_path / "data", classes=5, shards=3, per_shard=6)
+    lines: list[str] = []
+    fit(data, tiny_config(steps=60, eval_every=60, preset="dlib128"), tmp_path / "model",
+        groups=2, far=0.1, log=lines.append)
+    # The model and 2 calibration groups, 60 steps each: 180 steps, told after the first 21.
+    plan = [i for i, line in enumerate(lines) if "of training left in all" in line]
+    assert len(plan) == 1 and "180 steps in 3 run(s)" in lines[plan[0]]
+    first_step_line = next(i for i, line in enumerate(lines) if "step 60/60" in line)
+    assert plan[0] < first_step_line
+    seconds_per_step = float(lines[plan[0]].split(" at ")[1].split(" s/step")[0])
+    assert seconds_per_step > 0
+
+
+def test_fit_refuses_pictures_smaller_than_the_crop_before_training(
+        fake_embedder: FakeEmbedder, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # The tiny dataset's pictures are 40 px; dlib128's crop is 96. The head would train on
+    # them, and its model could then not be loaded (at the first calibration group).
+    data = make_tiny_dataset(tmp_path / "data", classes=5, shards=3, per_shard=6)
+    model = tmp_path / "model"
+    assert main(["fit", str(data), "--out", str(model), "--preset", "dlib128", "--groups", "2",
+                 "--batch-size", "16"]) == 1
+    error = capsys.readouterr().err
+    assert error == (f"facefold: error: {data}: its pictures are 40x40 px, smaller than the "
+                     "96x96 crop of dlib128: set [model] crop_size (and input_size) to 40 or "
+                     "less in --config, or build the dataset with --size 96 or more (nothing "
+                     "was trained)\n")
+    assert not model.exists() and fake_embedder.calls == 0

@@ -273,3 +273,23 @@ def test_a_tampered_export_names_the_file_and_field(tmp_path: Path) -> None:
     (export / runs.EXPORT_FILE).write_text("[1, 2]")
     with pytest.raises(ValueError, match="expected a JSON object"):
         Predictor.load(export)
+
+
+def test_how_often_a_run_is_evaluated_is_not_another_run(tmp_path: Path) -> None:
+    # Batch s is a function of (seed, s) alone, so evaluating every 4 steps instead of every
+    # 2 (or evaluating fewer pictures at once) trains the same weights: no --restart needed.
+    data = make_tiny_dataset(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    train(data, CONFIG, run_dir, [0], **QUIET)
+
+    def run_files() -> dict[str, bytes]:  # TensorBoard's event files are new at every start
+        return {k: v for k, v in _files(run_dir).items() if not k.startswith("tensorboard")}
+
+    before = run_files()
+    assert CONFIG.train.eval_every != 4
+    again = CONFIG.replace(train={"eval_every": 4, "eval_batch_size": 7})
+    train(data, again, run_dir, [0], **QUIET)
+    assert run_files() == before  # finished: found, nothing trained again
+    with pytest.raises(runs.RunMismatchError, match=r"train\.steps"):  # this one trains more
+        train(data, again.replace(train={"steps": CONFIG.train.steps + 10}), run_dir, [0],
+              **QUIET)

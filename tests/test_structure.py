@@ -110,7 +110,7 @@ def test_the_layer_check_tells_down_from_up_and_sideways() -> None:
     assert not is_upward(_import("facefold.predict.predictor", "facefold.models.scores"))
     assert not is_upward(_import("facefold.evaluate.generalization", "facefold.predict.loading"))
     assert not is_upward(_import("facefold.evaluate.cv", "facefold.evaluate.executor"))
-    assert not is_upward(_import("facefold.cli", "facefold.fit"))
+    assert not is_upward(_import("facefold.cli", "facefold.fitting"))
     assert is_upward(_import("facefold.predict.predictor", "facefold.evaluate.openset"))
     assert is_upward(_import("facefold.faces.cluster", "facefold.predict.predictor"))
     assert is_upward(_import("facefold.serve", "facefold.train"))  # deployment: no training
@@ -228,3 +228,25 @@ def test_package_data_is_declared() -> None:
     missing = {str(p.relative_to(ROOT)) for p in data
                if p.name not in declared.get(module_name(p.parent / "__init__.py"), [])}
     assert not missing, f"not in [tool.setuptools.package-data]: {sorted(missing)}"
+
+
+def test_the_public_api_gives_functions_even_after_their_modules_were_imported() -> None:
+    # Python binds a package attribute to a submodule once it is imported: an API name that
+    # is also a submodule's name (`facefold.fit`, once the CLI had imported it) then gives
+    # the module, and the documented `from facefold import fit; fit(...)` raised TypeError.
+    # A fresh interpreter: this test process may have imported anything already.
+    script = """
+import importlib, inspect, facefold
+for name, (module, _) in facefold._API.items():
+    importlib.import_module(module)
+    assert not inspect.ismodule(getattr(facefold, name)), name
+from facefold import fit
+try:
+    fit("no-data", None, "no-out", far=2.0)
+except ValueError as err:
+    print(err)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "--far must be in (0, 1), got 2.0"

@@ -1,7 +1,8 @@
 """The ``facefold`` command: a thin shell over the Python API.
 
 Each subcommand parses its arguments and calls one library function; errors
-a user can act on are printed as one line and exit with status 1.
+a user can act on are printed as one line and exit with status 1 (a command whose answer
+is its exit status, like ``verify``, sets ``error_status`` to a status of its own).
 
 One module per command or command group (:mod:`facefold.cli.dataset`, ``train``, ``cv`` …),
 each with its parser (``add_parser``) beside its handler; :mod:`facefold.cli.options` holds the
@@ -18,7 +19,8 @@ from collections.abc import Sequence
 from facefold.cli.parser import build_parser, iter_commands, parse_args
 from facefold.machine import apply_onednn_choice, set_tf_threads
 
-# Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
+# Quiet TensorFlow's start-up chatter (see facefold.machine.start_tensorflow) unless the user
+# asked for it with --verbose or their own TF_CPP_MIN_LOG_LEVEL.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __all__ = ["TRAINING_COMMANDS", "build_parser", "iter_commands", "main", "parse_args"]
@@ -30,21 +32,22 @@ TRAINING_COMMANDS = frozenset({"train", "cv", "experiment", "fit", "demo", "benc
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``facefold`` command; returns the exit status."""
     args = parse_args(argv)
+    if args.verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     # Before TensorFlow starts (set_tf_threads starts it): oneDNN on or off as measured here;
     # commands that train time it when this machine has no choice yet.
     apply_onednn_choice(measure=args.command in TRAINING_COMMANDS,
                         log=lambda line: print(f"facefold: {line}", file=sys.stderr))
     try:
         set_tf_threads(args.threads)
-        args.func(args)
+        status = args.func(args)
     # ModuleNotFoundError: an optional extra is missing; its message says what to install.
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError,
             RuntimeError, ModuleNotFoundError) as err:
         print(f"facefold: error: {err}", file=sys.stderr)
-        return 1
+        return getattr(args, "error_status", 1)
     except KeyboardInterrupt:
         print("facefold: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    return 0
-
+    return status or 0
 

@@ -11,6 +11,12 @@ from facefold.cli.options import (
     config_from_args,
 )
 
+# What `fit` trains when neither --preset nor --config names a preset: the model to deploy
+# (README: the recommended path), minutes on a CPU where the 2016 `seed` CNN takes hours.
+RECOMMENDED_PRESET = "dlib128"
+# Presets that need no extra, offered when the recommended one cannot run here.
+WITHOUT_EXTRAS = "--preset fast-nogap (a small CNN trained from scratch)"
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """``fit``."""
@@ -29,7 +35,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                      "report how many of their other pictures are named right")
     fit.add_argument("--shots", type=int, default=5, help="pictures per enrolled person in "
                      "--enrollment-test (default 5)")
-    add_config_args(fit)
+    add_config_args(fit, default_preset=RECOMMENDED_PRESET)
     add_restart_arg(fit)
     fit.set_defaults(func=_cmd_fit)
 
@@ -37,14 +43,33 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def _cmd_fit(args: argparse.Namespace) -> None:
     import json
 
-    from facefold.fit import fit, measure_enrollment
+    from facefold.fitting import fit, measure_enrollment
 
+    config = _config(args)
     if args.enrollment_test:
-        result = measure_enrollment(args.data, config_from_args(args), args.out,
+        result = measure_enrollment(args.data, config, args.out,
                                     args.enrollment_test, args.enrollment_test, args.shots,
                                     args.groups, args.far)
         print(json.dumps({k: v for k, v in result.items() if k != "calibration"}, indent=2))
         return
-    result = fit(args.data, config_from_args(args), args.out, args.groups, args.far,
-                 restart=args.restart)
+    result = fit(args.data, config, args.out, args.groups, args.far, restart=args.restart)
     print(f"Model and its card: {result.model_dir}")
+
+
+def _config(args: argparse.Namespace):
+    """The config to fit; when the recommended preset was chosen for the user and cannot run
+    here, ``ModuleNotFoundError`` spelling out the choice (install its extra, or name
+    another preset), never a silent fallback to a model that trains for hours."""
+    from facefold.models.families import family_of
+
+    config = config_from_args(args)
+    try:
+        family_of(config).check_available(config)
+    except ModuleNotFoundError as err:
+        if args.preset or config.preset != RECOMMENDED_PRESET:
+            raise
+        raise ModuleNotFoundError(
+            f"fit without --preset trains the recommended {RECOMMENDED_PRESET}: {err}; or name "
+            f"a preset that needs no extra, e.g. {WITHOUT_EXTRAS} (`facefold presets` lists "
+            "them)") from None
+    return config

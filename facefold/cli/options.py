@@ -10,6 +10,7 @@ from typing import Any
 from facefold.choices import EXECUTORS, PRECISION_SETTINGS
 
 THREADS_HELP = "TensorFlow intra-op threads (default 0 = one per core)"
+VERBOSE_HELP = "show TensorFlow's own start-up lines and warnings (hidden by default)"
 
 
 class DeprecatedAlias(argparse.Action):
@@ -69,15 +70,18 @@ def add_folds(parser: argparse.ArgumentParser) -> None:
                         "(significance over folds needs at least 2)")
 
 
-def add_config_args(parser: argparse.ArgumentParser, preset: bool = True) -> None:
+def add_config_args(parser: argparse.ArgumentParser, preset: bool = True,
+                    default_preset: str = "seed") -> None:
     """Options shared by every command that trains: preset, TOML file, common overrides.
 
-    ``preset=False`` leaves out ``--preset`` (for commands that take several presets).
+    ``preset=False`` leaves out ``--preset`` (for commands that take several presets);
+    ``default_preset`` is the preset when neither ``--preset`` nor ``--config`` names one.
     """
     group = parser.add_argument_group("model and training (defaults < preset < --config < flags)")
     if preset:
         group.add_argument("--preset", help="registered preset (see `facefold presets`); "
-                           "default seed")
+                           f"default {default_preset}")
+        parser.set_defaults(default_preset=default_preset)
     group.add_argument("--config", type=Path, help="TOML file with [model]/[augment]/[train]")
     group.add_argument("--steps", type=int, help="training steps (seed preset: 8000)")
     group.add_argument("--eval-every", type=int, help="evaluate and checkpoint every N steps")
@@ -105,7 +109,8 @@ def train_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]] | Non
 def config_from_args(args: argparse.Namespace):
     from facefold.models.presets import resolve_config
 
-    return resolve_config(args.preset, args.config, train_overrides(args))
+    return resolve_config(args.preset, args.config, train_overrides(args),
+                          args.default_preset)
 
 
 def add_restart_arg(parser: argparse.ArgumentParser) -> None:

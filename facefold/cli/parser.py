@@ -29,7 +29,7 @@ from facefold.cli import (
     serve,
     train,
 )
-from facefold.cli.options import THREADS_HELP, resolve_legacy_out
+from facefold.cli.options import THREADS_HELP, VERBOSE_HELP, resolve_legacy_out
 
 COMMANDS = (dataset, train, cv, experiment, analyze, report, demo, presets, bench, predict,
             evaluate, export, serve, fit, recognizer, faces)
@@ -42,11 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(commands)
     for _, command in iter_commands(parser):  # --threads before or after the subcommand
         command.add_argument("--threads", type=int, default=argparse.SUPPRESS, help=THREADS_HELP)
+        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help=VERBOSE_HELP)
     return parser
 
 

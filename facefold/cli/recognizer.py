@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# ``verify``'s exit status is its answer, so that a script can branch on it; an error must
+# then be neither of the two answers.
+VERIFY_SAME, VERIFY_DIFFERENT, VERIFY_ERROR = 0, 1, 2
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """``enroll``, ``identify`` and ``verify``."""
@@ -28,7 +32,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                           help="the pictures are face crops: take them whole, detect nothing")
     identify.set_defaults(func=_cmd_identify)
 
-    verify = commands.add_parser("verify", help="are two photos the same person?")
+    verify = commands.add_parser(
+        "verify", help="are two photos the same person? exit status 0 = same person, "
+        "1 = different people, 2 = error")
     verify.add_argument("model", type=Path, metavar="MODEL")
     verify.add_argument("a", type=Path, metavar="A")
     verify.add_argument("b", type=Path, metavar="B")
@@ -37,7 +43,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     verify.add_argument("--json", action="store_true", help="print JSON")
     verify.add_argument("--crops", action="store_true",
                         help="the pictures are face crops: take them whole, detect nothing")
-    verify.set_defaults(func=_cmd_verify)
+    verify.set_defaults(func=_cmd_verify, error_status=VERIFY_ERROR)
 
 
 def _cmd_enroll(args: argparse.Namespace) -> None:
@@ -65,7 +71,8 @@ def _cmd_identify(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
-def _cmd_verify(args: argparse.Namespace) -> None:
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Prints the verdict; returns :data:`VERIFY_SAME` or :data:`VERIFY_DIFFERENT`."""
     import json
 
     from facefold.recognizer import Recognizer
@@ -75,3 +82,4 @@ def _cmd_verify(args: argparse.Namespace) -> None:
     print(json.dumps(result.to_dict()) if args.json else
           f"{verdict}: similarity {result.similarity:.4f} "
           f"{'>=' if result.same else '<'} threshold {result.threshold:.4f}")
+    return VERIFY_SAME if result.same else VERIFY_DIFFERENT

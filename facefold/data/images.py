@@ -40,7 +40,8 @@ SQUARE_TOLERANCE = 0.10
 PHOTO_FORMATS: dict[str, str] = {
     "JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP", "GIF": "GIF", "TIFF": "TIFF",
 }
-# Files on disk may also be Netpbm (the ORL faces ship as PGM); uploads may not.
+# Photos (files on disk and uploads to `serve`) may also be Netpbm: the ORL faces ship as
+# PGM, and a photo that `dataset build` and `identify` take must not be refused by the page.
 FILE_FORMATS: dict[str, str] = {**PHOTO_FORMATS, "PPM": "PGM/PPM"}
 
 # Limits for files on disk. 80 megapixels is more than a 61-megapixel full-frame camera

@@ -35,6 +35,7 @@ LABELS_FILE = "labels.txt"
 MANIFEST_FILE = "manifest.json"
 
 if TYPE_CHECKING:
+    import numpy as np
     import tensorflow as tf
 
 
@@ -163,6 +164,15 @@ def read_shard(path: str | Path) -> Iterator[Record]:
         raise ShardError(
             f"{path}: corrupt or truncated at record {index + 1} ({tf_error_message(err)})"
         ) from err
+
+
+def shard_labels(data_dir: str | Path) -> list[np.ndarray]:
+    """The labels of every shard's records, in shard order (images are not decoded): what a
+    command's plan is checked against before any training."""
+    import numpy as np
+
+    return [np.array([record.label for record in read_shard(path)], dtype=np.int64)
+            for path in list_shards(data_dir)]
 
 
 def tf_error_message(err: tf.errors.OpError) -> str:

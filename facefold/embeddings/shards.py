@@ -26,7 +26,7 @@ from facefold.data.records import ShardError, list_shards, read_labels, read_sha
 from facefold.embeddings import dlib128
 from facefold.embeddings.cache import EmbeddingCache, content_hash
 from facefold.log import Log
-from facefold.machine import default_cache_dir, usable_cores
+from facefold.machine import default_cache_dir, start_tensorflow, usable_cores
 
 # Images embedded per call of the model: a progress line each, bounded memory.
 CHUNK = 64
@@ -117,7 +117,8 @@ class EmbeddingWorkers:
                 yield self.model.embed(dlib128.decode_stored(stored), mirror)
             return
         if self._pool is None:  # started at the first work: a fully cached dataset starts none
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                             initializer=start_tensorflow)
         futures = [self._pool.submit(dlib128.embed_stored, stored, mirror, self.backend)
                    for stored, mirror in chunks]
         for future in futures:

@@ -16,9 +16,10 @@ import numpy as np
 
 from facefold import runs
 from facefold.config import Config
-from facefold.data.records import list_shards
+from facefold.data.records import list_shards, shard_labels
 from facefold.evaluate.executor import LOCAL, Executor, Trial, run_trials
 from facefold.log import Log
+from facefold.train.plan import check_batch_size, check_image_size
 
 
 @dataclass(frozen=True)
@@ -118,9 +119,16 @@ def run_cv(
     data = runs.data_fingerprint(data_dir)
     runs.check_cv_dir(out, data, config, restart)
     trials = cv_trials(config, out, cases)
+
+    def before() -> None:  # every case folder checked; cv.json not (re)written yet
+        labels = shard_labels(data_dir)
+        total = sum(len(shard) for shard in labels)
+        check_batch_size(config, {f"case {k}": total - len(labels[k]) for k in cases})
+        check_image_size(config, data_dir)
+        prepare_cv_dir(data_dir, config, out, cases, restart, data)
+
     # Every case folder is checked before cv.json is (re)written: nothing stale is kept.
-    run_trials(data_dir, trials, executor, log, restart, before=lambda: prepare_cv_dir(
-        data_dir, config, out, cases, restart, data))
+    run_trials(data_dir, trials, executor, log, restart, before=before)
     return collect(out, cases)
 
 

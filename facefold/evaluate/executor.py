@@ -47,7 +47,7 @@ from facefold.models.families import Ensemble, SplitSource, family_of, identity_
 from facefold.train import distill
 from facefold.train.ensemble import combine, inner_runs, inner_shards, member_runs
 from facefold.train.precision import resolve_precision
-from facefold.train.trainer import Trainer, split_folds
+from facefold.train.trainer import CommandPlan, Trainer, split_folds
 
 
 @dataclass(frozen=True)
@@ -316,11 +316,13 @@ def _run_local(
         for config in leaf_configs(trial.config):
             source.get(config)
     outcomes = {}
+    # One after another: the first run's first steps tell how long all of them will take.
+    plan = CommandPlan("trials", sum(t.config.train.steps for t in trials), len(trials), log)
     for trial in trials:
         try:
             rows = Trainer(data_dir, trial.config, trial.out, [trial.fold], source, log,
                            data=data, excluded_shards=trial.excluded,
-                           teacher_dirs=trial.members).run()
+                           teacher_dirs=trial.members, plan=plan).run()
             outcomes[trial.name] = TrialOutcome(trial, rows=rows)
         except (KeyboardInterrupt, SystemExit):
             raise

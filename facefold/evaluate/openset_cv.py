@@ -36,7 +36,8 @@ from facefold.models.scores import (
     unit_rows,
 )
 from facefold.predict.predictor import Predictor
-from facefold.train.trainer import Trainer
+from facefold.train.plan import check_batch_size
+from facefold.train.trainer import CommandPlan, Trainer
 
 
 def choose_unknown_people(labels: Sequence[str], count: int, seed: int) -> list[int]:
@@ -134,9 +135,13 @@ def run_open_set_cv(
     known_splits, unknown_splits = split_people(splits, unknown, len(labels))
     known_names = [n for i, n in enumerate(labels) if i not in unknown]
     unknown_names = [labels[i] for i in unknown]
+    total = sum(len(split) for split in known_splits)
+    check_batch_size(config, {f"case {k}": total - len(known_splits[k]) for k in cases})
     data = runs.data_fingerprint(data_dir)
+    plan = CommandPlan("trials", config.train.steps * len(cases), len(cases), log)
     trainers = [Trainer(data_dir, config, runs.case_dir(out, k), [k], known_splits, log,
-                        people=known_names, restart=restart, data=data) for k in cases]
+                        people=known_names, restart=restart, data=data, plan=plan)
+                for k in cases]
     prepare_cv_dir(data_dir, config, out, cases, restart, data, unknown_people=unknown_names)
     reports = {}
     for k, trainer in zip(cases, trainers, strict=True):

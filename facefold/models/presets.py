@@ -49,13 +49,14 @@ def resolve_config(
     preset: str | None = None,
     file: str | Path | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    default: str = "seed",
 ) -> Config:
     """Resolve defaults < preset < TOML file < overrides into one checked :class:`Config`.
 
-    ``preset`` defaults to the file's ``preset`` key, else ``"seed"``.
+    ``preset`` defaults to the file's ``preset`` key, else ``default``.
     """
     file_values = load_toml(file) if file else {}
-    name = preset or file_values.get("preset") or "seed"
+    name = preset or file_values.get("preset") or default
     cfg = get_preset(name)
     if file_values:
         sections = {k: v for k, v in file_values.items() if k != "preset"}

@@ -59,7 +59,8 @@ def format_results(results: Sequence[dict[str, Any]]) -> str:
             if face["box"] is not None:
                 x, y, w, h = (round(v) for v in face["box"])
                 where += f" [face {n} at x={x} y={y} w={w} h={h}]"
-            top = " | ".join(f"{t['name']} {t['probability']:.3f}" for t in face["top"])
+            kind = face["top_kind"]
+            top = " | ".join(f"{t['name']} {kind} {t[kind]:.3f}" for t in face["top"])
             if face["score_name"] is None:
                 lines.append(f"{where}: {top}")
             else:

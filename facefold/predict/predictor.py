@@ -98,13 +98,20 @@ class NoFaceError(ValueError):
     """No face was found in a photo (and the photo is not itself a face crop)."""
 
 
+# What the values of a recognition's ``top`` are: the classifier's softmax probabilities, or
+# cosine similarities to each person's mean feature (naming by the nearest centroid). The
+# JSON, CSV and page name them, so that a similarity is never read as a probability.
+PROBABILITY, SIMILARITY = "probability", "similarity"
+
+
 @dataclass(frozen=True)
 class Recognition:
     """One recognized face.
 
     ``name`` is the best person, or :data:`UNKNOWN` when the open-set
-    ``score`` is below ``threshold``; ``top`` the ``(name, probability)`` of the
-    most likely people (when named by the nearest centroid: ``(name, cosine similarity)``);
+    ``score`` is below ``threshold``; ``top`` the ``(name, value)`` of the
+    most likely people, the values being what ``top_kind`` says: :data:`PROBABILITY`, or
+    :data:`SIMILARITY` (cosine) when named by the nearest centroid;
     ``box`` where the face is in the photo (None when the
     whole picture was the crop).
     """
@@ -116,13 +123,15 @@ class Recognition:
     score_name: str | None = None
     threshold: float | None = None
     box: Box | None = None
+    top_kind: str = PROBABILITY
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form: each ``top`` entry's value under the key ``top_kind`` names."""
         return {
             "name": self.name,
             "known": self.known,
-            "top": [{"name": n, "probability": p} for n, p in self.top],
+            "top": [{"name": n, self.top_kind: value} for n, value in self.top],
+            "top_kind": self.top_kind,
             "score": self.score,
             "score_name": self.score_name,
             "threshold": self.threshold,
@@ -395,7 +404,7 @@ class Predictor:
             known = rule is None or value >= rule[1]
             results.append(Recognition(
                 top[0][0] if known else UNKNOWN, known, top, value, CENTROID_SCORE,
-                rule[1] if rule else None, boxes[i]))
+                rule[1] if rule else None, boxes[i], SIMILARITY))
         return results
 
     def face_crops(

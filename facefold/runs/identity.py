@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from facefold.config import Config
+from facefold.config import Config, TrainSpec
 from facefold.runs.files import read_json_object, read_metrics, read_predictions, read_run_info
 from facefold.runs.fingerprint import describe_data_difference
 from facefold.runs.names import PREDICTIONS_FILE, RUN_FILE, is_run
@@ -58,13 +59,25 @@ def run_identity(
     return json.loads(json.dumps(identity))
 
 
+# [train] keys that change how often a run is evaluated and checkpointed, or how many
+# pictures are evaluated at once, never its weights (a training batch is a pure function of
+# the seed and the step): a rerun may change them without --restart.
+CADENCE_KEYS = ("eval_every", "eval_batch_size")
+
+
 def _same_config(a: dict | None, b: dict | None) -> bool:
-    """Configs compare after resolution: a run written before a config key existed still
-    matches when it used that key's default."""
+    """Configs compare after resolution (a run written before a config key existed still
+    matches when it used that key's default), but for :data:`CADENCE_KEYS`."""
     try:
-        return Config.from_dict(a or {}) == Config.from_dict(b or {})
+        return _but_cadence(Config.from_dict(a or {})) == _but_cadence(Config.from_dict(b or {}))
     except ValueError:
         return False
+
+
+def _but_cadence(config: Config) -> Config:
+    defaults = TrainSpec()
+    return replace(config, train=replace(
+        config.train, **{key: getattr(defaults, key) for key in CADENCE_KEYS}))
 
 
 def _config_changes(old: Any, new: dict[str, Any]) -> str:

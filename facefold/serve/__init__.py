@@ -1,11 +1,12 @@
 """``facefold serve MODEL``: a web page and a JSON API that name the faces in an uploaded photo.
 
 - ``GET /``: a page (plain HTML + JS, nothing from the network) to upload a
-  photo; it shows the photo with a box on every face and the three most likely
-  people under each box.
+  photo; it shows the photo with a box on every face, the most likely person
+  inside it (the next two on hover) and the three most likely per face in a list.
 - ``POST /api/predict`` with a multipart field ``file``: ``{"width", "height",
   "whole_image", "faces": [{"box": [x, y, w, h], "name", "known", "top":
-  [{"name", "probability"}], "score", "score_name", "threshold"}]}``, faces
+  [{"name", "probability" or "similarity"}], "top_kind", "score", "score_name",
+  "threshold"}]}``, faces
   largest first, boxes in the photo's pixels.
 - ``GET /api/info``: the model's people, image size, threshold, limits.
 

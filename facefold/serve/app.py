@@ -9,7 +9,7 @@ from importlib import import_module
 from importlib.resources import files
 from typing import Any
 
-from facefold.data.images import PHOTO_FORMATS
+from facefold.data.images import FILE_FORMATS
 from facefold.predict import NoFaceError, Predictor, load_detector
 from facefold.serve.gate import Gate
 from facefold.serve.hosts import LOCAL_HOSTS, HostCheck
@@ -131,7 +131,7 @@ def create_app(predictor: Predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES,
             "threshold": predictor.info.threshold,
             "detector": load_detector() is not None,
             "max_upload_bytes": max_upload_bytes,
-            "formats": list(PHOTO_FORMATS.values()),
+            "formats": list(FILE_FORMATS.values()),
             "max_pixels": limits.max_pixels,
             "max_decoded_bytes": limits.max_decoded_bytes,
             "min_side": limits.min_side,

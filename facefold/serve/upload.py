@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from facefold.data.images import (
-    PHOTO_FORMATS,
+    FILE_FORMATS,
     ImageError,
     ImageTooLargeError,
     ImageTooSmallError,
@@ -85,14 +85,14 @@ def display_name(filename: bytes, limit: int = MAX_NAME) -> str:
 def decode_upload(data: bytes, filename: str, limits: Limits | None = None) -> Any:
     """The uploaded bytes as an RGB picture, or :class:`UploadError` with the right status.
 
-    Only :data:`~facefold.data.images.PHOTO_FORMATS` are opened; size and
+    Only :data:`~facefold.data.images.FILE_FORMATS` are opened (those files may be in); size and
     memory are checked from the header first (see :class:`Limits`).
     """
     limits = limits or Limits()
     if not data:
         raise UploadError(400, f"{filename}: the file is empty")
     try:
-        return load_rgb(data, filename, limits.max_pixels, formats=PHOTO_FORMATS,
+        return load_rgb(data, filename, limits.max_pixels, formats=FILE_FORMATS,
                         max_bytes=limits.max_decoded_bytes, min_side=limits.min_side)
     except ImageTooLargeError as err:
         raise UploadError(413, str(err)) from err

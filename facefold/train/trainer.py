@@ -24,7 +24,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -158,6 +158,53 @@ class ProgressLine(_StepCallback):
         self._width = max(self._width, len(text))
 
 
+# Steps timed (after the first, which traces) before a run's first estimate of its time.
+EARLY_STEPS = 20
+
+
+class CommandPlan:
+    """The training steps a command (``fit``, ``cv`` …) has still to run over all its runs,
+    so that its remaining time is logged once, early: from the first timed steps of its
+    first run (:class:`Trainer` takes it as ``plan`` and counts its steps off)."""
+
+    def __init__(self, name: str, steps: int, runs: int, log: Log) -> None:
+        self.name, self.steps, self.runs, self.log = name, steps, runs, log
+        self.estimated = False
+
+    def done(self, steps: int) -> None:
+        self.steps = max(0, self.steps - steps)
+
+    def estimate(self, seconds_per_step: float) -> None:
+        """Log the whole command's time left at ``seconds_per_step``, the first time only."""
+        if self.estimated:
+            return
+        self.estimated = True
+        self.log(f"[{self.name}] about {_duration(self.steps * seconds_per_step)} of training "
+                 f"left in all: {self.steps} steps in {self.runs} run(s) at "
+                 f"{seconds_per_step:.3f} s/step (measured on the first steps)")
+
+
+class _EarlyEstimate(_StepCallback):
+    """Calls ``report(seconds per step)`` once, after :data:`EARLY_STEPS` steps timed from
+    the end of the first batch (which includes tracing)."""
+
+    def __init__(self, first_step: int, report: Callable[[float], None]) -> None:
+        super().__init__(first_step)
+        self.report = report
+        self._first: tuple[float, int] | None = None
+        self._reported = False
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self._reported:
+            return
+        now, step = time.perf_counter(), self.step(batch)
+        if self._first is None:
+            self._first = (now, step)
+        elif step - self._first[1] >= EARLY_STEPS:
+            self._reported = True
+            self.report((now - self._first[0]) / (step - self._first[1]))
+
+
 def _duration(seconds: float) -> str:
     """``3h05m``, ``4m10s`` or ``12s``."""
     seconds = max(0, round(seconds))
@@ -231,7 +278,7 @@ class Trainer:
     ``restart`` discards a run of other data or config found in ``out`` instead of
     refusing it; ``data`` the dataset's fingerprint when the caller computed it. With
     ``hold_out`` false it trains on every shard (``eval_shards`` empty): the rows then have no
-    held-out accuracy and no predictions are written (see :mod:`facefold.fit`).
+    held-out accuracy and no predictions are written (see :mod:`facefold.fitting`).
     ``excluded_shards`` are neither trained nor evaluated on (the inner-split runs of a
     weighted ensemble, see :mod:`facefold.train.ensemble`); they are part of the identity.
     A distilled config (``train.teacher``) trains on its teacher's targets
@@ -254,8 +301,10 @@ class Trainer:
         hold_out: bool = True,
         excluded_shards: Sequence[int] = (),
         teacher_dirs: Mapping[str, Path] | None = None,
+        plan: CommandPlan | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.plan = plan
         self.config = config
         self.family = family_of(config)
         self.run_dir = Path(out)
@@ -318,6 +367,9 @@ class Trainer:
             train_logs = self._fit(model, make_batch, start, end, rows[-1]["eval_accuracy"],
                                    sparsity)
             seconds_per_step = (time.perf_counter() - t0) / (end - start)
+            if self.plan:
+                self.plan.done(end - start)
+                self.plan.estimate(seconds_per_step)  # when no early estimate came
             row = sparsity.annotate(self._evaluate(model, end, train_logs, seconds_per_step))
             sparsity.save()  # before the checkpoint: a resume never lacks rows up to it
             _save_checkpoint(model, self.run_dir, end)
@@ -342,13 +394,14 @@ class Trainer:
         """
         cfg = self.config
         progress = ProgressLine(self.name, start, cfg.train.steps, eval_accuracy)
+        early = _EarlyEstimate(start, lambda rate: self._estimate(start, rate))
         totals: dict[str, float] = {}
         try:
             chunks = sparsity.chunks(start, end)
             for size, group in itertools.groupby(chunks, key=lambda c: c[1] - c[0]):
                 same = list(group)
                 first, epochs = same[0][0], len(same)
-                progress.first_step = first
+                progress.first_step = early.first_step = first
                 with training_weights(model):  # outside fit the model holds the weight average
                     history = model.fit(
                         step_batches(make_batch, first, first + size * epochs),
@@ -357,7 +410,7 @@ class Trainer:
                         shuffle=False,  # order comes from the seeded pipeline
                         verbose=0,
                         callbacks=[_StopOnNaN(first), _MeasureSparsity(sparsity, first),
-                                   progress],
+                                   progress, early],
                     )
                 for key, values in history.history.items():  # Keras logs each epoch's mean
                     totals[key] = totals.get(key, 0.0) + size * sum(map(float, values))
@@ -463,6 +516,14 @@ class Trainer:
                     if row.get(prefix + metric) is not None:
                         tf.summary.scalar(metric, row[prefix + metric])
             writers[split].flush()
+
+    def _estimate(self, start: int, seconds_per_step: float) -> None:
+        """The run's time left, and the command's (``plan``), from its first timed steps."""
+        left = (self.config.train.steps - start) * seconds_per_step
+        self.log(f"[{self.name}] {seconds_per_step:.3f} s/step on the first steps: about "
+                 f"{_duration(left)} for this run's {self.config.train.steps - start} steps")
+        if self.plan:
+            self.plan.estimate(seconds_per_step)
 
     def _log_progress(self, row: dict, seconds_per_step: float) -> None:
         left = (self.config.train.steps - row["step"]) * seconds_per_step

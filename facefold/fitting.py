@@ -44,7 +44,7 @@ import facefold
 from facefold import runs
 from facefold.config import Config
 from facefold.data.pipeline import Split, concat
-from facefold.data.records import read_labels
+from facefold.data.records import read_labels, shard_labels
 from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_people
 from facefold.log import Log
 from facefold.models.families import SplitSource, family_of, identity_of
@@ -59,7 +59,8 @@ from facefold.models.scores import (
 )
 from facefold.predict import Predictor
 from facefold.train.ensemble import weights_and_facts
-from facefold.train.trainer import Trainer, versions
+from facefold.train.plan import check_batch_size, check_image_size
+from facefold.train.trainer import CommandPlan, Trainer, versions
 
 # The shards of a network's inputs (a CNN's pictures, an embedding head's embeddings) for
 # the people a model is trained on: an ensemble's members take different inputs.
@@ -93,6 +94,30 @@ def people_groups(count: int, groups: int, seed: int) -> list[list[int]]:
         raise ValueError(f"{count} people cannot make {groups} groups of unknown people that "
                          "each leave at least 2 known: use fewer --groups")
     return split
+
+
+def training_images(labels: Sequence[np.ndarray], groups: Sequence[Sequence[int]]
+                    ) -> dict[str, int]:
+    """The training images of each run :func:`fit` trains, by name, from every shard's
+    ``labels``: the model (every shard), and calibration group ``g`` (every shard but
+    ``g % shards``, without the group's people)."""
+    counts = {"the model": sum(len(shard) for shard in labels)}
+    for g, group in enumerate(groups):
+        held_out = g % len(labels)
+        counts[f"calibration group {g}"] = sum(
+            int(np.isin(shard, group, invert=True).sum())
+            for k, shard in enumerate(labels) if k != held_out)
+    return counts
+
+
+def fit_plan(config: Config, groups: int, log: Log) -> CommandPlan:
+    """The training :func:`fit` does: every network of ``config`` once for the model and
+    once per calibration group (an upper bound when resuming: steps an interrupted fit
+    already trained count too)."""
+    networks = family_of(config).networks(config)
+    runs_count = len(networks) * (1 + groups)
+    return CommandPlan("fit", sum(n.train.steps for n in networks) * (1 + groups),
+                       runs_count, log)
 
 
 def _pooled(parts: Sequence[CaseScores], far: float) -> dict[str, dict[str, float]]:
@@ -145,7 +170,7 @@ def networks(config: Config, run_dir: Path) -> list[tuple[Config, Path]]:
 def train_model(
     data_dir: Path, config: Config, run_dir: Path, inputs: Inputs, eval_shards: Sequence[int],
     log: Log, name: str, people: Sequence[str] | None, data: dict, restart: bool = False,
-    hold_out: bool = True,
+    hold_out: bool = True, plan: CommandPlan | None = None,
 ) -> list[tuple[Config, Path]]:
     """Train (or resume, or find finished) the model of ``config`` in ``run_dir``: one run,
     or an ensemble's folder with a run per member inside; returns :func:`networks`. An
@@ -159,7 +184,7 @@ def train_model(
     for network, path in found:
         label = name if path == run_dir else f"{name}/{network.preset}"
         Trainer(data_dir, network, path, eval_shards, inputs(network), log, name=label,
-                people=people, restart=restart, data=data, hold_out=hold_out).run()
+                people=people, restart=restart, data=data, hold_out=hold_out, plan=plan).run()
     return found
 
 
@@ -253,8 +278,8 @@ def write_ensemble(run_dir: Path, found: Sequence[tuple[Config, Path]],
 
 
 def _calibration_group(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
-                       labels: list[str], g: int, group: list[int], data: dict, log: Log
-                       ) -> _GroupOutputs:
+                       labels: list[str], g: int, group: list[int], data: dict, log: Log,
+                       plan: CommandPlan | None = None) -> _GroupOutputs:
     """Train (or find) calibration group ``g``'s model, without the ``group`` people, held out
     shard ``g % shards``; its networks' outputs."""
     k = g % len(data["shards"])
@@ -274,20 +299,21 @@ def _calibration_group(data_dir: Path, config: Config, model_dir: Path, inputs: 
 
     found = train_model(data_dir, config, runs.calibration_dir(model_dir, g),
                         lambda network: split(network)[0], [k], log, f"group-{g}",
-                        known_names, data)
+                        known_names, data, plan=plan)
     return _GroupOutputs(*network_outputs(found, trained), *network_outputs(found, known),
                          *network_outputs(found, unknown), len(known_names))
 
 
 def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
-              labels: list[str], groups: int, far: float, data: dict, log: Log
-              ) -> tuple[dict[str, Any], list[float] | None]:
+              labels: list[str], groups: int, far: float, data: dict, log: Log,
+              plan: CommandPlan | None = None) -> tuple[dict[str, Any], list[float] | None]:
     """Leave-people-out calibration (see the module docstring); ``inputs`` gives each
-    network's shards of the ``labels`` people. Returns the report and a weighted ensemble's
-    weights (:func:`choose_fit_weights`; the report holds them by preset, and the facts of
-    their choice)."""
+    network's shards of the ``labels`` people; ``plan`` counts their training steps off.
+    Returns the report and a weighted ensemble's weights (:func:`choose_fit_weights`; the
+    report holds them by preset, and the facts of their choice)."""
     outputs = [
-        _calibration_group(data_dir, config, model_dir, inputs, labels, g, group, data, log)
+        _calibration_group(data_dir, config, model_dir, inputs, labels, g, group, data, log,
+                           plan)
         for g, group in enumerate(people_groups(len(labels), groups, config.train.seed))]
     weights, facts = choose_fit_weights(config, outputs)
     parts = []
@@ -329,14 +355,18 @@ def fit(
     family_of(config).check_available(config)
     data = runs.data_fingerprint(data_dir)
     labels = read_labels(data_dir)
-    people_groups(len(labels), groups, config.train.seed)  # fail before any training
+    check_image_size(config, data_dir)
+    check_batch_size(config, training_images(shard_labels(data_dir),
+                                             people_groups(len(labels), groups,
+                                                           config.train.seed)))
     source = SplitSource(data_dir, log)
     started = time.perf_counter()
+    plan = fit_plan(config, groups, log)
     found = train_model(data_dir, config, out, source.get, [], log, "fit", None, data,
-                        restart, hold_out=False)
+                        restart, hold_out=False, plan=plan)
     fit_seconds = time.perf_counter() - started
     calibration, weights = calibrate(data_dir, config, out, source.get, labels, groups, far,
-                                     data, log)
+                                     data, log, plan)
     write_ensemble(out, found, weights)
     _write_decision(out, found, source.get, weights, labels, calibration)
     chosen = calibration["scores"][calibration["score"]]
