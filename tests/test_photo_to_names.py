@@ -37,6 +37,7 @@ def group_photo(orl: Path, people: list[str]) -> tuple[Image.Image, list[tuple[i
     return photo, spans
 
 
+@pytest.mark.slow
 def test_orl_photos_to_named_faces(tmp_path: Path) -> None:
     orl = shared_dataset_path("orl")
     if load_detector() is None:

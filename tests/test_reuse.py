@@ -63,6 +63,7 @@ def experiment(module_fake_embedder: FakeEmbedder, data: Path,
     return out
 
 
+@pytest.mark.slow
 def test_a_second_experiment_writes_nothing(experiment: Path, data: Path) -> None:
     before = file_hashes(experiment)
     logged: list[str] = []
