@@ -39,7 +39,7 @@ from PIL import Image
 
 from facefold import runs
 from facefold.data.images import MAX_CROP_SIDE, looks_like_face_crop, square_crop
-from facefold.data.records import label_name_problem
+from facefold.data.records import UNKNOWN, label_name_problem, normal_name
 from facefold.embeddings.shards import chip_images
 from facefold.models.families import check_embedding_meta, takes_chips
 from facefold.models.inference import Infer, softmax
@@ -53,7 +53,6 @@ from facefold.models.scores import (
 from facefold.predict.gallery import Gallery, People, picture_key
 from facefold.predict.loading import LoadedModel, load_model_folder
 
-UNKNOWN = "unknown"
 # Images per inference call: bounded memory, and big enough to amortize the call.
 BATCH_SIZE = 64
 
@@ -200,8 +199,10 @@ class Predictor:
         written to the model folder's gallery. Returns how many pictures the person has.
 
         Needs the model's centroids (a ``facefold fit`` model has them); the name must be a
-        valid label and not one of the trained people.
+        valid label (:func:`~facefold.data.records.label_name_problem`; it is taken in NFC) and
+        not one of the trained people.
         """
+        name = normal_name(name)
         problem = label_name_problem(name)
         if problem:
             raise ValueError(f"person name {name!r} {problem}")
@@ -221,6 +222,7 @@ class Predictor:
         """:meth:`enroll` from the model's features (N, D) of a person's pictures, whose
         content keys are ``pictures`` (:func:`~.gallery.picture_key`; None: the features'
         own bytes). A picture enrolled before under this name counts once."""
+        name = normal_name(name)
         problem = label_name_problem(name)
         if problem or name in self.labels:
             raise ValueError(f"person name {name!r} {problem or 'is a trained person'}")

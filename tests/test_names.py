@@ -1,0 +1,95 @@
+"""Names checked in one place: reserved words, paths, length, Unicode NFC, for every way a
+name enters (person folders, labels.txt, enroll)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+
+import pytest
+from conftest import write_image_tree
+
+from facefold.cli import main
+from facefold.data import records
+from facefold.data.build import build_dataset
+from facefold.predict.predictor import UNKNOWN
+
+PEOPLE = {"ann": 4, "ben": 4, "cy": 4}
+BUILD = {"shards": 2, "per_class": 4, "size": 16, "seed": 0, "log": lambda _: None}
+ZOE_NFC, ZOE_NFD = "Zo\u00eb", "Zoe\u0308"  # the same name, one ë or e + combining diaeresis
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("unknown", "recognizer's answer for a stranger"),
+     ("Unknown", "recognizer's answer for a stranger"),
+     ("UNKNOWN", "recognizer's answer for a stranger"),
+     (".", "is a path"), ("..", "is a path"),
+     ("../x", "path separator"), ("/etc/passwd", "path separator"), ("a/b", "path separator"),
+     ("a\\b", "path separator"),
+     ("x" * 101, "is 101 characters long (at most 100)"),
+     (ZOE_NFD, f"not in Unicode normal form NFC (NFC spells it {ZOE_NFC!r}")],
+)
+def test_a_name_that_hijacks_is_not_a_label(name: str, problem: str) -> None:
+    assert problem in (records.label_name_problem(name) or "")
+
+
+@pytest.mark.parametrize("name", ["x" * 100, "unknowns", "an unknown man", ZOE_NFC, "a.b",
+                                  "...x"])
+def test_names_near_the_rules_are_labels(name: str) -> None:
+    assert records.label_name_problem(name) is None
+
+
+def test_the_reserved_word_is_what_the_recognizer_answers() -> None:
+    assert records.UNKNOWN is UNKNOWN  # one source for the word
+
+
+def test_nfd_folder_names_become_nfc_labels(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_image_tree(src, {**PEOPLE, ZOE_NFD: 4})
+    manifest = build_dataset(src, tmp_path / "ds", **BUILD)
+    labels = records.read_labels(tmp_path / "ds")
+    assert ZOE_NFC in labels and ZOE_NFD not in labels
+    assert sorted(labels) == sorted(manifest["people"]) == sorted([*PEOPLE, ZOE_NFC])
+
+
+def test_two_spellings_of_one_name_are_refused_naming_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    src = tmp_path / "src"
+    write_image_tree(src, {**PEOPLE, ZOE_NFC: 4})
+    write_image_tree(src, {ZOE_NFD: 4}, seed=1)
+    if len({p.name for p in src.iterdir()}) < 5:
+        pytest.skip("this file system stores names normalised: the two folders are one")
+    assert main(["dataset", "build", str(src), "--out", str(tmp_path / "ds"), "--per-class",
+                 "4", "--shards", "2", "--size", "16"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "one name spelled two ways" in err
+    assert repr(ZOE_NFC) in err and repr(ZOE_NFD) in err
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("name", ["unknown", "UNKNOWN", "x" * 101])
+def test_a_reserved_or_overlong_folder_name_is_refused(tmp_path: Path, name: str) -> None:
+    src = tmp_path / "src"
+    write_image_tree(src, {**PEOPLE, name: 4})
+    with pytest.raises(ValueError, match=re.escape(repr(name))):
+        build_dataset(src, tmp_path / "ds", **BUILD)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_labels_file_not_in_nfc_is_refused_naming_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "labels.txt").write_text(f"ann\n{ZOE_NFD}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'labels.txt'} line 2: ")
+                       + ".*NFC"):
+        records.read_labels(tmp_path)
+    (tmp_path / "labels.txt").write_text(f"ann\n{unicodedata.normalize('NFC', ZOE_NFD)}\n",
+                                         encoding="utf-8")
+    assert records.read_labels(tmp_path) == ["ann", ZOE_NFC]
+
+
+def test_labels_file_with_unknown_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "labels.txt").write_text("ann\nunknown\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'labels.txt'} line 2: ")):
+        records.read_labels(tmp_path)
