@@ -73,7 +73,15 @@ class Recognizer:
 
     def enroll(self, name: str, pictures: Sequence[Picture], detect: bool = True) -> int:
         """Add ``name`` (or more pictures of them) from face crops or photos of that one person
-        (the largest face of each), without retraining; returns their picture count."""
+        (the largest face of each), without retraining; returns their picture count.
+
+        A ``name`` that ends like a picture file (``photo.jpg``) is refused: it is the
+        picture given where the name belongs, and enrolled, it would name the person."""
+        if Path(name).suffix.lower() in PICTURE_SUFFIXES:
+            raise ValueError(
+                f"person name {name!r} looks like a picture file: the name comes first, then "
+                "the pictures (`facefold enroll MODEL FOLDER` takes the name from the folder, "
+                "or give it with --name NAME)")
         crops = []
         for picture in pictures:
             faces = self.predictor.face_crops(_image(picture), detect)
