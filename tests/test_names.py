@@ -1,5 +1,5 @@
 """Names checked in one place: reserved words, paths, length, Unicode NFC, for every way a
-name enters (person folders, labels.txt, enroll)."""
+name enters (person folders, labels.txt, enroll); hidden folders listed as skipped."""
 
 from __future__ import annotations
 
@@ -93,3 +93,22 @@ def test_labels_file_with_unknown_is_refused(tmp_path: Path) -> None:
     (tmp_path / "labels.txt").write_text("ann\nunknown\n", encoding="utf-8")
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'labels.txt'} line 2: ")):
         records.read_labels(tmp_path)
+
+
+def test_hidden_person_folders_are_listed_as_skipped(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_image_tree(src, {**PEOPLE, ".dee": 4, ".git": 1})
+    lines: list[str] = []
+    manifest = build_dataset(src, src / "ds", **{**BUILD, "log": lines.append})
+    assert manifest["hidden_folders"] == [".dee", ".git"]  # not the build's own ds folder
+    assert sorted(manifest["people"]) == sorted(PEOPLE)
+    said = [line for line in lines if "hidden folder" in line]
+    assert said == ["2 hidden folders skipped, not people (names start with a dot): .dee, .git"]
+
+
+def test_no_hidden_folder_no_line(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_image_tree(src, PEOPLE)
+    lines: list[str] = []
+    manifest = build_dataset(src, tmp_path / "ds", **{**BUILD, "log": lines.append})
+    assert manifest["hidden_folders"] == [] and not any("hidden folder" in line for line in lines)

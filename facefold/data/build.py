@@ -130,6 +130,7 @@ def build_dataset(
 
     folders = person_folders(src, exclude=out)
     names = person_names(src, folders)
+    hidden = hidden_folders(src, out)
     log(f"scanning {len(folders)} person folders in {src}")
     scan = _scan(src, dict(zip(names, folders, strict=True)), size=size,
                  jpeg_quality=jpeg_quality, near=near_duplicates)
@@ -147,7 +148,7 @@ def build_dataset(
         manifest = _manifest(
             src=src, seed=seed, size=size, per_class=per_class, shards=shards,
             jpeg_quality=jpeg_quality, near_duplicates=near_duplicates, people=people,
-            counts=counts, hashes=hashes, scan=scan, dropped=dropped,
+            counts=counts, hashes=hashes, scan=scan, dropped=dropped, hidden=hidden,
         )
         if spare is not None:
             manifest["spare"] = _write_spare(spare, spares)
@@ -207,6 +208,7 @@ def _manifest(
     hashes: dict[str, str],
     scan: _Scan,
     dropped: list[dict[str, Any]],
+    hidden: list[str],
 ) -> dict[str, Any]:
     """The contents of ``manifest.json`` for a build with these parameters and results."""
     return {  # key order: what was built, how, the result, then what was left out
@@ -227,6 +229,7 @@ def _manifest(
         "duplicates": scan.duplicates,
         "near_duplicates": scan.near_duplicates,
         "dropped_people": dropped,
+        "hidden_folders": hidden,
     }
 
 
@@ -349,6 +352,17 @@ def person_folders(src: Path, exclude: Path | None = None) -> list[Path]:
         for p in src.iterdir()
         if p.is_dir() and not p.name.startswith(".") and p.resolve() != exclude
     )
+
+
+def hidden_folders(src: Path, out: Path) -> list[str]:
+    """The names of the sub-folders of ``src`` that :func:`person_folders` leaves out for
+    starting with a dot (``.git``, ``.thumbnails``), sorted, but the temporary folders of a
+    build into ``out`` (when ``out`` is inside ``src``): listed in the summary, so that no
+    person is left out without a word."""
+    return sorted(p.name for p in src.iterdir()
+                  if p.is_dir() and p.name.startswith(".")
+                  and not any(atomic.is_temporary(p.name, kind, out.name)
+                              for kind in (atomic.BUILDING, atomic.OLD)))
 
 
 def person_names(src: Path, folders: Sequence[Path]) -> list[str]:
@@ -584,6 +598,11 @@ def _log_summary(log: Log, manifest: dict[str, Any], out: Path) -> None:
     if skipped:
         shown = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:_SHOWN])
         log(f"{len(skipped)} files skipped ({shown}{'; …' if len(skipped) > _SHOWN else ''})")
+    hidden = manifest["hidden_folders"]
+    if hidden:
+        shown = ", ".join(hidden[:_SHOWN])
+        log(f"{len(hidden)} hidden folder{'s' if len(hidden) > 1 else ''} skipped, not people "
+            f"(names start with a dot): {shown}{', …' if len(hidden) > _SHOWN else ''}")
     if manifest["duplicates"]:
         log(f"{len(manifest['duplicates'])} duplicates removed")
     near = manifest["near_duplicates"]
