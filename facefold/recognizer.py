@@ -26,6 +26,7 @@ from typing import Any
 from PIL import Image
 
 from facefold.atomic import write_text_atomic
+from facefold.csvcells import safe_row
 from facefold.data.images import load_rgb
 from facefold.predict import Predictor, Recognition, predict_files
 from facefold.predict.predictor import Verification
@@ -116,20 +117,21 @@ IDENTIFY_COLUMNS = ["file", "x", "y", "width", "height", "name", "known", "score
 
 
 def identify_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows of :meth:`Recognizer.identify` as CSV text (``top``: ``name:value`` pairs)."""
+    """The rows of :meth:`Recognizer.identify` as CSV text (``top``: ``name:value`` pairs;
+    text cells made safe for spreadsheets by :func:`~facefold.csvcells.safe_row`)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, IDENTIFY_COLUMNS)
     writer.writeheader()
     for row in rows:
         box = row.get("box") or [None] * 4
-        writer.writerow({
+        writer.writerow(safe_row({
             "file": row["file"], "x": box[0], "y": box[1], "width": box[2], "height": box[3],
             "name": row.get("name", ""), "known": row.get("known", ""),
             "score": "" if row.get("score") is None else f"{row['score']:.4f}",
             "threshold": "" if row.get("threshold") is None else f"{row['threshold']:.4f}",
             "top": " ".join(f"{t['name']}:{t['probability']:.3f}" for t in row.get("top", [])),
             "error": row.get("error", ""),
-        })
+        }))
     return buffer.getvalue()
 
 

@@ -112,3 +112,60 @@ def test_no_hidden_folder_no_line(tmp_path: Path) -> None:
     lines: list[str] = []
     manifest = build_dataset(src, tmp_path / "ds", **{**BUILD, "log": lines.append})
     assert manifest["hidden_folders"] == [] and not any("hidden folder" in line for line in lines)
+
+
+# ---------------------------------------------------------------- CSV cells
+
+
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"), ("+1+2", "'+1+2"),
+     ("-2+3", "'-2+3"), ("@SUM(A1)", "'@SUM(A1)"), ("\t=1", "'\t=1"), ("\r=1", "'\r=1"),
+     ("-x.png", "'-x.png"), ("ann", "ann"), ("a=b", "a=b"), ("", ""),
+     ("-0.2500", "-0.2500"), ("+3", "+3"), ("-1e-05", "-1e-05"),  # plain numbers stay numbers
+     ("-inf", "'-inf"), ("- 1", "'- 1"),
+     (-0.25, -0.25), (3, 3), (None, None)],
+)
+def test_a_formula_cell_is_written_as_text(cell: object, written: object) -> None:
+    from facefold.csvcells import safe_cell
+
+    assert safe_cell(cell) == written
+
+
+def test_identify_and_per_person_csv_cells_are_safe(tmp_path: Path) -> None:
+    import csv
+
+    import numpy as np
+
+    from facefold.evaluate.errors import Predictions
+    from facefold.recognizer import identify_csv
+    from facefold.report.errors import write_per_person_csv
+
+    rows = [{"file": "-x.png", "box": [1.0, 2.0, 3.0, 4.0], "name": "=cmd|' /C calc'!A0",
+             "known": True, "score": -0.25, "threshold": -1.5,
+             "top": [{"name": "@SUM(A1)", "probability": 0.5}]}]
+    read = next(csv.DictReader(identify_csv(rows).splitlines()))
+    assert (read["file"], read["name"], read["top"]) == (
+        "'-x.png", "'=cmd|' /C calc'!A0", "'@SUM(A1):0.500")
+    assert (read["x"], read["score"], read["threshold"]) == ("1.0", "-0.2500", "-1.5000")
+
+    names = ["=1+1", "@SUM(A1)", "ann"]
+    probabilities = np.eye(3)[[1, 1, 2]]  # person 0 taken for person 1, the others right
+    predictions = Predictions(names, np.array([0, 1, 2]), probabilities, [tmp_path], [3])
+    write_per_person_csv(predictions, tmp_path / "per_person.csv")
+    table = list(csv.reader((tmp_path / "per_person.csv").open()))
+    assert table[1:] == [["'=1+1", "1", "0", "0.000000", "'@SUM(A1)", "1"],
+                         ["'@SUM(A1)", "1", "1", "1.000000", "", "0"],
+                         ["ann", "1", "1", "1.000000", "", "0"]]
+
+
+def test_evaluate_csv_cells_are_safe(tmp_path: Path) -> None:
+    import csv
+    from types import SimpleNamespace
+
+    from facefold.evaluate.generalization import write_rows_csv
+
+    rows = [{"file": "=a/1.png", "person": "@x", "answer": "+y", "score": -0.5, "right": False}]
+    assert write_rows_csv(SimpleNamespace(rows=lambda: rows), tmp_path / "rows.csv") == 1
+    assert list(csv.reader((tmp_path / "rows.csv").open()))[1] == [
+        "'=a/1.png", "'@x", "'+y", "-0.5", "False"]

@@ -41,6 +41,7 @@ from PIL import Image
 
 from facefold import runs
 from facefold.atomic import write_json_atomic, write_text_atomic
+from facefold.csvcells import safe_row
 from facefold.data.build import person_files, person_folders, person_names
 from facefold.data.images import MIN_PICTURE_SIDE, ImageError, load_rgb
 from facefold.data.records import LABELS_FILE, list_shards, read_labels, read_shard
@@ -467,7 +468,7 @@ def write_rows_csv(result: HeldOutEvaluation | FolderEvaluation, path: str | Pat
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(map(safe_row, rows))  # names and file names: never formulas
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, buffer.getvalue())
     return len(rows)
