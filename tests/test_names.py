@@ -4,6 +4,7 @@ name enters (person folders, labels.txt, enroll); hidden folders listed as skipp
 from __future__ import annotations
 
 import re
+import signal
 import unicodedata
 from pathlib import Path
 
@@ -169,3 +170,53 @@ def test_evaluate_csv_cells_are_safe(tmp_path: Path) -> None:
     assert write_rows_csv(SimpleNamespace(rows=lambda: rows), tmp_path / "rows.csv") == 1
     assert list(csv.reader((tmp_path / "rows.csv").open()))[1] == [
         "'=a/1.png", "'@x", "'+y", "-0.5", "False"]
+
+
+# ---------------------------------------------------------------- clean errors
+
+
+def test_a_fifo_is_refused_naming_it_never_opened_for_a_wait(tmp_path: Path) -> None:
+    """`predict` and `identify` on a FIFO: without the check, opening it waits for a writer
+    forever; the subprocess's timeout turns that hang into a failure."""
+    import os
+    import subprocess
+    import sys
+
+    from facefold.data.images import ImageError, load_rgb
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    code = ("import sys\nfrom facefold.data.images import ImageError, load_rgb\n"
+            "try:\n    load_rgb(sys.argv[1])\nexcept ImageError as err:\n    print(err)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout == f"{fifo}: a FIFO (named pipe), not a picture file; nothing was read " \
+                          "from it\n", done.stderr
+    with pytest.raises(ImageError, match=re.escape(f"{tmp_path}: a folder, not a picture")):
+        load_rgb(tmp_path)
+    with pytest.raises(ImageError, match="/dev/zero: a character device, not a picture"):
+        load_rgb("/dev/zero")
+
+
+def _timed_out(signum: int, frame: object) -> None:
+    raise TimeoutError("still waiting on the FIFO after 30 s")
+
+
+def test_predict_and_identify_report_a_fifo_and_go_on(predictor, tmp_path: Path) -> None:
+    import os
+
+    from PIL import Image
+
+    from facefold.predict import predict_files
+
+    fifo, good = tmp_path / "pipe.png", tmp_path / "face.png"
+    os.mkfifo(fifo)
+    Image.new("RGB", (40, 40), (200, 120, 90)).save(good)
+    signal.signal(signal.SIGALRM, _timed_out)
+    signal.alarm(30)  # opening the FIFO would wait for a writer forever
+    try:
+        results = predict_files(predictor, [fifo, good])
+    finally:
+        signal.alarm(0)
+    assert results[0]["error"].startswith(f"{fifo}: a FIFO (named pipe), not a picture file")
+    assert results[1]["error"] is None and len(results[1]["faces"]) == 1
