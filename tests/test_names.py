@@ -220,3 +220,20 @@ def test_predict_and_identify_report_a_fifo_and_go_on(predictor, tmp_path: Path)
         signal.alarm(0)
     assert results[0]["error"].startswith(f"{fifo}: a FIFO (named pipe), not a picture file")
     assert results[1]["error"] is None and len(results[1]["faces"]) == 1
+
+
+@pytest.mark.parametrize("command", ["predict", "verify"])
+@pytest.mark.parametrize("threshold", ["nan", "inf", "-inf"])
+def test_a_threshold_that_is_not_a_number_is_refused(
+    predictor, tmp_path: Path, capsys: pytest.CaptureFixture, command: str, threshold: str
+) -> None:
+    from PIL import Image
+
+    face = tmp_path / "face.png"
+    Image.new("RGB", (40, 40), (200, 120, 90)).save(face)
+    model = str(predictor.info.source)
+    argv = ([command, model, str(face)] if command == "predict"
+            else [command, model, str(face), str(face), "--crops"])
+    assert main([*argv, f"--threshold={threshold}"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"facefold: error: threshold must be a finite number, got {float(threshold)}\n"

@@ -28,6 +28,7 @@ at most :data:`~facefold.data.images.MAX_CROP_SIDE` pixels on its longer side
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,16 @@ from facefold.predict.loading import LoadedModel, load_model_folder
 BATCH_SIZE = 64
 
 Box = tuple[float, float, float, float]  # x, y, width, height in the photo's pixels
+
+
+def finite_threshold(threshold: float) -> float:
+    """``threshold`` as a float; ``ValueError`` when it is NaN or infinite (every comparison
+    with NaN is false, so NaN would answer "unknown" for every face, "different" for every
+    pair, without a word)."""
+    value = float(threshold)
+    if not math.isfinite(value):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
+    return value
 
 
 def _batched(infer: Infer, arrays: np.ndarray | Mapping[str, np.ndarray],
@@ -246,9 +257,10 @@ class Predictor:
         if threshold is None:
             raise ValueError(f"{self.info.source} has no verification threshold (written by "
                              "`facefold fit`): give --threshold")
+        threshold = finite_threshold(threshold)
         features = unit_rows(self.outputs([a, b])["features"])
         similarity = float(features[0] @ features[1])
-        return Verification(similarity >= threshold, similarity, float(threshold))
+        return Verification(similarity >= threshold, similarity, threshold)
 
     # ------------------------------------------------------------ arrays in, numbers out
 
@@ -321,6 +333,7 @@ class Predictor:
             threshold = stored.get("thresholds", {}).get(score)
         if threshold is None:
             return None
+        threshold = finite_threshold(threshold)
         if SCORES[score].uses_centroids and self.info.centroids is None:
             others = [name for name, s in SCORES.items() if not s.uses_centroids]
             raise ValueError(
@@ -328,7 +341,7 @@ class Predictor:
                 f"`facefold cv --unknown-people`); choose --score {', '.join(others[:-1])} "
                 f"or {others[-1]}"
             )
-        return score, float(threshold)
+        return score, threshold
 
     def recognize(self, images: Sequence[Image.Image], top_k: int = 5,
                   threshold: float | None = None, score: str | None = None,
