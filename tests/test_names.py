@@ -237,3 +237,20 @@ def test_a_threshold_that_is_not_a_number_is_refused(
     assert main([*argv, f"--threshold={threshold}"]) == 1
     err = capsys.readouterr().err
     assert err == f"facefold: error: threshold must be a finite number, got {float(threshold)}\n"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--port", "70000"], "port must be in 1-65535, got 70000"),
+     (["--port", "0"], "port must be in 1-65535, got 0"),
+     (["--port=-1"], "port must be in 1-65535, got -1"),
+     (["--max-upload-mb=-1"], "the upload limit must be a positive number of MB, got -1.0"),
+     (["--max-upload-mb", "0"], "the upload limit must be a positive number of MB, got 0.0"),
+     (["--max-upload-mb", "nan"], "the upload limit must be a positive number of MB, got nan")],
+)
+def test_serve_refuses_a_bad_port_or_upload_limit_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str], message: str
+) -> None:
+    pytest.importorskip("fastapi")
+    assert main(["serve", str(tmp_path / "no-model"), *flags]) == 1  # checked before loading
+    assert capsys.readouterr().err == f"facefold: error: {message}\n"
