@@ -366,7 +366,8 @@ def check_config(cfg: Config) -> None:
     for name in ("mixup", "cutmix"):
         _require(getattr(a, name) >= 0, f"augment.{name} must be >= 0 (0 = off), "
                  f"got {getattr(a, name)}")
-    _require(t.steps >= 0, f"train.steps must be >= 0, got {t.steps}")
+    # 0 steps would finish at once and leave a "finished" run of untrained weights.
+    _require(t.steps >= 1, f"train.steps must be >= 1, got {t.steps}")
     _require(t.eval_every >= 1, f"train.eval_every must be >= 1, got {t.eval_every}")
     _require(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _require(

@@ -26,6 +26,7 @@ from typing import Any
 from PIL import Image
 
 from facefold.atomic import write_text_atomic
+from facefold.csvcells import safe_row
 from facefold.data.images import load_rgb
 from facefold.predict import Predictor, Recognition, predict_files
 from facefold.predict.predictor import Verification
@@ -73,7 +74,15 @@ class Recognizer:
 
     def enroll(self, name: str, pictures: Sequence[Picture], detect: bool = True) -> int:
         """Add ``name`` (or more pictures of them) from face crops or photos of that one person
-        (the largest face of each), without retraining; returns their picture count."""
+        (the largest face of each), without retraining; returns their picture count.
+
+        A ``name`` that ends like a picture file (``photo.jpg``) is refused: it is the
+        picture given where the name belongs, and enrolled, it would name the person."""
+        if Path(name).suffix.lower() in PICTURE_SUFFIXES:
+            raise ValueError(
+                f"person name {name!r} looks like a picture file: the name comes first, then "
+                "the pictures (`facefold enroll MODEL FOLDER` takes the name from the folder, "
+                "or give it with --name NAME)")
         crops = []
         for picture in pictures:
             faces = self.predictor.face_crops(_image(picture), detect)
@@ -110,13 +119,14 @@ IDENTIFY_COLUMNS = ["file", "x", "y", "width", "height", "name", "known", "score
 
 def identify_csv(rows: Sequence[dict[str, Any]]) -> str:
     """The rows of :meth:`Recognizer.identify` as CSV text (``top``: ``name:value`` pairs, the
-    values being what ``top_kind`` says: probability or similarity)."""
+    values being what ``top_kind`` says: probability or similarity; text cells made safe for
+    spreadsheets by :func:`~facefold.csvcells.safe_row`)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, IDENTIFY_COLUMNS)
     writer.writeheader()
     for row in rows:
         box = row.get("box") or [None] * 4
-        writer.writerow({
+        writer.writerow(safe_row({
             "file": row["file"], "x": box[0], "y": box[1], "width": box[2], "height": box[3],
             "name": row.get("name", ""), "known": row.get("known", ""),
             "score": "" if row.get("score") is None else f"{row['score']:.4f}",
@@ -124,7 +134,7 @@ def identify_csv(rows: Sequence[dict[str, Any]]) -> str:
             "top": " ".join(f"{t['name']}:{t[row['top_kind']]:.3f}" for t in row.get("top", [])),
             "top_kind": row.get("top_kind", ""),
             "error": row.get("error", ""),
-        })
+        }))
     return buffer.getvalue()
 
 

@@ -59,7 +59,8 @@ LONG_FUNCTION = 60  # lines: a function longer than this no longer fits on a scr
 # name after ``facefold.``) and any package of a layer reachable downwards: never upwards,
 # and never sideways into another package of its own layer.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "leaf": (),                     # imports nothing of facefold: Log, closed sets, atomic writes
+    "leaf": (),                     # imports nothing of facefold: Log, closed sets, atomic
+                                    # writes, safe CSV cells
     "base": ("leaf",),              # configuration, this machine
     "package": ("base",),           # facefold/__init__.py: __version__, the lazy public API
     "data": ("package",),           # the shard format, images, the input pipeline
@@ -78,7 +79,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
 # The layer of each package of facefold, by its top-level name (a module or a package alike,
 # so bench.py becoming bench/ keeps its layer).
 PACKAGE_LAYER: dict[str, str] = {
-    "log": "leaf", "choices": "leaf", "atomic": "leaf",
+    "log": "leaf", "choices": "leaf", "atomic": "leaf", "csvcells": "leaf",
     "config": "base", "machine": "base",
     "facefold": "package",
     "data": "data",

@@ -27,7 +27,10 @@ def test_presets_lists_the_registry(capsys: pytest.CaptureFixture) -> None:
         (["train", "{missing}", "--out", "{tmp}/r"], "does not exist"),
         (["train", "{data}", "--out", "{tmp}/r", "--preset", "huge"], "unknown preset 'huge'"),
         (["cv", "{data}", "--out", "{tmp}/c", "--folds", "9"], "out of range"),
-        (["train", "{data}", "--out", "{tmp}/r", "--steps", "-1"], "train.steps must be >= 0"),
+        (["train", "{data}", "--out", "{tmp}/r", "--steps", "-1"], "train.steps must be >= 1"),
+        (["train", "{data}", "--out", "{tmp}/r", "--steps", "0"], "train.steps must be >= 1, "
+         "got 0"),
+        (["cv", "{data}", "--out", "{tmp}/c", "--steps", "0"], "train.steps must be >= 1, got 0"),
         (["dataset", "inspect", "{missing}"], "does not exist"),
     ],
 )

@@ -38,6 +38,7 @@ def test_layers_resolve_in_order(tmp_path: Path) -> None:
         ({"train": {"stepz": 3}}, "unknown key 'stepz' in [train]"),
         ({"optimizer": {"lr": 3}}, "unknown section [optimizer]"),
         ({"train": {"steps": "many"}}, "train.steps must be int"),
+        ({"train": {"steps": 0}}, "train.steps must be >= 1, got 0"),
         ({"train": {"precision": "float16"}}, "train.precision must be one of"),
         ({"model": {"channels": 2}}, "model.channels must be 1 or 3"),
         ({"model": {"input_size": 128}}, "model.input_size must be between 8 and crop_size"),

@@ -32,7 +32,7 @@ NEW = {**OLD, "shards": 2, "seed": 1}
 # tab, a bidi override (U+202E), a byte-order mark, a zero-width space.
 BAD_CHARS = ["\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029",
              "\t", "\x7f", "\u202e", "\ufeff", "\u200b"]
-GOOD_NAMES = ["Zoë", "李", "Mary Ann", "O'Brien", "José-María", "Zoe\u0308",  # decomposed ë
+GOOD_NAMES = ["Zoë", "李", "Mary Ann", "O'Brien", "José-María", "J. R. R. Tolkien",
               "Mehr\u200cnaz", "👩\u200d🔬"]  # zero-width (non-)joiners are spelling
 
 

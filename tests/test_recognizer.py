@@ -176,6 +176,30 @@ def test_a_loaded_model_sees_and_keeps_what_others_enrolled(
     assert Predictor.load(model).gallery_names == ["alice", "bob"]
 
 
+def test_enrolled_names_are_checked_and_taken_in_nfc(
+        fitted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The names that would hijack an answer or a path are refused, the NFD spelling of a
+    name enrolls the NFC one, and `enroll MODEL photo.png` does not enroll "photo.png"."""
+    from facefold import Recognizer
+
+    _, model = fitted
+    recognizer = Recognizer.load(model)
+    stranger = _pictures(tmp_path / "stranger", 7, 3, seed=12)
+    for name in ("unknown", "Unknown", "../x", "/etc/passwd", ".", "a/b", "x" * 101):
+        with pytest.raises(ValueError, match="person name"):
+            recognizer.enroll(name, stranger[:1], detect=False)
+    assert recognizer.people == [f"person_{i}" for i in range(5)]  # nothing enrolled
+    assert recognizer.enroll("Zoe\u0308", stranger[:2], detect=False) == 2  # e + diaeresis
+    assert recognizer.enroll("Zo\u00eb", stranger[2:], detect=False) == 3  # the same person
+    assert Recognizer.load(model).people[-1] == "Zo\u00eb"
+    capsys.readouterr()
+    assert main(["enroll", str(model), str(stranger[0]), "--crops"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("facefold: error: person name '7-0.png' looks like a picture file: "
+                          "the name comes first") and err.count("\n") == 1
+    assert Recognizer.load(model).people[-1] == "Zo\u00eb"
+
+
 def test_the_cli_fits_enrolls_identifies_and_verifies(
         fake_embedder: FakeEmbedder, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = make_tiny_dataset(tmp_path / "data", classes=5, shards=3, per_shard=6)

@@ -258,6 +258,9 @@ def test_a_tampered_export_names_the_file_and_field(tmp_path: Path) -> None:
     cases = [
         ({"labels": meta["labels"][:-1]}, "lists 3 people but the model gives"),
         ({"labels": [1, 2, 3, 4]}, "field 'labels'"),
+        ({"labels": [*meta["labels"][:-1], "eve\nz.png: mallory"]},  # a spoofed output line
+         r"field 'labels' item 3 'eve\\nz.png: mallory' holds U\+000A"),
+        ({"labels": [*meta["labels"][:-1], "Unknown"]}, "field 'labels' item 3 'Unknown' is the"),
         ({"threshold": {"score": "energy", "threshold": "high"}}, "field 'threshold'"),
         ({"image_size": "big"}, "field 'image_size'"),
         ({"channels": 2}, "field 'channels'"),

@@ -129,9 +129,11 @@ def build_dataset(
     spare = _check_spare(Path(spare).resolve(), src, out) if spare is not None else None
 
     folders = person_folders(src, exclude=out)
-    _check_folder_names(src, folders)
+    names = person_names(src, folders)
+    hidden = hidden_folders(src, out)
     log(f"scanning {len(folders)} person folders in {src}")
-    scan = _scan(src, folders, size=size, jpeg_quality=jpeg_quality, near=near_duplicates)
+    scan = _scan(src, dict(zip(names, folders, strict=True)), size=size,
+                 jpeg_quality=jpeg_quality, near=near_duplicates)
     _drop_near_duplicates(scan, near_duplicates)
     kept, dropped = _select_people(scan, per_class)
 
@@ -146,7 +148,7 @@ def build_dataset(
         manifest = _manifest(
             src=src, seed=seed, size=size, per_class=per_class, shards=shards,
             jpeg_quality=jpeg_quality, near_duplicates=near_duplicates, people=people,
-            counts=counts, hashes=hashes, scan=scan, dropped=dropped,
+            counts=counts, hashes=hashes, scan=scan, dropped=dropped, hidden=hidden,
         )
         if spare is not None:
             manifest["spare"] = _write_spare(spare, spares)
@@ -206,6 +208,7 @@ def _manifest(
     hashes: dict[str, str],
     scan: _Scan,
     dropped: list[dict[str, Any]],
+    hidden: list[str],
 ) -> dict[str, Any]:
     """The contents of ``manifest.json`` for a build with these parameters and results."""
     return {  # key order: what was built, how, the result, then what was left out
@@ -226,6 +229,7 @@ def _manifest(
         "duplicates": scan.duplicates,
         "near_duplicates": scan.near_duplicates,
         "dropped_people": dropped,
+        "hidden_folders": hidden,
     }
 
 
@@ -350,23 +354,50 @@ def person_folders(src: Path, exclude: Path | None = None) -> list[Path]:
     )
 
 
-def _check_folder_names(src: Path, folders: Sequence[Path]) -> None:
-    """Raise ``ValueError`` naming every person folder whose name cannot be a label.
+def hidden_folders(src: Path, out: Path) -> list[str]:
+    """The names of the sub-folders of ``src`` that :func:`person_folders` leaves out for
+    starting with a dot (``.git``, ``.thumbnails``), sorted, but the temporary folders of a
+    build into ``out`` (when ``out`` is inside ``src``): listed in the summary, so that no
+    person is left out without a word."""
+    return sorted(p.name for p in src.iterdir()
+                  if p.is_dir() and p.name.startswith(".")
+                  and not any(atomic.is_temporary(p.name, kind, out.name)
+                              for kind in (atomic.BUILDING, atomic.OLD)))
 
-    Refused, not skipped: a name holding e.g. ``"\\x85"`` would have been
-    split into two labels by a reader using ``str.splitlines``, and a person
-    quietly left out is easy to miss; renaming the folder is the fix.
+
+def person_names(src: Path, folders: Sequence[Path]) -> list[str]:
+    """The label names of the person ``folders`` of ``src``: their names in NFC
+    (:func:`facefold.data.records.normal_name`).
+
+    Raises ``ValueError`` naming every folder whose name cannot be a label, and
+    the folders whose names are one name spelled two ways (NFC and NFD: they
+    look the same, so they would be one person filed as two). Refused, not
+    skipped: a name holding e.g. ``"\\x85"`` would have been split into two
+    labels by a reader using ``str.splitlines``, and a person quietly left out
+    is easy to miss; renaming the folder is the fix.
     """
-    bad = [(f.name, problem) for f in folders if (problem := records.label_name_problem(f.name))]
-    if not bad:
-        return
-    shown = "; ".join(f"{name!r} {problem}" for name, problem in bad[:20])
-    raise ValueError(
-        f"{len(bad)} person folder name{'s' if len(bad) > 1 else ''} in {src} cannot be "
-        f"label names: {shown}{'; …' if len(bad) > 20 else ''}. A label is one line of "
-        f"{records.LABELS_FILE}: no control, line-separator or invisible format characters "
-        "and no whitespace at either end; rename the folder (nothing was written)"
-    )
+    names = [records.normal_name(f.name) for f in folders]
+    bad = [(f.name, problem) for f, name in zip(folders, names, strict=True)
+           if (problem := records.label_name_problem(name))]
+    if bad:
+        shown = "; ".join(f"{name!r} {problem}" for name, problem in bad[:20])
+        raise ValueError(
+            f"{len(bad)} person folder name{'s' if len(bad) > 1 else ''} in {src} cannot be "
+            f"label names: {shown}{'; …' if len(bad) > 20 else ''}. A label is one line of "
+            f"{records.LABELS_FILE}: a name of at most {records.MAX_NAME_LENGTH} characters, "
+            f"not {records.UNKNOWN!r}, no path, no control, line-separator or invisible format "
+            "characters and no whitespace at either end; rename the folder (nothing was written)"
+        )
+    first: dict[str, str] = {}  # NFC name -> the first folder name spelling it
+    for folder, name in zip(folders, names, strict=True):
+        if name in first:
+            raise ValueError(
+                f"person folders {first[name]!r} and {folder.name!r} in {src} are one name "
+                f"spelled two ways (both are {name!r} in Unicode NFC): merge them or rename "
+                "one (nothing was written)"
+            )
+        first[name] = folder.name
+    return names
 
 
 def person_files(folder: Path) -> list[Path]:
@@ -376,9 +407,10 @@ def person_files(folder: Path) -> list[Path]:
 
 
 def _scan(
-    src: Path, folders: Sequence[Path], *, size: int, jpeg_quality: int, near: int
+    src: Path, folders: dict[str, Path], *, size: int, jpeg_quality: int, near: int
 ) -> _Scan:
-    """Read, crop and encode every file; set aside unreadable files and exact duplicates.
+    """Read, crop and encode every file of ``folders`` (label name -> person folder); set
+    aside unreadable files and exact duplicates.
 
     With ``near`` > 0 each crop also gets its perceptual hash, for
     :func:`_drop_near_duplicates`.
@@ -389,11 +421,11 @@ def _scan(
     """
     scan = _Scan()
     jobs: list[tuple[str, Path]] = []
-    for folder in folders:
+    for name, folder in folders.items():
         files = person_files(folder)
-        scan.files[folder.name] = len(files)
-        scan.crops[folder.name] = []
-        jobs.extend((folder.name, path) for path in files)
+        scan.files[name] = len(files)
+        scan.crops[name] = []
+        jobs.extend((name, path) for path in files)
 
     def work(path: Path) -> tuple[str, bytes | str, np.ndarray | None]:
         sha, outcome = _crop_file(path, size=size, jpeg_quality=jpeg_quality)
@@ -566,6 +598,11 @@ def _log_summary(log: Log, manifest: dict[str, Any], out: Path) -> None:
     if skipped:
         shown = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:_SHOWN])
         log(f"{len(skipped)} files skipped ({shown}{'; …' if len(skipped) > _SHOWN else ''})")
+    hidden = manifest["hidden_folders"]
+    if hidden:
+        shown = ", ".join(hidden[:_SHOWN])
+        log(f"{len(hidden)} hidden folder{'s' if len(hidden) > 1 else ''} skipped, not people "
+            f"(names start with a dot): {shown}{', …' if len(hidden) > _SHOWN else ''}")
     if manifest["duplicates"]:
         log(f"{len(manifest['duplicates'])} duplicates removed")
     near = manifest["near_duplicates"]

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -116,8 +119,8 @@ def load_rgb(
     in_memory = isinstance(source, bytes)
     where = name or ("upload" if in_memory else str(source))
     try:
-        with Image.open(io.BytesIO(source) if in_memory else Path(source),
-                        formats=list(formats)) as img:
+        with (io.BytesIO(source) if in_memory else _open_regular(Path(source), where)) as data, \
+                Image.open(data, formats=list(formats)) as img:
             _check_header(img, where, max_pixels, max_bytes, min_side)
             try:
                 # load() decodes every pixel now: a truncated file fails here, not
@@ -150,6 +153,30 @@ def load_rgb(
         raise ImageError(
             f"{where}: corrupt or truncated image ({type(err).__name__}: {err})"
         ) from err
+
+
+# What a path that is not a regular file is, for messages.
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _open_regular(path: Path, where: str) -> BinaryIO:
+    """``path`` open for reading when it is a regular file (links followed), else
+    :class:`ImageError` naming ``where``, before a byte is read: a FIFO would block its
+    reader until some writer comes, a device like /dev/zero never ends. Opened without
+    blocking, so opening a FIFO does not wait either; the check is on the open file, so
+    the path cannot be swapped in between."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((k for test, k in _FILE_KINDS if test(mode)), "a special file")
+            raise ImageError(f"{where}: {kind}, not a picture file; nothing was read from it")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def decode_bytes(img: Image.Image) -> int:

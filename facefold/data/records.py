@@ -221,21 +221,49 @@ _BAD_CATEGORIES = {
 _ALLOWED_FORMAT = {"\u200c", "\u200d"}
 
 
+# What the recognizer answers for a face it does not know: never a person's name, in any case.
+UNKNOWN = "unknown"
+# A person's name, not a story: the longest full names in use (several given names, two
+# family names, a title) stay well under it, and every answer, table row, CSV cell and
+# gallery row repeats the name, so an unbounded one costs in all of them.
+MAX_NAME_LENGTH = 100
+
+
+def normal_name(name: str) -> str:
+    """``name`` in Unicode normal form NFC, the one spelling a label has: macOS file systems
+    and some keyboards give "é" as "e" plus a combining accent (NFD), which looks the same."""
+    return unicodedata.normalize("NFC", name)
+
+
 def label_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a label (one line of ``labels.txt``), or None when it can.
 
-    A label is a non-empty string without surrounding whitespace and without
-    any character of :data:`_BAD_CATEGORIES`; the answer names the first
+    A label is a non-empty string of at most :data:`MAX_NAME_LENGTH` characters,
+    in NFC (:func:`normal_name`), without surrounding whitespace, without any
+    character of :data:`_BAD_CATEGORIES`, not :data:`UNKNOWN` in any case (the
+    recognizer's answer for a stranger), not ``.`` or ``..`` and without ``/``
+    or ``\\`` (it names a folder in places). The answer names the first
     offending character, e.g. ``"holds U+0085 '\\x85' (a control character)"``.
     """
     if not name:
         return "is empty"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"is {len(name)} characters long (at most {MAX_NAME_LENGTH})"
     if name != name.strip():
         return "starts or ends with whitespace"
     for char in name:
         kind = _BAD_CATEGORIES.get(unicodedata.category(char))
         if kind and char not in _ALLOWED_FORMAT:
             return f"holds U+{ord(char):04X} {char!r} ({kind})"
+    if name.casefold() == UNKNOWN:
+        return f"is the recognizer's answer for a stranger ({UNKNOWN!r}), not a name"
+    if name in (".", ".."):
+        return "is a path (the current or parent folder), not a name"
+    if "/" in name or "\\" in name:
+        return "holds a path separator ('/' or '\\')"
+    if name != normal_name(name):
+        return (f"is not in Unicode normal form NFC (NFC spells it {normal_name(name)!r}, "
+                "which looks the same)")
     return None
 
 

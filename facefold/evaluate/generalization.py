@@ -41,7 +41,8 @@ from PIL import Image
 
 from facefold import runs
 from facefold.atomic import write_json_atomic, write_text_atomic
-from facefold.data.build import person_files, person_folders
+from facefold.csvcells import safe_row
+from facefold.data.build import person_files, person_folders, person_names
 from facefold.data.images import MIN_PICTURE_SIDE, ImageError, load_rgb
 from facefold.data.records import LABELS_FILE, list_shards, read_labels, read_shard
 from facefold.evaluate.heldout import (
@@ -293,14 +294,15 @@ def _dataset_pictures(data: Path) -> tuple[list[str], Iterator[Picture]]:
 def _folder_pictures(data: Path) -> tuple[list[str], Iterator[Picture]]:
     """The people (sub-folders) of a folder of face crops and their files."""
     folders = person_folders(data)
+    names = person_names(data, folders)  # as `dataset build` names them: NFC, checked
 
     def pictures() -> Iterator[Picture]:
-        for folder in folders:
+        for name, folder in zip(names, folders, strict=True):
             for path in person_files(folder):
                 where = path.relative_to(data).as_posix()
-                yield folder.name, where, _reader(path, where)
+                yield name, where, _reader(path, where)
 
-    return [f.name for f in folders], pictures()
+    return names, pictures()
 
 
 def data_pictures(data: str | Path) -> tuple[str, list[str], Iterator[Picture]]:
@@ -466,7 +468,7 @@ def write_rows_csv(result: HeldOutEvaluation | FolderEvaluation, path: str | Pat
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(map(safe_row, rows))  # names and file names: never formulas
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, buffer.getvalue())
     return len(rows)

@@ -39,6 +39,7 @@ import tensorflow as tf
 
 import facefold
 from facefold import runs
+from facefold.data.records import label_name_problem
 from facefold.models.families import FAMILIES, Ensemble, ModelFamily, family_of
 from facefold.models.inference import Infer, ensemble_infer, keras_infer, members_infer
 
@@ -236,6 +237,9 @@ def read_export_info(folder: Path) -> dict[str, Any]:
     if not isinstance(labels, list) or not all(isinstance(n, str) and n for n in labels) or (
             len(set(labels)) != len(labels)):
         raise ValueError(f"{path}: field 'labels' must be a list of distinct, non-empty names")
+    for index, name in enumerate(labels):  # the rules of labels.txt: no name spoofs a line
+        if problem := label_name_problem(name):
+            raise ValueError(f"{path}: field 'labels' item {index} {name!r} {problem}")
     crop = _positive_int(meta, "crop_size", path, 8)
     _positive_int(meta, "image_size", path, crop)
     if meta.get("channels") not in (1, 3):

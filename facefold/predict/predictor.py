@@ -28,6 +28,7 @@ at most :data:`~facefold.data.images.MAX_CROP_SIDE` pixels on its longer side
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from PIL import Image
 
 from facefold import runs
 from facefold.data.images import MAX_CROP_SIDE, looks_like_face_crop, square_crop
-from facefold.data.records import label_name_problem
+from facefold.data.records import UNKNOWN, label_name_problem, normal_name
 from facefold.embeddings.shards import chip_images
 from facefold.models.families import check_embedding_meta, takes_chips
 from facefold.models.inference import Infer, softmax
@@ -53,11 +54,20 @@ from facefold.models.scores import (
 from facefold.predict.gallery import Gallery, People, picture_key
 from facefold.predict.loading import LoadedModel, load_model_folder
 
-UNKNOWN = "unknown"
 # Images per inference call: bounded memory, and big enough to amortize the call.
 BATCH_SIZE = 64
 
 Box = tuple[float, float, float, float]  # x, y, width, height in the photo's pixels
+
+
+def finite_threshold(threshold: float) -> float:
+    """``threshold`` as a float; ``ValueError`` when it is NaN or infinite (every comparison
+    with NaN is false, so NaN would answer "unknown" for every face, "different" for every
+    pair, without a word)."""
+    value = float(threshold)
+    if not math.isfinite(value):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
+    return value
 
 
 def _batched(infer: Infer, arrays: np.ndarray | Mapping[str, np.ndarray],
@@ -209,8 +219,10 @@ class Predictor:
         written to the model folder's gallery. Returns how many pictures the person has.
 
         Needs the model's centroids (a ``facefold fit`` model has them); the name must be a
-        valid label and not one of the trained people.
+        valid label (:func:`~facefold.data.records.label_name_problem`; it is taken in NFC) and
+        not one of the trained people.
         """
+        name = normal_name(name)
         problem = label_name_problem(name)
         if problem:
             raise ValueError(f"person name {name!r} {problem}")
@@ -230,6 +242,7 @@ class Predictor:
         """:meth:`enroll` from the model's features (N, D) of a person's pictures, whose
         content keys are ``pictures`` (:func:`~.gallery.picture_key`; None: the features'
         own bytes). A picture enrolled before under this name counts once."""
+        name = normal_name(name)
         problem = label_name_problem(name)
         if problem or name in self.labels:
             raise ValueError(f"person name {name!r} {problem or 'is a trained person'}")
@@ -253,9 +266,10 @@ class Predictor:
         if threshold is None:
             raise ValueError(f"{self.info.source} has no verification threshold (written by "
                              "`facefold fit`): give --threshold")
+        threshold = finite_threshold(threshold)
         features = unit_rows(self.outputs([a, b])["features"])
         similarity = float(features[0] @ features[1])
-        return Verification(similarity >= threshold, similarity, float(threshold))
+        return Verification(similarity >= threshold, similarity, threshold)
 
     # ------------------------------------------------------------ arrays in, numbers out
 
@@ -328,6 +342,7 @@ class Predictor:
             threshold = stored.get("thresholds", {}).get(score)
         if threshold is None:
             return None
+        threshold = finite_threshold(threshold)
         if SCORES[score].uses_centroids and self.info.centroids is None:
             others = [name for name, s in SCORES.items() if not s.uses_centroids]
             raise ValueError(
@@ -335,7 +350,7 @@ class Predictor:
                 f"`facefold cv --unknown-people`); choose --score {', '.join(others[:-1])} "
                 f"or {others[-1]}"
             )
-        return score, float(threshold)
+        return score, threshold
 
     def recognize(self, images: Sequence[Image.Image], top_k: int = 5,
                   threshold: float | None = None, score: str | None = None,

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from facefold.atomic import atomic_path, write_text_atomic
+from facefold.csvcells import safe_row
 from facefold.evaluate.experiment import ExperimentResult, PresetSummary
 from facefold.report.plots import one_point_marker, zoom_steps
 from facefold.runs import comparison_paths
@@ -106,7 +107,8 @@ def write_comparison_csv(result: ExperimentResult, path: str | Path) -> None:
         values = [s.accuracy_mean, s.accuracy_std, s.parameters, s.weights_bytes,
                   s.checkpoint_bytes, s.seconds_per_step, s.images_per_second, t, t_p,
                   b01, b10, m_p, s.steps_to_baseline, s.seconds_to_baseline]
-        writer.writerow([s.preset, ";".join(map(str, s.cases)), *map(_csv_value, values)])
+        writer.writerow(safe_row([s.preset, ";".join(map(str, s.cases)),
+                                  *map(_csv_value, values)]))
     write_text_atomic(path, buffer.getvalue())
 
 

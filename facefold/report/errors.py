@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from facefold.atomic import atomic_path, write_text_atomic
+from facefold.csvcells import safe_row
 from facefold.evaluate.errors import (
     Predictions,
     collect_predictions,
@@ -53,7 +54,7 @@ def write_per_person_csv(predictions: Predictions, path: str | Path) -> None:
         other = int(matrix[c].argmax())
         times = int(matrix[c, other])
         confused = (predictions.names[other], times) if times else ("", 0)
-        writer.writerow([name, int(images[c]), int(correct[c]), accuracy, *confused])
+        writer.writerow(safe_row([name, int(images[c]), int(correct[c]), accuracy, *confused]))
     write_text_atomic(path, buffer.getvalue())
 
 

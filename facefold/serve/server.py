@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,13 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000,
     """Load ``model`` once and serve the page and API until interrupted.
 
     Browsers may reach it by ``host``, the localhost names and ``allowed_hosts``
-    (for a wildcard ``host``, also by this machine's names and IP addresses).
+    (for a wildcard ``host``, also by this machine's names and IP addresses). ``ValueError``
+    for a ``port`` outside 1-65535 or an upload limit that is not a positive number of MB.
     """
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be in 1-65535, got {port}")
+    if not 0 < max_upload_mb < math.inf:  # NaN fails both comparisons too
+        raise ValueError(f"the upload limit must be a positive number of MB, got {max_upload_mb}")
     require_server_packages()
     _big_pictures_in_big_blocks()
     predictor = Predictor.load(model)
