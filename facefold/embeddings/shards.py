@@ -13,7 +13,7 @@ Which inputs a config needs is its model family's business
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -54,9 +54,7 @@ def embed_images(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Uncached embeddings of RGB uint8 images (N, S, S, 3): ``(N, count, D)`` float32 views
     (the image, then its mirror) and (N,) bool fallbacks. What ``predict`` runs on a picture."""
-    model = embedder(name)
-    done = [model.embed(images, mirror=bool(v)) for v in range(count)]
-    return np.stack([e for e, _ in done], axis=1), np.any([f for _, f in done], axis=0)
+    return _views(embedder(name).embed, images, count)
 
 
 def chip_images(
@@ -67,9 +65,15 @@ def chip_images(
     fallbacks; what an export of a head (chips in, names out) is given. The mirror's chip is
     cut from the mirrored image, as :func:`embed_images` does: the landmark fit is not
     mirror-symmetric, so the mirror of the chip would be another view."""
-    model = embedder(name)
-    done = [model.chips(images, mirror=bool(v)) for v in range(count)]
-    return np.stack([c for c, _ in done], axis=1), np.any([f for _, f in done], axis=0)
+    return _views(embedder(name).chips, images, count)
+
+
+def _views(compute: Callable[..., tuple[np.ndarray, np.ndarray]], images: np.ndarray,
+           count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``compute(images, mirror=...)`` of view 0 (the images) and view 1 (their mirrors) up to
+    ``count`` views, stacked on axis 1, and whether any view of an image fell back."""
+    done = [compute(images, mirror=bool(view)) for view in range(count)]
+    return np.stack([v for v, _ in done], axis=1), np.any([f for _, f in done], axis=0)
 
 
 class EmbeddingWorkers:

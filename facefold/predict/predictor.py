@@ -222,16 +222,7 @@ class Predictor:
         valid label (:func:`~facefold.data.records.label_name_problem`; it is taken in NFC) and
         not one of the trained people.
         """
-        name = normal_name(name)
-        problem = label_name_problem(name)
-        if problem:
-            raise ValueError(f"person name {name!r} {problem}")
-        if name in self.labels:
-            raise ValueError(f"{name!r} is one of the people the model was trained on; "
-                             "enroll new people only (or fit the model again with more photos)")
-        if self.info.centroids is None:
-            raise ValueError(f"{self.info.source} holds no {runs.CENTROIDS_FILE}: enrolling "
-                             "needs a model made by `facefold fit`")
+        name, _ = self._gallery_for(name)  # checked before the pictures are computed
         if not images:
             raise ValueError(f"no picture to enroll {name!r} from")
         keys = [picture_key(np.asarray(image)) for image in images]
@@ -242,15 +233,24 @@ class Predictor:
         """:meth:`enroll` from the model's features (N, D) of a person's pictures, whose
         content keys are ``pictures`` (:func:`~.gallery.picture_key`; None: the features'
         own bytes). A picture enrolled before under this name counts once."""
+        name, gallery = self._gallery_for(name)
+        _, total = gallery.add(name, unit_rows(features), pictures)
+        return total
+
+    def _gallery_for(self, name: str) -> tuple[str, Gallery]:
+        """``(name in NFC, the gallery)`` when ``name`` may be enrolled in this model;
+        ``ValueError`` saying why not."""
         name = normal_name(name)
         problem = label_name_problem(name)
-        if problem or name in self.labels:
-            raise ValueError(f"person name {name!r} {problem or 'is a trained person'}")
+        if problem:
+            raise ValueError(f"person name {name!r} {problem}")
+        if name in self.labels:
+            raise ValueError(f"{name!r} is one of the people the model was trained on; "
+                             "enroll new people only (or fit the model again with more photos)")
         if self._gallery is None:
             raise ValueError(f"{self.info.source} holds no {runs.CENTROIDS_FILE}: enrolling "
                              "needs a model made by `facefold fit`")
-        _, total = self._gallery.add(name, unit_rows(features), pictures)
-        return total
+        return name, self._gallery
 
     def clear_gallery(self) -> None:
         """Remove every enrolled person from the model folder."""
