@@ -28,7 +28,7 @@ with flip TTA: the chip of the image, then the chip of its mirror), which
 ``export.json`` describes under ``embedding`` (name, model version, views,
 dim, ``input: "chips"``, chip_size). The chips are cut outside the file —
 dlib's landmark fit and ``get_face_chip`` are C++ — by
-:func:`facefold.embeddings.shards.chip_images` (``Predictor.chips``); given
+:func:`facefold.embeddings.pictures.chip_images` (``Predictor.chips``); given
 chips, the export runs with TensorFlow alone. ``facefold predict``/``serve``
 cut them from the picture with the installed ``facefold[dlib]`` and refuse
 chips of other weights. The mirror's chip is not the mirrored chip (the
@@ -50,6 +50,7 @@ import tempfile
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import facefold
@@ -57,7 +58,10 @@ from facefold import runs
 from facefold.atomic import staging_folder, swap_in, write_json_atomic
 from facefold.choices import EXPORT_FORMATS
 from facefold.models.families import FAMILIES
+from facefold.models.outputs import softmax
+from facefold.models.scores import unit_rows
 from facefold.predict import Predictor
+from facefold.predict.lite import CHECKPOINT_FIELD, checkpoint_digest
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
@@ -73,24 +77,77 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty: choose a new export folder")
-    predictor = Predictor.load(run_dir)
-    model_file = FAMILIES[predictor.info.family].export_model_file(fmt)
-    if predictor.info.kind != "run" or (predictor.keras_model is None and model_file):
-        raise ValueError(f"{run_dir} is an export already: export from a run folder")
+    predictor = _run_predictor(run_dir)
     with staging_folder(out) as tmp:
-        if model_file:
-            model, embedding = FAMILIES[predictor.info.family].export_model(
-                predictor.keras_model, predictor.info.embedding)
-            meta = export_info(predictor, fmt, embedding)
-            _write_model(model, fmt, tmp / model_file)
-        else:  # a family without a network of its own: its members' exports
-            meta = export_info(predictor, fmt, None)
-            meta["ensemble"] = {"members": _export_members(predictor, fmt, tmp)}
-        if predictor.info.centroids is not None:
-            runs.write_centroids(tmp, predictor.info.centroids)
-        write_json_atomic(tmp / runs.EXPORT_FILE, meta)
+        _write_export(predictor, fmt, tmp)
         swap_in(tmp, out)  # an existing out is empty, checked above
     return out
+
+
+def keep_lite(run_dir: str | Path) -> Path:
+    """Write (or rewrite) ``RUN/lite`` (:func:`facefold.runs.lite_dir`): a TFLite export of
+    the run's newest checkpoint, which ``verify``, ``identify``, ``predict`` and ``serve``
+    then run by the LiteRT interpreter, without importing TensorFlow. Kept only when its
+    outputs equal the checkpoint's on probe pictures (softmax probabilities and unit
+    features within :data:`LITE_TOLERANCE`); ``ValueError`` saying why otherwise (an
+    ensemble keeps none: its members are runs of their own). Returns the folder."""
+    predictor = _run_predictor(run_dir)
+    if FAMILIES[predictor.info.family].export_model_file("tflite") is None:
+        raise ValueError(f"{run_dir} is an ensemble: it keeps no TFLite export of its own")
+    out = runs.lite_dir(run_dir)
+    with staging_folder(out) as tmp:
+        _write_export(predictor, "tflite", tmp)
+        _check_same_outputs(predictor, Predictor.load(tmp))
+        swap_in(tmp, out)
+    return out
+
+
+# How far a kept TFLite export's softmax probabilities and unit features may be from the
+# checkpoint's (float32 kernels of another runtime: the dlib128 model's differ by about 1e-6).
+LITE_TOLERANCE = 1e-4
+PROBE_PICTURES = 4
+
+
+def _check_same_outputs(keras_model: Predictor, lite: Predictor) -> None:
+    """``ValueError`` when ``lite`` computes other numbers than ``keras_model`` on seeded
+    noise pictures of the model's input size."""
+    info = keras_model.info
+    pictures = np.random.default_rng(0).integers(
+        0, 256, (PROBE_PICTURES, info.image_size, info.image_size, info.channels), np.uint8)
+    want, got = keras_model.outputs_for_arrays(pictures), lite.outputs_for_arrays(pictures)
+    gaps = {"probabilities": np.abs(softmax(want["logits"]) - softmax(got["logits"])).max(),
+            "unit features": np.abs(unit_rows(want["features"])
+                                    - unit_rows(got["features"])).max()}
+    for what, gap in gaps.items():
+        if not gap <= LITE_TOLERANCE:
+            raise ValueError(f"the TFLite export of {info.source} gives {what} {gap:.2g} away "
+                             f"from its checkpoint's (over {LITE_TOLERANCE:g}): not kept")
+
+
+def _run_predictor(run_dir: str | Path) -> Predictor:
+    """A run folder loaded from its checkpoint (never from its kept TFLite export), to
+    export; ``ValueError`` for an export folder."""
+    predictor = Predictor.load(run_dir, lite=False)
+    model_file = FAMILIES[predictor.info.family].export_model_file("keras")
+    if predictor.info.kind != "run" or (predictor.keras_model is None and model_file):
+        raise ValueError(f"{run_dir} is an export already: export from a run folder")
+    return predictor
+
+
+def _write_export(predictor: Predictor, fmt: str, folder: Path) -> None:
+    """The export of ``predictor`` (a run) in format ``fmt``, written into ``folder``."""
+    model_file = FAMILIES[predictor.info.family].export_model_file(fmt)
+    if model_file:
+        model, embedding = FAMILIES[predictor.info.family].export_model(
+            predictor.keras_model, predictor.info.embedding)
+        meta = export_info(predictor, fmt, embedding)
+        _write_model(model, fmt, folder / model_file)
+    else:  # a family without a network of its own: its members' exports
+        meta = export_info(predictor, fmt, None)
+        meta["ensemble"] = {"members": _export_members(predictor, fmt, folder)}
+    if predictor.info.centroids is not None:
+        runs.write_centroids(folder, predictor.info.centroids)
+    write_json_atomic(folder / runs.EXPORT_FILE, meta)
 
 
 def _export_members(predictor: Predictor, fmt: str, folder: Path) -> list[dict]:
@@ -110,6 +167,7 @@ def export_info(predictor: Predictor, fmt: str, embedding: dict | None) -> dict:
     """The ``export.json`` of an export of ``predictor`` (a run) in format ``fmt``, whose
     model takes what ``embedding`` (the family's export entry, or None) says."""
     info = predictor.info
+    found = runs.latest_checkpoint(info.source)  # the one loaded (None: an ensemble's run)
     return {
         "export_format": runs.EXPORT_FORMAT,
         "facefold_version": facefold.__version__,
@@ -133,6 +191,7 @@ def export_info(predictor: Predictor, fmt: str, embedding: dict | None) -> dict:
         "centroids_file": runs.CENTROIDS_FILE if info.centroids is not None else None,
         "source_run": str(info.source.resolve()),
         "step": info.step,
+        CHECKPOINT_FIELD: checkpoint_digest(found[1]) if found else None,
     }
 
 

@@ -21,7 +21,7 @@ cross-validated one (:func:`facefold.train.ensemble.fit_weights`), on the calibr
 models' held-out pictures of their known people: every model weighed was trained without
 the pictures it is weighed on. The ensemble's features (centroids, cosine score,
 verification) are its members' unit features side by side, so the cosine is the (weighted)
-mean of the members' cosines (:func:`facefold.models.inference.combine_outputs`).
+mean of the members' cosines (:func:`facefold.models.outputs.combine_outputs`).
 
 The model folder is an ordinary run folder plus ``threshold.json``, ``centroids.npy`` (of
 every person, from all the training pictures) and a model card (``model_card.json`` and
@@ -48,7 +48,7 @@ from facefold.data.records import read_labels, shard_labels
 from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_people
 from facefold.log import Log
 from facefold.models.families import SplitSource, family_of, identity_of
-from facefold.models.inference import combine_outputs, softmax
+from facefold.models.outputs import combine_outputs, softmax
 from facefold.models.scores import (
     CENTROID_SCORE,
     SCORES,
@@ -221,7 +221,7 @@ def network_outputs(found: Sequence[tuple[Config, Path]], pictures: Callable[[Co
 def model_outputs(outputs: NetworkOutputs, weights: Sequence[float] | None
                   ) -> dict[str, np.ndarray]:
     """The model's outputs from its networks': one network's own, or the ensemble's
-    (:func:`facefold.models.inference.combine_outputs`, as ``predict`` computes them)."""
+    (:func:`facefold.models.outputs.combine_outputs`, as ``predict`` computes them)."""
     return outputs[0] if len(outputs) == 1 else combine_outputs(outputs, weights)
 
 

@@ -65,19 +65,25 @@ def start_tensorflow() -> ModuleType:
     Python warnings (tf.function retracing notices) are kept to errors. Also the initializer
     of worker processes, which would print the same lines.
     """
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("", "0"):
+    with quiet_native_start():
         import tensorflow as tf
-
-        return tf
-    with _native_stderr_to_devnull():
-        import tensorflow as tf
-    tf.get_logger().setLevel("ERROR")
+    if not _verbose():
+        tf.get_logger().setLevel("ERROR")
     return tf
 
 
+def _verbose() -> bool:
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("", "0")
+
+
 @contextmanager
-def _native_stderr_to_devnull() -> Iterator[None]:
-    """File descriptor 2, where C++ code writes, points to /dev/null inside the block."""
+def quiet_native_start() -> Iterator[None]:
+    """Inside the block, file descriptor 2 (where C++ code writes) points to /dev/null, unless
+    ``TF_CPP_MIN_LOG_LEVEL`` is 0 (``--verbose``): what hides TensorFlow's start-up lines and
+    the LiteRT interpreter's ("Created TensorFlow Lite XNNPACK delegate")."""
+    if _verbose():
+        yield
+        return
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:

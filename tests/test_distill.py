@@ -23,7 +23,7 @@ from facefold.data.pipeline import Split, batch_maker, decode_shards, evaluation
 from facefold.evaluate.cv import run_cv
 from facefold.evaluate.experiment import run_experiment
 from facefold.models.families import family_of, identity_of
-from facefold.models.inference import softmax
+from facefold.models.outputs import softmax
 from facefold.models.presets import get_preset, teacher_configs
 from facefold.train.distill import student_targets, teacher_targets
 from facefold.train.trainer import split_folds

@@ -220,8 +220,8 @@ def _compare(models: dict[str, dlib128.Dlib128], images: np.ndarray) -> None:
 def test_keras_equals_dlib_on_random_chips(models: dict[str, dlib128.Dlib128]) -> None:
     """Straight through the descriptor (no landmarks): noise exercises every channel."""
     chips = np.random.default_rng(0).integers(0, 256, (3, 150, 150, 3), np.uint8)
-    np.testing.assert_allclose(models["keras"]._describe(chips),
-                               models["dlib"]._describe(chips), atol=1e-5)
+    np.testing.assert_allclose(models["keras"]._descriptors()(chips),
+                               models["dlib"]._descriptors()(chips), atol=1e-5)
 
 
 def test_keras_equals_dlib_on_synthetic_faces(

@@ -27,8 +27,8 @@ from facefold.embeddings import dlib128
 from facefold.embeddings.cache import EmbeddingCache, content_hash
 from facefold.embeddings.shards import embed_shards
 from facefold.export import export_run
-from facefold.models.inference import ensemble_infer
-from facefold.models.inference import softmax as _softmax
+from facefold.models.outputs import ensemble_infer
+from facefold.models.outputs import softmax as _softmax
 from facefold.models.presets import member_configs
 from facefold.predict import Predictor
 from facefold.runs import read_metrics

@@ -40,7 +40,7 @@ from facefold.evaluate.heldout import (
     held_out,
 )
 from facefold.evaluate.stats import wilson_interval
-from facefold.models.inference import softmax
+from facefold.models.outputs import softmax
 from facefold.predict import Predictor, load_model_folder
 from facefold.train import train
 

@@ -298,7 +298,7 @@ def test_serve_enrolls_behind_a_flag(fitted: tuple[Path, Path], tmp_path: Path,
 def test_combine_outputs_by_hand() -> None:
     """An ensemble's features: each member's unit features times the root of its weight, so
     the cosine of two pictures is the weighted mean of the members' cosines."""
-    from facefold.models.inference import combine_outputs
+    from facefold.models.outputs import combine_outputs
 
     a = {"logits": np.log(np.array([[0.5, 0.5], [0.9, 0.1]])),
          "features": np.array([[3.0, 4.0], [4.0, 3.0]])}
@@ -329,7 +329,7 @@ def test_fit_makes_a_calibrated_weighted_ensemble(
         fitted_ensemble: tuple[Path, Path], fake_embedder: FakeEmbedder,
         tmp_path: Path) -> None:
     from facefold.export import export_run
-    from facefold.models.inference import softmax
+    from facefold.models.outputs import softmax
     from facefold.predict import Predictor
 
     data, model = fitted_ensemble

@@ -25,7 +25,7 @@ from facefold.evaluate.cv import run_cv
 from facefold.evaluate.worker import train_in_worker
 from facefold.export import export_run
 from facefold.models.families import Ensemble
-from facefold.models.inference import ensemble_infer, softmax, weighted_mean
+from facefold.models.outputs import ensemble_infer, softmax, weighted_mean
 from facefold.models.presets import get_preset, member_configs
 from facefold.predict import Predictor
 from facefold.train import ensemble as ensemble_module

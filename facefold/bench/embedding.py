@@ -32,7 +32,8 @@ def bench_embedding(name: str = "dlib128", data_dir: str | Path | None = None,
     """
     from facefold.data.records import list_shards, read_shard
     from facefold.embeddings import dlib128
-    from facefold.embeddings.shards import EmbeddingWorkers, embedder
+    from facefold.embeddings.pictures import embedder
+    from facefold.embeddings.shards import EmbeddingWorkers
 
     if images < 2:
         raise ValueError(f"images must be >= 2, got {images}")

@@ -23,10 +23,14 @@ from facefold.machine import apply_onednn_choice, set_tf_threads
 # asked for it with --verbose or their own TF_CPP_MIN_LOG_LEVEL.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__all__ = ["TRAINING_COMMANDS", "build_parser", "iter_commands", "main", "parse_args"]
+__all__ = ["DEPLOY_COMMANDS", "TRAINING_COMMANDS", "build_parser", "iter_commands", "main",
+           "parse_args"]
 
 # Commands that train: when this machine has no measured oneDNN choice yet, they time one.
 TRAINING_COMMANDS = frozenset({"train", "cv", "experiment", "fit", "demo", "bench"})
+# Commands that deploy a model: they start TensorFlow only if the model or the face detector
+# needs it (a model folder's TFLite export runs without it), so not here unless --threads asks.
+DEPLOY_COMMANDS = frozenset({"verify", "identify", "enroll", "predict", "serve"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_onednn_choice(measure=args.command in TRAINING_COMMANDS,
                         log=lambda line: print(f"facefold: {line}", file=sys.stderr))
     try:
-        set_tf_threads(args.threads)
+        if args.threads or args.command not in DEPLOY_COMMANDS:
+            set_tf_threads(args.threads)
         status = args.func(args)
     # ModuleNotFoundError: an optional extra is missing; its message says what to install.
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError,

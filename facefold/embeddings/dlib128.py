@@ -56,7 +56,7 @@ import functools
 import hashlib
 import importlib.util
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -177,10 +177,10 @@ def landmarks_plausible(points: np.ndarray, side: int) -> bool:
 class Dlib128:
     """The landmark and descriptor networks, loaded once (see :func:`load`).
 
-    ``backend``: ``"keras"`` (default; builds the Keras network, converting dlib's weights
-    the first time on a machine, about two seconds) or ``"dlib"`` (dlib's own descriptor,
-    the reference). ``cache_dir``: where the converted weights are kept (default
-    :func:`~facefold.machine.default_cache_dir`).
+    ``backend``: ``"keras"`` (default; builds the Keras network at the first descriptor,
+    converting dlib's weights the first time on a machine, about two seconds) or ``"dlib"``
+    (dlib's own descriptor, the reference). ``cache_dir``: where the converted weights are
+    kept (default :func:`~facefold.machine.default_cache_dir`).
     """
 
     name = NAME
@@ -191,14 +191,13 @@ class Dlib128:
         self._dlib = _import_dlib()
         folder = weights_dir()
         self._landmarks = self._dlib.shape_predictor(str(folder / LANDMARKS_FILE))
+        self._network: keras.Model | None = None
+        self._describe: Callable[[np.ndarray], np.ndarray] | None = None
         if backend == "dlib":
             model = self._dlib.face_recognition_model_v1(str(folder / DESCRIPTOR_FILE))
             self._describe = functools.partial(_dlib_descriptors, model)
-        else:
-            from facefold.embeddings import resnet  # TensorFlow: only for this backend
-
-            self._network = descriptor_network(cache_dir)
-            self._describe = resnet.descriptor_function(self._network)
+        # The keras backend's network is built at its first descriptor: cutting chips (all
+        # that an export holding the network needs) then imports no TensorFlow.
         self._cache_dir = cache_dir
         self.version = model_version(folder, backend)
         self.equivalent_versions = same_weights_versions(folder)
@@ -206,9 +205,19 @@ class Dlib128:
     def descriptor_network(self) -> keras.Model:
         """The Keras descriptor network (the keras backend's own, else built now): uint8
         chips (B, 150, 150, 3) -> (B, 128) float32; what an export puts in its file."""
-        if self.backend == "keras":
-            return self._network
-        return descriptor_network(self._cache_dir)
+        if self.backend != "keras":
+            return descriptor_network(self._cache_dir)
+        if self._network is None:
+            self._network = descriptor_network(self._cache_dir)
+        return self._network
+
+    def _descriptors(self) -> Callable[[np.ndarray], np.ndarray]:
+        """chips (B, 150, 150, 3) uint8 -> (B, 128) float32, by this backend."""
+        if self._describe is None:
+            from facefold.embeddings import resnet  # TensorFlow: only for this backend
+
+            self._describe = resnet.descriptor_function(self.descriptor_network())
+        return self._describe
 
     def chip(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
         """``(chip, fallback)``: the 150×150 aligned chip of a square RGB uint8 image (S, S, 3),
@@ -243,11 +252,12 @@ class Dlib128:
         if not len(images):
             return np.zeros((0, self.dim), np.float32), np.zeros(0, bool)
         described, fallback = [], []
+        describe = self._descriptors()
         with ThreadPoolExecutor(1) as network:
             for start in range(0, len(images), BATCH):
                 chips, failed = self.chips(images[start : start + BATCH])
                 fallback.append(failed)
-                described.append(network.submit(self._describe, chips))
+                described.append(network.submit(describe, chips))
             vectors = [np.asarray(v.result(), np.float32) for v in described]
         return np.concatenate(vectors).reshape(-1, self.dim), np.concatenate(fallback)
 
@@ -279,7 +289,7 @@ def _dlib_descriptors(model: object, chips: np.ndarray) -> np.ndarray:
 
 def load(backend: str = BACKENDS[0]) -> Dlib128:
     """The process's :class:`Dlib128` of ``backend`` (built on the first call: about a second
-    for ``dlib``, a few for ``keras``)."""
+    for ``dlib``; ``keras`` builds its network at the first descriptor, a few seconds)."""
     return _loaded(check_backend(backend))
 
 

@@ -13,7 +13,7 @@ Which inputs a config needs is its model family's business
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -25,6 +25,7 @@ from facefold.data.pipeline import Split
 from facefold.data.records import ShardError, list_shards, read_labels, read_shard
 from facefold.embeddings import dlib128
 from facefold.embeddings.cache import EmbeddingCache, content_hash
+from facefold.embeddings.pictures import embedder
 from facefold.log import Log
 from facefold.machine import default_cache_dir, start_tensorflow, usable_cores
 
@@ -39,41 +40,6 @@ class EmbeddingSplit(Split):
     fit failed in some view and the whole image was the chip (see :mod:`~.dlib128`)."""
 
     fallback: np.ndarray
-
-
-def embedder(name: str) -> dlib128.Dlib128:
-    """The loaded model of embedding ``name``; ``ModuleNotFoundError`` naming the pip command
-    when its extra is missing."""
-    if name != dlib128.NAME:
-        raise ValueError(f"unknown embedding {name!r}; known: {dlib128.NAME}")
-    return dlib128.load()
-
-
-def embed_images(
-    images: np.ndarray, name: str, count: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """Uncached embeddings of RGB uint8 images (N, S, S, 3): ``(N, count, D)`` float32 views
-    (the image, then its mirror) and (N,) bool fallbacks. What ``predict`` runs on a picture."""
-    return _views(embedder(name).embed, images, count)
-
-
-def chip_images(
-    images: np.ndarray, name: str, count: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """The aligned chips of RGB uint8 images (N, S, S, 3) for embedding ``name``:
-    ``(N, count, C, C, 3)`` uint8 views (the image's chip, then its mirror's) and (N,) bool
-    fallbacks; what an export of a head (chips in, names out) is given. The mirror's chip is
-    cut from the mirrored image, as :func:`embed_images` does: the landmark fit is not
-    mirror-symmetric, so the mirror of the chip would be another view."""
-    return _views(embedder(name).chips, images, count)
-
-
-def _views(compute: Callable[..., tuple[np.ndarray, np.ndarray]], images: np.ndarray,
-           count: int) -> tuple[np.ndarray, np.ndarray]:
-    """``compute(images, mirror=...)`` of view 0 (the images) and view 1 (their mirrors) up to
-    ``count`` views, stacked on axis 1, and whether any view of an image fell back."""
-    done = [compute(images, mirror=bool(view)) for view in range(count)]
-    return np.stack([v for v, _ in done], axis=1), np.any([f for _, f in done], axis=0)
 
 
 class EmbeddingWorkers:

@@ -45,7 +45,7 @@ from facefold.data.records import list_shards, read_labels
 from facefold.evaluate.stats import mcnemar_test, wilson_interval
 from facefold.log import Log
 from facefold.models.families import SplitSource, family_of
-from facefold.models.inference import softmax
+from facefold.models.outputs import softmax
 from facefold.predict.loading import checkpoint_model, load_model_folder
 from facefold.predict.predictor import Predictor
 from facefold.train.optim import keeps_average, swap_average

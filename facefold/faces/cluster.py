@@ -42,7 +42,8 @@ from facefold.data.images import ImageError, load_rgb, looks_like_face_crop, squ
 from facefold.data.inspect import write_montage
 from facefold.embeddings import dlib128
 from facefold.embeddings.cache import EmbeddingCache, content_hash
-from facefold.embeddings.shards import CHUNK, embedder
+from facefold.embeddings.pictures import embedder
+from facefold.embeddings.shards import CHUNK
 from facefold.faces import detect
 from facefold.faces.crop import _crop_names, _describe, _names, _photo_files, _unique
 from facefold.log import Log

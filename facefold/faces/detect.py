@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from facefold.machine import start_tensorflow
+
 INSTALL_HINT = "pip install 'facefold[faces]'"
 
 # The InsightFace / ArcFace five-point template for 112×112 crops: left eye,
@@ -134,6 +136,7 @@ def _detector():
 
 @functools.cache
 def _build_detector():
+    start_tensorflow()  # MTCNN runs on TensorFlow: started quietly, as the facefold command asks
     try:
         from mtcnn import MTCNN
     except ModuleNotFoundError as err:  # mtcnn itself, or its lz4/joblib

@@ -23,7 +23,7 @@ on config keys:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,13 +43,15 @@ from facefold.data.pipeline import (
     embedding_evaluation_batches,
     evaluation_batches,
 )
-from facefold.embeddings.shards import (
-    EmbeddingSplit,
-    chip_images,
+from facefold.embeddings.pictures import (
+    CHIPS,
+    check_embedding_meta,
+    chip_inference,
     embed_images,
-    embed_shards,
     embedder,
+    takes_chips,
 )
+from facefold.embeddings.shards import EmbeddingSplit, embed_shards
 from facefold.log import Log
 from facefold.models.cnn import build_model
 from facefold.models.head import build_head
@@ -58,9 +60,8 @@ from facefold.models.inference import (
     head_inference_model,
     inference_model,
 )
+from facefold.models.outputs import Infer
 from facefold.models.presets import member_configs, teacher_configs
-
-Infer = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 class ModelFamily:
@@ -329,28 +330,13 @@ class EmbeddingHead(ModelFamily):
     def picture_inference(self, infer: Infer, meta: dict[str, Any] | None,
                           where: Path) -> Infer:
         if takes_chips(meta):
-            return self._chip_inference(infer, check_embedding_meta(meta, where, False), where)
+            return chip_inference(infer, check_embedding_meta(meta, where, False), where)
         meta = check_embedding_meta(meta, where)
 
         def infer_pictures(images: np.ndarray) -> dict[str, np.ndarray]:
             # Computed, not cached: pictures to name are new.
             vectors, _ = embed_images(images, meta["name"], meta["views"])
             return infer(vectors)
-
-        return infer_pictures
-
-    @staticmethod
-    def _chip_inference(infer: Infer, meta: dict[str, Any], where: Path) -> Infer:
-        """Pictures -> chips (dlib's landmark fit) -> ``infer``, an export holding the network.
-        The installed chips are checked at the first picture, not when loading: given chips
-        directly, such an export runs without the extra that cuts them."""
-        checked: list[dict[str, Any]] = []
-
-        def infer_pictures(images: np.ndarray) -> dict[str, np.ndarray]:
-            if not checked:
-                checked.append(check_embedding_meta(meta, where))
-            chips, _ = chip_images(images, meta["name"], meta["views"])
-            return infer(chips)
 
         return infer_pictures
 
@@ -380,7 +366,7 @@ class EmbeddingHead(ModelFamily):
                            "crop (the whole square image_size picture), then the chip of the "
                            "mirrored crop when views is 2. The chips are cut outside this file "
                            "(dlib's landmark fit and get_face_chip, C++): "
-                           "facefold.embeddings.shards.chip_images, or Predictor.chips of this "
+                           "facefold.embeddings.pictures.chip_images, or Predictor.chips of this "
                            "folder; the file holds the descriptor network and the head",
             }
         return {
@@ -479,50 +465,6 @@ def leaf_configs(config: Config) -> list[Config]:
     """The configs that train a network: an ensemble's members, else ``[config]``
     (:meth:`ModelFamily.networks`)."""
     return family_of(config).networks(config)
-
-
-# The ``input`` of an embedding entry whose export holds the embedding's network: chips.
-CHIPS = "chips"
-
-
-def takes_chips(meta: Any) -> bool:
-    """Whether an embedding entry is an export's that takes chips (its network inside)."""
-    return isinstance(meta, dict) and meta.get("input") == CHIPS
-
-
-def check_embedding_meta(meta: Any, where: Path, installed: bool = True) -> dict[str, Any]:
-    """An embedding entry (of a run or an export), checked field by field and, with
-    ``installed``, against the installed embedding model: a head must get the embeddings it
-    learned on — those of its recorded model version or of a version of the same weights
-    (:func:`facefold.embeddings.dlib128.same_weights_versions`: a head trained on dlib's own
-    descriptor runs on the Keras network)."""
-    if not isinstance(meta, dict):
-        raise ValueError(f"{where}: field 'embedding' must be an object, got {meta!r}")
-    name, version = meta.get("name"), meta.get("model_version")
-    if name not in EMBEDDING_DIMS:
-        raise ValueError(f"{where}: field 'embedding.name' must be one of "
-                         f"{', '.join(EMBEDDING_DIMS)}, got {name!r}")
-    views, dim = meta.get("views"), meta.get("dim")
-    if views not in (1, 2) or dim != EMBEDDING_DIMS[name]:
-        raise ValueError(f"{where}: fields 'embedding.views' (1 or 2) and 'embedding.dim' "
-                         f"({EMBEDDING_DIMS[name]}) are {views!r} and {dim!r}")
-    if takes_chips(meta) and not _positive(meta.get("chip_size")):
-        raise ValueError(f"{where}: field 'embedding.chip_size' must be a positive integer, "
-                         f"got {meta.get('chip_size')!r}")
-    if not installed:
-        return meta
-    model = embedder(name)
-    if version not in model.equivalent_versions:
-        raise ValueError(
-            f"{where} was trained on {name} embeddings of model version "
-            f"{str(version)[:12]}…, but the installed weights give version "
-            f"{model.version[:12]}…: train the head again on this version"
-        )
-    return meta
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 class SplitSource:

@@ -23,28 +23,41 @@ rebuilt with or without its mirror view, an embedding head takes one view or two
 (:mod:`facefold.evaluate.heldout` uses it for the raw weights of a weight-averaged run, which
 needs the training code that this module must not import). An export's inference is fixed
 when it is written, so neither applies to one.
+
+**Without TensorFlow**: a TFLite export, and a run that keeps one of its newest checkpoint
+(``RUN/lite``, :func:`facefold.predict.lite.kept_export`; ``facefold fit`` writes it), are run
+by the LiteRT interpreter (:mod:`facefold.predict.lite`), with the run's own labels,
+threshold, centroids and gallery. This module imports TensorFlow only when a model needs it
+(a checkpoint, a ``.keras`` or SavedModel export), through
+:func:`facefold.machine.start_tensorflow`.
 """
 
 from __future__ import annotations
 
-import warnings
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 import facefold
 from facefold import runs
+from facefold.config import FAMILIES
 from facefold.data.records import label_name_problem
-from facefold.models.families import FAMILIES, Ensemble, ModelFamily, family_of
-from facefold.models.inference import Infer, ensemble_infer, keras_infer, members_infer
+from facefold.embeddings.pictures import check_embedding_meta, chip_inference, takes_chips
+from facefold.machine import start_tensorflow
+from facefold.models.outputs import Infer, ensemble_infer, members_infer
+from facefold.predict.lite import kept_export, tflite_infer
+
+if TYPE_CHECKING:  # TensorFlow is imported only for a model that needs it
+    import keras
+
+    from facefold.models.families import ModelFamily
 
 # (run folder, checkpoint) -> the trained network, as load_model_folder's load_checkpoint.
-CheckpointLoader = Callable[[Path, Path], keras.Model]
+CheckpointLoader = Callable[[Path, Path], "keras.Model"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,9 @@ class ModelInfo:
     # An embedding head's embedding: name, model_version, views (2 with flip TTA), dim.
     embedding: dict[str, Any] | None = None
     family: str = "cnn"
+    # What runs the network: "keras", "savedmodel", or the TFLite file's "litert" or
+    # "tensorflow" (tf.lite.Interpreter).
+    runtime: str = "keras"
 
 
 @dataclass
@@ -84,13 +100,15 @@ class LoadedModel:
 
 def load_model_folder(path: str | Path, tta: bool | None = None,
                       load_checkpoint: CheckpointLoader | None = None,
-                      crops: bool | None = None) -> LoadedModel:
+                      crops: bool | None = None, lite: bool = True) -> LoadedModel:
     """Load a run folder or an export folder; errors name the missing or bad file.
 
     ``tta`` overrides a run's ``model.tta_flip`` (None: the run's own), ``crops`` a CNN run's
     ``model.tta_crops`` (an embedding head has no crops: it ignores it); ``load_checkpoint``
     replaces :func:`checkpoint_model` (None: the checkpoint as saved). For an ensemble they
     apply to every member. An export refuses any of them with a ``ValueError``.
+    ``lite``: a run without such overrides is run from the TFLite export it keeps of its
+    newest checkpoint, if any (False: from the checkpoint, by Keras; what export needs).
     """
     path = Path(path)
     if not path.is_dir():
@@ -103,6 +121,10 @@ def load_model_folder(path: str | Path, tta: bool | None = None,
                 "source_run) to change it")
         return _load_export(path)
     if runs.is_run(path):
+        kept = kept_export(path) if lite and (tta, load_checkpoint, crops) == (
+            None, None, None) else None
+        if kept is not None:
+            return _load_kept_export(path, kept)
         return _load_run(path, tta, load_checkpoint, crops)
     if runs.is_cv(path):
         raise ValueError(
@@ -144,6 +166,8 @@ def _load_ensemble(folder: Path, member_dirs: dict[str, Path], kind: str,
                 f"ensemble members {first.source} and {other.source} differ in their people, "
                 "image size or channels: they cannot be averaged"
             )
+    from facefold.models.families import Ensemble
+
     info = ModelInfo(first.labels, first.image_size, first.crop_size, first.channels, kind,
                      folder, step, threshold, runs.read_centroids(folder, len(first.labels)),
                      family=Ensemble.name)
@@ -157,6 +181,9 @@ def _load_ensemble(folder: Path, member_dirs: dict[str, Path], kind: str,
 def checkpoint_model(run_dir: Path, checkpoint: Path) -> keras.Model:
     """A run's checkpoint as the trained network, without its optimizer: the weights
     inference uses (a weight-averaged run's checkpoint holds the average in the network)."""
+    start_tensorflow()
+    import keras
+
     return keras.models.load_model(checkpoint, compile=False)
 
 
@@ -164,6 +191,10 @@ def _load_run(run_dir: Path, tta: bool | None = None,
               load_checkpoint: CheckpointLoader | None = None,
               crops: bool | None = None) -> LoadedModel:
     """A run folder's newest checkpoint (or an ensemble's members)."""
+    start_tensorflow()  # quietly, before the families' modules import it
+    from facefold.models.families import family_of
+    from facefold.models.inference import keras_infer
+
     labels = runs.read_run_labels(run_dir)
     config = runs.read_run_config(run_dir)
     family = family_of(config)
@@ -197,19 +228,9 @@ def _load_run(run_dir: Path, tta: bool | None = None,
 
 def savedmodel_infer(path: Path) -> Infer:
     """Inference with a SavedModel written by ``facefold export --format savedmodel``."""
+    tf = start_tensorflow()
     loaded = tf.saved_model.load(str(path))
     return lambda x: {k: v.numpy() for k, v in loaded.serve(tf.constant(x)).items()}
-
-
-def tflite_infer(path: Path) -> Infer:
-    """Inference with a ``.tflite`` file through ``tf.lite.Interpreter`` (resized per batch)."""
-    with warnings.catch_warnings():
-        # TF 2.21 still ships tf.lite.Interpreter but warns that it moves to ai_edge_litert.
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
-        interpreter = tf.lite.Interpreter(model_path=str(path))
-    runner = interpreter.get_signature_runner()
-    (name,) = runner.get_input_details()  # the export has one input, "image"
-    return lambda x: runner(**{name: x})
 
 
 def _positive_int(meta: dict[str, Any], key: str, where: Path, low: int = 1) -> int:
@@ -254,11 +275,18 @@ def read_export_info(folder: Path) -> dict[str, Any]:
 def export_family(meta: dict[str, Any], where: Path) -> ModelFamily:
     """The model family of an export (exports before the ``family`` field: a head when it
     names an embedding)."""
+    from facefold.models.families import FAMILIES
+
+    return FAMILIES[export_family_name(meta, where)]
+
+
+def export_family_name(meta: dict[str, Any], where: Path) -> str:
+    """The name of an export's model family, checked (see :func:`export_family`)."""
     name = meta.get("family") or ("embedding" if meta.get("embedding") else "cnn")
     if name not in FAMILIES:
         raise ValueError(f"{where}: field 'family' must be one of {', '.join(FAMILIES)}, "
                          f"got {name!r}")
-    return FAMILIES[name]
+    return name
 
 
 def _load_export(folder: Path) -> LoadedModel:
@@ -275,19 +303,27 @@ def _load_export(folder: Path) -> LoadedModel:
         return _load_ensemble(folder, members, meta["format"], meta.get("step"),
                               runs.check_member_weights(entries, where),
                               threshold=meta.get("threshold"))
-    family = export_family(meta, where)
     model_path = folder / runs.MODEL_FILES[meta["format"]]
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path} is missing from the export {folder}")
     labels = list(meta["labels"])
+    if meta["format"] == "tflite":
+        return _tflite_model(meta, model_path, folder, ModelInfo(
+            labels, int(meta["image_size"]), int(meta["crop_size"]), int(meta["channels"]),
+            meta["format"], folder, meta.get("step"), meta.get("threshold"),
+            runs.read_centroids(folder, len(labels)), meta.get("embedding")))
+    start_tensorflow()
+    from facefold.models.inference import keras_infer
+
+    family = export_family(meta, where)
     model = None
     if meta["format"] == "keras":
+        import keras
+
         model = keras.models.load_model(model_path, compile=False)
         infer = keras_infer(model)
-    elif meta["format"] == "savedmodel":
-        infer = savedmodel_infer(model_path)
     else:
-        infer = tflite_infer(model_path)
+        infer = savedmodel_infer(model_path)
     pictures = family.picture_inference(infer, meta.get("embedding"), folder)  # checks it
     _check_export_outputs(infer, family.export_input(meta.get("embedding"),
                                                      int(meta["image_size"]),
@@ -295,8 +331,43 @@ def _load_export(folder: Path) -> LoadedModel:
     info = ModelInfo(labels, int(meta["image_size"]), int(meta["crop_size"]),
                      int(meta["channels"]), meta["format"], folder, meta.get("step"),
                      meta.get("threshold"), runs.read_centroids(folder, len(labels)),
-                     meta.get("embedding"), family.name)
+                     meta.get("embedding"), family.name, meta["format"])
     return LoadedModel(info, pictures, model, model_infer=infer)
+
+
+def _tflite_model(meta: dict[str, Any], model_path: Path, where: Path,
+                  info: ModelInfo) -> LoadedModel:
+    """The ``.tflite`` file of an export (``meta``, its checked ``export.json`` in ``where``)
+    by the LiteRT interpreter, as the model ``info`` describes: pictures in, or the chips an
+    embedding head's export takes (cut here by dlib), names out; no TensorFlow."""
+    infer, shape, runtime = tflite_infer(model_path)
+    embedding = meta.get("embedding")
+    if embedding is not None and not takes_chips(embedding):
+        raise ValueError(f"{where / runs.EXPORT_FILE}: an embedding head's TFLite export "
+                         "takes chips ('embedding.input' must be 'chips')")
+    pictures = infer if embedding is None else chip_inference(
+        infer, check_embedding_meta(embedding, where, False), where)
+    _check_export_outputs(infer, {"shape": shape, "dtype": "uint8"}, len(info.labels),
+                          where / runs.EXPORT_FILE)
+    family = export_family_name(meta, where / runs.EXPORT_FILE)
+    info = dataclasses.replace(info, embedding=embedding, family=family, runtime=runtime)
+    return LoadedModel(info, pictures, model_infer=infer)
+
+
+def _load_kept_export(run_dir: Path, export_dir: Path) -> LoadedModel:
+    """A run by the TFLite export it keeps of its newest checkpoint (``RUN/lite``): the
+    export's network with the run's own labels, image size, threshold and centroids, and the
+    run folder as the source (where enrolled people are kept)."""
+    meta = read_export_info(export_dir)
+    labels = runs.read_run_labels(run_dir)
+    if list(meta["labels"]) != labels:
+        raise ValueError(f"{export_dir / runs.EXPORT_FILE} lists other people than "
+                         f"{run_dir / runs.LABELS_FILE}: export the run again")
+    step, _ = runs.latest_checkpoint(run_dir)  # kept_export found it
+    info = ModelInfo(labels, int(meta["image_size"]), int(meta["crop_size"]),
+                     int(meta["channels"]), "run", run_dir, step, runs.read_threshold(run_dir),
+                     runs.read_centroids(run_dir, len(labels)))
+    return _tflite_model(meta, export_dir / runs.MODEL_FILES["tflite"], export_dir, info)
 
 
 def _check_export_outputs(infer: Infer, model_input: dict[str, Any], classes: int,

@@ -41,9 +41,8 @@ from PIL import Image
 from facefold import runs
 from facefold.data.images import MAX_CROP_SIDE, looks_like_face_crop, square_crop
 from facefold.data.records import UNKNOWN, label_name_problem, normal_name
-from facefold.embeddings.shards import chip_images
-from facefold.models.families import check_embedding_meta, takes_chips
-from facefold.models.inference import Infer, softmax
+from facefold.embeddings.pictures import check_embedding_meta, chip_images, takes_chips
+from facefold.models.outputs import Infer, softmax
 from facefold.models.scores import (
     CENTROID_SCORE,
     DEFAULT_SCORE,
@@ -172,10 +171,11 @@ class Predictor:
         self._enrolled()  # a damaged gallery fails here, when the model is loaded
 
     @classmethod
-    def load(cls, path: str | Path) -> Predictor:
-        """Load a run folder or an export folder (:func:`~.loading.load_model_folder`);
-        errors name the missing or bad file."""
-        return cls(load_model_folder(path))
+    def load(cls, path: str | Path, lite: bool = True) -> Predictor:
+        """Load a run folder or an export folder (:func:`~.loading.load_model_folder`; with
+        ``lite``, a run keeping a TFLite export of its newest checkpoint runs that, without
+        TensorFlow); errors name the missing or bad file."""
+        return cls(load_model_folder(path, lite=lite))
 
     @property
     def labels(self) -> list[str]:

@@ -76,6 +76,8 @@ EXPORT_FILE = "export.json"
 MODEL_CARD_JSON, MODEL_CARD_MD = "model_card.json", "MODEL_CARD.md"
 ENROLLMENT_TEST_FILE = "enrollment_test.json"
 CALIBRATION_DIR = "calibration"
+# A run's own one-file TFLite export, run by the LiteRT interpreter (facefold.predict.lite).
+LITE_DIR = "lite"
 # Bump when export.json or the model files change meaning; loading checks it.
 EXPORT_FORMAT = 1
 # The model file of each export format, in the order of facefold.choices.EXPORT_FORMATS.
@@ -112,6 +114,12 @@ def is_export(path: str | Path) -> bool:
 def calibration_dir(model_dir: str | Path, group: int) -> Path:
     """``MODEL/calibration/group-G``: a leave-people-out run that calibrated a fit model."""
     return Path(model_dir) / CALIBRATION_DIR / f"group-{group}"
+
+
+def lite_dir(run_dir: str | Path) -> Path:
+    """``RUN/lite``: the TFLite export a run keeps of its newest checkpoint, which ``verify``,
+    ``identify``, ``predict`` and ``serve`` run without TensorFlow."""
+    return Path(run_dir) / LITE_DIR
 
 
 def preset_dir(out: str | Path, preset: str) -> Path:

@@ -40,7 +40,7 @@ from facefold.data.augment import augment
 from facefold.data.pipeline import Split
 from facefold.log import Log
 from facefold.models.families import family_of
-from facefold.models.inference import softmax
+from facefold.models.outputs import softmax
 
 # Offsets the seed of the teacher's views from the student's own batch jitter.
 VIEW_SEED_OFFSET = 3_000_017

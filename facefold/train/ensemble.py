@@ -64,7 +64,7 @@ from facefold.config import Config
 from facefold.data.records import read_labels
 from facefold.log import Log
 from facefold.models.families import SplitSource, ensemble_of, family_of, identity_of
-from facefold.models.inference import weighted_mean
+from facefold.models.outputs import weighted_mean
 from facefold.train.trainer import Trainer, versions
 
 # The floor of a probability inside a logarithm: a member sure of a wrong class costs
