@@ -46,6 +46,7 @@ from facefold.config import Config
 from facefold.data.pipeline import Split, concat
 from facefold.data.records import read_labels, shard_labels
 from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_people
+from facefold.export import keep_lite
 from facefold.log import Log
 from facefold.models.families import SplitSource, family_of, identity_of
 from facefold.models.outputs import combine_outputs, softmax
@@ -343,12 +344,13 @@ def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
 
 def fit(
     data_dir: str | Path, config: Config, out: str | Path, groups: int = DEFAULT_GROUPS,
-    far: float = DEFAULT_FIT_FAR, log: Log = print, restart: bool = False,
+    far: float = DEFAULT_FIT_FAR, log: Log = print, restart: bool = False, lite: bool = True,
 ) -> FitResult:
     """Train ``config`` on every shard of ``data_dir`` into ``out``, calibrate its unknown and
     verification thresholds by leave-people-out over ``groups`` groups, and write the model
     card. Resumable like any run; an ``out`` of other data or config is refused unless
-    ``restart``."""
+    ``restart``. With ``lite``, keep a TFLite export of the model in ``out``
+    (:func:`facefold.export.keep_lite`), which the deploy commands run without TensorFlow."""
     if not 0 < far < 1:
         raise ValueError(f"--far must be in (0, 1), got {far}")
     data_dir, out = Path(data_dir), Path(out)
@@ -373,10 +375,27 @@ def fit(
     card = _model_card(data_dir, data, config, calibration, fit_seconds,
                        time.perf_counter() - started)
     runs.write_model_card(out, card, format_model_card(card))
+    if lite and family_of(config).export_model_file("tflite"):  # an ensemble's members: no
+        _keep_lite(out, log)
     log(f"[fit] {out}: {len(labels)} people; {calibration['score']} score, threshold "
         f"{chosen['threshold']:.4f}: {chosen['far']:.1%} of strangers accepted, "
         f"{chosen['known_accuracy']:.1%} of known faces accepted and named right")
     return FitResult(out, card)
+
+
+def _keep_lite(model_dir: Path, log: Log) -> None:
+    """``MODEL/lite``, a TFLite export equal in output to the model; when it is not (or
+    cannot be written), the model is fit all the same and the deploy commands run it by
+    Keras: the reason is logged."""
+    started = time.perf_counter()
+    try:
+        folder = keep_lite(model_dir)
+    except (ValueError, RuntimeError) as err:
+        log(f"[fit] no TFLite export kept ({err}): verify, identify, predict and serve will "
+            "run the model by TensorFlow")
+        return
+    log(f"[fit] {folder}: TFLite export for verify, identify, predict and serve, run without "
+        f"TensorFlow ({time.perf_counter() - started:.0f} s)")
 
 
 def _write_decision(model_dir: Path, found: Sequence[tuple[Config, Path]], inputs: Inputs,

@@ -21,8 +21,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
+from typing import Any, TypeVar
 
 from facefold.atomic import write_text_atomic
+
+T = TypeVar("T")
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
@@ -119,6 +122,18 @@ def set_tf_threads(threads: int) -> None:
         raise ValueError(
             f"threads={threads} must be set before TensorFlow starts (use `facefold --threads`)"
         ) from err
+
+
+def in_new_process(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` run in a new Python process (spawned: this one may hold
+    TensorFlow's thread pools, which do not survive a fork), and its result. What timings
+    use to be independent of this process's state: a process sometimes runs all its steps
+    at half speed (docs/performance.md, "The 2x mode"), so each timed model gets its own."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
 
 
 def tf_threads() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from facefold.bench import (
     spread,
 )
 from facefold.bench.profiler import _step_part
+from facefold.bench.training import round_order
 from facefold.cli import main
 from facefold.config import ModelSpec
 from facefold.machine import cpu_model
@@ -140,8 +142,10 @@ def test_tiny_bench_gives_positive_finite_numbers(tiny_bench: dict) -> None:
     assert list(measured) == ["float32", "plain Keras float32"]
     own, peer = measured["float32"], measured["plain Keras float32"]
     assert set(own) == {"compute", "pipeline", "of_ceiling", "pipeline_over_compute",
-                        "eval_images_per_s", "latency_median_ms", "latency_p95_ms"}
-    assert set(peer) == {"compute", "of_ceiling"}  # the peer is timed for training only
+                        "eval_images_per_s", "latency_median_ms", "latency_p95_ms", "pids",
+                        "two_modes"}
+    # the peer is timed for training only
+    assert set(peer) == {"compute", "of_ceiling", "pids", "two_modes"}
     flops = tiny_bench["flops"]["train_step"]
     for row in (own, peer):
         for kind in ("compute", *(["pipeline"] if "pipeline" in row else [])):
@@ -168,6 +172,30 @@ def test_tiny_bench_settings_flops_and_table(tiny_bench: dict) -> None:
     for text in ("machine:", "precision auto: not asked", "plain Keras float32", "GFLOP/s", "ms",
                  "achieved / ceiling", "best (median, max)", "MB"):
         assert text in table
+
+
+def test_tiny_bench_times_each_model_in_a_new_process_per_round(tiny_bench: dict) -> None:
+    """Two rounds: facefold first, then the peer first; four processes, none of them this
+    one; each model's spread and mode flag come from its own two processes."""
+    order = tiny_bench["order"]
+    assert [(r, name) for r, name, _ in order] == [
+        (1, "float32"), (1, "plain Keras float32"), (2, "plain Keras float32"), (2, "float32")]
+    pids = [pid for _, _, pid in order]
+    assert len(set(pids)) == 4 and os.getpid() not in pids
+    for name, row in tiny_bench["measured"].items():
+        assert row["pids"] == [pid for _, n, pid in order if n == name]
+        seconds = row["compute"]["seconds_per_step"]
+        assert row["two_modes"] == (seconds["max"] >= 1.7 * seconds["min"])
+    assert "slowest / fastest process" in format_bench(tiny_bench)
+
+
+def test_round_order_alternates_facefold_and_its_peer() -> None:
+    names = ["float32", "bfloat16", "plain Keras float32", "plain Keras bfloat16"]
+    assert round_order(names, 1) == ["float32", "plain Keras float32", "bfloat16",
+                                     "plain Keras bfloat16"]
+    assert round_order(names, 2) == ["plain Keras float32", "float32", "plain Keras bfloat16",
+                                     "bfloat16"]
+    assert round_order(["bfloat16"], 2) == ["bfloat16"]  # --no-peer
 
 
 def test_spread_is_min_median_max() -> None:

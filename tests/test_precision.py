@@ -141,23 +141,28 @@ def test_explicit_precisions_gpus_and_bad_values_need_no_timing(tmp_path: Path) 
 def test_auto_times_a_real_tiny_model_in_both_precisions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The default timer on a real (tiny) network, through ``auto``: both precisions timed
-    (bfloat16 told to stop early at twice float32's time), finite seconds, the faster one
-    chosen and cached. (The demo test fakes this timing: it cost 31 s there.)"""
+    """The default timer on a real (tiny) network, through ``auto``: each precision timed
+    twice, each timing in a new process, in alternating order (one told to stop early at twice
+    the other's best time), finite seconds, the faster one chosen and cached. (The demo test
+    fakes this timing: it cost 31 s there.)"""
     config = tiny_config(steps=1, eval_every=1)
-    real = precision_module.time_training_step
-    calls: list[tuple[str, float | None]] = []
+    real = precision_module.time_in_new_process
+    calls: list[tuple[str, float | None, float]] = []
 
     def spy(config, num_classes: int, precision: str, stop_above: float | None = None) -> float:
-        calls.append((precision, stop_above))
-        return real(config, num_classes, precision, stop_above)
+        calls.append((precision, stop_above, real(config, num_classes, precision, stop_above)))
+        return calls[-1][2]
 
-    monkeypatch.setattr(precision_module, "time_training_step", spy)
+    monkeypatch.setattr(precision_module, "time_in_new_process", spy)
     choice, reason = resolve_precision("auto", config, 4, cache_dir=tmp_path, gpu_bf16=False)
     (entry,) = json.loads((tmp_path / CACHE_FILE).read_text()).values()
     seconds = entry["seconds"]
     assert all(0 < seconds[p] < 60 for p in ("float32", "bfloat16"))
-    assert calls == [("float32", None), ("bfloat16", 2 * seconds["float32"])]
+    assert [c[0] for c in calls] == ["float32", "bfloat16", "bfloat16", "float32"]
+    f32, bf16 = calls[0][2], calls[1][2]
+    assert calls[0][1] is None and calls[1][1] == 2 * f32 and calls[2][1] == 2 * f32
+    assert calls[3][1] == 2 * min(bf16, calls[2][2])
+    assert seconds == {"float32": min(f32, calls[3][2]), "bfloat16": min(bf16, calls[2][2])}
     assert choice == entry["precision"] == faster_precision(seconds)
     assert "measured now" in reason
 
@@ -166,13 +171,13 @@ def test_a_run_records_its_precision_and_keeps_it_when_resumed(
     tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     timer = FakeTimer(0.5, 1.0)  # "float32 is twice as fast here"
-    monkeypatch.setattr(precision_module, "time_training_step",
+    monkeypatch.setattr(precision_module, "time_in_new_process",
                         lambda config, classes, precision, limit=None: timer(precision))
     monkeypatch.setattr(precision_module, "gpu_supports_bfloat16", lambda: False)
     config = tiny_config(steps=2, eval_every=2, precision="auto", sparsity_every=0)
     out = tmp_path / "run"
     trainer = Trainer(tiny_dataset, config, out, [0], log=lambda _: None)
-    assert trainer.precision == "float32" and len(timer.calls) == 2
+    assert trainer.precision == "float32" and len(timer.calls) == 4  # 2 rounds of 2
     trainer.run()
     assert runs.read_run_info(out)["precision"] == "float32"
     # The cache is emptied and the machine now times bfloat16 faster: the run still resumes
@@ -182,7 +187,7 @@ def test_a_run_records_its_precision_and_keeps_it_when_resumed(
     timer.seconds = {"float32": 1.0, "bfloat16": 0.1}
     lines: list[str] = []
     assert Trainer(tiny_dataset, config, out, [0], log=lines.append).precision == "float32"
-    assert len(timer.calls) == 2
+    assert len(timer.calls) == 4
     assert any("recorded by this run" in line for line in lines)
     # A new folder times again and follows the machine.
     assert Trainer(tiny_dataset, config, tmp_path / "new", [0],

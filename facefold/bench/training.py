@@ -5,6 +5,7 @@ preset on this machine, in both precisions, beside the plain Keras peer and the 
 from __future__ import annotations
 
 import math
+import os
 import resource
 import statistics
 import tempfile
@@ -38,13 +39,14 @@ from facefold.data.pipeline import (
     step_batches,
 )
 from facefold.log import Log
-from facefold.machine import set_tf_threads
+from facefold.machine import in_new_process, set_tf_threads
 from facefold.models.cnn import build_model
 
 # The trainer's compile (optimizer, loss, metric, no XLA): the benchmark must time
 # exactly the step `facefold train` runs, so it reuses it rather than restating it.
 from facefold.train.optim import compile_model
 from facefold.train.precision import resolve_precision
+from facefold.train.steptime import SLOW_FACTOR, two_modes
 
 TIMING_ROUNDS = 2  # default alternations of compute / pipeline timings; the best counts
 LATENCY_WARMUP = 10
@@ -116,37 +118,80 @@ def _rates(seconds: list[float], batch: int, flops: float) -> dict[str, Any]:
             "gflops_per_s": flops / best / 1e9}
 
 
-def _time_training(
-    models: dict[str, keras.Model], cfg: Config, split: Split, steps: int, warmup: int,
-    rounds: int, log: Log,
-) -> dict[str, dict[str, list[float]]]:
-    """Seconds per step of every model, compute only (batches in memory) and, for facefold's
-    own models, through the real input pipeline, per round.
-
-    Rounds alternate over every model and both timings, so a burst of other load on the
-    machine hits all of them alike instead of masquerading as one being slow (or fast).
-    """
-    batch = cfg.train.batch_size
-    num_classes = int(next(iter(models.values())).output_shape[-1])
+def _timed_model(name: str, preset: str, size: int | None, batch: int, source: Path,
+                 steps: int, warmup: int, threads: int,
+                 latency_calls: int | None) -> dict[str, Any]:
+    """Run in a process of its own (:func:`~facefold.machine.in_new_process`): model ``name``
+    (a precision, or :data:`PEER` + precision) built and timed, compute only (batches in
+    memory) and, for facefold's own, through the real input pipeline; with
+    ``latency_calls``, also its evaluation speed and single-image latency. Returns the
+    seconds per step, those extras, the process id and its peak memory."""
+    set_tf_threads(threads)
+    cfg = bench_config(preset, size, batch)
+    split, num_classes = load_data(source, cfg.model)
+    precision = name.removeprefix(PEER)
+    if name.startswith(PEER):
+        model = plain_keras_model(cfg.model, num_classes, precision)
+    else:
+        model = build_model(cfg.model, num_classes, precision, cfg.train.seed)
+        compile_model(model, cfg)
     make_batch = batch_maker(split, cfg.augment, cfg.model.crop_size, batch, cfg.train.seed,
                              num_classes)
     in_memory = batches_in_memory(make_batch)
+    out: dict[str, Any] = {"pid": os.getpid(), "compute": _seconds_per_step(
+        model, lambda s, e: in_memory, steps, warmup)}
+    if not name.startswith(PEER):
+        out["pipeline"] = _seconds_per_step(
+            model, lambda s, e: step_batches(make_batch, s, e), steps, warmup)
+        if latency_calls:
+            out["eval_images_per_s"] = _eval_images_per_second(model, split, cfg, steps * batch)
+            out["latency_median_ms"], out["latency_p95_ms"] = _predict_latency_ms(
+                model, center_crop(split.images[:1], cfg.model.crop_size), latency_calls)
+    out["peak_memory_mb"] = peak_memory_mb()
+    return out
 
-    def real(start: int, end: int) -> tf.data.Dataset:
-        return step_batches(make_batch, start, end)
 
-    times: dict[str, dict[str, list[float]]] = {
-        name: {"compute": [], **({} if name.startswith(PEER) else {"pipeline": []})}
-        for name in models}
+def round_order(names: list[str], round_: int) -> list[str]:
+    """The models of round ``round_`` (from 1) in the order they are timed: each of facefold's
+    beside its peer of the same precision, facefold's first in odd rounds and the peer first
+    in even ones, so that neither is always timed right after the other."""
+    order = []
+    for name in (n for n in names if not n.startswith(PEER)):
+        pair = [name, *(n for n in names if n == PEER + name)]
+        order += pair if round_ % 2 else pair[::-1]
+    return order
+
+
+def _time_training(
+    names: list[str], timing: dict[str, Any], rounds: int, latency_calls: int, log: Log,
+) -> tuple[dict[str, dict[str, Any]], list[list[Any]]]:
+    """Every model of ``names`` timed in a new process per (model, round)
+    (:func:`_timed_model` with ``timing``: preset, size, batch, source, steps, warmup,
+    threads): ``(results by name, the order as [round, name, process id] rows)``.
+
+    One process per timing: a process sometimes runs at half speed throughout, and several
+    models in one process were seen to run in different modes (docs/performance.md, "The 2x
+    mode"), so models sharing a process could not be compared. Rounds alternate the order
+    (:func:`round_order`), so a burst of other load hits facefold and its peer alike.
+    """
+    results: dict[str, dict[str, Any]] = {name: {"pids": []} for name in names}
+    order: list[list[Any]] = []
     for round_ in range(1, rounds + 1):
-        log(f"bench: round {round_}/{rounds}: {', '.join(models)} ({warmup} warm-up + "
-            f"{steps} timed steps each, in memory and through the input pipeline)")
-        for name, model in models.items():
-            times[name]["compute"].append(
-                _seconds_per_step(model, lambda s, e: in_memory, steps, warmup))
-            if "pipeline" in times[name]:
-                times[name]["pipeline"].append(_seconds_per_step(model, real, steps, warmup))
-    return times
+        log(f"bench: round {round_}/{rounds}: {', '.join(round_order(names, round_))}, each "
+            f"in a new process ({timing['warmup']} warm-up + {timing['steps']} timed steps, "
+            "in memory and through the input pipeline)")
+        for name in round_order(names, round_):
+            out = in_new_process(_timed_model, name, *timing.values(),
+                                 latency_calls if round_ == 1 else None)
+            row = results[name]
+            row["pids"].append(out.pop("pid"))
+            for kind in ("compute", "pipeline"):
+                if kind in out:
+                    row.setdefault(kind, []).append(out.pop(kind))
+            row["peak_memory_mb"] = max(row.get("peak_memory_mb", 0.0), out.pop("peak_memory_mb"))
+            row.update(out)  # evaluation and latency, from the first round
+            order.append([round_, name, row["pids"][-1]])
+    return results, order
 
 
 def run_bench(
@@ -201,40 +246,35 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="facefold-bench-") as tmp:
         source = Path(data_dir) if data_dir else synthetic_dataset(Path(tmp), batch, log)
         split, num_classes = load_data(source, cfg.model)
-    auto = None
-    if precision in ("both", "auto"):  # what training would pick here, and why
-        chosen, reason = resolve_precision("auto", cfg, num_classes)
-        auto = {"precision": chosen, "reason": reason}
-        log(f"bench: precision auto -> {chosen} ({reason})")
-    precisions = list(PRECISIONS) if precision == "both" else [
-        auto["precision"] if auto else precision]
-    models = {}
-    for p in precisions:
-        models[p] = build_model(cfg.model, num_classes, p, cfg.train.seed)
-        compile_model(models[p], cfg)
-    plain = (peer and not (cfg.model.batch_norm or cfg.model.residual or cfg.model.global_pool
-                           or cfg.model.tta_flip))
-    if plain:
-        models.update({PEER + p: plain_keras_model(cfg.model, num_classes, p)
-                       for p in precisions})
+        auto = None
+        if precision in ("both", "auto"):  # what training would pick here, and why
+            chosen, reason = resolve_precision("auto", cfg, num_classes)
+            auto = {"precision": chosen, "reason": reason}
+            log(f"bench: precision auto -> {chosen} ({reason})")
+        precisions = list(PRECISIONS) if precision == "both" else [
+            auto["precision"] if auto else precision]
+        plain = (peer and not (cfg.model.batch_norm or cfg.model.residual
+                               or cfg.model.global_pool or cfg.model.tta_flip))
+        names = [*precisions, *([PEER + p for p in precisions] if plain else [])]
+        timing = {"preset": preset, "size": size, "batch": batch, "source": source,
+                  "steps": steps, "warmup": warmup, "threads": threads}
+        times, order = _time_training(names, timing, rounds, latency_calls, log)
     flops = count_training_flops(cfg.model, num_classes, batch)
-    times = _time_training(models, cfg, split, steps, warmup, rounds, log)
-    log("bench: matrix-product ceiling, evaluation and single-image latency")
+    log("bench: matrix-product ceiling")
     ceiling = {p: matmul_gflops(p, matmul_size) for p in precisions}
     measured: dict[str, dict[str, Any]] = {}
-    for name, kinds in times.items():
+    for name, timed in times.items():
         p = name.removeprefix(PEER)
-        row = {kind: _rates(seconds, batch, flops["train_step"])
-               for kind, seconds in kinds.items()}
+        row: dict[str, Any] = {kind: _rates(timed[kind], batch, flops["train_step"])
+                               for kind in ("compute", "pipeline") if kind in timed}
         row["of_ceiling"] = row["compute"]["gflops_per_s"] / ceiling[p]
+        row["pids"] = timed["pids"]
+        row["two_modes"] = two_modes(timed["compute"])
         if "pipeline" in row:
             row["pipeline_over_compute"] = (row["pipeline"]["images_per_s"]
                                             / row["compute"]["images_per_s"])
-            row["eval_images_per_s"] = _eval_images_per_second(models[name], split, cfg,
-                                                               steps * batch)
-            row["latency_median_ms"], row["latency_p95_ms"] = _predict_latency_ms(
-                models[name], center_crop(split.images[:1], cfg.model.crop_size),
-                latency_calls)
+            for key in ("eval_images_per_s", "latency_median_ms", "latency_p95_ms"):
+                row[key] = timed[key]
         measured[name] = row
     settings = {
         "preset": cfg.preset, "crop_size": cfg.model.crop_size,
@@ -244,14 +284,20 @@ def run_bench(
         "data": str(data_dir) if data_dir else f"SYNTHETIC faces at {SYNTHETIC_SIZE}px (temporary)",
         "images": len(split), "num_classes": num_classes,
     }
+    peak = max(peak_memory_mb(), *(t["peak_memory_mb"] for t in times.values()))
     return {"machine": machine_info(), "settings": settings, "flops": flops, "auto": auto,
-            "ceiling": ceiling, "measured": measured, "peak_memory_mb": peak_memory_mb()}
+            "ceiling": ceiling, "measured": measured, "order": order, "peak_memory_mb": peak}
 
 
 def _seconds_cell(rates: dict[str, Any]) -> str:
     """``"0.375 (0.380, 0.392)"``: seconds per step of the best round (median, slowest)."""
     s = rates["seconds_per_step"]
     return f"{s['min']:.3f} ({s['median']:.3f}, {s['max']:.3f})"
+
+
+def _ratio(rates: dict[str, Any]) -> float:
+    s = rates["seconds_per_step"]
+    return s["max"] / s["min"]
 
 
 def format_bench(result: dict[str, Any]) -> str:
@@ -261,6 +307,9 @@ def format_bench(result: dict[str, Any]) -> str:
     rows: list[tuple[str, list[str]]] = [
         ("training s/step, compute only: best (median, max)",
          [_seconds_cell(m[n]["compute"]) for n in names]),
+        ("compute s/step, slowest / fastest process",
+         [f"{_ratio(m[n]['compute']):.2f}" + (" TWO MODES" if m[n]["two_modes"] else "")
+          for n in names]),
         ("training s/step, input pipeline: best (median, max)",
          [_seconds_cell(m[n]["pipeline"]) if "pipeline" in m[n] else "-" for n in names]),
         ("training images/s, compute only / pipeline",
@@ -298,7 +347,9 @@ def format_bench(result: dict[str, Any]) -> str:
         f"model: preset {s['preset']}, {s['input_size']}x{s['input_size']} input from "
         f"{s['crop_size']}x{s['crop_size']}x{s['channels']} crops, {s['num_classes']} classes",
         f"data: {s['data']}, {s['images']} images; batch {s['batch']}, "
-        f"{s['steps']} timed steps after {s['warmup']} warm-up, {s['rounds']} rounds",
+        f"{s['steps']} timed steps after {s['warmup']} warm-up, {s['rounds']} rounds, "
+        f"each model in a new process per round (a ratio of {SLOW_FACTOR} or more between "
+        "its slowest and fastest process: TWO MODES, docs/performance.md \"The 2x mode\")",
         f"FLOPs per training step (conv + dense multiply-adds, 3 x forward): "
         f"{result['flops']['train_step'] / 1e9:.2f} GFLOP; ceiling: {s['matmul_size']}² "
         "matrix product",

@@ -39,12 +39,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "(default 30)"))
     bench.add_argument("--warmup", type=int, default=5,
                        help="untimed training steps first (default 5)")
-    bench.add_argument("--rounds", type=int, default=2,
+    bench.add_argument("--rounds", type=int,
                        help="alternations of compute-only and pipeline timings; the best "
-                            "of each counts (more resist load bursts)")
+                            "of each counts (more resist load bursts); default 2 (--startup: "
+                            "runs of each command, default 3)")
     bench.add_argument("--data", type=Path, help="dataset folder (default: SYNTHETIC faces)")
     bench.add_argument("--model", type=Path, help="time this model folder naming face crops "
                        "(per face, the whole path) instead of training a preset")
+    bench.add_argument("--startup", type=Path, metavar="MODEL", help="time the deploy "
+                       "commands (--help, verify, identify, predict, serve) on this model folder "
+                       "from a cold process, --rounds times each, and where their time goes "
+                       "(--data: a folder of face pictures; default synthetic faces)")
     bench.add_argument("--tta-crops", action="store_true", help="with --model: a CNN run "
                        "reads 7 windows of each picture (model.tta_crops)")
     bench.add_argument("--out", type=Path, help="also write the result to OUT/bench.json")
@@ -58,14 +63,22 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from facefold.bench import (
         bench_embedding,
         bench_model,
+        bench_startup,
         format_bench,
         format_bench_embedding,
         format_bench_model,
+        format_bench_startup,
         format_profile,
         profile_training,
         run_bench,
     )
 
+    if args.startup:
+        result = bench_startup(args.startup, args.data, args.rounds or 3)
+        print(format_bench_startup(result))
+        if args.out:
+            write_json_atomic(args.out / "bench_startup.json", result)
+        return
     if args.model:
         result = bench_model(args.model, args.data, crops=True if args.tta_crops else None)
         print(format_bench_model(result))
@@ -86,7 +99,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
             write_json_atomic(args.out / "bench_embedding.json", result)
         return
     result = run_bench(args.preset, args.precision or "both", args.input_size, args.batch_size,
-                       args.timed_steps, args.warmup, args.data, args.threads, rounds=args.rounds,
+                       args.timed_steps, args.warmup, args.data, args.threads,
+                       rounds=args.rounds or 2,
                        peer=args.peer)
     print(format_bench(result))
     path = args.out / "bench.json" if args.out else getattr(args, "legacy_json", None)

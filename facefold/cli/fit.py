@@ -24,6 +24,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                               "model to deploy, with its model card")
     fit.add_argument("data", type=Path, help="dataset folder (data-NN.tfrecords)")
     fit.add_argument("--out", type=Path, required=True, help="model folder (resumes if present)")
+    fit.add_argument("--no-lite", dest="lite", action="store_false",
+                     help="keep no TFLite export in the model folder (by default verify, "
+                     "identify, predict and serve run it without TensorFlow: start in about "
+                     "a second instead of several)")
     fit.add_argument("--groups", type=int, default=4,
                      help="leave-people-out groups for the calibration (each trains one more "
                      "model without its people, an ensemble one per member; default 4)")
@@ -52,7 +56,8 @@ def _cmd_fit(args: argparse.Namespace) -> None:
                                     args.groups, args.far)
         print(json.dumps({k: v for k, v in result.items() if k != "calibration"}, indent=2))
         return
-    result = fit(args.data, config, args.out, args.groups, args.far, restart=args.restart)
+    result = fit(args.data, config, args.out, args.groups, args.far, restart=args.restart,
+                 lite=args.lite)
     print(f"Model and its card: {result.model_dir}")
 
 

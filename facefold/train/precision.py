@@ -4,7 +4,8 @@
 compute, float32 weights) or ``auto``. Which of the two is faster cannot be read
 off the CPU's flags: bfloat16 instructions made training 1.7× faster on one
 AVX-512 BF16 machine and 1.3× *slower* on another that has them as well. So
-``auto`` times a few training steps of the real model in each precision, keeps
+``auto`` times a few training steps of the real model in each precision (each timing in a
+process of its own, two of each, alternating: :func:`time_in_new_process`), keeps
 the faster (float32 unless bfloat16 wins by more than :data:`MARGIN`, since
 float32 is the more exact of the two), and remembers the answer in the user
 cache (``precision.json`` beside the embedding cache, see
@@ -34,8 +35,10 @@ from facefold.machine import (
     cpu_model,
     default_cache_dir,
     gpu_supports_bfloat16,
+    in_new_process,
     onednn_setting,
     read_cache_file,
+    set_tf_threads,
     usable_cores,
 )
 
@@ -46,6 +49,7 @@ CACHE_FILE = "precision.json"
 # The timing: WARMUP untimed steps (tracing, oneDNN's kernel choice), then the best of
 # REPEATS rounds of STEPS steps; a precision already twice as slow after one round stops there.
 WARMUP, STEPS, REPEATS = 2, 3, 2
+PROBE_ROUNDS = 2  # timings of each precision, each in a new process (time_in_new_process)
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # said in the reason, never decisive
 
 StepTimer = Callable[[str], float]  # precision -> seconds per training step
@@ -128,9 +132,33 @@ def time_training_step(config: Config, num_classes: int, precision: str,
     return best
 
 
-def measure_precisions(timer: StepTimer) -> dict[str, float]:
-    """Seconds per step of each precision, float32 first."""
-    return {precision: timer(precision) for precision in PRECISIONS}
+def time_in_new_process(config: Config, num_classes: int, precision: str,
+                        stop_above: float | None = None) -> float:
+    """:func:`time_training_step` in a new process, on this process's TensorFlow thread
+    count: a process sometimes runs every step at half speed (docs/performance.md, "The 2x
+    mode"), and timing both precisions in the training process made the choice follow that
+    mode rather than the precision."""
+    import tensorflow as tf
+
+    threads = tf.config.threading.get_intra_op_parallelism_threads()
+    return in_new_process(_time_with_threads, config, num_classes, precision, stop_above,
+                          threads)
+
+
+def _time_with_threads(config: Config, num_classes: int, precision: str,
+                       stop_above: float | None, threads: int) -> float:
+    set_tf_threads(threads)
+    return time_training_step(config, num_classes, precision, stop_above)
+
+
+def measure_precisions(timer: StepTimer, rounds: int = 1) -> dict[str, float]:
+    """Seconds per step of each precision: the best of ``rounds`` timings, float32 first in
+    odd rounds and bfloat16 first in even ones (a burst of other load hits both alike)."""
+    seconds: dict[str, float] = {}
+    for round_ in range(rounds):
+        for precision in PRECISIONS if round_ % 2 == 0 else PRECISIONS[::-1]:
+            seconds[precision] = min(seconds.get(precision, float("inf")), timer(precision))
+    return {precision: seconds[precision] for precision in PRECISIONS}
 
 
 def resolve_precision(
@@ -170,12 +198,15 @@ def resolve_precision(
     if entry is None:
         measured: dict[str, float] = {}
 
-        def default_timer(p: str) -> float:  # bfloat16 twice as slow as float32: enough said
-            limit = 2 * measured["float32"] if "float32" in measured else None
-            measured[p] = time_training_step(config, num_classes, p, limit)
+        def default_timer(p: str) -> float:  # twice as slow as the other: enough said
+            other = [t for q, t in measured.items() if q != p]
+            measured[p] = min(measured.get(p, float("inf")), time_in_new_process(
+                config, num_classes, p, 2 * other[0] if other else None))
             return measured[p]
 
-        seconds = measure_precisions(timer or default_timer)
+        # Each timing in a process of its own, PROBE_ROUNDS of each, alternating.
+        seconds = measure_precisions(timer or default_timer,
+                                     PROBE_ROUNDS if timer is None else 1)
         entry = {"precision": faster_precision(seconds), "seconds": seconds,
                  "machine": machine, "measured": datetime.now(UTC).isoformat(
                      timespec="seconds")}

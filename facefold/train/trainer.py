@@ -45,6 +45,7 @@ from facefold.train import distill
 from facefold.train.optim import compile_model, training_weights
 from facefold.train.precision import resolve_precision
 from facefold.train.sparsity import SparsityTracker
+from facefold.train.steptime import StepTimeWatch
 
 
 class NaNLossError(FloatingPointError):
@@ -205,6 +206,21 @@ class _EarlyEstimate(_StepCallback):
             self.report((now - self._first[0]) / (step - self._first[1]))
 
 
+class _WatchSteps(_StepCallback):
+    """Hands every step's end to a :class:`~facefold.train.steptime.StepTimeWatch`."""
+
+    def __init__(self, first_step: int, watch: StepTimeWatch) -> None:
+        super().__init__(first_step)
+        self.watch = watch
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_begin(epoch, logs)
+        self.watch.restart()  # between epochs the sparsity probe runs: not a step
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.watch.step_done()
+
+
 def _duration(seconds: float) -> str:
     """``3h05m``, ``4m10s`` or ``12s``."""
     seconds = max(0, round(seconds))
@@ -362,10 +378,12 @@ class Trainer:
         self._write_metrics(rows)
         sparsity.save()
         schedule = [s for s in eval_steps(cfg.train.steps, cfg.train.eval_every) if s > start]
+        watch = StepTimeWatch(self.name, self.log)  # warns once if the steps turn 2x slow
         for end in schedule:
             t0 = time.perf_counter()
+            watch.restart()  # evaluation and checkpointing are not steps
             train_logs = self._fit(model, make_batch, start, end, rows[-1]["eval_accuracy"],
-                                   sparsity)
+                                   sparsity, watch)
             seconds_per_step = (time.perf_counter() - t0) / (end - start)
             if self.plan:
                 self.plan.done(end - start)
@@ -385,6 +403,7 @@ class Trainer:
     def _fit(
         self, model: keras.Model, make_batch: BatchMaker, start: int, end: int,
         eval_accuracy: float | None, sparsity: SparsityTracker,
+        watch: StepTimeWatch | None = None,
     ) -> dict[str, float]:
         """Train steps ``start`` … ``end - 1``; returns the mean training loss and accuracy.
 
@@ -410,7 +429,8 @@ class Trainer:
                         shuffle=False,  # order comes from the seeded pipeline
                         verbose=0,
                         callbacks=[_StopOnNaN(first), _MeasureSparsity(sparsity, first),
-                                   progress, early],
+                                   progress, early, *([_WatchSteps(first, watch)] if watch
+                                                      else [])],
                     )
                 for key, values in history.history.items():  # Keras logs each epoch's mean
                     totals[key] = totals.get(key, 0.0) + size * sum(map(float, values))
