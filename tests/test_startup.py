@@ -158,15 +158,22 @@ def unit(rows: np.ndarray) -> np.ndarray:
 
 def test_kept_export_is_ignored_once_the_run_has_a_newer_checkpoint(
         lite_run: Path, tmp_path: Path) -> None:
+    import keras
+
     from facefold import runs
     from facefold.predict import Predictor
+    from facefold.predict.lite import kept_export
 
     run = tmp_path / "run"
     subprocess.run(["cp", "-r", str(lite_run), str(run)], check=True)
     assert Predictor.load(run).info.runtime == "litert"
     step, checkpoint = runs.latest_checkpoint(run)
-    newer = runs.checkpoint_path(run, step + 1)
-    newer.write_bytes(checkpoint.read_bytes()[:-1] + b"\0")  # another file: not the export's
-    from facefold.predict.lite import kept_export
-
+    # The same bytes under a later step: the same network, the export still holds it.
+    runs.checkpoint_path(run, step + 1).write_bytes(checkpoint.read_bytes())
+    assert kept_export(run) == run / "lite"
+    # Other weights (trained on): the export is stale, the checkpoint is run by Keras.
+    model = keras.models.load_model(checkpoint, compile=False)
+    model.set_weights([w + 0.01 for w in model.get_weights()])
+    model.save(runs.checkpoint_path(run, step + 2))
     assert kept_export(run) is None
+    assert Predictor.load(run).info.runtime == "keras"

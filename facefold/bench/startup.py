@@ -6,8 +6,8 @@ falls on all of them), and the median, min and max wall time of each are printed
 is timed from its start to the first answer of ``POST /api/predict``. One more, traced, run of
 each command says where its time went: the first import of TensorFlow, Keras, dlib, LiteRT,
 MTCNN, the web server (each inclusive of what it imports; one imported inside another is
-named so), the model folder's load, the face detector's build and the first inference call
-(each without the imports made inside it).
+named so), the model folder's load, the face detector's build, the first inference call and,
+for ``serve``, its first answer (each without the imports made inside it).
 
 The pictures are face crops of ``pictures`` (a folder; default: synthetic faces drawn here).
 Every timing names the CPU and the load average before and after (``os.getloadavg``): on a
@@ -36,33 +36,16 @@ from facefold.machine import cpu_model, usable_cores
 PHOTOS = 10  # identify's pictures, as in the README's quick start
 SERVE_TIMEOUT = 300.0  # seconds to the first answer before serve counts as failed
 
-# Run in the child as `python -c TRACE ARGV_JSON OUT`: the command as the console script runs
-# it, with the first import of each package of WATCH, Predictor.load, the detector's build and
-# the first inference call timed, written to OUT. Nothing of facefold.bench is imported there.
+# Run in the child as `python -c TRACE ARGV_JSON OUT PHOTO`: the command as the console script
+# runs it, with the first import of each package of WATCH, Predictor.load, the detector's build
+# and the first inference call timed, written to OUT; `serve`'s server, instead of serving,
+# answers PHOTO once as its route does. Nothing of facefold.bench is imported there.
 TRACE = r"""
 import builtins, json, sys, time
 started = time.perf_counter()
 WATCH = ("tensorflow", "keras", "dlib", "ai_edge_litert", "mtcnn", "fastapi", "uvicorn")
-times, inside, stack, spent = {}, {}, [], [0.0]
+times, inside, stack, spent, loaded = {}, {}, [], [0.0], []
 real_import = builtins.__import__
-
-def timed_import(name, globals=None, locals=None, fromlist=(), level=0):
-    top = name.split(".")[0]
-    if level or top not in WATCH or top in sys.modules or top in times:
-        return real_import(name, globals, locals, fromlist, level)
-    t = time.perf_counter()
-    stack.append(top)
-    try:
-        return real_import(name, globals, locals, fromlist, level)
-    finally:
-        stack.pop()
-        times[top] = time.perf_counter() - t
-        if stack:
-            inside[top] = stack[-1]
-        else:
-            spent[0] += times[top]
-
-builtins.__import__ = timed_import
 
 def timed(owner, attribute, key, first_only=False, wrap=None):
     real = getattr(owner, attribute)
@@ -76,13 +59,54 @@ def timed(owner, attribute, key, first_only=False, wrap=None):
             times[key] = time.perf_counter() - t - (spent[0] - before)
     setattr(owner, attribute, wrap(call) if wrap else call)
 
-from facefold.predict import predictor
-timed(predictor.Predictor, "load", "model load",
-      wrap=lambda f: classmethod(lambda cls, *a, **k: f(*a, **k)))
-timed(predictor.Predictor, "outputs_for_arrays", "first call", first_only=True)
-timed(predictor, "load_detector", "detector", first_only=True)
-import facefold.serve.server as server
-server.make_server = lambda *a, **k: type("Quit", (), {"run": lambda self: None})()
+def keep(predictor):
+    loaded.append(predictor)
+    return predictor
+
+def answer_once(*args, **kwargs):  # serve's server: one photo through its route's function
+    from PIL import Image
+    from facefold.serve.app import face_results
+    class Once:
+        def run(self):
+            t, before = time.perf_counter(), spent[0]
+            face_results(loaded[-1], Image.open(sys.argv[3]).convert("RGB"))
+            times["first answer"] = time.perf_counter() - t - (spent[0] - before)
+    return Once()
+
+patched = set()
+
+def patch():  # once each module is complete, not while it is being imported
+    predictor = sys.modules.get("facefold.predict.predictor")
+    if "predictor" not in patched and hasattr(predictor, "load_detector"):
+        patched.add("predictor")
+        timed(predictor.Predictor, "load", "model load",
+              wrap=lambda f: classmethod(lambda cls, *a, **k: keep(f(*a, **k))))
+        timed(predictor.Predictor, "outputs_for_arrays", "first call", first_only=True)
+        timed(predictor, "load_detector", "detector", first_only=True)
+    server = sys.modules.get("facefold.serve.server")
+    if "server" not in patched and hasattr(server, "serve"):
+        patched.add("server")
+        server.make_server = answer_once
+
+def timed_import(name, globals=None, locals=None, fromlist=(), level=0):
+    top = name.split(".")[0]
+    if level or top not in WATCH or top in sys.modules or top in times:
+        module = real_import(name, globals, locals, fromlist, level)
+        patch()
+        return module
+    t = time.perf_counter()
+    stack.append(top)
+    try:
+        return real_import(name, globals, locals, fromlist, level)
+    finally:
+        stack.pop()
+        times[top] = time.perf_counter() - t
+        if stack:
+            inside[top] = stack[-1]
+        else:
+            spent[0] += times[top]
+
+builtins.__import__ = timed_import
 from facefold.cli import main
 try:
     status = main(json.loads(sys.argv[1]))
@@ -183,11 +207,11 @@ def _serve_wall(model: Path, photo: Path) -> tuple[float, int]:
         server.wait(timeout=30)
 
 
-def _traced(argv: list[str]) -> dict[str, Any]:
+def _traced(argv: list[str], photo: Path) -> dict[str, Any]:
     """Where the time of ``facefold ARGV`` went (:data:`TRACE`), in a new process."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp, "trace.json")
-        subprocess.run([sys.executable, "-c", TRACE, json.dumps(argv), str(out)],
+        subprocess.run([sys.executable, "-c", TRACE, json.dumps(argv), str(out), str(photo)],
                        env=_environment(), stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=600)
         return json.loads(out.read_text()) if out.exists() else {}
@@ -219,7 +243,7 @@ def bench_startup(model: str | Path, pictures: str | Path | None = None, runs: i
                     "verify") else status != 0)  # verify's 1 is an answer: different people
                 log(f"[startup] round {round_ + 1}/{runs} {name}: {seconds:.2f} s")
         for name, argv in commands.items():
-            results[name]["trace"] = _traced(argv)
+            results[name]["trace"] = _traced(argv, photos[0])
         load_after = os.getloadavg()
     for entry in results.values():
         entry.update(median=statistics.median(entry["seconds"]), min=min(entry["seconds"]),
@@ -246,7 +270,7 @@ def _pictures(folder: str | Path | None, tmp: Path) -> list[Path]:
 
 # What a traced run reports, in order: first imports (TRACE's WATCH), then the steps.
 IMPORTS = ("tensorflow", "keras", "dlib", "ai_edge_litert", "mtcnn", "fastapi", "uvicorn")
-STEPS = ("model load", "detector", "first call")
+STEPS = ("model load", "detector", "first call", "first answer")
 
 
 def format_bench_startup(result: dict[str, Any]) -> str:
