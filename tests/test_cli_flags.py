@@ -222,7 +222,10 @@ _COMMAND_THEN_RETRACING = """
 import sys
 from facefold.cli import main
 status = main(sys.argv[1:])
-import tensorflow as tf
+# As facefold starts TensorFlow where a command needs it (verify with a kept TFLite copy, or
+# an error before any model, never does).
+from facefold.machine import start_tensorflow
+tf = start_tensorflow()
 
 @tf.function
 def plus(x):

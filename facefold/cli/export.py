@@ -14,7 +14,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     export.add_argument("run", type=Path, metavar="RUN", help="run folder")
     export.add_argument("--format", choices=EXPORT_FORMATS, default="keras")
     export.add_argument("--out", type=Path, help="new export folder (required without --lite)")
-    export.add_argument("--lite", action="store_true",
+    export.add_argument("--lite", dest="keep_lite", action="store_true",
                         help="instead, keep a TFLite export inside the run folder (RUN/lite, "
                         "what `fit` writes), which verify, identify, predict and serve run "
                         "without TensorFlow")
@@ -24,7 +24,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from facefold.export import export_run, keep_lite
 
-    if args.lite:
+    if args.keep_lite:
         if args.out is not None:
             args.export_parser.error("--lite writes into the run folder: leave out --out")
         print(f"Wrote {keep_lite(args.run)} (tflite, kept by the run)")
