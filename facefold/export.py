@@ -92,8 +92,10 @@ def keep_lite(run_dir: str | Path) -> Path:
     features within :data:`LITE_TOLERANCE`); ``ValueError`` saying why otherwise (an
     ensemble keeps none: its members are runs of their own). Returns the folder."""
     predictor = _run_predictor(run_dir)
-    if FAMILIES[predictor.info.family].export_model_file("tflite") is None:
-        raise ValueError(f"{run_dir} is an ensemble: it keeps no TFLite export of its own")
+    model_file = FAMILIES[predictor.info.family].export_model_file("tflite")
+    if model_file is None:
+        raise ValueError(f"{run_dir} has no network of its own (an ensemble of runs): it "
+                         "keeps no TFLite export")
     out = runs.lite_dir(run_dir)
     with staging_folder(out) as tmp:
         _write_export(predictor, "tflite", tmp)
