@@ -74,7 +74,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     )
 
     if args.startup:
-        result = bench_startup(args.startup, args.data, args.rounds or 3)
+        result = bench_startup(args.startup, args.data,
+                               3 if args.rounds is None else args.rounds)
         print(format_bench_startup(result))
         if args.out:
             write_json_atomic(args.out / "bench_startup.json", result)
@@ -100,7 +101,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         return
     result = run_bench(args.preset, args.precision or "both", args.input_size, args.batch_size,
                        args.timed_steps, args.warmup, args.data, args.threads,
-                       rounds=args.rounds or 2,
+                       rounds=2 if args.rounds is None else args.rounds,
                        peer=args.peer)
     print(format_bench(result))
     path = args.out / "bench.json" if args.out else getattr(args, "legacy_json", None)
