@@ -83,4 +83,13 @@ def kept_export(run_dir: Path) -> Path | None:
     if meta.get("format") != "tflite" or found is None or meta.get(CHECKPOINT_FIELD) != (
             checkpoint_digest(found[1])):
         return None
+    # An embedding head's run records the embedding version it learned on; the export the
+    # one it was made with: another (the run edited since) leaves the checks to the run.
+    if _embedding_version(runs.read_run_info(run_dir)) != _embedding_version(meta):
+        return None
     return folder
+
+
+def _embedding_version(meta: dict[str, Any]) -> str | None:
+    embedding = meta.get("embedding")
+    return embedding.get("model_version") if isinstance(embedding, dict) else None

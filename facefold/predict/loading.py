@@ -363,6 +363,8 @@ def _load_kept_export(run_dir: Path, export_dir: Path) -> LoadedModel:
     if list(meta["labels"]) != labels:
         raise ValueError(f"{export_dir / runs.EXPORT_FILE} lists other people than "
                          f"{run_dir / runs.LABELS_FILE}: export the run again")
+    if meta.get("embedding") is not None:  # the installed chips are the head's, as for a run
+        check_embedding_meta(meta["embedding"], run_dir)
     step, _ = runs.latest_checkpoint(run_dir)  # kept_export found it
     info = ModelInfo(labels, int(meta["image_size"]), int(meta["crop_size"]),
                      int(meta["channels"]), "run", run_dir, step, runs.read_threshold(run_dir),
