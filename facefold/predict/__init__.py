@@ -3,10 +3,12 @@
 - :mod:`.loading`: run and export folders into an inference function (no training code);
 - :mod:`.predictor`: :class:`Predictor` — probabilities, open-set scores, names, faces in photos;
 - :mod:`.files`: many files at once, and the CLI's text;
-- :mod:`.gallery`: people enrolled without retraining (SQLite).
+- :mod:`.gallery`: people enrolled without retraining (SQLite);
+- :mod:`.lite`: a ``.tflite`` file by the LiteRT interpreter, and the TFLite copy a run keeps
+  (what lets ``verify`` and ``identify`` start without TensorFlow).
 
-The names below are imported on first use, so that ``facefold.predict.gallery`` (what
-``verify`` and ``identify`` read) starts without TensorFlow.
+The names below are imported on first use; none of these modules imports TensorFlow until a
+model needs it (a checkpoint or a Keras or SavedModel export).
 """
 
 from __future__ import annotations
