@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -312,18 +313,27 @@ def test_drop_moves_aside_and_a_half_done_fix_finishes(swapped: dict, tmp_path: 
 # ------------------------------------------------------------------ sources and errors
 
 
-def test_a_cv_folder_is_audited_from_its_held_out_predictions(built: dict[str, Path],
-                                                              tmp_path: Path) -> None:
-    """A cv folder written by hand: case k held out shard k; one crop predicted as dee."""
+def test_a_cv_folder_is_audited_from_its_held_out_predictions(
+        built: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cv folder written by hand: case k held out shard k; one crop predicted as dee, and
+    one whose mirror's landmark fit fell back in the embedding cache (nothing is computed)."""
+    from facefold.embeddings.cache import EmbeddingCache, content_hash
+
     crops = read_crops(built["data"])
     cv = tmp_path / "cv"
     runs.write_cv_info(cv, {"cases": [0, 1, 2], "data_dir": str(built["data"])})
     target = int(np.flatnonzero((crops.shard == 1) & (crops.labels != 3))[4])
+    monkeypatch.setenv("FACEFOLD_CACHE", str(tmp_path / "cache"))
+    cache = EmbeddingCache(tmp_path / "cache", "dlib128", "v-test")
+    for i, jpeg in enumerate(crops.jpegs):
+        cache.put(content_hash(jpeg), False, np.zeros(128), False)
+        cache.put(content_hash(jpeg), True, np.zeros(128), i == 7)
     for k in range(3):
         case = runs.case_dir(cv, k)
         case.mkdir()
-        (case / "run.json").write_text(json.dumps({"data_dir": str(built["data"]),
-                                                   "eval_shards": [k]}))
+        (case / "run.json").write_text(json.dumps({
+            "data_dir": str(built["data"]), "eval_shards": [k],
+            "embedding": {"name": "dlib128", "model_version": "v-test"}}))
         shutil.copy(built["data"] / "labels.txt", case / "labels.txt")
         rows = np.flatnonzero(crops.shard == k)
         p = np.full((len(rows), 4), 0.02)
@@ -332,8 +342,9 @@ def test_a_cv_folder_is_audited_from_its_held_out_predictions(built: dict[str, P
             p[rows.tolist().index(target)] = [0.02, 0.02, 0.02, 0.94]
         runs.write_predictions(case, 100, crops.labels[rows], p)
     suspects = audit_module.audit(cv, near_dup_distance=0, log=lambda _: None)
-    assert len(suspects) == 1
-    (suspect,) = suspects
+    assert [(s.shard, s.record, s.kind) for s in suspects[1:]] == [
+        (crops.shard[7], crops.record[7], "not-a-face")]
+    suspect = suspects[0]
     path = source_file_map(built["data"])[crops.sha256[target]]
     assert (suspect.source, suspect.given, suspect.suggested) == (
         str(path), crops.names[crops.labels[target]], "dee")
@@ -363,6 +374,23 @@ def test_audit_errors_are_one_line(built: dict[str, Path], tmp_path: Path,
         assert err.count("\n") == 1
     assert main(["dataset", "audit", str(built["data"]), "--top", "0"]) == 1
     assert "--top must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_missing_extra_names_the_pip_command(built: dict[str, Path], monkeypatch,
+                                              capsys: pytest.CaptureFixture) -> None:
+    from facefold.embeddings import dlib128
+
+    # The real loader (this module's fake embedder may stand in for it), with no dlib.
+    monkeypatch.setattr(dlib128, "load", lambda *_: dlib128._loaded(dlib128.BACKENDS[0]))
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    dlib128._loaded.cache_clear()
+    assert main(["dataset", "audit", str(built["data"])]) == 1
+    assert "pip install 'facefold[dlib]'" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "cleanlab", None)
+    assert main(["dataset", "audit", str(built["data"])]) == 1
+    err = capsys.readouterr().err
+    assert "needs cleanlab and scikit-learn" in err and "pip install 'facefold[audit]'" in err
+    dlib128._loaded.cache_clear()
 
 
 def test_inject_swaps_refuses_an_existing_folder(built: dict[str, Path], tmp_path: Path) -> None:

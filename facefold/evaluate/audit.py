@@ -156,7 +156,8 @@ def rank_suspects(crops: Crops, probabilities: np.ndarray, fallback: np.ndarray 
             if crops.labels[i] == crops.labels[j]:
                 continue
             for a, b in ((i, j), (j, i)):
-                kinds[a].insert(0, "near-duplicate")
+                if "near-duplicate" not in kinds[a]:
+                    kinds[a].insert(0, "near-duplicate")
                 near = 1 - distance / neardup.HASH_BITS
                 if near >= score[a]:
                     suggested[a] = int(crops.labels[b])
@@ -328,10 +329,13 @@ def _cached_fallback(run_dir: Path, crops: Crops) -> np.ndarray | None:
     if not embedding.get("name"):
         return None
     cache = EmbeddingCache(default_cache_dir(), embedding["name"], embedding["model_version"])
-    entries = [cache.get(content_hash(j)) for j in crops.jpegs]
-    if any(e is None for e in entries):
+    keys = [content_hash(j) for j in crops.jpegs]
+    views = [[cache.get(key, mirror) for key in keys] for mirror in (False, True)]
+    if any(e is None for e in views[0]):
         return None
-    return np.array([e[1] for e in entries if e is not None])
+    # Either view fell back, as embed_shards counts it; the mirror's entry where it is cached.
+    return np.array([any(e is not None and e[1] for e in pair) for pair in zip(*views,
+                                                                               strict=True)])
 
 
 # ------------------------------------------------------------------- measuring the audit
@@ -372,11 +376,15 @@ def inject_swaps(data_dir: str | Path, out: str | Path, fraction: float = 0.03,
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(crops.labels))
     chosen: list[int] = []
-    for i in order:  # distinct pictures; consecutive ones of different people
+    for i in order:  # distinct pictures; each of another person than the one before it
         if len(chosen) == count:
             break
-        if not chosen or crops.labels[i] != crops.labels[chosen[-1]]:
+        # An odd last picture joins the last pair in a cycle of three: a third person.
+        before = chosen[-2:] if count % 2 and len(chosen) == count - 1 else chosen[-1:]
+        if all(crops.labels[i] != crops.labels[c] for c in before):
             chosen.append(int(i))
+    if len(chosen) < count:
+        raise ValueError(f"{data_dir}: too few people to swap {count} pictures")
     # Each picture goes to the next one's person (a cycle over the chosen ones, in pairs).
     cycle = [chosen[k:k + 2] for k in range(0, count - count % 2, 2)]
     if count % 2:
