@@ -117,6 +117,9 @@ def plan_fixes(path: str | Path) -> tuple[list[Move], list[Move]]:
             target = root / row["to"] / source.name
         else:
             target = root / DROPPED_DIR / person / source.name
+        if target == source:
+            raise ValueError(f"{where}: {source} is already in the person folder "
+                             f"{row['to']!r}; write keep, or another person")
         move = Move(source, target, row["sha256"], row["action"])
         if target in targets:
             raise ValueError(f"{where}: {target} is also the target of line {targets[target]}")
