@@ -284,6 +284,11 @@ def test_fix_refuses_conflicts_and_moves_nothing(swapped: dict, tmp_path: Path,
     path.write_text(text.replace(f",{swaps[0].true},", ",nobody,", 1))
     assert main(["dataset", "fix", str(path)]) == 1
     assert "no person folder 'nobody'" in capsys.readouterr().err
+    (src / fixes.DROPPED_DIR).mkdir()
+    path.write_text(text.replace(f",{swaps[0].true},", f",{fixes.DROPPED_DIR},", 1))
+    assert main(["dataset", "fix", str(path)]) == 1
+    assert "is not a person folder name (no path, no leading dot)" in capsys.readouterr().err
+    (src / fixes.DROPPED_DIR).rmdir()
     path.write_text(text.replace(f",{swaps[0].true},", f",{swaps[0].given},", 1))
     assert main(["dataset", "fix", str(path)]) == 1  # a move onto itself would lose the file
     assert f"is already in the person folder '{swaps[0].given}'" in capsys.readouterr().err

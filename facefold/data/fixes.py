@@ -109,8 +109,9 @@ def plan_fixes(path: str | Path) -> tuple[list[Move], list[Move]]:
         source = Path(row["file"])
         root, person = source.parent.parent, source.parent.name
         if row["action"] == "move":
-            if row["to"] in (".", "..") or "/" in row["to"] or "\\" in row["to"]:
-                raise ValueError(f"{where}: {row['to']!r} is not a person folder name")
+            if row["to"].startswith(".") or "/" in row["to"] or "\\" in row["to"]:
+                raise ValueError(f"{where}: {row['to']!r} is not a person folder name (no path, no "
+                                 "leading dot)")
             if not (root / row["to"]).is_dir():
                 raise ValueError(f"{where}: there is no person folder {row['to']!r} in {root} "
                                  "(create it first, or correct the name)")
