@@ -42,12 +42,14 @@ import numpy as np
 
 import facefold
 from facefold import runs
+from facefold.choices import DEFAULT_FAR_BOUND, FAR_BOUNDS
 from facefold.config import Config
 from facefold.data.pipeline import Split, concat
 from facefold.data.records import read_labels, shard_labels
 from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_people
 from facefold.log import Log
 from facefold.models.families import SplitSource, family_of, identity_of
+from facefold.models.identities import identity_interval, threshold_at_upper_bound
 from facefold.models.inference import combine_outputs, softmax
 from facefold.models.scores import (
     CENTROID_SCORE,
@@ -58,8 +60,9 @@ from facefold.models.scores import (
     unit_rows,
 )
 from facefold.predict import Predictor
+from facefold.strangers import Strangers, crop_strangers, list_strangers
 from facefold.train.ensemble import weights_and_facts
-from facefold.train.plan import check_batch_size, check_image_size
+from facefold.train.plan import check_batch_size, check_calibration_groups, check_image_size
 from facefold.train.trainer import CommandPlan, Trainer, versions
 
 # The shards of a network's inputs (a CNN's pictures, an embedding head's embeddings) for
@@ -120,10 +123,18 @@ def fit_plan(config: Config, groups: int, log: Log) -> CommandPlan:
                        runs_count, log)
 
 
-def _pooled(parts: Sequence[CaseScores], far: float) -> dict[str, dict[str, float]]:
-    """Per score, over every group: AUROC, the threshold at ``far``, the false-accept rate
-    it reaches, the share of known faces accepted, and accepted *and* named right (by the
-    classifier, or for a score that uses centroids by the nearest centroid)."""
+def _pooled(parts: Sequence[CaseScores], far: float, bound: str = DEFAULT_FAR_BOUND,
+            names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per score, over every group: AUROC, the threshold at ``far`` by ``bound``
+    (:data:`FAR_BOUNDS`), the false-accept rate of the strangers' pictures it reaches, the
+    share of known faces accepted, accepted *and* named right (by the classifier, or for a
+    score that uses centroids by the nearest centroid), and ``identities``: every stranger's
+    own rate with the interval over strangers (:func:`identity_interval`; a stranger is
+    named by ``names[label]``, by its label without ``names``)."""
+    if bound not in FAR_BOUNDS:
+        raise ValueError(f"--far-bound must be one of {', '.join(FAR_BOUNDS)}, got {bound!r}")
+    labels = np.concatenate([p.unknown_labels for p in parts])
+    identities = labels if names is None else np.array([names[i] for i in labels])
     report = {}
     for name, score in SCORES.items():
         if not all(name in p.known for p in parts):
@@ -132,12 +143,16 @@ def _pooled(parts: Sequence[CaseScores], far: float) -> dict[str, dict[str, floa
         unknown = np.concatenate([p.unknown[name] for p in parts])
         right = np.concatenate([p.nearest_correct if score.uses_centroids else p.correct
                                 for p in parts])
-        threshold = threshold_at_far(unknown, far)
+        thresholds = {"pooled": threshold_at_far(unknown, far),
+                      "upper": threshold_at_upper_bound(unknown, identities, far)}
+        threshold = thresholds[bound]
         accepted = known >= threshold
         report[name] = {
             "auroc": auroc(known, unknown), "threshold": threshold,
             "far": float(np.mean(unknown >= threshold)), "accepted": float(accepted.mean()),
             "known_accuracy": float((accepted & right).mean()),
+            "thresholds_by_bound": thresholds,
+            "identities": identity_interval(unknown, identities, threshold),
         }
     return report
 
@@ -306,9 +321,12 @@ def _calibration_group(data_dir: Path, config: Config, model_dir: Path, inputs: 
 
 def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
               labels: list[str], groups: int, far: float, data: dict, log: Log,
-              plan: CommandPlan | None = None) -> tuple[dict[str, Any], list[float] | None]:
+              plan: CommandPlan | None = None, bound: str = DEFAULT_FAR_BOUND,
+              strangers: Strangers | None = None) -> tuple[dict[str, Any], list[float] | None]:
     """Leave-people-out calibration (see the module docstring); ``inputs`` gives each
-    network's shards of the ``labels`` people; ``plan`` counts their training steps off.
+    network's shards of the ``labels`` people; ``plan`` counts their training steps off;
+    ``strangers`` (``fit --strangers``) are scored by every group's model as more people it
+    never saw. The threshold holds ``far`` by ``bound`` (:data:`FAR_BOUNDS`).
     Returns the report and a weighted ensemble's weights (:func:`choose_fit_weights`; the
     report holds them by preset, and the facts of their choice)."""
     outputs = [
@@ -320,19 +338,27 @@ def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
     for g, group_outputs in enumerate(outputs):
         write_ensemble(runs.calibration_dir(model_dir, g),
                        networks(config, runs.calibration_dir(model_dir, g)), weights)
+        unknown = model_outputs(group_outputs.unknown, weights)
+        unknown_labels = group_outputs.unknown_labels
+        if strangers is not None:  # labels after the dataset's: names[label] names them all
+            extra = Predictor.load(runs.calibration_dir(model_dir, g)).outputs(strangers.crops)
+            unknown = {k: np.concatenate([unknown[k], extra[k]]) for k in ("logits", "features")}
+            unknown_labels = np.concatenate([unknown_labels, len(labels) + strangers.labels])
         parts.append(scores_of_outputs(
             model_outputs(group_outputs.trained, weights), group_outputs.trained_labels,
             model_outputs(group_outputs.known, weights), group_outputs.known_labels,
-            model_outputs(group_outputs.unknown, weights), group_outputs.unknown_labels,
-            group_outputs.classes))
-    scores = _pooled(parts, far)
+            unknown, unknown_labels, group_outputs.classes))
+    scores = _pooled(parts, far, bound, [*labels, *(strangers.names if strangers else [])])
     chosen = max(scores, key=lambda n: (scores[n]["known_accuracy"], scores[n]["auroc"]))
     report = {
-        "groups": groups, "far": far, "scores": scores, "score": chosen,
+        "groups": groups, "far": far, "far_bound": bound, "scores": scores, "score": chosen,
         "verification": _verification(parts, far),
         "closed_set_accuracy": float(np.mean([p.correct.mean() for p in parts])),
         "known_images": int(sum(len(p.correct) for p in parts)),
         "unknown_images": int(sum(len(p.unknown_labels) for p in parts)),
+        "strangers": None if strangers is None else {
+            "folder": str(strangers.folder), "people": len(strangers.names),
+            "pictures": len(strangers.crops), "skipped": strangers.skipped},
     }
     if weights is not None:
         report["weights"] = dict(zip([n.preset for n, _ in networks(config, model_dir)],
@@ -344,39 +370,73 @@ def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
 def fit(
     data_dir: str | Path, config: Config, out: str | Path, groups: int = DEFAULT_GROUPS,
     far: float = DEFAULT_FIT_FAR, log: Log = print, restart: bool = False,
+    far_bound: str = DEFAULT_FAR_BOUND, strangers: str | Path | None = None,
+    strangers_detect: bool = True,
 ) -> FitResult:
     """Train ``config`` on every shard of ``data_dir`` into ``out``, calibrate its unknown and
-    verification thresholds by leave-people-out over ``groups`` groups, and write the model
+    verification thresholds by leave-people-out over ``groups`` groups (plus the people of
+    ``strangers``, :mod:`facefold.strangers`; ``strangers_detect=False``: its pictures are
+    face crops), holding ``far`` by ``far_bound`` (:data:`FAR_BOUNDS`), and write the model
     card. Resumable like any run; an ``out`` of other data or config is refused unless
     ``restart``."""
     if not 0 < far < 1:
         raise ValueError(f"--far must be in (0, 1), got {far}")
+    if far_bound not in FAR_BOUNDS:
+        raise ValueError(f"--far-bound must be one of {', '.join(FAR_BOUNDS)}, got {far_bound!r}")
     data_dir, out = Path(data_dir), Path(out)
     family_of(config).check_available(config)
     data = runs.data_fingerprint(data_dir)
     labels = read_labels(data_dir)
     check_image_size(config, data_dir)
+    check_calibration_groups(len(labels), groups, data_dir)
     check_batch_size(config, training_images(shard_labels(data_dir),
                                              people_groups(len(labels), groups,
                                                            config.train.seed)))
+    stranger_files = None if strangers is None else list_strangers(strangers, labels)
     source = SplitSource(data_dir, log)
     started = time.perf_counter()
     plan = fit_plan(config, groups, log)
     found = train_model(data_dir, config, out, source.get, [], log, "fit", None, data,
                         restart, hold_out=False, plan=plan)
     fit_seconds = time.perf_counter() - started
+    extra = None if stranger_files is None else crop_strangers(
+        stranger_files, Predictor.load(found[0][1]), strangers_detect, log)
     calibration, weights = calibrate(data_dir, config, out, source.get, labels, groups, far,
-                                     data, log, plan)
+                                     data, log, plan, far_bound, extra)
     write_ensemble(out, found, weights)
     _write_decision(out, found, source.get, weights, labels, calibration)
-    chosen = calibration["scores"][calibration["score"]]
     card = _model_card(data_dir, data, config, calibration, fit_seconds,
                        time.perf_counter() - started)
     runs.write_model_card(out, card, format_model_card(card))
-    log(f"[fit] {out}: {len(labels)} people; {calibration['score']} score, threshold "
-        f"{chosen['threshold']:.4f}: {chosen['far']:.1%} of strangers accepted, "
-        f"{chosen['known_accuracy']:.1%} of known faces accepted and named right")
+    log(f"[fit] {out}: {len(labels)} people; {fit_summary(calibration)}")
     return FitResult(out, card)
+
+
+def operating_point(calibration: dict[str, Any]) -> str:
+    """The chosen threshold's promise in two plain sentences (fit's summary, the card)."""
+    chosen = calibration["scores"][calibration["score"]]
+    people = chosen["identities"]
+    how = (f"set so that even a cautious estimate of the average stranger's accepted share "
+           f"(the 95 % upper bound) stays at or below {calibration['far']:.1%}"
+           if calibration["far_bound"] == "upper" else
+           f"set so that at most {calibration['far']:.1%} of their photos together are "
+           "accepted")
+    return (f"This threshold accepted {chosen['far']:.1%} of the photos of "
+            f"{people['identities']} people the model never saw as someone ({how}). "
+            f"Strangers differ: the average one had {people['mean']:.1%} of their photos "
+            f"accepted (95 % interval {people['low']:.1%} to {people['upper']:.1%}), and the "
+            f"most look-alike, {people['worst']['identity']}, "
+            f"{people['worst']['rate']:.1%}.")
+
+
+def fit_summary(calibration: dict[str, Any]) -> str:
+    """The chosen score, threshold and rates, then :func:`operating_point`."""
+    chosen = calibration["scores"][calibration["score"]]
+    return (f"{calibration['score']} score, threshold {chosen['threshold']:.4f} "
+            f"(--far {calibration['far']} --far-bound {calibration['far_bound']}): "
+            f"{chosen['far']:.1%} of strangers' photos accepted, "
+            f"{chosen['known_accuracy']:.1%} of known faces accepted and named right. "
+            f"{operating_point(calibration)}")
 
 
 def _write_decision(model_dir: Path, found: Sequence[tuple[Config, Path]], inputs: Inputs,
@@ -397,6 +457,8 @@ def _write_decision(model_dir: Path, found: Sequence[tuple[Config, Path]], input
         "source": f"facefold fit: leave-people-out over {calibration['groups']} groups",
         "thresholds": {n: r["threshold"] for n, r in calibration["scores"].items()},
         "verify_threshold": calibration["verification"]["threshold"],
+        "far_bound": calibration["far_bound"],
+        "strangers": {k: v for k, v in chosen["identities"].items() if k != "rates"},
     })
 
 
@@ -485,6 +547,34 @@ def _members_text(card: dict[str, Any]) -> str:
             "on the calibration models' held-out pictures of their known people.")
 
 
+def _strangers_text(cal: dict[str, Any]) -> str:
+    """The card's section on the strangers, one by one: how the threshold holds ``far``, the
+    two plain sentences, each stranger's rate and the interval's method."""
+    chosen = cal["scores"][cal["score"]]
+    people = chosen["identities"]
+    rows = "\n".join(f"| {name} | {rate:.1%} |" for name, rate in
+                     sorted(people["rates"].items(), key=lambda item: -item[1]))
+    extra = cal.get("strangers")
+    added = "" if not extra else (
+        f" {extra['people']} of them ({extra['pictures']} pictures) came from "
+        f"`{extra['folder']}` (`--strangers`), scored by every group's model.")
+    bound = ("the 95 % upper bound of the mean per-stranger rate (`--far-bound upper`)"
+             if cal["far_bound"] == "upper" else
+             "the share of all the strangers' pictures together (`--far-bound pooled`)")
+    return f"""
+### Stranger by stranger
+The threshold holds {cal['far']:.0%} by {bound}. {operating_point(cal)}
+
+Each of the {people['identities']} strangers counts once here: the mean is over people, not
+pictures, and the interval comes from {people['resamples']:,} bootstrap resamples of the
+strangers (people drawn again with replacement, seed {people['seed']}).{added}
+
+| stranger | photos accepted |
+|----------|-----------------|
+{rows}
+"""
+
+
 def format_model_card(card: dict[str, Any]) -> str:
     """``MODEL_CARD.md``: the card in words."""
     cal = card["calibration"]
@@ -522,7 +612,7 @@ a model of the same config and scored as strangers ({cal['unknown_images']} pict
 Chosen: **{cal['score']}** — expect about {chosen['far']:.1%} of strangers to be accepted as
 someone and {chosen['known_accuracy']:.1%} of the known people's faces to be accepted and named
 right (the calibration models' closed-set accuracy was {cal['closed_set_accuracy']:.1%}).
-
+{_strangers_text(cal)}
 ## Verification
 Two pictures are the same person when the cosine similarity of their features is at least
 {verify['threshold']:.4f}: {verify['far']:.2%} of {verify['other_pairs']} pairs of two strangers

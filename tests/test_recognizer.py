@@ -82,17 +82,26 @@ def test_people_groups_cover_everyone_once() -> None:
 
 def test_pooled_thresholds_and_verification_by_hand() -> None:
     part = CaseScores(
-        known={"msp": np.array([0.9, 0.8, 0.3])}, unknown={"msp": np.array([0.5, 0.2])},
+        known={"msp": np.array([0.9, 0.8, 0.3])}, unknown={"msp": np.array([0.5, 0.2, 0.1])},
         correct=np.array([True, False, True]), nearest_correct=np.array([True, True, True]),
         centroids=np.eye(2, dtype=np.float32),
         unknown_features=np.array([[1, 0], [1, 0.1], [0, 1]], np.float32),
         unknown_labels=np.array([7, 7, 8]))
-    report = _pooled([part], far=0.4)["msp"]
-    # floor(0.4 * 2) = 0 strangers accepted: the threshold lies just above the best, 0.5.
+    report = _pooled([part], far=0.3)["msp"]
+    # floor(0.3 * 3) = 0 strangers accepted: the threshold lies just above the best, 0.5.
     assert report["threshold"] == pytest.approx(np.nextafter(0.5, 1))
     assert report["far"] == 0.0 and report["accepted"] == pytest.approx(2 / 3)
     assert report["known_accuracy"] == pytest.approx(1 / 3)  # 0.9 right, 0.8 wrong, 0.3 out
-    assert report["auroc"] == pytest.approx(5 / 6)  # 0.9, 0.8 beat both; 0.3 beats 0.2
+    assert report["auroc"] == pytest.approx(8 / 9)  # 0.9, 0.8 beat all 3; 0.3 beats 2
+    assert report["identities"]["rates"] == {"7": 0.0, "8": 0.0}  # by label, without names
+    # Strangers 7 (0.5, 0.2) and 8 (0.1) by the upper bound at 0.6: accepting 7's 0.5 (7 at
+    # 1/2, 8 at 0) gives an upper bound of 1/2 (7 drawn twice: 1/4 > 2.5 %), which holds;
+    # accepting 0.2 too (7 at 1) gives 1, which does not: the threshold is (0.2 + 0.5) / 2.
+    upper = _pooled([part], far=0.6, bound="upper")["msp"]
+    assert upper["threshold"] == pytest.approx(0.35)
+    assert upper["thresholds_by_bound"]["pooled"] == pytest.approx(0.35)  # floor(1.8) = 1
+    assert upper["identities"]["rates"] == {"7": 0.5, "8": 0.0}
+    assert upper["identities"]["upper"] == 0.5 and upper["far"] == pytest.approx(1 / 3)
     verify = _verification([part], far=0.0)
     # Pairs: (0,1) same with similarity ~0.995; (0,2) and (1,2) different, ~0 and ~0.0995.
     assert (verify["same_pairs"], verify["other_pairs"]) == (1, 2)
