@@ -1,0 +1,153 @@
+"""``facefold fit``'s calibration, stranger by stranger: the interval over strangers on the
+model card, ``--far-bound upper``, ``--strangers DIR``, and the plan check that refuses a
+calibration with groups of one person before any training.
+
+The embedding family runs on the fake embedder (no dlib needed), which gives every picture of
+one tiny-dataset pattern nearly the same embedding: a "stranger" drawn with a known person's
+pattern is a perfect look-alike.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FakeEmbedder, class_pattern, make_tiny_dataset, tiny_config, write_image_tree
+from PIL import Image, ImageEnhance
+
+from facefold import runs
+from facefold.cli import main
+from facefold.data.build import build_dataset
+from facefold.fitting import fit
+from facefold.models.identities import resample_indices
+
+QUIET = {"log": lambda _: None}
+# fit's options for a dlib128 head on the tiny dataset, as tiny_config sets them in Python.
+_TINY_DLIB128 = ["--preset", "dlib128", "--groups", "2", "--batch-size", "16", "--steps", "60",
+                 "--eval-every", "60", "--seed", "0", "--precision", "float32"]
+
+
+def _strangers(folder: Path, patterns: dict[str, int], count: int, seed: int = 1) -> Path:
+    """``count`` pictures per sub-folder of ``folder``, drawn with a tiny-dataset pattern."""
+    rng = np.random.default_rng(seed)
+    for name, pattern in patterns.items():
+        (folder / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(class_pattern(pattern, rng, 40)).save(folder / name / f"{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_toml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Crops that fit the tiny dataset's 40-pixel pictures."""
+    toml = tmp_path_factory.mktemp("config") / "tiny.toml"
+    toml.write_text("[model]\ncrop_size = 32\ninput_size = 32\n")
+    return toml
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("calibration") / "data", classes=7,
+                             shards=3, per_shard=6)
+
+
+def test_the_card_shows_each_stranger_and_the_interval_over_strangers(
+        fake_embedder: FakeEmbedder, tiny_data: Path, tiny_toml: Path, tmp_path: Path) -> None:
+    # A look-alike of person_0 and a loose photo of a pattern no one has, as --strangers.
+    strangers = _strangers(tmp_path / "strangers", {"lookalike": 0}, 4)
+    Image.fromarray(class_pattern(8, np.random.default_rng(2), 40)).save(strangers / "one.png")
+    model = tmp_path / "model"
+    assert main(["fit", str(tiny_data), "--out", str(model), *_TINY_DLIB128, "--far", "0.1",
+                 "--strangers", str(strangers), "--strangers-crops",
+                 "--config", str(tiny_toml)]) == 0
+    card = json.loads((model / runs.MODEL_CARD_JSON).read_text())
+    calibration = card["calibration"]
+    assert calibration["far_bound"] == "pooled"  # the default: as before
+    assert calibration["strangers"]["people"] == 2 and calibration["strangers"]["pictures"] == 5
+    chosen = calibration["scores"][calibration["score"]]
+    people = chosen["identities"]
+    # The 7 dataset people (each a stranger to one group) and the 2 added ones.
+    assert set(people["rates"]) == {*(f"person_{i}" for i in range(7)), "lookalike", "one.png"}
+    # The look-alike's 4 pictures are all accepted by group 0's model, which knows person_0:
+    # at least half its 8 pictures over the two groups' models, the worst of all.
+    worst = people["rates"]["lookalike"]
+    assert worst >= 0.5 and people["worst"] == {"identity": "lookalike", "rate": worst}
+    assert people["mean"] == pytest.approx(np.mean(list(people["rates"].values())))
+    # The same interval from the card's rates alone: the seeded draws of people, each row's
+    # mean rate, its 2.5 and 97.5 percentiles.
+    rates = np.array([people["rates"][name] for name in sorted(people["rates"])])
+    means = rates[resample_indices(len(rates), 2000, 0)].mean(axis=1)
+    assert [people["low"], people["upper"]] == pytest.approx(np.percentile(means, [2.5, 97.5]))
+    stored = json.loads((model / runs.THRESHOLD_FILE).read_text())
+    assert stored["far_bound"] == "pooled" and stored["strangers"]["upper"] == people["upper"]
+    text = (model / runs.MODEL_CARD_MD).read_text()
+    assert f"| lookalike | {worst:.1%} |" in text and "Strangers differ" in text
+    assert f"95 % interval {people['low']:.1%} to {people['upper']:.1%}" in text
+
+
+def test_far_bound_upper_holds_the_upper_bound_and_accepts_less_of_the_look_alike(
+        fake_embedder: FakeEmbedder, tiny_data: Path, tmp_path: Path) -> None:
+    strangers = _strangers(tmp_path / "strangers", {"lookalike": 0}, 4)
+    config = tiny_config(steps=60, eval_every=60, preset="dlib128")
+    lines: list[str] = []
+    result = fit(tiny_data, config, tmp_path / "model", groups=2, far=0.1, far_bound="upper",
+                 strangers=strangers, strangers_detect=False, log=lines.append)
+    calibration = result.card["calibration"]
+    chosen = calibration["scores"][calibration["score"]]
+    assert calibration["far_bound"] == "upper"
+    assert chosen["threshold"] == chosen["thresholds_by_bound"]["upper"]
+    assert chosen["thresholds_by_bound"]["upper"] >= chosen["thresholds_by_bound"]["pooled"]
+    assert chosen["identities"]["upper"] <= 0.1
+    # The pooled threshold accepted at least half the look-alike's pictures (test above).
+    assert chosen["identities"]["rates"]["lookalike"] < 0.5
+    summary = lines[-1]
+    assert "--far-bound upper" in summary and "95 % upper bound" in summary
+    assert f"{chosen['identities']['mean']:.1%} of their photos accepted" in summary
+
+
+def test_strangers_folder_errors_are_one_line_and_nothing_is_trained(
+        fake_embedder: FakeEmbedder, tiny_data: Path, tiny_toml: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    model = tmp_path / "model"
+    base = ["fit", str(tiny_data), "--out", str(model), *_TINY_DLIB128, "--config",
+            str(tiny_toml)]
+    assert main([*base, "--strangers", str(tmp_path / "missing")]) == 1
+    assert capsys.readouterr().err == (f"facefold: error: --strangers {tmp_path / 'missing'}: "
+                                       "not a folder (give a folder of photos, one sub-folder "
+                                       "per person or one photo per person)\n")
+    known = _strangers(tmp_path / "known", {"person_3": 3}, 2)
+    assert main([*base, "--strangers", str(known)]) == 1
+    assert "person_3 is one of the people the model learns" in capsys.readouterr().err
+    assert not model.exists() and fake_embedder.calls == 0
+
+
+def test_fit_refuses_groups_of_one_person_naming_the_per_class_that_keeps_more(
+        fake_embedder: FakeEmbedder, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # celeb21 in small: 8 people with 6 photos each, but 4 of them have one photo that is a
+    # brightened copy of another, which the near-duplicate check drops. --per-class 6 then
+    # keeps 4 people, and 4 calibration groups of 1 person left verification without a pair
+    # of strangers: "threshold_at_far needs at least one unknown score" after the training.
+    source = tmp_path / "photos"
+    tree = write_image_tree(source, {**{f"full{i}": 6 for i in range(4)},
+                                     **{f"short{i}": 5 for i in range(4)}})
+    for i in range(4):
+        first = tree[f"short{i}"][0]
+        with Image.open(first) as image:
+            ImageEnhance.Brightness(image.convert("RGB")).enhance(1.15).save(
+                source / f"short{i}" / "copy.png")
+    data = tmp_path / "data"
+    manifest = build_dataset(source, data, shards=3, per_class=6, size=40, **QUIET)
+    assert sorted(manifest["people"]) == [f"full{i}" for i in range(4)]
+    assert len(manifest["near_duplicates"]) == 4
+    with pytest.raises(ValueError) as error:
+        fit(data, tiny_config(steps=60, eval_every=60, preset="dlib128"), tmp_path / "model",
+            groups=4, far=0.1, **QUIET)
+    assert str(error.value) == (
+        f"{data} holds 4 people: 4 calibration groups would leave a group with a single "
+        "person, and calibrating needs two strangers per group: give --groups 2 or fewer, or "
+        "rebuild the dataset with --per-class 5 (its manifest lists 4 people dropped for "
+        "having fewer than 6 pictures after near-duplicates: --per-class 5 keeps 8) (nothing "
+        "was trained)")
+    assert not (tmp_path / "model").exists() and fake_embedder.calls == 0
