@@ -51,6 +51,30 @@ def _image(picture: Picture) -> Image.Image:
     return picture if isinstance(picture, Image.Image) else load_rgb(picture)
 
 
+def enrolled_rates_text(calibration: dict[str, Any] | None, before: float | None) -> str:
+    """What enrolling changed, in two plain sentences, from
+    :meth:`facefold.predict.Predictor.enrolled_calibration` (and the threshold ``before``
+    anyone was enrolled)."""
+    if calibration is None:
+        return ("This model holds no calibration features (made by an older facefold, or an "
+                "export): its threshold was not recalibrated for the enrolled people, so more "
+                "strangers than its card states may be accepted.")
+    people = calibration["strangers"]
+    was = "" if before is None else f" (it was {before:.4f} with nobody enrolled)"
+    named = calibration["newcomers_named_right"]
+    newcomers = "" if named is None else (
+        f", and {named:.1%} of a newcomer's other photos named right")
+    count = calibration["enrolled"]
+    return (f"With {count} {'person' if count == 1 else 'people'} enrolled, a face must now "
+            f"reach a similarity of {calibration['threshold']:.4f} to be named{was}, because every "
+            "enrolled person is one more for a stranger to be mistaken for. Replaying the "
+            "calibration with as many newcomers, "
+            f"{calibration['far']:.1%} of strangers' photos were accepted (an average "
+            f"stranger {people['mean']:.1%}, 95 % upper bound {people['upper']:.1%}), "
+            f"{calibration['known_accuracy']:.1%} of the trained people's photos accepted "
+            f"and named right{newcomers}.")
+
+
 class Recognizer:
     """A model folder loaded once for naming, enrolling and verifying faces."""
 

@@ -21,6 +21,7 @@ from facefold import runs
 from facefold.cli import main
 from facefold.data.build import build_dataset
 from facefold.fitting import fit
+from facefold.models.enrollment import recalibrate
 from facefold.models.identities import resample_indices
 
 QUIET = {"log": lambda _: None}
@@ -97,8 +98,8 @@ def test_far_bound_upper_holds_the_upper_bound_and_accepts_less_of_the_look_alik
     calibration = result.card["calibration"]
     chosen = calibration["scores"][calibration["score"]]
     assert calibration["far_bound"] == "upper"
-    assert chosen["threshold"] == chosen["thresholds_by_bound"]["upper"]
-    assert chosen["thresholds_by_bound"]["upper"] >= chosen["thresholds_by_bound"]["pooled"]
+    assert chosen["threshold"] == chosen["by_bound"]["upper"]["threshold"]
+    assert chosen["by_bound"]["upper"]["threshold"] >= chosen["by_bound"]["pooled"]["threshold"]
     assert chosen["identities"]["upper"] <= 0.1
     # The pooled threshold accepted at least half the look-alike's pictures (test above).
     assert chosen["identities"]["rates"]["lookalike"] < 0.5
@@ -151,3 +152,73 @@ def test_fit_refuses_groups_of_one_person_naming_the_per_class_that_keeps_more(
         "having fewer than 6 pictures after near-duplicates: --per-class 5 keeps 8) (nothing "
         "was trained)")
     assert not (tmp_path / "model").exists() and fake_embedder.calls == 0
+
+
+def _features(**arrays: object) -> dict[str, np.ndarray]:
+    """Calibration features of one group: a trained person at [1, 0], strangers A and B."""
+    base = {
+        "names": np.array(["A", "B"]), "unknown_group": np.zeros(4, np.int32),
+        "unknown_identity": np.array([0, 0, 1, 1], np.int32),
+        "unknown_features": np.array([[0, 1], [0, 1], [0.6, 0.8], [0.6, 0.8]], np.float32),
+        "known_group": np.zeros(2, np.int32), "known_labels": np.zeros(2, np.int32),
+        "known_features": np.array([[1, 0], [0.8, 0.6]], np.float32),
+        "centroid_group": np.zeros(1, np.int32), "centroids": np.array([[1, 0]], np.float32),
+    }
+    return {**base, **arrays}
+
+
+def test_recalibration_for_one_enrolled_person_by_hand() -> None:
+    # Nobody enrolled: strangers score their cosine to the trained person, A 0 and B 0.6, so
+    # at far 0 the threshold lies just above 0.6, and both known pictures (1 and 0.8) pass.
+    alone = recalibrate(_features(), [], far=0.0, bound="pooled")
+    b_score = float(np.float32(0.6))  # the features are float32
+    assert alone["threshold"] == np.nextafter(b_score, 1) and alone["known_accuracy"] == 1.0
+    assert alone["newcomers_named_right"] is None and alone["simulated"] == [0]
+    # One person enrolled from 1 picture: for stranger A the newcomer is B (centroid
+    # [0.6, 0.8]), and A's pictures now score 0.8; for B it is A ([0, 1]): B scores 0.8 too.
+    # So the threshold rises just above 0.8. The known picture [0.8, 0.6] is lost: with
+    # newcomer B it is closer to B (0.96) than to its own person, with A it scores 0.8,
+    # under the threshold. The newcomer's other picture (similarity 1) is named right.
+    one = recalibrate(_features(), [1], far=0.0, bound="pooled")
+    assert one["threshold"] == pytest.approx(0.8) and one["threshold"] > float(np.float32(0.8))
+    assert one["known_accuracy"] == 0.5 and one["newcomers_named_right"] == 1.0
+    assert one["strangers"]["rates"] == {"A": 0.0, "B": 0.0} and one["simulated"] == [1]
+    # Two enrolled, but a group of two strangers can simulate one newcomer: it says so.
+    assert recalibrate(_features(), [1, 1], far=0.0, bound="upper")["simulated"] == [1]
+
+
+def test_enrolling_recalibrates_the_threshold_from_the_stored_features(
+        fake_embedder: FakeEmbedder, tiny_data: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    from facefold.predict import Predictor
+
+    model = tmp_path / "model"
+    fit(tiny_data, tiny_config(steps=60, eval_every=60, preset="dlib128"), model, groups=2,
+        far=0.1, **QUIET)
+    card = json.loads((model / runs.MODEL_CARD_JSON).read_text())["calibration"]
+    cosine = card["scores"]["cosine"]
+    arrays = runs.read_calibration_features(model)
+    # The stored features give back the calibration's own cosine threshold and rates.
+    alone = recalibrate(arrays, [], 0.1, "pooled")
+    assert alone["threshold"] == pytest.approx(cosine["threshold"])
+    assert alone["known_accuracy"] == pytest.approx(cosine["known_accuracy"])
+    assert alone["strangers"]["rates"] == pytest.approx(cosine["identities"]["rates"])
+    predictor = Predictor.load(model)
+    assert predictor.enrolled_calibration() is None
+    assert predictor.rejection(score="cosine")[1] == cosine["threshold"]
+    # Enroll two people (3 and 4 pictures): the model now decides by the recalibrated one.
+    folders = [tmp_path / "x", tmp_path / "y"]
+    for folder, pattern, count in zip(folders, (7, 8), (3, 4), strict=True):
+        _strangers(folder, {folder.name: pattern}, count, seed=pattern)
+    assert main(["enroll", str(model), *(str(f / f.name) for f in folders), "--crops"]) == 0
+    expected = recalibrate(arrays, [3, 4], 0.1, "pooled")
+    again = Predictor.load(model)
+    assert again.enrolled_calibration() == expected
+    assert again.rejection(score="cosine")[1] == expected["threshold"]
+    assert again.recognize([Image.new("RGB", (40, 40))])[0].threshold == expected["threshold"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["enrolled x: 3 picture(s)", "enrolled y: 4 picture(s)"]
+    assert out[2].startswith(f"With 2 people enrolled, a face must now reach a similarity of "
+                             f"{expected['threshold']:.4f} to be named (it was "
+                             f"{cosine['threshold']:.4f} with nobody enrolled)")
+    assert f"{expected['far']:.1%} of strangers' photos were accepted" in out[2]

@@ -11,6 +11,7 @@ from facefold.models.identities import (
     identity_rates,
     resample_indices,
     threshold_at_upper_bound,
+    threshold_at_worst,
 )
 from facefold.models.scores import threshold_at_far
 
@@ -100,6 +101,22 @@ def test_threshold_at_upper_bound_is_the_lowest_that_holds_by_brute_force() -> N
     holding = [t for t in candidates if upper(t) <= 0.1]
     assert found == pytest.approx(min(holding))
     assert identity_interval(scores, people, found, 300, 5)["upper"] <= 0.1
+
+
+def test_threshold_at_worst_keeps_every_stranger_at_or_under_far_by_hand() -> None:
+    # At far 0.5, A (4 pictures) may keep 2 accepted: its 3rd highest, 0.1, must be rejected;
+    # B (2) may keep 1: 0.6 rejected; C (3) may keep 1: its 2nd, 0.2, rejected. The threshold
+    # lies above the highest of these, 0.6, halfway to the next score, 0.7.
+    assert threshold_at_worst(SCORES, PEOPLE, 0.5) == pytest.approx(0.65)
+    _, rates = identity_rates(SCORES, PEOPLE, 0.65)
+    assert rates.max() <= 0.5 and rates.tolist() == [0.25, 0.5, 0.0]
+    # At far 0 nobody may be accepted: just above the best score, 0.9.
+    assert threshold_at_worst(SCORES, PEOPLE, 0.0) == np.nextafter(0.9, 1)
+    # The pooled threshold at 25 % accepts floor(2.25) = 2 pictures, 0.9 and 0.7: B is then
+    # accepted on 1 of 2 (50 %), twice the 25 %. By the worst stranger B may keep
+    # floor(0.25 * 2) = 0 of its 2: the threshold lies above 0.7, halfway to 0.9.
+    assert threshold_at_far(SCORES, 0.25) == pytest.approx(0.65)
+    assert threshold_at_worst(SCORES, PEOPLE, 0.25) == pytest.approx(0.8)
 
 
 def test_bad_input_is_refused_with_a_message() -> None:

@@ -99,9 +99,13 @@ def test_pooled_thresholds_and_verification_by_hand() -> None:
     # accepting 0.2 too (7 at 1) gives 1, which does not: the threshold is (0.2 + 0.5) / 2.
     upper = _pooled([part], far=0.6, bound="upper")["msp"]
     assert upper["threshold"] == pytest.approx(0.35)
-    assert upper["thresholds_by_bound"]["pooled"] == pytest.approx(0.35)  # floor(1.8) = 1
+    assert upper["by_bound"]["pooled"]["threshold"] == pytest.approx(0.35)  # floor(1.8) = 1
     assert upper["identities"]["rates"] == {"7": 0.5, "8": 0.0}
     assert upper["identities"]["upper"] == 0.5 and upper["far"] == pytest.approx(1 / 3)
+    # By the worst stranger: 7 may keep floor(0.6 * 2) = 1 picture, 8 floor(0.6) = 0, so the
+    # threshold lies above 7's 0.2 (and 8's 0.1): halfway to 0.5.
+    assert upper["by_bound"]["worst"]["threshold"] == pytest.approx(0.35)
+    assert _pooled([part], far=0.1, bound="worst")["msp"]["threshold"] == np.nextafter(0.5, 1)
     verify = _verification([part], far=0.0)
     # Pairs: (0,1) same with similarity ~0.995; (0,2) and (1,2) different, ~0 and ~0.0995.
     assert (verify["same_pairs"], verify["other_pairs"]) == (1, 2)
@@ -520,7 +524,7 @@ def test_enrolling_the_same_folder_twice_counts_its_pictures_once(
     _pictures(folder, 7, 5, seed=3)
     for _ in range(2):
         assert main(["enroll", str(model), str(folder), "--crops"]) == 0
-        assert capsys.readouterr().out == "enrolled newcomer: 5 picture(s)\n"
+        assert capsys.readouterr().out.splitlines()[0] == "enrolled newcomer: 5 picture(s)"
     _pictures(folder, 7, 6, seed=3)[-1].rename(folder / "extra.png")  # one new picture
     assert main(["enroll", str(model), str(folder), "--crops"]) == 0
     assert capsys.readouterr().out == "enrolled newcomer: 6 picture(s)\n"

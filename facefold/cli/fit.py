@@ -33,8 +33,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     fit.add_argument("--far-bound", choices=FAR_BOUNDS, default=DEFAULT_FAR_BOUND,
                      help="how --far is held: 'pooled', by the share of all the calibration "
                      "strangers' photos together (default); 'upper', by the 95 %% upper bound "
-                     "over strangers of each one's share of photos accepted (stricter: holds "
-                     "for people like them, not just on average over photos)")
+                     "of the average stranger's share of photos accepted; 'worst', by every "
+                     "calibration stranger's own share (strictest)")
     fit.add_argument("--strangers", type=Path, metavar="DIR",
                      help="photos of people the model must never name, joined to the "
                      "calibration's strangers: one sub-folder per person, or one photo per "
@@ -62,7 +62,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     if args.enrollment_test:
         result = measure_enrollment(args.data, config, args.out,
                                     args.enrollment_test, args.enrollment_test, args.shots,
-                                    args.groups, args.far)
+                                    args.groups, args.far, far_bound=args.far_bound)
         print(json.dumps({k: v for k, v in result.items() if k != "calibration"}, indent=2))
         return
     result = fit(args.data, config, args.out, args.groups, args.far, restart=args.restart,
