@@ -60,7 +60,7 @@ from facefold.models.scores import (
     unit_rows,
 )
 from facefold.predict import Predictor
-from facefold.strangers import Strangers, crop_strangers, list_strangers
+from facefold.predict.strangers import Strangers, crop_strangers, list_strangers
 from facefold.train.ensemble import weights_and_facts
 from facefold.train.plan import check_batch_size, check_calibration_groups, check_image_size
 from facefold.train.trainer import CommandPlan, Trainer, versions
@@ -416,7 +416,7 @@ def fit(
 ) -> FitResult:
     """Train ``config`` on every shard of ``data_dir`` into ``out``, calibrate its unknown and
     verification thresholds by leave-people-out over ``groups`` groups (plus the people of
-    ``strangers``, :mod:`facefold.strangers`; ``strangers_detect=False``: its pictures are
+    ``strangers``, :mod:`facefold.predict.strangers`; ``strangers_detect=False``: its pictures are
     face crops), holding ``far`` by ``far_bound`` (:data:`FAR_BOUNDS`), and write the model
     card. Resumable like any run; an ``out`` of other data or config is refused unless
     ``restart``."""
@@ -592,6 +592,8 @@ def measure_enrollment(
         "newcomers_named_right": float(np.mean(named)),
         "stranger_pictures": int(strangers_in.sum()),
         "strangers_accepted": float(np.mean(value[strangers_in] >= threshold)),
+        "stranger_rates": {labels[i]: float(np.mean(value[other_labels == i] >= threshold))
+                           for i in strange},
         "calibration": calibration,
     }
     runs.write_enrollment_test(out, result)

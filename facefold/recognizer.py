@@ -29,22 +29,10 @@ from facefold.atomic import write_text_atomic
 from facefold.csvcells import safe_row
 from facefold.data.images import load_rgb
 from facefold.predict import Predictor, Recognition, predict_files
+from facefold.predict.files import PICTURE_SUFFIXES, picture_files
 from facefold.predict.predictor import Verification
 
-PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm"}
 Picture = str | Path | Image.Image
-
-
-def picture_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, and the pictures inside folders (recursively, sorted)."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*")
-                            if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES)
-        else:
-            found.append(path)
-    return found
 
 
 def _image(picture: Picture) -> Image.Image:

@@ -92,8 +92,7 @@ PACKAGE_LAYER: dict[str, str] = {
     "recognizer": "deploy", "export": "deploy", "serve": "deploy",
     "evaluate": "evaluate",
     "report": "report",
-    "fitting": "commands", "strangers": "commands", "demo": "commands", "bench": "commands",
-    "serve_bench": "commands",
+    "fitting": "commands", "demo": "commands", "bench": "commands", "serve_bench": "commands",
     "cli": "cli",
 }
 

@@ -467,6 +467,14 @@ def test_enrollment_test_counts_newcomers_and_strangers_as_by_hand(
     strangers = np.isin(person, strange)
     assert result["stranger_pictures"] == strangers.sum() == 2 * 18
     assert result["strangers_accepted"] == pytest.approx(accepted[strangers].mean())
+    assert result["stranger_rates"] == pytest.approx(
+        {name: accepted[person == name].mean() for name in strange})
+    # Decided at the threshold recalibrated for the 2 enrolled people, which it states.
+    stated = predictor.enrolled_calibration()
+    assert result["threshold"] == stated["threshold"] == predictor.rejection()[1]
+    assert result["stated"]["upper"] == stated["strangers"]["upper"]
+    assert result["calibrated_threshold"] == result["calibration"]["scores"]["cosine"][
+        "threshold"]
 
     # The gallery holds each newcomer's 3 shots; the rest of their 18 pictures are named. The
     # fake embedder gives one person's pictures nearly the same feature, so every picture of
@@ -527,7 +535,7 @@ def test_enrolling_the_same_folder_twice_counts_its_pictures_once(
         assert capsys.readouterr().out.splitlines()[0] == "enrolled newcomer: 5 picture(s)"
     _pictures(folder, 7, 6, seed=3)[-1].rename(folder / "extra.png")  # one new picture
     assert main(["enroll", str(model), str(folder), "--crops"]) == 0
-    assert capsys.readouterr().out == "enrolled newcomer: 6 picture(s)\n"
+    assert capsys.readouterr().out.splitlines()[0] == "enrolled newcomer: 6 picture(s)"
 
 
 def test_similarities_are_labelled_as_similarities_in_the_json_and_csv(

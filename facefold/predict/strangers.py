@@ -26,8 +26,8 @@ from PIL import Image
 
 from facefold.data.images import MIN_PICTURE_SIDE, ImageError, load_rgb
 from facefold.log import Log
+from facefold.predict.files import PICTURE_SUFFIXES, picture_files
 from facefold.predict.predictor import NoFaceError, Predictor
-from facefold.recognizer import PICTURE_SUFFIXES, picture_files
 
 
 @dataclass(frozen=True)
