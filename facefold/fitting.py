@@ -86,8 +86,8 @@ BOUND_NAMES = {
 }
 BOUND_PROMISES = {
     "pooled": "set so that at most {far:.1%} of their photos together are accepted",
-    "upper": "set so that even a cautious estimate of the average stranger's accepted share "
-             "(the 95 % upper bound) stays at or below {far:.1%}",
+    "upper": "set so that even a cautious estimate of the average stranger's accepted share, "
+             "the 95 % upper bound, stays at or below {far:.1%}",
     "worst": "set so that none of them had more than {far:.1%} of their photos accepted",
 }
 
