@@ -1,9 +1,9 @@
 """The "unknown" threshold after people are enrolled: the calibration played again with them.
 
 Every person enrolled without retraining is one more centroid a stranger can come close to:
-with more people to be mistaken for, more strangers are accepted at the same threshold (the
-issue's enrollment test: 8.5 % of strangers accepted after enrolling 4 people, against a
-calibrated 1 %). ``fit`` keeps what its calibration models saw
+with more people to be mistaken for, more strangers are accepted at the same threshold
+(``fit --enrollment-test`` measures it: docs/deployment.md). ``fit`` keeps what its
+calibration models saw
 (``calibration_features.npz``: each group model's features of the people it never met, of
 its known people's held-out pictures, and its centroids); :func:`recalibrate` enrolls
 simulated newcomers into each group model and sets the cosine threshold again:
