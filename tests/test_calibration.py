@@ -241,3 +241,25 @@ def test_enrolling_recalibrates_the_threshold_from_the_stored_features(
                              f"{expected['threshold']:.4f} to be named (it was "
                              f"{cosine['threshold']:.4f} with nobody enrolled)")
     assert f"{expected['far']:.1%} of strangers' photos were accepted" in out[2]
+
+
+def test_stranger_pictures_without_a_face_are_left_out_and_counted(
+        fitted: tuple[Path, Path], fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
+    from facefold.predict import Predictor
+    from facefold.predict.strangers import crop_strangers, list_strangers
+
+    folder = _strangers(tmp_path / "strangers", {"zed": 3}, 2)
+    (folder / "zed" / "broken.png").write_bytes(b"not a picture")
+    Image.new("RGB", (400, 100)).save(folder / "wide.png")  # no face, and not a face crop
+    found = list_strangers(folder)
+    assert found.names == ["wide.png", "zed"] and [len(f) for f in found.files] == [1, 3]
+    lines: list[str] = []
+    crops = crop_strangers(found, Predictor.load(fitted[0]), detect=False, log=lines.append)
+    assert crops.names == ["zed"] and crops.labels.tolist() == [0, 0]
+    assert [Path(line.split(":")[0]).name for line in crops.skipped] == ["wide.png",
+                                                                         "broken.png"]
+    assert lines[0].startswith("[fit] --strangers: 2 picture(s) left out")
+    (folder / "zed").rename(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="no face found in any of its pictures"):
+        crop_strangers(list_strangers(folder), Predictor.load(fitted[0]), detect=False,
+                       log=lines.append)
