@@ -84,6 +84,16 @@ def list_shards(data_dir: str | Path) -> list[Path]:
     return sorted(shards, key=lambda p: int(SHARD_REGEX.match(p.name).group(1)))
 
 
+def read_manifest(data_dir: str | Path) -> dict[str, Any] | None:
+    """A dataset's ``manifest.json`` (written by ``dataset build``), or None when it is
+    missing or not a JSON object."""
+    try:
+        manifest = json.loads((Path(data_dir) / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def dataset_image_size(data_dir: str | Path, crop_size: int) -> int:
     """The side of a dataset's square images: its manifest's ``size``, else the first image of
     its first shard, else ``crop_size + 16`` (the 112/96 convention) when the dataset is gone."""
