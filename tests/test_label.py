@@ -249,3 +249,28 @@ def test_the_log_survives_a_torn_last_line(tmp_path):
     path.write_text('{"seq": 1}\n' + path.read_text())
     with pytest.raises(LogError, match=":1: not a decision"):
         read_log(path)
+
+
+def test_the_command_names_a_missing_folder_in_one_line(tmp_path, capsys):
+    from facefold.cli import main
+
+    status = main(["label", str(tmp_path / "nowhere"), "--out", str(tmp_path / "faces")])
+    assert status == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"facefold: error: photo folder {tmp_path / 'nowhere'} does not exist"]
+    (tmp_path / "photos").mkdir()
+    assert main(["label", str(tmp_path / "photos"), "--out", str(tmp_path / "photos")]) == 1
+    assert "must not be PHOTOS" in capsys.readouterr().err
+
+
+def test_groups_confidently_of_one_person_are_shown_as_one(kit):
+    session = open_session(kit.photos, kit.faces, size=kit.store.size, log=lambda _: None)
+    bob, cy = kit.ids_of("bob"), kit.ids_of("cy")
+    session.decide({"action": "name", "faces": bob[:1], "name": "Bob"})
+    # Bob's other faces in two groups of the grouping, and one group split off by hand.
+    session.state.groups = {"g2": bob[1:2], "g7": bob[2:3], "s9": bob[3:], "g3": cy}
+    shown = session.view()["groups"]
+    assert [(sorted(f["id"] for f in g["faces"]), g["proposal"]["name"],
+             g["proposal"]["confident"]) for g in shown] == [
+        (sorted(bob[1:3]), "Bob", True), (bob[3:], "Bob", True), (sorted(cy), "Bob", False)]
+    assert [g["id"] for g in shown] == ["g2", "s9", "g3"]

@@ -8,26 +8,16 @@ skips cleanly without them.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
+from browserkit import chromium, require_chromium, served
 from labelkit import Photos, folders, make_photos
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER):
-    pytest.skip("chromium and chromedriver are not installed "
-                "(apt-get install chromium chromium-driver)", allow_module_level=True)
-pytest.importorskip("selenium", reason="selenium is not installed (the dev extra)")
-pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+require_chromium()
 pytest.importorskip("dlib", reason="the dlib extra is not installed")
 
 from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -37,50 +27,22 @@ from facefold.label.decisions import LOG_FILE  # noqa: E402
 from facefold.label.store import STATE_DIR  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def served(tmp_path) -> Iterator[tuple[Photos, str]]:
-    import uvicorn
-
+def labeling(tmp_path) -> Iterator[tuple[Photos, str]]:
     kit = make_photos(tmp_path, {"ann": 5, "bob": 4, "cy": 3})
     session = open_session(kit.photos, kit.faces, size=kit.store.size, log=lambda _: None)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_label_app(session), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield kit, f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(create_label_app(session)) as url:
+        yield kit, url
 
 
 @pytest.fixture
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 f"--user-data-dir={profile}", "--window-size=1200,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    yield driver
-    driver.quit()
+    with chromium(tmp_path_factory.mktemp("chromium-profile"), 1200) as driver:
+        yield driver
 
 
-def test_label_a_small_set_with_keys_and_clicks(served, browser):
-    kit, url = served
+def test_label_a_small_set_with_keys_and_clicks(labeling, browser):
+    kit, url = labeling
     ann, bob, cy = kit.ids_of("ann"), kit.ids_of("bob"), kit.ids_of("cy")
     browser.get(url)
     wait = WebDriverWait(browser, 30)

@@ -10,7 +10,8 @@ Names are proposed from the people labeled so far (the decided faces and any cro
 in ``FACES/<person>/``: the nearest centroid by cosine similarity) and, with a model, from
 the model (the name most of a group's faces get, above the model's calibrated threshold).
 Groups come most certain first: a group with a confident proposal before one without, then
-by similarity; faces in a group most like the proposed person (or the group) first.
+by similarity; faces in a group most like the proposed person (or the group) first. The
+groups confidently proposed as one person are shown as one group (:meth:`Session.shown_groups`).
 
 The output is ``FACES/<person>/<photo stem>.png``, the layout of ``faces crop`` that
 ``dataset build`` takes; only files the session wrote itself (listed in
@@ -195,7 +196,7 @@ class Session:
         """The state after ``decision``, without logging it (``ValueError`` if it does not fit)."""
         trial = {**decision, "seq": self.log.next_seq, "undone": 0}
         check_decision(trial)
-        state = self.replay() if not hasattr(self, "state") else _copy(self.state)
+        state = _copy(self.state)
         self._apply(state, trial)
         return state
 
@@ -276,12 +277,31 @@ class Session:
         return {"name": names[best], "similarity": round(float(similarity[best]), 4),
                 "confident": bool(similarity[best] >= 1 - PROPOSE_DISTANCE), "source": "people"}
 
+    def shown_groups(self, names: list[str],
+                     centroids: np.ndarray) -> list[tuple[str, list[str], dict | None]]:
+        """``(id, faces, proposal)`` of the groups the page shows: the groups of the state,
+        but every group confidently proposed as one person shown as one group for them (their
+        least similar faces last, to be checked), as a photo manager's "more photos of X?".
+        A group split off by hand is always shown alone."""
+        shown: list[tuple[str, list[str], dict | None]] = []
+        by_person: dict[str, list[str]] = {}
+        for key, faces in self.state.groups.items():
+            proposal = self.proposal(faces, names, centroids)
+            if proposal and proposal["confident"] and not key.startswith("s"):
+                if proposal["name"] not in by_person:
+                    by_person[proposal["name"]] = []
+                    shown.append((key, by_person[proposal["name"]], None))
+                by_person[proposal["name"]].extend(faces)
+            else:
+                shown.append((key, faces, proposal))
+        return [(key, faces, proposal or self.proposal(faces, names, centroids))
+                for key, faces, proposal in shown]
+
     def view(self) -> dict[str, Any]:
         """What the page shows (see :func:`facefold.label.app.create_label_app`)."""
         names, centroids = self.centroids()
         groups = []
-        for key, faces in self.state.groups.items():
-            proposal = self.proposal(faces, names, centroids)
+        for key, faces, proposal in self.shown_groups(names, centroids):
             units = unit_vectors(self.store.matrix(faces))
             if proposal and proposal["name"] in names:
                 toward = centroids[names.index(proposal["name"])]
