@@ -274,3 +274,27 @@ def test_groups_confidently_of_one_person_are_shown_as_one(kit):
              g["proposal"]["confident"]) for g in shown] == [
         (sorted(bob[1:3]), "Bob", True), (bob[3:], "Bob", True), (sorted(cy), "Bob", False)]
     assert [g["id"] for g in shown] == ["g2", "s9", "g3"]
+
+
+def test_a_model_proposes_names_above_its_threshold(kit):
+    from facefold.label.session import Session
+    from facefold.label.store import open_store
+
+    ann, bob = set(kit.ids_of("ann")), set(kit.ids_of("bob"))
+    asked = []
+
+    def namer(crops):  # a stand-in model: knows Ann, is unsure of one of Bob's faces
+        asked.extend(crops)
+        return [("Ann", 0.9) if p.stem in ann else ("Bob", 0.7) if p.stem in bob and
+                p.stem != min(bob) else (None, 0.1) for p in crops]
+
+    store = open_store(kit.faces / STATE_DIR, kit.store.size)
+    session = Session(kit.faces, store, sorted(kit.truth), namer)
+    assert sorted(p.stem for p in asked) == sorted(kit.truth)  # every face asked once
+    shown = {frozenset(f["id"] for f in g["faces"]): g["proposal"]
+             for g in session.view()["groups"]}
+    assert shown[frozenset(ann)] == {"name": "Ann", "similarity": 0.9, "confident": True,
+                                     "source": "model"}
+    assert shown[frozenset(bob)]["name"] == "Bob"  # 3 of its 4 faces: the majority
+    assert shown[frozenset(bob)]["similarity"] == pytest.approx(0.7)
+    assert shown[frozenset(kit.ids_of("cy"))] is None  # unknown to it, nobody labeled yet
