@@ -154,7 +154,10 @@ def test_bad_decisions_are_refused_with_a_line(kit):
     assert "reason" in refused(client, action="reject", faces=ann, reason="ugly")
     assert "two groups" in refused(client, action="merge", faces=ann[:1])
     assert "no person" in refused(client, action="rename", name="Zed", to="Z")
-    decide(client, action="name", faces=ann, name="Ann")
+    assert "repeat" in refused(client, action="merge", faces=[ann[0], ann[1], ann[0]])
+    assert "request" in refused(client, action="split", faces=ann[:1], request=7)
+    # Only what the page may say is logged: the number and time are the log's own.
+    decide(client, action="name", faces=ann, name="Ann", seq=99, time="x", undone=1)
     assert "not in a group" in refused(client, action="split", faces=ann[:1])
     decide(client, action="reject", faces=ann[:1], reason="unsure")
     assert "rejected already" in refused(client, action="reject", faces=ann[:1], reason="unsure")
@@ -167,7 +170,9 @@ def test_bad_decisions_are_refused_with_a_line(kit):
     assert client.get("/api/crop/../../etc").status_code == 404
     assert client.get("/api/crop/0123456789abcdef-1").status_code == 404
     # Only the two good decisions are in the log.
-    assert [d["action"] for d in read_log(kit.faces / STATE_DIR / LOG_FILE)] == ["name", "reject"]
+    log = read_log(kit.faces / STATE_DIR / LOG_FILE)
+    assert [(d["seq"], d["action"]) for d in log] == [(1, "name"), (2, "reject")]
+    assert "undone" not in log[0] and log[0]["time"] != "x"
 
 
 def test_host_and_origin_are_checked(kit):

@@ -46,6 +46,10 @@ def check_decision(decision: dict[str, Any]) -> None:
     faces = decision.get("faces", [])
     if not isinstance(faces, list) or not all(isinstance(f, str) for f in faces):
         raise ValueError("faces must be a list of face ids")
+    if len(set(faces)) < len(faces):
+        raise ValueError("faces must not repeat")
+    if not isinstance(decision.get("request", ""), str):
+        raise ValueError("request must be a string")
     if action in ("accept", "name", "merge", "split", "reject") and not faces:
         raise ValueError(f"{action} needs at least one face")
     if action == "merge" and len(faces) < 2:

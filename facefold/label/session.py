@@ -45,6 +45,7 @@ from facefold.label.decisions import LOG_FILE, DecisionLog, check_decision, effe
 from facefold.label.store import FaceStore
 
 WRITTEN_FILE = "written.json"
+DECISION_FIELDS = ("action", "faces", "name", "to", "reason", "request")
 METHOD = "chinese-whispers"
 # A proposal is confident when the group's mean descriptor is this close (cosine distance)
 # to the person's: the distance under which `faces cluster` joins two faces.
@@ -178,7 +179,8 @@ class Session:
             request = decision.get("request")
             if request and request in self.log.requests:  # a retried request: done already
                 return self.view()
-            decision = {k: v for k, v in decision.items() if v is not None}
+            # What the page may say; the number, time and undone decision are the log's.
+            decision = {k: decision[k] for k in DECISION_FIELDS if decision.get(k) is not None}
             if decision.get("action") == "undo":
                 last = effective(self.log.decisions)
                 if not last:
