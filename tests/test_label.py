@@ -74,7 +74,15 @@ def test_name_then_accept_a_proposal_writes_the_folders(kit):
     state = decide(client, action="name", faces=kit.ids_of("bob")[:2], name="Bob")
     rest = group_of(state, kit.ids_of("bob"))
     assert rest["proposal"]["name"] == "Bob" and rest["proposal"]["confident"]
-    assert rest["proposal"]["similarity"] > 0.99
+    # The mean cosine similarity of each of the group's faces with each of Bob's two faces.
+    cosines = [np.dot(kit.store.vectors[f], kit.store.vectors[g])
+               / np.linalg.norm(kit.store.vectors[f]) / np.linalg.norm(kit.store.vectors[g])
+               for f in kit.ids_of("bob")[2:] for g in kit.ids_of("bob")[:2]]
+    assert rest["proposal"]["similarity"] == pytest.approx(np.mean(cosines), abs=1e-4)
+    assert [f["id"] for f in rest["faces"]] == sorted(  # most like Bob's faces first
+        kit.ids_of("bob")[2:], key=lambda f: -np.mean([np.dot(
+            kit.store.vectors[f], kit.store.vectors[g]) / np.linalg.norm(kit.store.vectors[f])
+            / np.linalg.norm(kit.store.vectors[g]) for g in kit.ids_of("bob")[:2]]))
     # The confident group comes first: most certain first.
     assert state["groups"][0]["id"] == rest["id"]
     state = decide(client, action="accept", faces=[f["id"] for f in rest["faces"]], name="Bob")

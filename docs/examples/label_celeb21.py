@@ -6,6 +6,7 @@ through the page's own HTTP calls (FastAPI's TestClient on the same app): the fi
 the page (most certain first) is taken each time; faces in it that are someone else are named
 with their person (one action per such person), faces of no one are rejected (one action),
 then the rest is accepted when the proposed name is right (one action) or named (one action).
+Naming the faces of someone else in a group counts as "move".
 It stops when no group is left and checks that every folder holds exactly its person's faces.
 Round 2 adds new crops of the same people to the folder and labels them the same way: the
 names now come from the people labeled in round 1.
@@ -94,10 +95,10 @@ def label_round(session, truth: dict[str, str]) -> dict:
     faces = sum(len(g["faces"]) for g in client.get("/api/state").json()["groups"])
     started = time.perf_counter()
 
-    def decide(**decision) -> dict:
+    def decide(kind: str = "", **decision) -> dict:
         response = client.post("/api/decide", json=decision)
         response.raise_for_status()
-        kinds[decision["action"]] += 1
+        kinds[kind or decision["action"]] += 1
         return response.json()
 
     state = client.get("/api/state").json()
@@ -113,7 +114,7 @@ def label_round(session, truth: dict[str, str]) -> dict:
             if person is None:
                 state = decide(action="reject", faces=ids, reason="not-a-face")
             else:
-                state = decide(action="name", faces=ids, name=person)
+                state = decide("move", action="name", faces=ids, name=person)
         rest = [f for f, p in who.items() if p == majority]
         if majority is None:
             state = decide(action="reject", faces=rest, reason="not-a-face")

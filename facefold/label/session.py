@@ -47,9 +47,12 @@ from facefold.label.store import FaceStore
 WRITTEN_FILE = "written.json"
 DECISION_FIELDS = ("action", "faces", "name", "to", "reason", "request")
 METHOD = "chinese-whispers"
-# A proposal is confident when the group's mean descriptor is this close (cosine distance)
-# to the person's: the distance under which `faces cluster` joins two faces.
-PROPOSE_DISTANCE = DEFAULT_THRESHOLDS[METHOD]
+# A proposal is confident when the mean cosine distance between the group's faces and the
+# person's is under this: the distance under which average-linkage clustering (`faces cluster
+# --method average`, chosen by its sweep on celeb21 and ORL) joins two groups. Not the
+# distance between the two mean descriptors: means of different people are far closer
+# (celeb21: two actresses' means at 0.96 similarity) than any two of their faces.
+PROPOSE_DISTANCE = DEFAULT_THRESHOLDS["average"]
 
 
 class Namer(Protocol):
@@ -247,7 +250,8 @@ class Session:
         return dict(zip(self.pool, names, strict=True))
 
     def centroids(self) -> tuple[list[str], np.ndarray]:
-        """The people labeled so far and their mean unit descriptors (P, 128), unit length."""
+        """The people labeled so far and their mean unit descriptors (P, 128), not rescaled:
+        a face's dot product with one is its mean cosine similarity to the person's faces."""
         members: dict[str, list[np.ndarray]] = {}
         for name, files in self.external.items():
             members.setdefault(name, []).extend(files.values())
@@ -256,8 +260,7 @@ class Session:
         names = sorted(members)
         if not names:
             return [], np.zeros((0, 128))
-        means = np.stack([unit_vectors(np.stack(members[n])).mean(axis=0) for n in names])
-        return names, unit_vectors(means)
+        return names, np.stack([unit_vectors(np.stack(members[n])).mean(axis=0) for n in names])
 
     def proposal(self, faces: Sequence[str], names: list[str],
                  centroids: np.ndarray) -> dict[str, Any] | None:
@@ -273,8 +276,8 @@ class Session:
                         "confident": True, "source": "model"}
         if not names:
             return None
-        mean = unit_vectors(unit_vectors(self.store.matrix(list(faces))).mean(axis=0)[None])
-        similarity = centroids @ mean[0]
+        # The mean cosine similarity between the group's faces and each person's.
+        similarity = centroids @ unit_vectors(self.store.matrix(list(faces))).mean(axis=0)
         best = int(np.argmax(similarity))
         return {"name": names[best], "similarity": round(float(similarity[best]), 4),
                 "confident": bool(similarity[best] >= 1 - PROPOSE_DISTANCE), "source": "people"}
@@ -308,7 +311,7 @@ class Session:
             if proposal and proposal["name"] in names:
                 toward = centroids[names.index(proposal["name"])]
             else:
-                toward = unit_vectors(units.mean(axis=0)[None])[0]
+                toward = units.mean(axis=0)  # each face's mean similarity to the group
             similarity = units @ toward
             order = np.argsort(-similarity, kind="stable")
             groups.append({"id": key, "proposal": proposal, "faces": [
