@@ -143,25 +143,34 @@ def test_pooled_vectors_are_cached_under_their_own_version(models: dict, tmp_pat
         np.testing.assert_array_equal(a.images, b.images)
 
 
-def test_a_dlib128_ft_run_has_its_own_identity_and_resumes(models: dict, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch
-                                                           ) -> None:
-    """The identity names the cut embedding's version and how its top is trained; a run
-    killed after its first evaluation resumes to the rows of an uninterrupted one."""
-    from facefold.models.families import identity_of
-    from facefold.train import train, trainer
+FT_TINY = {"train": {"steps": 8, "eval_every": 4, "batch_size": 4}}
 
-    monkeypatch.setenv("FACEFOLD_CACHE", str(tmp_path / "cache"))
+
+def test_a_dlib128_ft_run_has_its_own_identity(models: dict, tmp_path: Path) -> None:
+    """The identity names the cut embedding's version and how its top is trained."""
+    from facefold.models.families import identity_of
+
     data = make_tiny_dataset(tmp_path / "data", classes=3, shards=2, per_shard=4, size=40)
     fingerprint = runs.data_fingerprint(data)
-    ft = resolve_config("dlib128-ft", overrides={"train": {"steps": 8, "eval_every": 4,
-                                                            "batch_size": 4}})
-    ident = identity_of(fingerprint, [0], ft)
+    ident = identity_of(fingerprint, [0], resolve_config("dlib128-ft", overrides=FT_TINY))
     assert ident["embedding"] == {"name": POOL, "model_version": models["pool"].version,
                                   "top": EMBEDDING_TOPS[POOL]}
     plain = identity_of(fingerprint, [0], get_preset("dlib128"))
     assert plain["embedding"] == {"name": "dlib128", "model_version": models["whole"].version}
 
+
+@pytest.mark.slow
+def test_a_dlib128_ft_run_resumes_as_if_never_killed(models: dict, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed after its first evaluation resumes to the rows of an uninterrupted one
+    (the stored, scaled fc kernel and its optimizer slots come back from the checkpoint)."""
+    from facefold.models.families import identity_of
+    from facefold.train import train, trainer
+
+    monkeypatch.setenv("FACEFOLD_CACHE", str(tmp_path / "cache"))
+    data = make_tiny_dataset(tmp_path / "data", classes=3, shards=2, per_shard=4, size=40)
+    ft = resolve_config("dlib128-ft", overrides=FT_TINY)
+    ident = identity_of(runs.data_fingerprint(data), [0], ft)
     quiet = {"log": lambda _: None}
     whole = train(data, ft, tmp_path / "whole", [0], **quiet)
     original = trainer.Trainer._log_progress
