@@ -48,14 +48,19 @@ The package, one idea a module: :mod:`~facefold.serve.limits` (what a server tak
 """
 
 from facefold.serve.app import create_app, face_results, require_server_packages
-from facefold.serve.gate import Gate
+from facefold.serve.gate import Gate, MemoryBudget, Reception
 from facefold.serve.hosts import HostCheck, allowed_hosts_for
 from facefold.serve.limits import Limits, UploadError
 from facefold.serve.server import make_server, serve
-from facefold.serve.upload import decode_upload, parse_multipart_file, read_upload
+from facefold.serve.upload import (
+    MultipartReader,
+    decode_upload,
+    parse_multipart_file,
+    read_upload,
+)
 
 __all__ = [
-    "Gate", "HostCheck", "Limits", "UploadError", "allowed_hosts_for", "create_app",
-    "decode_upload", "face_results", "make_server", "parse_multipart_file", "read_upload",
-    "require_server_packages", "serve",
+    "Gate", "HostCheck", "Limits", "MemoryBudget", "MultipartReader", "Reception", "UploadError",
+    "allowed_hosts_for", "create_app", "decode_upload", "face_results", "make_server",
+    "parse_multipart_file", "read_upload", "require_server_packages", "serve",
 ]
