@@ -158,26 +158,31 @@ def start_server(model: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("facefold serve did not answer within 180 s")
 
 
-def post(url: str, data: bytes, name: str) -> int:
-    """The status of one upload; 0 when the connection failed."""
+def post(url: str, data: bytes, name: str, client: str = "127.0.0.1") -> int:
+    """The status of one upload sent from the address ``client``; 0 when the connection
+    failed."""
     import httpx
 
     try:
-        return httpx.post(url, files={"file": (name, data, "image/png")}, timeout=300).status_code
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=client)) as http:
+            return http.post(url, files={"file": (name, data, "image/png")},
+                             timeout=300).status_code
     except httpx.TransportError:
         return 0
 
 
 def burst(url: str, data: bytes, count: int) -> Counter[int]:
-    """``count`` uploads of ``data`` released at the same moment; their statuses."""
+    """``count`` uploads of ``data`` released at the same moment, each from an address of
+    its own (127.0.0.2, .3 …: the server takes a few uploads at once per address); their
+    statuses."""
     barrier = threading.Barrier(count)
     statuses: list[int] = []
 
-    def one() -> None:
+    def one(client: str) -> None:
         barrier.wait()
-        statuses.append(post(url, data, "huge16.png"))
+        statuses.append(post(url, data, "huge16.png", client))
 
-    threads = [threading.Thread(target=one) for _ in range(count)]
+    threads = [threading.Thread(target=one, args=(f"127.0.0.{2 + i}",)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -242,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-mb", type=float, default=1536,
                         help="allowed growth of resident memory above idle (default 1536)")
     args = parser.parse_args(argv)
+    if not 1 <= args.uploads <= 250:
+        parser.error(f"--uploads must be 1-250 (one loopback address each), got {args.uploads}")
     with tempfile.TemporaryDirectory(prefix="facefold-serve-bench-") as tmp:
         model = args.model
         if model is None:
