@@ -287,6 +287,8 @@ def slow_client(port: int, address: str, answers: list[bytes], stop: threading.E
         sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      b"Transfer-Encoding: chunked\r\n"
                      b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")
+        part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+        sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))  # a well-formed start, then a byte
         sock.settimeout(1.0)
         answer = b""
         while not stop.is_set() and not answer:
@@ -297,6 +299,14 @@ def slow_client(port: int, address: str, answers: list[bytes], stop: threading.E
                 continue
             except OSError:  # closed by the server after its answer
                 break
+        while answer:  # the rest of the answer, until the server closes the connection
+            try:
+                more = sock.recv(4096)
+            except OSError:
+                break
+            if not more:
+                break
+            answer += more
         answers.append(answer)
 
 
