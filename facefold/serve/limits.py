@@ -17,9 +17,10 @@ class Limits:
     Bodies are received before they take a place (a slow client holds no worker
     and no place in the queue); the bytes of all bodies in memory at once, being
     received or waiting, are at most ``workers + queue`` uploads' worth (503 beyond).
-    Memory is bounded by ``workers`` pictures of at most ``max_decoded_bytes``
-    each, one face detection at a time (about 300 MB for MTCNN at 1280 px),
-    and those bodies: ``python -m facefold.serve_bench`` measures it.
+    Memory is bounded by ``max_decoded_bytes`` of pictures held by all workers
+    together (:class:`~facefold.serve.gate.MemoryBudget`), one face detection at a
+    time (about 300 MB for MTCNN at 1280 px), and those bodies: ``python -m
+    facefold.serve_bench`` measures it (docs/deployment.md, "serve").
     """
 
     max_pixels: int = MAX_PIXELS
