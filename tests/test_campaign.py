@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -96,15 +97,34 @@ COVERED = {
 }
 
 
-def test_every_covered_case_names_a_test_that_exists() -> None:
+def missing_tests(references: dict[str, str]) -> list[str]:
+    """The ``module.py::test_name`` values of ``references`` that name no test function
+    (``::name`` alone continues the module before it)."""
     defined: dict[str, set[str]] = {}
-    for case, where in COVERED.items():
-        module, _, name = where.partition("::")
+    missing, module = [], ""
+    for case, where in references.items():
+        named, _, name = where.partition("::")
+        module = named or module
         if module not in defined:
             tree = ast.parse((TESTS / module).read_text(encoding="utf-8"))
             defined[module] = {node.name for node in tree.body
                                if isinstance(node, ast.FunctionDef)}
-        assert name in defined[module], f"{case!r}: {where} does not exist"
+        if name not in defined[module]:
+            missing.append(f"{case!r}: {module}::{name}")
+    return missing
+
+
+def test_every_covered_case_names_a_test_that_exists() -> None:
+    assert missing_tests(COVERED) == []
+
+
+def test_every_test_the_guarantees_table_names_exists() -> None:
+    """docs/deployment.md, "What is guaranteed": the Test column names real tests."""
+    text = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
+    table = text.split("## What is guaranteed", 1)[1]
+    cited = re.findall(r"`((?:test_\w+\.py)?::test_\w+)`", table)
+    assert len(cited) >= 10, cited
+    assert missing_tests({f"{i}: {where}": where for i, where in enumerate(cited)}) == []
 
 
 # ------------------------------------------------------------------ command line, in process
