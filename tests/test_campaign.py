@@ -142,6 +142,19 @@ def test_bad_command_lines_are_one_line_and_status_1(capsys, argv, message) -> N
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_serve_per_client_reaches_the_limits_and_is_checked(capsys, monkeypatch) -> None:
+    pytest.importorskip("fastapi")
+    import facefold.serve
+
+    served = []
+    monkeypatch.setattr(facefold.serve, "serve", lambda *args, **kwargs: served.append(kwargs))
+    assert main(["serve", "model", "--per-client", "16"]) == 0
+    assert served[0]["limits"].per_client == 16
+    assert main(["serve", "model", "--per-client", "0"]) == 1
+    assert capsys.readouterr().err == (
+        "facefold: error: Limits.per_client must be positive, got 0\n")
+
+
 # ------------------------------------------------------------------ a full disk
 
 
