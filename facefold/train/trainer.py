@@ -34,6 +34,7 @@ import tensorflow as tf
 
 import facefold
 from facefold import runs
+from facefold.atomic import writing
 from facefold.config import Config
 from facefold.data.pipeline import BatchMaker, Split, concat, step_batches
 from facefold.data.records import read_labels
@@ -265,8 +266,13 @@ def _save_checkpoint(model: keras.Model, run_dir: Path, step: int) -> None:
     final = runs.checkpoint_path(run_dir, step)
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = runs.partial_checkpoint_path(final)
-    model.save(partial)
-    os.replace(partial, final)
+    try:
+        with writing(final):
+            model.save(partial)
+        os.replace(partial, final)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a full disk or an interrupt leaves no half file
+        raise
 
 
 class Trainer:
