@@ -46,6 +46,7 @@ from facefold.config import Config
 from facefold.data.pipeline import Split, concat
 from facefold.data.records import read_labels, shard_labels
 from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_people
+from facefold.locks import locks_folders
 from facefold.log import Log
 from facefold.models.families import SplitSource, family_of, identity_of
 from facefold.models.inference import combine_outputs, softmax
@@ -341,6 +342,7 @@ def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
     return report, weights
 
 
+@locks_folders("out")
 def fit(
     data_dir: str | Path, config: Config, out: str | Path, groups: int = DEFAULT_GROUPS,
     far: float = DEFAULT_FIT_FAR, log: Log = print, restart: bool = False,
@@ -400,6 +402,7 @@ def _write_decision(model_dir: Path, found: Sequence[tuple[Config, Path]], input
     })
 
 
+@locks_folders("out")
 def measure_enrollment(
     data_dir: str | Path, config: Config, out: str | Path, newcomers: int = 4,
     strangers: int = 4, shots: int = 5, groups: int = DEFAULT_GROUPS,

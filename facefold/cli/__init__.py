@@ -2,7 +2,8 @@
 
 Each subcommand parses its arguments and calls one library function; errors
 a user can act on are printed as one line and exit with status 1 (a command whose answer
-is its exit status, like ``verify``, sets ``error_status`` to a status of its own).
+is its exit status, like ``verify``, sets ``error_status`` to a status of its own); a folder
+another command is writing (:class:`facefold.locks.FolderBusyError`) exits with 2.
 
 One module per command or command group (:mod:`facefold.cli.dataset`, ``train``, ``cv`` …),
 each with its parser (``add_parser``) beside its handler; :mod:`facefold.cli.options` holds the
@@ -12,11 +13,13 @@ Building the parser imports no TensorFlow: the oneDNN choice must come first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
 
 from facefold.cli.parser import build_parser, iter_commands, parse_args
+from facefold.locks import FolderBusyError, folder_lock
 from facefold.machine import apply_onednn_choice, set_tf_threads
 
 # Quiet TensorFlow's start-up chatter (see facefold.machine.start_tensorflow) unless the user
@@ -40,7 +43,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         log=lambda line: print(f"facefold: {line}", file=sys.stderr))
     try:
         set_tf_threads(args.threads)
-        status = args.func(args)
+        # Commands that write OUT after their library function returns (reports) hold its
+        # lock for the whole command; the library functions take it themselves as well.
+        with (folder_lock(args.out) if getattr(args, "locks_out", False)
+              else contextlib.nullcontext()):
+            status = args.func(args)
+    except FolderBusyError as err:  # another command is writing OUT: nothing was touched
+        print(f"facefold: error: {err}", file=sys.stderr)
+        return 2
     # ModuleNotFoundError: an optional extra is missing; its message says what to install.
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError,
             RuntimeError, ModuleNotFoundError) as err:

@@ -30,6 +30,7 @@ import facefold
 from facefold import atomic
 from facefold.data import neardup, records
 from facefold.data.images import ImageError, encode_jpeg, file_sha256, load_rgb, square_crop
+from facefold.locks import locks_folders
 from facefold.log import Log
 
 # How many reasons the summary prints before "…"; the manifest lists them all.
@@ -64,6 +65,7 @@ class _Scan:
     near_duplicates: list[dict[str, Any]] = field(default_factory=list)
 
 
+@locks_folders("out", "spare")
 def build_dataset(
     src: str | Path,
     out: str | Path,
