@@ -244,8 +244,8 @@ def _check_params(*, shards: int, per_class: int, size: int, jpeg_quality: int) 
             f"per_class must be at least shards={shards} so every shard holds every person, "
             f"got per_class={per_class}"
         )
-    if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
+    if not 16 <= size <= records.MAX_IMAGE_SIZE:
+        raise ValueError(f"size must be 16 to {records.MAX_IMAGE_SIZE} pixels, got {size}")
     if not 1 <= jpeg_quality <= 100:
         raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
 
