@@ -54,7 +54,7 @@ def test_a_truncated_newest_checkpoint_is_refused_for_inference(run_dir: Path) -
     """Never the weights of an earlier step (before: a warning, then step 2's weights)."""
     newest = run_dir / runs.CHECKPOINT_DIR / "step-000004.keras"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
-    with pytest.raises(ValueError, match="step-000004.keras is not a whole checkpoint"):
+    with pytest.raises(ValueError, match=r"step-000004.keras is not a whole checkpoint"):
         Predictor.load(run_dir)
 
 
@@ -112,11 +112,11 @@ def test_a_shard_missing_from_the_manifest_or_the_folder_is_refused(tmp_path: Pa
     build_dataset(tmp_path / "src", data, shards=2, per_class=4, size=32, near_duplicates=0,
                   **QUIET)
     shutil.copy(data / records.shard_name(1), data / records.shard_name(2))
-    with pytest.raises(ValueError, match="data-02.tfrecords is not listed in"):
+    with pytest.raises(ValueError, match=r"data-02.tfrecords is not listed in"):
         runs.data_fingerprint(data)
     (data / records.shard_name(2)).unlink()
     (data / records.shard_name(1)).unlink()
-    with pytest.raises(ValueError, match="data-01.tfrecords is listed in .* but missing"):
+    with pytest.raises(ValueError, match=r"data-01.tfrecords is listed in .* but missing"):
         runs.data_fingerprint(data)
 
 
@@ -128,7 +128,7 @@ DIM = 4
 def test_a_gallery_that_is_a_directory_names_the_file(tmp_path: Path) -> None:
     """Before: IsADirectoryError (a traceback, or serve unable to start)."""
     (tmp_path / "gallery.sqlite").mkdir()
-    with pytest.raises(GalleryError, match="gallery.sqlite: cannot be read as a gallery"):
+    with pytest.raises(GalleryError, match=r"gallery.sqlite: cannot be read as a gallery"):
         Gallery(tmp_path, DIM).read()
 
 
