@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from facefold import runs
 from facefold.cli import main
 from facefold.predict import NoFaceError
 from facefold.recognizer import Recognizer, identify_csv
@@ -102,10 +104,13 @@ def test_cli_verify_exits_2_naming_the_file(predictor, pictures: dict[str, Path]
     assert line.endswith("; a face needs 0.50)")
 
 
-def test_noise_is_never_enrolled(predictor, pictures: dict[str, Path]) -> None:
-    """Enrolling noise is refused before anything is written (before: enrolled, after which
-    every noise upload was named)."""
-    before = predictor.gallery_names
+def test_noise_is_never_enrolled(predictor, pictures: dict[str, Path], tmp_path: Path) -> None:
+    """Enrolling noise into a model that can enroll is refused before anything is written
+    (before: enrolled, after which every noise upload was named)."""
+    model = Path(shutil.copytree(predictor.info.source, tmp_path / "model"))
+    features = predictor.outputs([Image.new("RGB", (40, 40))])["features"]
+    runs.write_centroids(model, np.ones((len(predictor.labels), features.shape[1]), np.float32))
+    recognizer = Recognizer.load(model)
     with pytest.raises(NoFaceError, match=str(pictures["noise"])):
-        Recognizer(predictor).enroll("noisy", [pictures["noise"]], detect=False)
-    assert predictor.gallery_names == before
+        recognizer.enroll("noisy", [pictures["noise"]], detect=False)
+    assert Recognizer.load(model).predictor.gallery_names == []

@@ -46,7 +46,7 @@ def check_against_manifest(data_dir: str | Path, hashes: dict[str, str]) -> None
     when the dataset was built (a rewritten shard can have valid CRCs and shifted labels);
     ``ValueError`` naming the shard and the manifest otherwise. Datasets without a manifest
     (the 2016 format) have nothing to check against. Costs nothing more: the fingerprint
-    hashes every shard anyway (its cost: docs/performance.md, "Checks of the files")."""
+    hashes every shard anyway (its cost: docs/performance.md, "The check of the shards")."""
     recorded = manifest_shard_hashes(data_dir)
     if recorded is None:
         return
