@@ -114,3 +114,19 @@ def test_noise_is_never_enrolled(predictor, pictures: dict[str, Path], tmp_path:
     with pytest.raises(NoFaceError, match=str(pictures["noise"])):
         recognizer.enroll("noisy", [pictures["noise"]], detect=False)
     assert Recognizer.load(model).predictor.gallery_names == []
+
+
+def test_without_the_detector_no_crop_is_named(predictor, pictures: dict[str, Path],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the faces extra nothing can confirm a face: "no face" saying what to install
+    (serve: 422), never a name."""
+    from facefold.faces import detect
+    from facefold.predict import predictor as predictor_module
+
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("the face detector needs mtcnn: pip install 'facefold[faces]'")
+
+    monkeypatch.setattr(detect, "detect_faces", missing)
+    monkeypatch.setattr(predictor_module, "load_detector", lambda: None)
+    with pytest.raises(NoFaceError, match=r"cannot check .*pip install 'facefold\[faces\]'"):
+        predictor.face_crops(Image.open(pictures["noise"]), detect=True)

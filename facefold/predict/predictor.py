@@ -452,7 +452,10 @@ class Predictor:
                 f"(nearly square, at most {MAX_CROP_SIDE} px): give a photo with a visible "
                 "face or a cropped face"
             )
-        problem = plausible.face_problem(photo)  # never name, verify or enroll a non-face
+        try:  # never name, verify or enroll a non-face
+            problem = plausible.face_problem(photo)
+        except ModuleNotFoundError as err:  # no detector to check with: no face is confirmed
+            raise NoFaceError(f"cannot check that the picture is a face: {err}") from None
         if problem:
             raise NoFaceError(f"no face in the picture ({problem})")
         return [(None, photo)]
