@@ -54,7 +54,7 @@ import tensorflow as tf
 
 import facefold
 from facefold import runs
-from facefold.atomic import staging_folder, swap_in, write_json_atomic
+from facefold.atomic import staging_folder, swap_in, write_json_atomic, writing
 from facefold.choices import EXPORT_FORMATS
 from facefold.models.families import FAMILIES
 from facefold.predict import Predictor
@@ -138,12 +138,13 @@ def export_info(predictor: Predictor, fmt: str, embedding: dict | None) -> dict:
 
 def _write_model(model: keras.Model, fmt: str, path: Path) -> None:
     """Save the inference model in ``fmt`` at ``path``."""
-    if fmt == "keras":
-        model.save(path)
-    elif fmt == "savedmodel":
-        model.export(str(path), format="tf_saved_model", verbose=False)
-    else:
-        path.write_bytes(_tflite_bytes(model))
+    with writing(path):  # Keras's writes name no file when the disk is full
+        if fmt == "keras":
+            model.save(path)
+        elif fmt == "savedmodel":
+            model.export(str(path), format="tf_saved_model", verbose=False)
+        else:
+            path.write_bytes(_tflite_bytes(model))
 
 
 def _tflite_bytes(model: keras.Model) -> bytes:

@@ -29,26 +29,38 @@ from facefold.atomic import write_text_atomic
 from facefold.csvcells import safe_row
 from facefold.data.images import load_rgb
 from facefold.predict import Predictor, Recognition, predict_files
+from facefold.predict.files import PICTURE_SUFFIXES, picture_files
 from facefold.predict.predictor import NoFaceError, Verification
 
-PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm"}
 Picture = str | Path | Image.Image
-
-
-def picture_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, and the pictures inside folders (recursively, sorted)."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*")
-                            if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES)
-        else:
-            found.append(path)
-    return found
 
 
 def _image(picture: Picture) -> Image.Image:
     return picture if isinstance(picture, Image.Image) else load_rgb(picture)
+
+
+def enrolled_rates_text(calibration: dict[str, Any] | None, before: float | None) -> str:
+    """What enrolling changed, in two plain sentences, from
+    :meth:`facefold.predict.Predictor.enrolled_calibration` (and the threshold ``before``
+    anyone was enrolled)."""
+    if calibration is None:
+        return ("This model holds no calibration features (made by an older facefold, or an "
+                "export): its threshold was not recalibrated for the enrolled people, so more "
+                "strangers than its card states may be accepted.")
+    people = calibration["strangers"]
+    was = "" if before is None else f" (it was {before:.4f} with nobody enrolled)"
+    named = calibration["newcomers_named_right"]
+    newcomers = "" if named is None else (
+        f", and {named:.1%} of a newcomer's other photos named right")
+    count = calibration["enrolled"]
+    return (f"With {count} {'person' if count == 1 else 'people'} enrolled, a face must now "
+            f"reach a similarity of {calibration['threshold']:.4f} to be named{was}, because every "
+            "enrolled person is one more for a stranger to be mistaken for. Replaying the "
+            "calibration with as many newcomers, "
+            f"{calibration['far']:.1%} of strangers' photos were accepted (an average "
+            f"stranger {people['mean']:.1%}, 95 % upper bound {people['upper']:.1%}), "
+            f"{calibration['known_accuracy']:.1%} of the trained people's photos accepted "
+            f"and named right{newcomers}.")
 
 
 class Recognizer:

@@ -93,6 +93,7 @@ PACKAGE_LAYER: dict[str, str] = {
     "evaluate": "evaluate",
     "report": "report",
     "fitting": "commands", "demo": "commands", "bench": "commands", "serve_bench": "commands",
+    "label": "commands",
     "cli": "cli",
 }
 

@@ -63,28 +63,35 @@ print(json.dumps(found))
 """
 
 
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Image.Image]]:
-    """``(model, pictures)``: dlib128 fit on 8 photos of each of 5 ORL people (the real
-    embedding), and the pictures it never saw: their other 2 photos and a stranger's 3."""
+def fit_orl(root: Path, preset: str) -> tuple[Path, list[Image.Image], list[str]]:
+    """``(model, pictures, people)``: ``preset`` fit in ``root`` on 8 photos of each of 5 ORL
+    people (the real embedding), the pictures it never saw (their other 2 photos, then a
+    stranger's 3) and the person of each (the stranger's folder name last)."""
     pytest.importorskip("dlib", reason="the dlib extra is not installed")
     orl = shared_dataset_path("orl")
     from facefold.data.build import build_dataset
     from facefold.fitting import fit
 
-    root = tmp_path_factory.mktemp("export-embedding")
     faces = root / "faces"
     for person in PEOPLE:
         shutil.copytree(orl / person, faces / person)
     quiet = {"log": lambda _: None}
     build_dataset(faces, root / "data", shards=2, per_class=8, near_duplicates=0,
                   spare=root / "spare", **quiet)
-    config = resolve_config("dlib128").replace(
+    config = resolve_config(preset).replace(
         train={"steps": 300, "eval_every": 300, "batch_size": 8})
     fit(root / "data", config, root / "model", groups=2, far=0.2, **quiet)
     files = sorted(p for p in (root / "spare").rglob("*") if p.is_file())
     files += sorted((orl / STRANGER).glob("*.pgm"))[:3]
-    return root / "model", [Image.open(p).convert("RGB") for p in files]
+    return (root / "model", [Image.open(p).convert("RGB") for p in files],
+            [p.parent.name for p in files])
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Image.Image]]:
+    """``(model, pictures)`` of :func:`fit_orl` with dlib128."""
+    model, pictures, _ = fit_orl(tmp_path_factory.mktemp("export-embedding"), "dlib128")
+    return model, pictures
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from facefold.config import EMBEDDING_DIMS, Config, ModelSpec
+from facefold.config import EMBEDDING_DIMS, EMBEDDING_TOPS, Config, ModelSpec
 from facefold.data.pipeline import Split, embedding_training_batches, training_batches
 from facefold.embeddings.shards import EmbeddingSplit
 from facefold.models.cnn import FusedBatchNorm, build_model, relu_layer_names
@@ -75,9 +75,12 @@ def _tiny_split(spec: ModelSpec, rng: np.random.Generator, classes: int = 3) -> 
 
 
 def _head_parameters(spec: ModelSpec, classes: int) -> int:
-    """An embedding head by hand: dense layers in*out + out from the embedding's size; cosine
-    logits have no bias."""
+    """An embedding head by hand: the pretrained top of a cut embedding in*out (no bias), dense
+    layers in*out + out from the embedding's size; cosine logits have no bias."""
     total, units_in = 0, EMBEDDING_DIMS[spec.embedding]
+    if spec.embedding in EMBEDDING_TOPS:
+        units = EMBEDDING_TOPS[spec.embedding]["units"]
+        total, units_in = units_in * units, units
     for units in spec.dense_units:
         total, units_in = total + units_in * units + units, units
     return total + units_in * classes + (0 if spec.cosine_scale else classes)

@@ -87,6 +87,16 @@ def list_shards(data_dir: str | Path) -> list[Path]:
     return sorted(shards, key=lambda p: int(SHARD_REGEX.match(p.name).group(1)))
 
 
+def read_manifest(data_dir: str | Path) -> dict[str, Any] | None:
+    """A dataset's ``manifest.json`` (written by ``dataset build``), or None when it is
+    missing or not a JSON object."""
+    try:
+        manifest = json.loads((Path(data_dir) / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def manifest_shard_hashes(data_dir: str | Path) -> dict[str, str] | None:
     """``{shard file name: SHA-256}`` that the dataset's ``manifest.json`` recorded when it was
     built, or None for a dataset without a manifest (the 2016 format); ``ValueError`` naming

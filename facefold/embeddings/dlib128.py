@@ -71,6 +71,11 @@ if TYPE_CHECKING:  # TensorFlow is imported only by the keras backend, when it i
     import keras
 
 NAME = "dlib128"
+# The same network cut before its 128-d fc: the 256-d average pool of the last residual stage,
+# keras backend only. A head on it holds the fc and fine-tunes it (facefold.models.head).
+POOL_NAME = "dlib128-pool"
+NAMES = (NAME, POOL_NAME)
+POOL_CUT = "avg_pool: the 256-d mean of the last residual stage, before the 128-d fc"
 INSTALL_HINT = "pip install 'facefold[dlib]'"
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -144,6 +149,13 @@ def model_version(folder: Path, backend: str = BACKENDS[0]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def pool_version(folder: Path) -> str:
+    """The model version of the :data:`POOL_NAME` vectors: the keras descriptor's version
+    and where the network is cut (:data:`POOL_CUT`), so the cache says what the vectors are."""
+    parts = {"embedding": POOL_NAME, "network": model_version(folder, "keras"), "cut": POOL_CUT}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
 def same_weights_versions(folder: Path) -> tuple[str, ...]:
     """The model versions of every backend on the weights in ``folder``, default first: the
     same landmarks, chips and descriptor weights, whose vectors agree to float32 rounding (max
@@ -180,14 +192,18 @@ class Dlib128:
     ``backend``: ``"keras"`` (default; builds the Keras network, converting dlib's weights
     the first time on a machine, about two seconds) or ``"dlib"`` (dlib's own descriptor,
     the reference). ``cache_dir``: where the converted weights are kept (default
-    :func:`~facefold.machine.default_cache_dir`).
+    :func:`~facefold.machine.default_cache_dir`). ``name``: :data:`NAME` (the 128-d
+    descriptor) or :data:`POOL_NAME` (the network cut before its fc: 256-d vectors, keras
+    backend only; :meth:`top_kernel` is the fc a head on them starts from).
     """
 
-    name = NAME
-    dim = 128
-
-    def __init__(self, backend: str = BACKENDS[0], cache_dir: str | Path | None = None) -> None:
+    def __init__(self, backend: str = BACKENDS[0], cache_dir: str | Path | None = None,
+                 name: str = NAME) -> None:
         self.backend = check_backend(backend)
+        self.name = check_name(name)
+        if name == POOL_NAME and backend != "keras":
+            raise ValueError(f"the {POOL_NAME} embedding is the Keras network's pool layer: "
+                             f"it needs the keras backend, got {backend!r}")
         self._dlib = _import_dlib()
         folder = weights_dir()
         self._landmarks = self._dlib.shape_predictor(str(folder / LANDMARKS_FILE))
@@ -198,17 +214,32 @@ class Dlib128:
             from facefold.embeddings import resnet  # TensorFlow: only for this backend
 
             self._network = descriptor_network(cache_dir)
+            if name == POOL_NAME:
+                self._network, self._top = resnet.split_top(self._network)
             self._describe = resnet.descriptor_function(self._network)
         self._cache_dir = cache_dir
-        self.version = model_version(folder, backend)
-        self.equivalent_versions = same_weights_versions(folder)
+        self.dim = int(self._network.output_shape[-1]) if backend == "keras" else 128
+        if name == POOL_NAME:
+            self.version = pool_version(folder)
+            self.equivalent_versions: tuple[str, ...] = (self.version,)
+        else:
+            self.version = model_version(folder, backend)
+            self.equivalent_versions = same_weights_versions(folder)
 
     def descriptor_network(self) -> keras.Model:
-        """The Keras descriptor network (the keras backend's own, else built now): uint8
-        chips (B, 150, 150, 3) -> (B, 128) float32; what an export puts in its file."""
+        """The Keras network of this embedding (the keras backend's own, else built now):
+        uint8 chips (B, 150, 150, 3) -> (B, :attr:`dim`) float32; what an export puts in its
+        file."""
         if self.backend == "keras":
             return self._network
         return descriptor_network(self._cache_dir)
+
+    def top_kernel(self) -> np.ndarray:
+        """The kernel (256, 128) float32 of dlib's fc, which follows the :data:`POOL_NAME`
+        vectors in the whole network: its 128-d descriptor is ``pool @ top_kernel()``."""
+        if self.name != POOL_NAME:
+            raise ValueError(f"the {self.name} embedding is the whole network: no top layer")
+        return self._top
 
     def chip(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
         """``(chip, fallback)``: the 150×150 aligned chip of a square RGB uint8 image (S, S, 3),
@@ -277,26 +308,34 @@ def _dlib_descriptors(model: object, chips: np.ndarray) -> np.ndarray:
     return np.array(vectors, np.float32)
 
 
-def load(backend: str = BACKENDS[0]) -> Dlib128:
-    """The process's :class:`Dlib128` of ``backend`` (built on the first call: about a second
-    for ``dlib``, a few for ``keras``)."""
-    return _loaded(check_backend(backend))
+def check_name(name: str) -> str:
+    """``name`` when it is one of :data:`NAMES`, else ``ValueError`` naming them."""
+    if name not in NAMES:
+        raise ValueError(f"unknown embedding {name!r}; known: {', '.join(NAMES)}")
+    return name
+
+
+def load(backend: str = BACKENDS[0], name: str = NAME) -> Dlib128:
+    """The process's :class:`Dlib128` of ``backend`` and embedding ``name`` (built on the
+    first call: about a second for ``dlib``, a few for ``keras``)."""
+    return _loaded(check_backend(backend), check_name(name))
 
 
 @functools.cache
-def _loaded(backend: str) -> Dlib128:
-    return Dlib128(backend)
+def _loaded(backend: str, name: str) -> Dlib128:
+    return Dlib128(backend, name=name)
 
 
-def embed_stored(stored: Sequence[tuple[bytes, str]], mirror: bool, backend: str = BACKENDS[0]
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def embed_stored(stored: Sequence[tuple[bytes, str]], mirror: bool, backend: str = BACKENDS[0],
+                 name: str = NAME) -> tuple[np.ndarray, np.ndarray]:
     """:meth:`Dlib128.embed` of images as stored in records, ``(bytes, where)`` pairs (``where``
     names the record in errors): decoded here, so that decoding runs in parallel too.
 
     The unit of work of an embedding worker process (see
-    :class:`facefold.embeddings.shards.EmbeddingWorkers`) with the model of ``backend``.
+    :class:`facefold.embeddings.shards.EmbeddingWorkers`) with the model of ``backend`` and
+    embedding ``name``.
     """
-    return load(backend).embed(decode_stored(stored), mirror)
+    return load(backend, name).embed(decode_stored(stored), mirror)
 
 
 def decode_stored(stored: Sequence[tuple[bytes, str]]) -> np.ndarray:

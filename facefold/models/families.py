@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from facefold import runs
-from facefold.config import EMBEDDING_DIMS, Config
+from facefold.config import EMBEDDING_DIMS, EMBEDDING_TOPS, Config
 from facefold.data.augment import mixes
 from facefold.data.pipeline import (
     BatchMaker,
@@ -285,7 +285,10 @@ class EmbeddingHead(ModelFamily):
         return embed_shards(data_dir, config.model.embedding, self.views(config), log=log)
 
     def build(self, config: Config, num_classes: int, precision: str) -> keras.Model:
-        return build_head(config.model, num_classes, precision, config.train.seed)
+        # A cut embedding's head starts from the pretrained layers after the cut.
+        top = (embedder(config.model.embedding).top_kernel()
+               if config.model.embedding in EMBEDDING_TOPS else None)
+        return build_head(config.model, num_classes, precision, config.train.seed, top)
 
     def training_batches(self, split: Split, config: Config, num_classes: int,
                          targets: np.ndarray | None = None) -> BatchMaker:
@@ -304,7 +307,10 @@ class EmbeddingHead(ModelFamily):
         if not installed:
             return {}
         model = embedder(config.model.embedding)
-        return {"embedding": {"name": model.name, "model_version": model.version}}
+        entry: dict[str, Any] = {"name": model.name, "model_version": model.version}
+        if config.model.embedding in EMBEDDING_TOPS:  # how the head fine-tunes the top
+            entry["top"] = EMBEDDING_TOPS[config.model.embedding]
+        return {"embedding": entry}
 
     def notes(self, train_split: Split, eval_split: Split) -> tuple[dict[str, Any], str]:
         if not isinstance(train_split, EmbeddingSplit):

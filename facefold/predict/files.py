@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,21 @@ from facefold.predict.predictor import UNKNOWN, NoFaceError, Predictor
 
 # Files decoded at a time by predict_files: bounded memory, one batched model call per chunk.
 FILES_PER_CHUNK = 256
+
+# The picture files taken from a folder (identify, enroll, fit --strangers).
+PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm"}
+
+
+def picture_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, and the pictures inside folders (recursively, sorted)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*")
+                            if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES)
+        else:
+            found.append(path)
+    return found
 
 
 def predict_files(predictor: Predictor, paths: Sequence[str | Path], top_k: int = 5,

@@ -45,6 +45,7 @@ from facefold.data.images import MAX_CROP_SIDE, looks_like_face_crop, square_cro
 from facefold.data.records import UNKNOWN, label_name_problem, normal_name
 from facefold.embeddings.shards import chip_images
 from facefold.faces import plausible
+from facefold.models.enrollment import recalibrate
 from facefold.models.families import check_embedding_meta, takes_chips
 from facefold.models.inference import Infer, softmax
 from facefold.models.scores import (
@@ -173,6 +174,8 @@ class Predictor:
         self._gallery = None if self.info.centroids is None else Gallery(
             self.info.source, self.info.centroids.shape[1])
         self._enrolled()  # a damaged gallery fails here, when the model is loaded
+        # The threshold recalibrated for the gallery (enrolled_calibration), by its counts.
+        self._recalibrated: tuple[tuple[int, ...], dict[str, Any] | None] | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:
@@ -214,6 +217,24 @@ class Predictor:
         people = self._enrolled()
         enrolled = unit_rows(people.sums) if people.names else people.sums
         return np.concatenate([self.info.centroids, enrolled]).astype(np.float32)
+
+    def enrolled_calibration(self) -> dict[str, Any] | None:
+        """The cosine threshold and its expected rates for the people enrolled now
+        (:func:`facefold.models.enrollment.recalibrate`, from ``fit``'s
+        ``calibration_features.npz``), or None: nobody enrolled, or a model without them
+        (an export, a model fit by an older facefold). Computed again when the gallery
+        changes."""
+        people = self._enrolled()
+        if not people.names:
+            return None
+        key = tuple(int(c) for c in people.counts)
+        if self._recalibrated is None or self._recalibrated[0] != key:
+            stored = self.info.threshold or {}
+            arrays = runs.read_calibration_features(self.info.source) if (
+                Path(self.info.source).is_dir() and "far" in stored) else None
+            self._recalibrated = (key, None if arrays is None else recalibrate(
+                arrays, key, float(stored["far"]), stored.get("far_bound", "pooled")))
+        return self._recalibrated[1]
 
     # ------------------------------------------------------------ enrolling and verifying
 
@@ -335,7 +356,8 @@ class Predictor:
         """The ``(score name, threshold)`` that decides "unknown", or None (never unknown).
 
         ``score`` defaults to the stored one, else :data:`DEFAULT_SCORE`;
-        ``threshold`` to the stored threshold of that score.
+        ``threshold`` to the stored threshold of that score, recalibrated for the enrolled
+        people when the score uses centroids (:meth:`enrolled_calibration`).
         """
         stored = self.info.threshold or {}
         score = score or stored.get("score") or DEFAULT_SCORE
@@ -343,6 +365,9 @@ class Predictor:
             raise ValueError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
         if threshold is None:
             threshold = stored.get("thresholds", {}).get(score)
+            enrolled = self.enrolled_calibration() if SCORES[score].uses_centroids else None
+            if enrolled is not None:  # more people to be mistaken for: a higher threshold
+                threshold = enrolled["threshold"]
         if threshold is None:
             return None
         threshold = finite_threshold(threshold)

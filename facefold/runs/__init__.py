@@ -20,9 +20,11 @@ Every public name is re-exported here, so callers write ``from facefold import r
 
 from facefold.runs.calibration import (
     check_threshold,
+    read_calibration_features,
     read_centroids,
     read_model_card,
     read_threshold,
+    write_calibration_features,
     write_centroids,
     write_enrollment_test,
     write_model_card,
@@ -90,6 +92,7 @@ from facefold.runs.lifecycle import (
 )
 from facefold.runs.names import (
     CALIBRATION_DIR,
+    CALIBRATION_FEATURES_FILE,
     CASE_PREFIX,
     CENTROIDS_FILE,
     CHECKPOINT_DIR,
@@ -147,6 +150,7 @@ from facefold.runs.transfer import (
 
 __all__ = [
     "CALIBRATION_DIR",
+    "CALIBRATION_FEATURES_FILE",
     "CASE_PREFIX",
     "CENTROIDS_FILE",
     "CHECKPOINT_DIR",
@@ -217,6 +221,7 @@ __all__ = [
     "partial_checkpoint_path",
     "prepare_run_dir",
     "preset_dir",
+    "read_calibration_features",
     "read_centroids",
     "read_cv_info",
     "read_experiment_info",
@@ -240,6 +245,7 @@ __all__ = [
     "set_data_dir_note",
     "teacher_dir",
     "weight_field",
+    "write_calibration_features",
     "write_centroids",
     "write_cv_info",
     "write_enrollment_test",

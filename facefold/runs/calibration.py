@@ -3,6 +3,7 @@ the open-set report, the model card and the enrollment test."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from facefold.atomic import atomic_path, write_json_atomic, write_text_atomic
 from facefold.choices import SCORES
 from facefold.runs.files import is_finite_number, read_json_object
 from facefold.runs.names import (
+    CALIBRATION_FEATURES_FILE,
     CENTROIDS_FILE,
     ENROLLMENT_TEST_FILE,
     MODEL_CARD_JSON,
@@ -98,3 +100,33 @@ def write_model_card(model_dir: str | Path, card: dict[str, Any], markdown: str)
 
 def write_enrollment_test(model_dir: str | Path, result: dict[str, Any]) -> None:
     write_json_atomic(Path(model_dir) / ENROLLMENT_TEST_FILE, result)
+
+
+# The arrays of CALIBRATION_FEATURES_FILE (facefold.models.enrollment.CalibrationFeatures).
+CALIBRATION_FEATURE_ARRAYS = (
+    "names", "unknown_group", "unknown_identity", "unknown_features", "known_group",
+    "known_labels", "known_features", "centroid_group", "centroids")
+
+
+def write_calibration_features(folder: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """``calibration_features.npz``: the calibration models' features of the strangers and
+    of the known people's held-out pictures, with their centroids, by group."""
+    missing = set(CALIBRATION_FEATURE_ARRAYS) - set(arrays)
+    if missing:
+        raise ValueError(f"calibration features lack {', '.join(sorted(missing))}")
+    with atomic_path(Path(folder) / CALIBRATION_FEATURES_FILE) as tmp, tmp.open("wb") as handle:
+        np.savez_compressed(handle, **{k: arrays[k] for k in CALIBRATION_FEATURE_ARRAYS})
+
+
+def read_calibration_features(folder: str | Path) -> dict[str, np.ndarray] | None:
+    """The arrays of ``calibration_features.npz`` (None when absent: a model fit before it
+    was written, or an export); ``ValueError`` naming the file when it is damaged."""
+    path = Path(folder) / CALIBRATION_FEATURES_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in CALIBRATION_FEATURE_ARRAYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not facefold calibration features ({err})") from None
+    return arrays
