@@ -47,6 +47,7 @@ from facefold.config import Config
 from facefold.data.pipeline import Split, concat
 from facefold.data.records import read_labels, shard_labels
 from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_people
+from facefold.locks import locks_folders
 from facefold.log import Log
 from facefold.models.families import SplitSource, family_of, identity_of
 from facefold.models.identities import identity_interval, threshold_by_bound
@@ -408,6 +409,7 @@ def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
     return report, weights
 
 
+@locks_folders("out")
 def fit(
     data_dir: str | Path, config: Config, out: str | Path, groups: int = DEFAULT_GROUPS,
     far: float = DEFAULT_FIT_FAR, log: Log = print, restart: bool = False,
@@ -512,6 +514,7 @@ class PeopleFit:
     split: Callable[[Config], tuple[list[Split], list[Split]]]
 
 
+@locks_folders("out")
 def fit_without_people(
     data_dir: str | Path, config: Config, out: str | Path, left_out: Sequence[int],
     groups: int = DEFAULT_GROUPS, far: float = DEFAULT_FIT_FAR, log: Log = print,
@@ -540,6 +543,7 @@ def fit_without_people(
     return PeopleFit(found, calibration, weights, known_names, split)
 
 
+@locks_folders("out")
 def measure_enrollment(
     data_dir: str | Path, config: Config, out: str | Path, newcomers: int = 4,
     strangers: int = 4, shots: int = 5, groups: int = DEFAULT_GROUPS,

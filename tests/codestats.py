@@ -79,7 +79,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
 # The layer of each package of facefold, by its top-level name (a module or a package alike,
 # so bench.py becoming bench/ keeps its layer).
 PACKAGE_LAYER: dict[str, str] = {
-    "log": "leaf", "choices": "leaf", "atomic": "leaf", "csvcells": "leaf",
+    "log": "leaf", "choices": "leaf", "atomic": "leaf", "csvcells": "leaf", "locks": "leaf",
     "config": "base", "machine": "base",
     "facefold": "package",
     "data": "data",

@@ -214,6 +214,11 @@ def test_labels_must_match_the_model(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     train(data, CONFIG, run_dir, [0], **QUIET)
     (run_dir / runs.LABELS_FILE).write_text("a\nb\nc\n")
+    with pytest.raises(ValueError, match=r"does not match the labels .*run.json recorded"):
+        Predictor.load(run_dir)
+    info = runs.read_run_info(run_dir)  # run.json changed to agree: the model still disagrees
+    (run_dir / runs.RUN_FILE).write_text(json.dumps({**info, "data": {
+        **info["data"], "labels": ["a", "b", "c"]}}))
     with pytest.raises(ValueError, match="lists 3 people but the model has 4 outputs"):
         Predictor.load(run_dir)
 

@@ -3,7 +3,8 @@
 Each subcommand parses its arguments and calls one library function; errors
 a user can act on are printed as one line and exit with status 1 (a command whose answer
 is its exit status, like ``verify``, sets ``error_status`` to a status of its own); a full
-disk is one line "disk full writing FILE: …" and status 2 (:data:`DISK_FULL_STATUS`).
+disk is one line "disk full writing FILE: …" and status 2 (:data:`DISK_FULL_STATUS`), and so
+is a folder another command is writing (:class:`facefold.locks.FolderBusyError`).
 
 One module per command or command group (:mod:`facefold.cli.dataset`, ``train``, ``cv`` …),
 each with its parser (``add_parser``) beside its handler; :mod:`facefold.cli.options` holds the
@@ -13,6 +14,7 @@ Building the parser imports no TensorFlow: the oneDNN choice must come first.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -22,6 +24,7 @@ from typing import Any
 
 from facefold.atomic import disk_full
 from facefold.cli.parser import build_parser, iter_commands, parse_args
+from facefold.locks import FolderBusyError, folder_lock
 from facefold.machine import apply_onednn_choice, set_tf_threads
 
 # Quiet TensorFlow's start-up chatter (see facefold.machine.start_tensorflow) unless the user
@@ -32,6 +35,8 @@ __all__ = ["TRAINING_COMMANDS", "build_parser", "iter_commands", "main", "parse_
 
 # The exit status when the disk is full: not the user's input (1), the machine's space.
 DISK_FULL_STATUS = 2
+# The exit status when another command is writing the output folder: try again later.
+FOLDER_BUSY_STATUS = 2
 
 # Commands that train: when this machine has no measured oneDNN choice yet, they time one.
 TRAINING_COMMANDS = frozenset({"train", "cv", "experiment", "fit", "demo", "bench"})
@@ -49,8 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         log=lambda line: print(f"facefold: {line}", file=sys.stderr))
     try:
         set_tf_threads(args.threads)
-        status = args.func(args)
+        # Commands that write OUT after their library function returns (reports) hold its
+        # lock for the whole command; the library functions take it themselves as well.
+        with (folder_lock(args.out) if getattr(args, "locks_out", False)
+              else contextlib.nullcontext()):
+            status = args.func(args)
         sys.stdout.flush()  # a full disk under a redirected output shows here, not at exit
+    except FolderBusyError as err:  # another command is writing OUT: nothing was touched
+        print(f"facefold: error: {err}", file=sys.stderr)
+        return FOLDER_BUSY_STATUS
     except Exception as err:
         # A full disk first: its OSError or TensorFlow error may come wrapped in another.
         unnamed = "standard output" if _output_is_stuck() else "a file"

@@ -31,6 +31,7 @@ import facefold
 from facefold import atomic
 from facefold.data import neardup, records
 from facefold.data.images import ImageError, encode_jpeg, file_sha256, load_rgb, square_crop
+from facefold.locks import locks_folders
 from facefold.log import Log
 
 # How many reasons the summary prints before "…"; the manifest lists them all.
@@ -65,6 +66,7 @@ class _Scan:
     near_duplicates: list[dict[str, Any]] = field(default_factory=list)
 
 
+@locks_folders("out", "spare")
 def build_dataset(
     src: str | Path,
     out: str | Path,
@@ -250,8 +252,8 @@ def _check_params(*, shards: int, per_class: int, size: int, jpeg_quality: int) 
             f"per_class must be at least shards={shards} so every shard holds every person, "
             f"got per_class={per_class}"
         )
-    if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
+    if not 16 <= size <= records.MAX_IMAGE_SIZE:
+        raise ValueError(f"size must be 16 to {records.MAX_IMAGE_SIZE} pixels, got {size}")
     if not 1 <= jpeg_quality <= 100:
         raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
 

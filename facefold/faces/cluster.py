@@ -45,6 +45,7 @@ from facefold.embeddings.cache import EmbeddingCache, content_hash
 from facefold.embeddings.shards import CHUNK, embedder
 from facefold.faces import detect
 from facefold.faces.crop import _crop_names, _describe, _names, _photo_files, _unique
+from facefold.locks import locks_folders
 from facefold.log import Log
 from facefold.machine import default_cache_dir
 from facefold.machine import describe as describe_machine
@@ -97,6 +98,7 @@ class Collected:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+@locks_folders("out")
 def cluster_faces(
     photos: str | Path,
     out: str | Path,

@@ -37,7 +37,8 @@ def predict_files(predictor: Predictor, paths: Sequence[str | Path], top_k: int 
     dataset image); with it, every face is found (see :meth:`Predictor.face_crops`).
     Returns one ``{"image", "faces": [Recognition.to_dict()], "error"}`` per
     file, in order; a file that cannot be read or holds no face gets an
-    ``error`` message naming it instead of stopping the others.
+    ``error`` message naming it instead of stopping the others (no face: ``"face": False``
+    as well; a crop that is no face counts, see :meth:`Predictor.face_crops`).
     """
 
     predictor.rejection(threshold, score)  # a bad score or threshold fails before any work
@@ -49,9 +50,12 @@ def predict_files(predictor: Predictor, paths: Sequence[str | Path], top_k: int 
             results.append({"image": str(path), "faces": [], "error": None})
             try:
                 photo = load_rgb(path, min_side=MIN_PICTURE_SIDE)
-                found = predictor.face_crops(photo, detect) if detect else [(None, photo)]
-            except (ImageError, NoFaceError) as err:
-                results[-1]["error"] = str(err) if isinstance(err, ImageError) else f"{path}: {err}"
+                found = predictor.face_crops(photo, detect)  # a crop must be a face too
+            except ImageError as err:
+                results[-1]["error"] = str(err)
+                continue
+            except NoFaceError as err:
+                results[-1].update(face=False, error=f"{path}: {err}")
                 continue
             for box, crop in found:
                 owners.append(start + i)

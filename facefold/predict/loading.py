@@ -39,7 +39,7 @@ import tensorflow as tf
 
 import facefold
 from facefold import runs
-from facefold.data.records import label_name_problem
+from facefold.data.records import MAX_IMAGE_SIZE, label_name_problem
 from facefold.models.families import FAMILIES, Ensemble, ModelFamily, family_of
 from facefold.models.inference import Infer, ensemble_infer, keras_infer, members_infer
 
@@ -172,7 +172,7 @@ def _load_run(run_dir: Path, tta: bool | None = None,
         return _load_ensemble(run_dir, members, "run", config.train.steps,
                               runs.ensemble_weights(run_dir), tta, load_checkpoint,
                               runs.read_threshold(run_dir), crops)
-    found = runs.latest_checkpoint(run_dir)
+    found = runs.newest_checkpoint(run_dir)  # a truncated newest one is refused
     if found is None:
         raise FileNotFoundError(
             f"{run_dir / runs.CHECKPOINT_DIR} holds no checkpoint: train the run first"
@@ -212,10 +212,13 @@ def tflite_infer(path: Path) -> Infer:
     return lambda x: runner(**{name: x})
 
 
-def _positive_int(meta: dict[str, Any], key: str, where: Path, low: int = 1) -> int:
+def _positive_int(meta: dict[str, Any], key: str, where: Path, low: int = 1,
+                  high: int | None = None) -> int:
     value = meta.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{where}: field '{key}' must be an integer >= {low}, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (
+            high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"from {low} to {high}"
+        raise ValueError(f"{where}: field '{key}' must be an integer {allowed}, got {value!r}")
     return value
 
 
@@ -240,8 +243,8 @@ def read_export_info(folder: Path) -> dict[str, Any]:
     for index, name in enumerate(labels):  # the rules of labels.txt: no name spoofs a line
         if problem := label_name_problem(name):
             raise ValueError(f"{path}: field 'labels' item {index} {name!r} {problem}")
-    crop = _positive_int(meta, "crop_size", path, 8)
-    _positive_int(meta, "image_size", path, crop)
+    crop = _positive_int(meta, "crop_size", path, 8, MAX_IMAGE_SIZE)
+    _positive_int(meta, "image_size", path, crop, MAX_IMAGE_SIZE)
     if meta.get("channels") not in (1, 3):
         raise ValueError(f"{path}: field 'channels' must be 1 or 3, got {meta.get('channels')!r}")
     if meta.get("step") is not None:

@@ -22,8 +22,10 @@ size with ``align_face`` and recognized, with its box. **Fallback rule**: when
 that detector is not installed or finds no face, the whole picture is taken as
 one face crop only if it looks like one: nearly square (sides within 10 %) and
 at most :data:`~facefold.data.images.MAX_CROP_SIDE` pixels on its longer side
-(:func:`~facefold.data.images.looks_like_face_crop`). Otherwise
-:class:`NoFaceError` is raised.
+(:func:`~facefold.data.images.looks_like_face_crop`), and a picture taken whole (so also
+every crop given with ``detect=False``) only when it is a face
+(:func:`facefold.faces.plausible.face_problem`). Otherwise :class:`NoFaceError` is raised:
+noise, a flat or a gradient picture is never named, verified or enrolled.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from facefold import runs
 from facefold.data.images import MAX_CROP_SIDE, looks_like_face_crop, square_crop
 from facefold.data.records import UNKNOWN, label_name_problem, normal_name
 from facefold.embeddings.shards import chip_images
+from facefold.faces import plausible
 from facefold.models.enrollment import recalibrate
 from facefold.models.families import check_embedding_meta, takes_chips
 from facefold.models.inference import Infer, softmax
@@ -452,7 +455,10 @@ class Predictor:
     ) -> list[tuple[Box | None, Image.Image]]:
         """The faces of a photo as ``(box, crop)`` pairs, largest first (see the fallback rule).
 
-        Raises :class:`NoFaceError` when no face is found and the photo is not a face crop.
+        Without ``detect``, or when the detector finds no face in a picture that looks like a
+        face crop, the picture is taken whole only if it is a face
+        (:func:`facefold.faces.plausible.face_problem`: noise, flat or gradient pictures are
+        not). Raises :class:`NoFaceError` when no face is found.
         """
         detector = load_detector() if detect else None
         if detector is not None:
@@ -463,15 +469,21 @@ class Predictor:
                      detector.align_face(photo, face.landmarks, size=self.info.image_size))
                     for face in faces
                 ]
-        if looks_like_face_crop(photo):
-            return [(None, photo)]
-        why = "no face found" if detector is not None else (
-            "the face detector is not installed (pip install 'facefold[faces]')")
-        raise NoFaceError(
-            f"{why}, and the {photo.width}x{photo.height} picture is not a face crop "
-            f"(nearly square, at most {MAX_CROP_SIDE} px): give a photo with a visible face "
-            "or a cropped face"
-        )
+        if detect and not looks_like_face_crop(photo):
+            why = "no face found" if detector is not None else (
+                "the face detector is not installed (pip install 'facefold[faces]')")
+            raise NoFaceError(
+                f"{why}, and the {photo.width}x{photo.height} picture is not a face crop "
+                f"(nearly square, at most {MAX_CROP_SIDE} px): give a photo with a visible "
+                "face or a cropped face"
+            )
+        try:  # never name, verify or enroll a non-face
+            problem = plausible.face_problem(photo)
+        except ModuleNotFoundError as err:  # no detector to check with: no face is confirmed
+            raise NoFaceError(f"cannot check that the picture is a face: {err}") from None
+        if problem:
+            raise NoFaceError(f"no face in the picture ({problem})")
+        return [(None, photo)]
 
     def recognize_photo(self, photo: Image.Image, top_k: int = 5, detect: bool = True,
                         threshold: float | None = None,

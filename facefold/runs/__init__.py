@@ -34,6 +34,7 @@ from facefold.runs.calibration import (
 from facefold.runs.checkpoint_files import (
     checkpoints,
     latest_checkpoint,
+    newest_checkpoint,
 )
 from facefold.runs.cv import (
     check_cv_dir,
@@ -216,6 +217,7 @@ __all__ = [
     "latest_checkpoint",
     "member_dir",
     "mismatch_error",
+    "newest_checkpoint",
     "partial_checkpoint_path",
     "prepare_run_dir",
     "preset_dir",

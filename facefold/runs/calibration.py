@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from facefold.atomic import atomic_path, write_json_atomic, write_text_atomic
+from facefold.choices import SCORES
 from facefold.runs.files import is_finite_number, read_json_object
 from facefold.runs.names import (
     CALIBRATION_FEATURES_FILE,
@@ -21,6 +22,10 @@ from facefold.runs.names import (
     THRESHOLD_FILE,
 )
 
+# How a model names a face (threshold.json's "naming"): by its classifier's softmax, or by the
+# nearest centroid (written by facefold.fitting).
+NAMINGS = ("classifier", "centroid")
+
 
 def read_threshold(folder: str | Path) -> dict[str, Any] | None:
     """``threshold.json`` of a run (or export) checked field by field, or None when absent."""
@@ -30,13 +35,17 @@ def read_threshold(folder: str | Path) -> dict[str, Any] | None:
 
 def check_threshold(data: Any, where: Path) -> dict[str, Any]:
     """A threshold entry (``threshold.json`` or export.json's ``threshold``), checked:
-    ``score`` a string, ``threshold`` a finite number, ``thresholds`` a {score: number}."""
+    ``score`` one of :data:`facefold.choices.SCORES`, ``naming`` one of :data:`NAMINGS`
+    when given, ``threshold`` a finite number, ``thresholds`` a {score: number}."""
     if not isinstance(data, dict):
         raise ValueError(f"{where}: the threshold must be a JSON object, got "
                          f"{type(data).__name__}")
-    if not isinstance(data.get("score"), str):
-        raise ValueError(f"{where}: field 'score' must be a score name, got "
+    if data.get("score") not in SCORES:
+        raise ValueError(f"{where}: field 'score' must be one of {', '.join(SCORES)}, got "
                          f"{data.get('score')!r}")
+    if data.get("naming", NAMINGS[0]) not in NAMINGS:
+        raise ValueError(f"{where}: field 'naming' must be one of {', '.join(NAMINGS)}, got "
+                         f"{data.get('naming')!r}")
     if not is_finite_number(data.get("threshold")):
         raise ValueError(f"{where}: field 'threshold' must be a number, got "
                          f"{data.get('threshold')!r}")
@@ -45,8 +54,9 @@ def check_threshold(data: Any, where: Path) -> dict[str, Any]:
                          f"{data['verify_threshold']!r}")
     thresholds = data.get("thresholds", {})
     if not isinstance(thresholds, dict) or not all(
-            isinstance(k, str) and is_finite_number(v) for k, v in thresholds.items()):
-        raise ValueError(f"{where}: field 'thresholds' must map score names to numbers")
+            k in SCORES and is_finite_number(v) for k, v in thresholds.items()):
+        raise ValueError(f"{where}: field 'thresholds' must map score names "
+                         f"({', '.join(SCORES)}) to numbers")
     return data
 
 
