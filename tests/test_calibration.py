@@ -22,6 +22,7 @@ from facefold import runs
 from facefold.cli import main
 from facefold.data.build import build_dataset
 from facefold.embeddings import dlib128
+from facefold.faces import plausible
 from facefold.fitting import fit
 from facefold.models.enrollment import recalibrate
 from facefold.models.identities import resample_indices
@@ -72,6 +73,8 @@ def fitted(tiny_data: Path, tiny_toml: Path, tmp_path_factory: pytest.TempPathFa
     embedder = FakeEmbedder()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(dlib128, "load", lambda: embedder)
+        # A module fixture is set up before conftest's per-test synthetic_faces_pass.
+        patch.setattr(plausible, "face_problem", lambda image: None)
         patch.setenv("FACEFOLD_CACHE", str(root / "embedding-cache"))
         assert main(_fit_args(tiny_data, root / "model", strangers, tiny_toml)) == 0
     return root / "model", strangers
@@ -244,9 +247,14 @@ def test_enrolling_recalibrates_the_threshold_from_the_stored_features(
 
 
 def test_stranger_pictures_without_a_face_are_left_out_and_counted(
-        fitted: tuple[Path, Path], fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
+        fitted: tuple[Path, Path], fake_embedder: FakeEmbedder, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from facefold.predict import Predictor
     from facefold.predict.strangers import crop_strangers, list_strangers
+
+    # The face check, stood in for: the synthetic crops pass, the black wide picture does not.
+    monkeypatch.setattr(plausible, "face_problem",
+                        lambda image: "no face" if image.width != image.height else None)
 
     folder = _strangers(tmp_path / "strangers", {"zed": 3}, 2)
     (folder / "zed" / "broken.png").write_bytes(b"not a picture")
