@@ -389,7 +389,8 @@ def test_a_missing_extra_names_the_pip_command(built: dict[str, Path], monkeypat
     from facefold.embeddings import dlib128
 
     # The real loader (this module's fake embedder may stand in for it), with no dlib.
-    monkeypatch.setattr(dlib128, "load", lambda *_: dlib128._loaded(dlib128.BACKENDS[0], dlib128.NAME))
+    monkeypatch.setattr(dlib128, "load",
+                        lambda *_: dlib128._loaded(dlib128.BACKENDS[0], dlib128.NAME))
     monkeypatch.setitem(sys.modules, "dlib", None)
     dlib128._loaded.cache_clear()
     assert main(["dataset", "audit", str(built["data"])]) == 1
