@@ -44,7 +44,13 @@ import facefold
 from facefold import runs
 from facefold.data.records import label_name_problem
 from facefold.models.families import FAMILIES, Ensemble, ModelFamily, family_of
-from facefold.models.inference import Infer, ensemble_infer, keras_infer, members_infer
+from facefold.models.inference import (
+    Infer,
+    check_named_inputs,
+    ensemble_infer,
+    keras_infer,
+    members_infer,
+)
 
 # (run folder, checkpoint) -> the trained network, as load_model_folder's load_checkpoint.
 CheckpointLoader = Callable[[Path, Path], keras.Model]
@@ -294,6 +300,8 @@ def _load_export(folder: Path) -> LoadedModel:
     else:
         infer = tflite_infer(model_path)
     inputs, feed = _export_inputs(meta, family, folder, where)
+    if isinstance(family, Ensemble):
+        infer = _by_name(infer, list(inputs))
     _check_export_outputs(infer, inputs, isinstance(family, Ensemble), len(labels), where)
     weights = (runs.check_member_weights(_member_entries(meta, where), where)
                if isinstance(family, Ensemble) else None)
@@ -303,6 +311,16 @@ def _load_export(folder: Path) -> LoadedModel:
                      meta.get("embedding"), family.name)
     return LoadedModel(info, lambda images: infer(feed(images)), model, weights=weights,
                        model_infer=infer, model_inputs=feed)
+
+
+def _by_name(infer: Infer, names: list[str]) -> Infer:
+    """``infer`` of an ensemble's model file, which takes exactly ``names`` (a clear error for
+    anything else, before the model sees it)."""
+    def checked(inputs: Any) -> dict[str, np.ndarray]:
+        check_named_inputs(inputs, names, "of its model file")
+        return infer(inputs)
+
+    return checked
 
 
 def _member_entries(meta: dict[str, Any], where: Path) -> list[dict[str, Any]]:
