@@ -284,8 +284,9 @@ def _load_export(folder: Path) -> LoadedModel:
     """An export folder (``export.json`` + model file) as a model."""
     meta = read_export_info(folder)
     where = folder / runs.EXPORT_FILE
-    if meta.get("ensemble") and meta.get("model_file") is None:
-        return _load_members_export(folder, meta, where)
+    if meta.get("ensemble") and (meta.get("family") != Ensemble.name
+                                 or meta.get("model_file") is None):
+        return _load_members_export(folder, meta, where)  # not one file: its members' exports
     family = export_family(meta, where)
     model_path = folder / runs.MODEL_FILES[meta["format"]]
     if not model_path.exists():
