@@ -34,9 +34,22 @@ cut them from the picture with the installed ``facefold[dlib]`` and refuse
 chips of other weights. The mirror's chip is not the mirrored chip (the
 landmark fit is not mirror-symmetric), so it is an input, not a layer.
 
-**Ensembles**: ``DIR/members/<preset>/`` holds an export of each member, and
-``export.json`` lists them under ``ensemble`` (with each member's ``weight`` for a
-weighted ensemble); loading averages the members' probabilities as for the run.
+**Ensembles** are one model file too, built from each member's export model (its family's
+``export_model``: a CNN's takes ``image``, a ``dlib128`` head's holds dlib's network and takes
+``chips``). Its inputs are the members' inputs by name — members with inputs of the same name
+and shape share one (every CNN member takes the same ``image``); two that differ cannot be
+one file, and the export is refused — listed under ``inputs`` in ``export.json`` (name,
+dtype, shape, meaning, the members that take it; no ``input`` field). Its outputs are what
+the ensemble's run computes (:func:`facefold.models.inference.combine_outputs`, here as the
+layer :class:`~facefold.models.inference.CombineMembers`): ``logits`` the log of the members'
+mean softmax probabilities (weighted by each member's ``weight`` in a weighted ensemble), so
+the threshold and ``centroids.npy`` of the ensemble apply unchanged; ``features`` each
+member's unit features times the square root of its weight, side by side. ``ensemble.members``
+lists each member's ``preset``, ``family``, ``input``, ``embedding`` entry (as a head's export
+has it), ``source_run`` and ``weight``. ``Predictor.model_inputs`` cuts the inputs of face
+crops (the chips with dlib); given them, the file runs with TensorFlow alone. Exports written
+before (``model_file`` null, an export of each member in ``DIR/members/<preset>/``) still
+load, their members averaged as a run's.
 
 The network is exported in float32 whatever precision it trained in. The
 ``.keras`` file needs facefold importable (its custom layers); SavedModel and
@@ -48,6 +61,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -57,15 +71,27 @@ from facefold import runs
 from facefold.atomic import staging_folder, swap_in, write_json_atomic, writing
 from facefold.choices import EXPORT_FORMATS
 from facefold.models.families import FAMILIES
+from facefold.models.inference import ensemble_inference_model
 from facefold.predict import Predictor
+
+# An ensemble's outputs, in its export.json (facefold.models.inference.combine_outputs).
+ENSEMBLE_OUTPUTS = {
+    "logits": "float32 (N, classes): the log of the members' mean softmax probabilities "
+              "(weighted by each member's weight in a weighted ensemble); softmax gives the "
+              "mean back",
+    "features": "float32 (N, D): each member's unit-length features times the square root of "
+                "its weight (1/M without weights), side by side (cosine open-set score)",
+}
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
-    """Export the newest checkpoint of ``run_dir`` as ``fmt`` into the new folder ``out``.
+    """Export the newest checkpoint of ``run_dir`` (an ensemble: its members') as ``fmt`` into
+    the new folder ``out``: one model file and its ``export.json``.
 
     The folder is written under a temporary name and renamed when complete.
-    Raises ``ValueError`` for an unknown format or a folder that is not a run,
-    ``FileExistsError`` when ``out`` exists and is not empty. Returns ``out``.
+    Raises ``ValueError`` for an unknown format, a folder that is not a run or an ensemble
+    whose members cannot share one model's inputs, ``FileExistsError`` when ``out`` exists
+    and is not empty. Returns ``out``.
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; "
@@ -74,18 +100,16 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty: choose a new export folder")
     predictor = Predictor.load(run_dir)
-    model_file = FAMILIES[predictor.info.family].export_model_file(fmt)
-    if predictor.info.kind != "run" or (predictor.keras_model is None and model_file):
+    if predictor.info.kind != "run":
         raise ValueError(f"{run_dir} is an export already: export from a run folder")
+    if predictor.members:
+        model, meta = _ensemble_model(predictor, fmt)
+    else:
+        model, embedding = FAMILIES[predictor.info.family].export_model(
+            predictor.keras_model, predictor.info.embedding)
+        meta = export_info(predictor, fmt, embedding)
     with staging_folder(out) as tmp:
-        if model_file:
-            model, embedding = FAMILIES[predictor.info.family].export_model(
-                predictor.keras_model, predictor.info.embedding)
-            meta = export_info(predictor, fmt, embedding)
-            _write_model(model, fmt, tmp / model_file)
-        else:  # a family without a network of its own: its members' exports
-            meta = export_info(predictor, fmt, None)
-            meta["ensemble"] = {"members": _export_members(predictor, fmt, tmp)}
+        _write_model(model, fmt, tmp / runs.MODEL_FILES[fmt])
         if predictor.info.centroids is not None:
             runs.write_centroids(tmp, predictor.info.centroids)
         write_json_atomic(tmp / runs.EXPORT_FILE, meta)
@@ -93,23 +117,47 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     return out
 
 
-def _export_members(predictor: Predictor, fmt: str, folder: Path) -> list[dict]:
-    """Export each member run of an ensemble into ``folder/members/<name>``; their entries."""
+def _ensemble_model(predictor: Predictor, fmt: str) -> tuple[keras.Model, dict[str, Any]]:
+    """An ensemble's one model (:func:`~facefold.models.inference.ensemble_inference_model`)
+    of its members' export models, each built by its family's ``export_model``, and the
+    ``export.json`` that describes its inputs and members."""
+    built: dict[str, tuple[keras.Model, str]] = {}
+    inputs: dict[str, dict[str, Any]] = {}
     entries = []
     for preset, member in predictor.members.items():
-        target = runs.member_dir(folder, preset)  # a preset name is one folder name, never a path
-        name = target.relative_to(folder).as_posix()
-        export_run(member.info.source, fmt, target)
-        entries.append({"preset": preset, "export": name,
-                        "source_run": str(member.info.source.resolve()),
+        info = member.info
+        family = FAMILIES[info.family]
+        model, embedding = family.export_model(member.keras_model, info.embedding)
+        model_input = family.export_input(embedding, info.image_size, info.channels)
+        name = model_input["name"]
+        shared = inputs.setdefault(name, {**model_input, "members": []})
+        if {**model_input, "members": shared["members"]} != shared:
+            raise ValueError(f"ensemble members {', '.join(shared['members'])} and {preset} "
+                             f"take different inputs named '{name}': one model file cannot "
+                             "hold them")
+        shared["members"].append(preset)
+        built[preset] = model, name
+        entries.append({"preset": preset, "family": info.family, "input": name,
+                        "embedding": embedding, "source_run": str(info.source.resolve()),
                         **runs.weight_field(predictor.member_weights, preset)})
-    return entries
+    weights = predictor.member_weights
+    model = ensemble_inference_model(
+        built, None if weights is None else [weights[preset] for preset in built])
+    meta = export_info(predictor, fmt, None, list(inputs.values()))
+    meta["outputs"] = ENSEMBLE_OUTPUTS
+    meta["ensemble"] = {"members": entries}
+    return model, meta
 
 
-def export_info(predictor: Predictor, fmt: str, embedding: dict | None) -> dict:
+def export_info(predictor: Predictor, fmt: str, embedding: dict | None,
+                inputs: list[dict[str, Any]] | None = None) -> dict:
     """The ``export.json`` of an export of ``predictor`` (a run) in format ``fmt``, whose
-    model takes what ``embedding`` (the family's export entry, or None) says."""
+    model takes what ``embedding`` (the family's export entry, or None) says, or, for an
+    ensemble, the ``inputs`` by name."""
     info = predictor.info
+    described = ({"inputs": inputs} if inputs is not None else
+                 {"input": FAMILIES[info.family].export_input(embedding, info.image_size,
+                                                              info.channels)})
     return {
         "export_format": runs.EXPORT_FORMAT,
         "facefold_version": facefold.__version__,
@@ -117,13 +165,12 @@ def export_info(predictor: Predictor, fmt: str, embedding: dict | None) -> dict:
         "keras_version": keras.__version__,
         "format": fmt,
         "family": info.family,
-        "model_file": FAMILIES[info.family].export_model_file(fmt),
+        "model_file": runs.MODEL_FILES[fmt],
         "labels": info.labels,
         "image_size": info.image_size,
         "crop_size": info.crop_size,
         "channels": info.channels,
-        "input": FAMILIES[info.family].export_input(embedding, info.image_size,
-                                                   info.channels),
+        **described,
         "embedding": embedding,
         "outputs": {
             "logits": "float32 (N, classes); softmax gives the probabilities of labels",

@@ -421,17 +421,22 @@ def test_fit_makes_a_calibrated_weighted_ensemble(
     np.testing.assert_allclose(exported.info.centroids, centroids)
     np.testing.assert_allclose(exported.outputs_for_arrays(pictures)["logits"], out["logits"],
                                atol=1e-4)
-    # Without the picture path: the CNN member takes the pictures, the head's export the chips.
-    head = exported.members["dlib128"]
-    chips = head.chips([Image.fromarray(p) for p in pictures])
-    given = {"reduced": pictures, "dlib128": chips}
+    # Without the picture path: one model file takes the pictures as "image" (the CNN
+    # member's input) and the head's chips as "chips".
+    given = exported.model_inputs([Image.fromarray(p) for p in pictures])
+    assert sorted(given) == ["chips", "image"]
+    np.testing.assert_array_equal(given["image"], pictures)
     np.testing.assert_allclose(exported.outputs_for_model_inputs(given)["logits"],
                                out["logits"], atol=1e-4)
     names = [f.name for f in exported.recognize_model_inputs(given, top_k=1)]
     assert names == [f.name for f in exported.recognize([Image.fromarray(p) for p in pictures],
                                                         top_k=1)]
-    with pytest.raises(ValueError, match=r"member by name \(reduced, dlib128\), got one"):
+    with pytest.raises(ValueError, match=r"its model file by name \(image, chips\), got one"):
         exported.outputs_for_model_inputs(pictures)
+    with pytest.raises(ValueError, match=r"\(image, chips\), got image$"):
+        exported.outputs_for_model_inputs({"image": pictures})
+    with pytest.raises(ValueError, match=r"of each member by name \(reduced, dlib128\)"):
+        ensemble.outputs_for_model_inputs(pictures)  # the run takes them by member
 
 
 def test_enrollment_test_counts_newcomers_and_strangers_as_by_hand(

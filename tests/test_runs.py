@@ -272,6 +272,13 @@ def test_a_tampered_export_names_the_file_and_field(tmp_path: Path) -> None:
         ({"ensemble": {"members": [{"preset": "a", "export": "../../etc"},
                                    {"preset": "b", "export": "/tmp"}]}},
          "leads outside"),
+        ({"family": "ensemble", "ensemble": {"members": "all"}},
+         r"field 'ensemble.members' must be a list"),
+        ({"family": "ensemble", "ensemble": {"members": [{"preset": "a", "family": "ensemble"}]}},
+         "ensemble member 0 is an ensemble itself"),
+        ({"family": "ensemble", "ensemble": {"members": [{"preset": "a"},
+                                                         {"preset": "b", "family": "x"}]}},
+         r"field 'ensemble.members\[1\].family' must be one of"),
     ]
     for change, message in cases:
         (export / runs.EXPORT_FILE).write_text(json.dumps({**meta, **change}))

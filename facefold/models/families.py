@@ -60,8 +60,6 @@ from facefold.models.inference import (
 )
 from facefold.models.presets import member_configs, teacher_configs
 
-Infer = Callable[[np.ndarray], dict[str, np.ndarray]]
-
 
 class ModelFamily:
     """The interface every family implements (an ensemble has no network of its own: it
@@ -95,11 +93,6 @@ class ModelFamily:
         """Whether ``config``'s training batches carry soft targets (a mixing augmentation:
         mixup or cutmix) instead of labels; evaluation batches never do."""
         return mixes(config.augment)
-
-    def export_model_file(self, fmt: str) -> str | None:
-        """The file an export in format ``fmt`` holds the network in; None for a family
-        without a network of its own (an ensemble's export holds its members' exports)."""
-        return runs.MODEL_FILES[fmt]
 
     def leaf_runs(self, run_dir: Path) -> list[Path]:
         """The run folders whose networks a finished run in ``run_dir`` consists of: itself,
@@ -189,10 +182,12 @@ class ModelFamily:
         what an export must record to feed it (None when it takes the pictures)."""
         raise self._none("inference model")
 
-    def picture_inference(self, infer: Infer, meta: dict[str, Any] | None,
-                          where: Path) -> Infer:
-        """Inference from uint8 pictures (N, S, S, C), given the wrapped model's ``infer``."""
-        return infer
+    def picture_inputs(self, meta: dict[str, Any] | None,
+                       where: Path) -> Callable[[np.ndarray], np.ndarray]:
+        """uint8 pictures (N, S, S, C) -> what the wrapped model takes, so that its inference
+        names pictures (``meta`` as :meth:`inference` or an export recorded it, checked;
+        ``where`` names it in errors): the pictures themselves by default."""
+        return lambda images: images
 
     def export_model(self, model: keras.Model, meta: dict[str, Any] | None
                      ) -> tuple[keras.Model, dict[str, Any] | None]:
@@ -332,33 +327,27 @@ class EmbeddingHead(ModelFamily):
                 "views": 2 if spec.tta_flip else 1, "dim": EMBEDDING_DIMS[spec.embedding]}
         return head_inference_model(model, spec), meta
 
-    def picture_inference(self, infer: Infer, meta: dict[str, Any] | None,
-                          where: Path) -> Infer:
+    def picture_inputs(self, meta: dict[str, Any] | None,
+                       where: Path) -> Callable[[np.ndarray], np.ndarray]:
         if takes_chips(meta):
-            return self._chip_inference(infer, check_embedding_meta(meta, where, False), where)
+            return self._chips(check_embedding_meta(meta, where, False), where)
         meta = check_embedding_meta(meta, where)
-
-        def infer_pictures(images: np.ndarray) -> dict[str, np.ndarray]:
-            # Computed, not cached: pictures to name are new.
-            vectors, _ = embed_images(images, meta["name"], meta["views"])
-            return infer(vectors)
-
-        return infer_pictures
+        # Computed, not cached: pictures to name are new.
+        return lambda images: embed_images(images, meta["name"], meta["views"])[0]
 
     @staticmethod
-    def _chip_inference(infer: Infer, meta: dict[str, Any], where: Path) -> Infer:
-        """Pictures -> chips (dlib's landmark fit) -> ``infer``, an export holding the network.
-        The installed chips are checked at the first picture, not when loading: given chips
+    def _chips(meta: dict[str, Any], where: Path) -> Callable[[np.ndarray], np.ndarray]:
+        """Pictures -> chips (dlib's landmark fit), for an export holding the network. The
+        installed chips are checked at the first picture, not when loading: given chips
         directly, such an export runs without the extra that cuts them."""
         checked: list[dict[str, Any]] = []
 
-        def infer_pictures(images: np.ndarray) -> dict[str, np.ndarray]:
+        def chips(images: np.ndarray) -> np.ndarray:
             if not checked:
                 checked.append(check_embedding_meta(meta, where))
-            chips, _ = chip_images(images, meta["name"], meta["views"])
-            return infer(chips)
+            return chip_images(images, meta["name"], meta["views"])[0]
 
-        return infer_pictures
+        return chips
 
     def export_model(self, model: keras.Model, meta: dict[str, Any] | None
                      ) -> tuple[keras.Model, dict[str, Any] | None]:
@@ -432,9 +421,6 @@ class Ensemble(ModelFamily):
 
     def dependency_dir(self, out: str | Path, preset: str) -> Path:
         return runs.member_dir(out, preset)
-
-    def export_model_file(self, fmt: str) -> str | None:
-        return None
 
     def combined_runs(self, run_dir: Path) -> dict[str, Path] | None:
         members = runs.ensemble_member_dirs(run_dir)

@@ -11,10 +11,13 @@ inside the folder.
 
 What differs by model family (the inference model of a CNN or an embedding
 head, embedding each picture first) is asked of the family
-(:mod:`facefold.models.families`). An ensemble loads each member as a model of
+(:mod:`facefold.models.families`). An ensemble's run loads each member as a model of
 its own and averages their probabilities (:func:`~facefold.models.inference.ensemble_infer`),
-weighted by the weights a weighted ensemble's ``ensemble.json`` (or its export's
-``export.json``) records for each member.
+weighted by the weights a weighted ensemble's ``ensemble.json`` records for each member. An
+ensemble's export is one model file doing the same
+(:func:`~facefold.models.inference.ensemble_inference_model`), fed each member's input by
+name (``image``, ``chips``); an export written before that (``model_file`` null) holds its
+members' exports in ``members/<preset>/``, loaded and averaged as a run's members.
 
 A run can be loaded with other inference options than its config's, since it keeps what they
 need: ``tta`` turns flip test-time augmentation on or off (it adds no weights: the CNN is
@@ -28,7 +31,7 @@ when it is written, so neither applies to one.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +44,13 @@ import facefold
 from facefold import runs
 from facefold.data.records import MAX_IMAGE_SIZE, label_name_problem
 from facefold.models.families import FAMILIES, Ensemble, ModelFamily, family_of
-from facefold.models.inference import Infer, ensemble_infer, keras_infer, members_infer
+from facefold.models.inference import (
+    Infer,
+    check_named_inputs,
+    ensemble_infer,
+    keras_infer,
+    members_infer,
+)
 
 # (run folder, checkpoint) -> the trained network, as load_model_folder's load_checkpoint.
 CheckpointLoader = Callable[[Path, Path], keras.Model]
@@ -72,7 +81,9 @@ class LoadedModel:
     ``.keras`` exports; what ``export`` saves); ``members`` an ensemble's, by preset, and
     ``weights`` a weighted ensemble's member weights, by preset (None: the plain mean);
     ``model_infer`` the inference on what the model itself takes (a CNN: the pictures; a
-    head's run: embeddings; a head's export: chips; an ensemble: each member's, by name)."""
+    head's run: embeddings; a head's export: chips; an ensemble's run: each member's, by
+    preset; an ensemble's export: each input, by name) and ``model_inputs`` maps pictures
+    to that."""
 
     info: ModelInfo
     infer: Infer
@@ -80,6 +91,7 @@ class LoadedModel:
     members: dict[str, LoadedModel] = field(default_factory=dict)
     weights: dict[str, float] | None = None
     model_infer: Callable[[Any], dict[str, np.ndarray]] | None = None
+    model_inputs: Callable[[np.ndarray], Any] | None = None
 
 
 def load_model_folder(path: str | Path, tta: bool | None = None,
@@ -151,7 +163,9 @@ def _load_ensemble(folder: Path, member_dirs: dict[str, Path], kind: str,
     return LoadedModel(info, ensemble_infer([m.infer for m in members.values()], order),
                        members=members, weights=weights,
                        model_infer=members_infer({n: m.model_infer for n, m in members.items()},
-                                                 order))
+                                                 order),
+                       model_inputs=lambda images: {n: m.model_inputs(images)
+                                                    for n, m in members.items()})
 
 
 def checkpoint_model(run_dir: Path, checkpoint: Path) -> keras.Model:
@@ -188,28 +202,33 @@ def _load_run(run_dir: Path, tta: bool | None = None,
     image_size = runs.run_image_size(run_dir, spec.crop_size)
     wrapped, meta = family.inference(model, config, image_size, runs.read_run_info(run_dir))
     model_infer = keras_infer(wrapped)
-    infer = family.picture_inference(model_infer, meta, run_dir)
+    inputs = family.picture_inputs(meta, run_dir)
     info = ModelInfo(labels, image_size, spec.crop_size, spec.channels, "run", run_dir, step,
                      runs.read_threshold(run_dir), runs.read_centroids(run_dir, len(labels)),
                      meta, family.name)
-    return LoadedModel(info, infer, wrapped, model_infer=model_infer)
+    return LoadedModel(info, lambda images: model_infer(inputs(images)), wrapped,
+                       model_infer=model_infer, model_inputs=inputs)
 
 
 def savedmodel_infer(path: Path) -> Infer:
-    """Inference with a SavedModel written by ``facefold export --format savedmodel``."""
+    """Inference with a SavedModel written by ``facefold export --format savedmodel``; ``x``
+    is one array, or a dict of arrays by input name (an ensemble's)."""
     loaded = tf.saved_model.load(str(path))
-    return lambda x: {k: v.numpy() for k, v in loaded.serve(tf.constant(x)).items()}
+    return lambda x: {k: v.numpy() for k, v in
+                      loaded.serve(tf.nest.map_structure(tf.constant, x)).items()}
 
 
 def tflite_infer(path: Path) -> Infer:
-    """Inference with a ``.tflite`` file through ``tf.lite.Interpreter`` (resized per batch)."""
+    """Inference with a ``.tflite`` file through ``tf.lite.Interpreter`` (resized per batch);
+    ``x`` is one array (a network's one input), or a dict of arrays by input name (an
+    ensemble's)."""
     with warnings.catch_warnings():
         # TF 2.21 still ships tf.lite.Interpreter but warns that it moves to ai_edge_litert.
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
         interpreter = tf.lite.Interpreter(model_path=str(path))
     runner = interpreter.get_signature_runner()
-    (name,) = runner.get_input_details()  # the export has one input, "image"
-    return lambda x: runner(**{name: x})
+    names = list(runner.get_input_details())
+    return lambda x: runner(**(dict(x) if isinstance(x, Mapping) else {names[0]: x}))
 
 
 def _positive_int(meta: dict[str, Any], key: str, where: Path, low: int = 1,
@@ -254,12 +273,12 @@ def read_export_info(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def export_family(meta: dict[str, Any], where: Path) -> ModelFamily:
-    """The model family of an export (exports before the ``family`` field: a head when it
-    names an embedding)."""
+def export_family(meta: dict[str, Any], where: Path, key: str = "family") -> ModelFamily:
+    """The model family of an export, or of a member entry of an ensemble's (``key`` names
+    it in errors; exports before the ``family`` field: a head when it names an embedding)."""
     name = meta.get("family") or ("embedding" if meta.get("embedding") else "cnn")
     if name not in FAMILIES:
-        raise ValueError(f"{where}: field 'family' must be one of {', '.join(FAMILIES)}, "
+        raise ValueError(f"{where}: field '{key}' must be one of {', '.join(FAMILIES)}, "
                          f"got {name!r}")
     return FAMILIES[name]
 
@@ -268,16 +287,9 @@ def _load_export(folder: Path) -> LoadedModel:
     """An export folder (``export.json`` + model file) as a model."""
     meta = read_export_info(folder)
     where = folder / runs.EXPORT_FILE
-    if meta.get("ensemble"):
-        entries = meta["ensemble"].get("members") if isinstance(meta["ensemble"], dict) else None
-        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise ValueError(f"{where}: field 'ensemble.members' must be a list of objects")
-        members = {runs.safe_name(str(m.get("preset"))):
-                   runs.contained(folder, m.get("export"), "ensemble.members.export", where)
-                   for m in entries}
-        return _load_ensemble(folder, members, meta["format"], meta.get("step"),
-                              runs.check_member_weights(entries, where),
-                              threshold=meta.get("threshold"))
+    if meta.get("ensemble") and (meta.get("family") != Ensemble.name
+                                 or meta.get("model_file") is None):
+        return _load_members_export(folder, meta, where)  # not one file: its members' exports
     family = export_family(meta, where)
     model_path = folder / runs.MODEL_FILES[meta["format"]]
     if not model_path.exists():
@@ -291,23 +303,90 @@ def _load_export(folder: Path) -> LoadedModel:
         infer = savedmodel_infer(model_path)
     else:
         infer = tflite_infer(model_path)
-    pictures = family.picture_inference(infer, meta.get("embedding"), folder)  # checks it
-    _check_export_outputs(infer, family.export_input(meta.get("embedding"),
-                                                     int(meta["image_size"]),
-                                                     int(meta["channels"])), len(labels), where)
+    inputs, feed = _export_inputs(meta, family, folder, where)
+    if isinstance(family, Ensemble):
+        infer = _by_name(infer, list(inputs))
+    _check_export_outputs(infer, inputs, isinstance(family, Ensemble), len(labels), where)
+    weights = (runs.check_member_weights(_member_entries(meta, where), where)
+               if isinstance(family, Ensemble) else None)
     info = ModelInfo(labels, int(meta["image_size"]), int(meta["crop_size"]),
                      int(meta["channels"]), meta["format"], folder, meta.get("step"),
                      meta.get("threshold"), runs.read_centroids(folder, len(labels)),
                      meta.get("embedding"), family.name)
-    return LoadedModel(info, pictures, model, model_infer=infer)
+    return LoadedModel(info, lambda images: infer(feed(images)), model, weights=weights,
+                       model_infer=infer, model_inputs=feed)
 
 
-def _check_export_outputs(infer: Infer, model_input: dict[str, Any], classes: int,
-                          where: Path) -> None:
-    """Run the model once on a zero input of its declared shape: its logits must be one per
-    label (a SavedModel or TFLite file says so only when it runs)."""
-    zeros = np.zeros([1, *model_input["shape"][1:]], model_input["dtype"])
-    logits = np.asarray(infer(zeros)["logits"])
+def _by_name(infer: Infer, names: list[str]) -> Infer:
+    """``infer`` of an ensemble's model file, which takes exactly ``names`` (a clear error for
+    anything else, before the model sees it)."""
+    def checked(inputs: Any) -> dict[str, np.ndarray]:
+        check_named_inputs(inputs, names, "of its model file")
+        return infer(inputs)
+
+    return checked
+
+
+def _member_entries(meta: dict[str, Any], where: Path) -> list[dict[str, Any]]:
+    """``ensemble.members`` of an ensemble's ``export.json``, checked to be a list of
+    objects."""
+    entries = meta["ensemble"].get("members") if isinstance(meta.get("ensemble"), dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{where}: field 'ensemble.members' must be a list of objects")
+    return entries
+
+
+def _load_members_export(folder: Path, meta: dict[str, Any], where: Path) -> LoadedModel:
+    """An ensemble's export written before ensembles were one file: an export of each member
+    in ``members/<preset>/``, loaded and averaged as a run's members are."""
+    entries = _member_entries(meta, where)
+    members = {runs.safe_name(str(m.get("preset"))):
+               runs.contained(folder, m.get("export"), "ensemble.members.export", where)
+               for m in entries}
+    return _load_ensemble(folder, members, meta["format"], meta.get("step"),
+                          runs.check_member_weights(entries, where),
+                          threshold=meta.get("threshold"))
+
+
+def _export_inputs(meta: dict[str, Any], family: ModelFamily, folder: Path, where: Path
+                   ) -> tuple[dict[str, dict[str, Any]], Callable[[np.ndarray], Any]]:
+    """The inputs of an export's model by name, as the family (an ensemble: each member's
+    family, from its ``ensemble.members`` entry) describes them, and pictures -> what the
+    model takes: one array, or an ensemble's dict of arrays by input name (members with
+    inputs of the same name share one: every CNN member takes ``image``)."""
+    size, channels = int(meta["image_size"]), int(meta["channels"])
+    if not isinstance(family, Ensemble):
+        embedding = meta.get("embedding")
+        feed = family.picture_inputs(embedding, folder)  # checks the embedding entry
+        model_input = family.export_input(embedding, size, channels)
+        return {model_input["name"]: model_input}, feed
+    inputs: dict[str, dict[str, Any]] = {}
+    feeds: dict[str, Callable[[np.ndarray], Any]] = {}
+    for index, entry in enumerate(_member_entries(meta, where)):
+        member = export_family(entry, where, f"ensemble.members[{index}].family")
+        if isinstance(member, Ensemble):
+            raise ValueError(f"{where}: ensemble member {index} is an ensemble itself")
+        embedding = entry.get("embedding")
+        member_feed = member.picture_inputs(embedding, folder)
+        model_input = member.export_input(embedding, size, channels)
+        name = model_input["name"]
+        if inputs.setdefault(name, model_input) != model_input:
+            raise ValueError(f"{where}: ensemble members take different inputs named '{name}'"
+                             ", which one model file cannot have")
+        feeds.setdefault(name, member_feed)
+    if not inputs:
+        raise ValueError(f"{where}: field 'ensemble.members' lists no member")
+    return inputs, lambda images: {name: feed(images) for name, feed in feeds.items()}
+
+
+def _check_export_outputs(infer: Infer, inputs: dict[str, dict[str, Any]], by_name: bool,
+                          classes: int, where: Path) -> None:
+    """Run the model once on zero inputs of their declared shapes (``by_name``: a dict of
+    them, an ensemble's; else its one input): its logits must be one per label (a SavedModel
+    or TFLite file says so only when it runs)."""
+    zeros = {name: np.zeros([1, *entry["shape"][1:]], entry["dtype"])
+             for name, entry in inputs.items()}
+    logits = np.asarray(infer(zeros if by_name else next(iter(zeros.values())))["logits"])
     if logits.ndim != 2 or logits.shape[1] != classes:
         raise ValueError(f"{where} lists {classes} people but the model gives "
                          f"{logits.shape[1:]} outputs: the label list does not belong to "

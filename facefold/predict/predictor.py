@@ -166,6 +166,7 @@ class Predictor:
         self.keras_model = loaded.keras_model  # the inference model (runs, .keras exports)
         self.batch_size = batch_size
         self._model_infer = loaded.model_infer
+        self._model_inputs = loaded.model_inputs
         self.members = {name: Predictor(member, batch_size)
                         for name, member in loaded.members.items()}
         self.member_weights = loaded.weights
@@ -305,6 +306,13 @@ class Predictor:
             return np.asarray(square.convert("L"))[..., None]
         return np.asarray(square.convert("RGB"))
 
+    def to_arrays(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """:meth:`to_array` of each picture: uint8 (N, S, S, C), N = 0 for no picture."""
+        if not images:
+            return np.zeros((0, self.info.image_size, self.info.image_size, self.info.channels),
+                            np.uint8)
+        return np.stack([self.to_array(im) for im in images])
+
     def outputs_for_arrays(self, arrays: np.ndarray) -> dict[str, np.ndarray]:
         """``{"logits": (N, C), "features": (N, D)}`` for uint8 images (N, S, S, channels)."""
         expected = (self.info.image_size, self.info.image_size, self.info.channels)
@@ -317,12 +325,22 @@ class Predictor:
                                  ) -> dict[str, np.ndarray]:
         """Logits and features for what the network itself takes, in batches: uint8 images
         for a CNN, embeddings (N, V, D) for an embedding head's run (its cached inputs),
-        chips (N, V, C, C, 3) for its export (see :meth:`chips`); for an ensemble, each
-        member's by preset name (an export with a dlib128 member: the pictures for the CNN,
-        the chips for the head), combined as its pictures are."""
+        chips (N, V, C, C, 3) for its export (see :meth:`chips`); for an ensemble's run, each
+        member's by preset name, combined as its pictures are; for an ensemble's export (one
+        model file), each input by name (``image`` for the CNN members, ``chips`` for a
+        dlib128 head): :meth:`model_inputs` gives them."""
         if self._model_infer is None:
             raise ValueError(f"{self.info.source} was loaded without its model's inference")
         return _batched(self._model_infer, inputs, self.batch_size)
+
+    def model_inputs(self, images: Sequence[Image.Image]) -> np.ndarray | dict[str, np.ndarray]:
+        """What :meth:`outputs_for_model_inputs` takes for face crops: the model's own input
+        (an embedding head's export: the chips, cut by dlib; an ensemble: a dict of them),
+        so that a deployment cuts the inputs once and runs the model where only TensorFlow
+        is installed."""
+        if self._model_inputs is None:
+            raise ValueError(f"{self.info.source} was loaded without its model's inputs")
+        return self._model_inputs(self.to_arrays(images))
 
     def chips(self, images: Sequence[Image.Image]) -> np.ndarray:
         """The input of an embedding head's export for face crops: uint8 (N, V, C, C, 3),
@@ -333,17 +351,13 @@ class Predictor:
         if not takes_chips(embedding):
             raise ValueError(f"{self.info.source} does not take chips: only an export of an "
                              "embedding head (facefold export) does")
-        arrays = np.stack([self.to_array(im) for im in images]) if images else np.zeros(
-            (0, self.info.image_size, self.info.image_size, self.info.channels), np.uint8)
+        arrays = self.to_arrays(images)
         check_embedding_meta(embedding, self.info.source)  # the installed chips are its own
         return chip_images(arrays, embedding["name"], embedding["views"])[0]
 
     def outputs(self, images: Sequence[Image.Image]) -> dict[str, np.ndarray]:
         """Logits and features of face crops (any size; see :meth:`to_array`)."""
-        shape = (0, self.info.image_size, self.info.image_size, self.info.channels)
-        arrays = np.stack([self.to_array(im) for im in images]) if images else np.zeros(
-            shape, np.uint8)
-        return self.outputs_for_arrays(arrays)
+        return self.outputs_for_arrays(self.to_arrays(images))
 
     def predict_crops(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Class probabilities (N, classes) of face crops, in batches."""
