@@ -11,6 +11,10 @@ exchanged with it (``renameat2(RENAME_EXCHANGE)``; where the system cannot, two 
 then holds the old ``OUT`` and is removed with it. A killed writer leaves only such hidden
 names, which :func:`remove_stale_temporaries` deletes.
 
+A full disk: :func:`writing` names the file in the error of a write that found no room,
+:func:`disk_full` turns such an error (or TensorFlow's) into one line naming the final file,
+not the temporary one.
+
 It imports no TensorFlow, so that :mod:`facefold.machine` can use it too.
 """
 
@@ -21,6 +25,7 @@ import errno
 import functools
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -35,6 +40,11 @@ os.umask(_UMASK)
 
 # The kinds of temporary folder: a folder being written, and an old one during a two-rename swap.
 BUILDING, OLD = "building", "old"
+# A write that found no room: the disk (or the quota) is full, or the file reached the size
+# limit (`ulimit -f`; Python ignores SIGXFSZ, so such a write fails with EFBIG).
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# atomic_path's temporary file: mkstemp's 8 random characters between the name and .tmp.
+_TEMPORARY_FILE = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
 
 
 # ------------------------------------------------------------------------------------- files
@@ -49,11 +59,13 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    with writing(final):
+        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        with writing(final):
+            yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp_path, final)
     finally:
@@ -220,3 +232,59 @@ def link_or_copy(src: str | Path, dst: str | Path) -> None:
         os.link(src, dst, follow_symlinks=False)
     except OSError:
         shutil.copy2(src, dst, follow_symlinks=False)
+
+
+# -------------------------------------------------------------------------------- full disk
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Name ``path`` in a disk-full ``OSError`` raised inside that names no file (a
+    ``write`` on an open file names none), for :func:`disk_full`."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in DISK_FULL and not err.filename:
+            err.filename = str(path)
+        raise
+
+
+def disk_full(err: BaseException, unnamed: str = "a file") -> str | None:
+    """``"disk full writing FILE: why"`` when ``err``, or an error it came from, is a write
+    that found no room (see :data:`DISK_FULL`; TensorFlow's file errors too), else None.
+
+    FILE is the file or folder being written, under its final name (a temporary sibling of
+    :func:`atomic_path` or :func:`staging_folder` is named by what it was to become), or
+    ``unnamed`` when the error names none.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL:
+            where = published_name(cause.filename) if cause.filename else unnamed
+            return f"disk full writing {where}: {cause.strerror or os.strerror(cause.errno)}"
+        # tensorflow.errors.OpError (TFRecordWriter, checkpoints, summaries): "PATH; why".
+        if type(cause).__module__.startswith("tensorflow"):
+            path, separator, why = str(getattr(cause, "message", "") or "").rpartition("; ")
+            if why.strip() in {os.strerror(code) for code in DISK_FULL}:
+                where = published_name(path) if separator else unnamed
+                return f"disk full writing {where}: {why.strip()}"
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def published_name(path: str | Path) -> str:
+    """``path`` with every temporary name of this module replaced by its final one:
+    ``.OUT.building-XXXXXXXX/.x.tfrecords.abcd1234.tmp`` -> ``OUT/x.tfrecords``."""
+    parts = []
+    for part in Path(path).parts:
+        out_name = part[1:].rsplit(".", 1)[0]
+        if any(is_temporary(part, kind) for kind in (BUILDING, OLD)):
+            continue  # staging_folder(inside=True): the folder it is in is the final one
+        if any(is_temporary(part, kind, out_name) for kind in (BUILDING, OLD)):
+            part = out_name
+        elif match := _TEMPORARY_FILE.fullmatch(part):
+            part = match["name"]
+        parts.append(part)
+    return str(Path(*parts)) if parts else str(path)

@@ -18,3 +18,9 @@ EXECUTORS = ("local", "ray")
 EXPORT_FORMATS = ("keras", "savedmodel", "tflite")
 # Open-set scores: how "unknown" is decided (facefold.models.scores.SCORES computes each).
 SCORES = ("msp", "max_logit", "energy", "cosine")
+# How `fit --far` bounds the strangers accepted (facefold.fitting._pooled): "pooled", the share
+# of all the calibration strangers' pictures together (what fit did first: a few people with
+# many pictures decide it); "upper", the 95 % upper bound over strangers of the mean
+# per-person rate; "worst", every calibration stranger's own rate (facefold.models.identities).
+FAR_BOUNDS = ("pooled", "upper", "worst")
+DEFAULT_FAR_BOUND = "pooled"

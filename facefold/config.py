@@ -30,7 +30,14 @@ from typing import Any
 from facefold.choices import PRECISION_SETTINGS
 
 # Pretrained embeddings a head can learn on (model.embedding), and their size.
-EMBEDDING_DIMS = {"dlib128": 128}
+# "dlib128-pool" is dlib128's network cut before its last layer (the 256-d average pool):
+# its head holds that last layer and fine-tunes it (EMBEDDING_TOPS).
+EMBEDDING_DIMS = {"dlib128": 128, "dlib128-pool": 256}
+# The layers of a pretrained network after an embedding's cut, which a head on it holds
+# (initialised from the network's weights) and trains: dlib's fc of 128 units without bias.
+# ``lr_scale``: the top's learning rate as a fraction of train.learning_rate, so that a few
+# steps cannot undo what the pretrained weights learned (see facefold.models.head).
+EMBEDDING_TOPS = {"dlib128-pool": {"units": 128, "lr_scale": 0.01}}
 LR_SCHEDULES = ("constant", "cosine")
 # How the CNN resizes its crop to model.input_size (see facefold.models.cnn.RESIZE_ARGS):
 # bilinear widened to the scale (antialiased), plain bilinear (samples, so it aliases when it

@@ -34,3 +34,11 @@ def safe_row(row: Mapping[str, Any] | Iterable[Any]) -> dict[str, Any] | list[An
     if isinstance(row, Mapping):
         return {key: safe_cell(value) for key, value in row.items()}
     return [safe_cell(value) for value in row]
+
+
+def plain_cell(value: str) -> str:
+    """A cell read back from a CSV facefold wrote: :func:`safe_cell`'s ``'`` removed again
+    (for the CSVs facefold also reads, such as the fixes of ``dataset audit``)."""
+    if value.startswith("'") and value[1:].startswith(FORMULA_STARTS):
+        return value[1:]
+    return value

@@ -34,9 +34,22 @@ cut them from the picture with the installed ``facefold[dlib]`` and refuse
 chips of other weights. The mirror's chip is not the mirrored chip (the
 landmark fit is not mirror-symmetric), so it is an input, not a layer.
 
-**Ensembles**: ``DIR/members/<preset>/`` holds an export of each member, and
-``export.json`` lists them under ``ensemble`` (with each member's ``weight`` for a
-weighted ensemble); loading averages the members' probabilities as for the run.
+**Ensembles** are one model file too, built from each member's export model (its family's
+``export_model``: a CNN's takes ``image``, a ``dlib128`` head's holds dlib's network and takes
+``chips``). Its inputs are the members' inputs by name — members with inputs of the same name
+and shape share one (every CNN member takes the same ``image``); two that differ cannot be
+one file, and the export is refused — listed under ``inputs`` in ``export.json`` (name,
+dtype, shape, meaning, the members that take it; no ``input`` field). Its outputs are what
+the ensemble's run computes (:func:`facefold.models.outputs.combine_outputs`, here as the
+layer :class:`~facefold.models.inference.CombineMembers`): ``logits`` the log of the members'
+mean softmax probabilities (weighted by each member's ``weight`` in a weighted ensemble), so
+the threshold and ``centroids.npy`` of the ensemble apply unchanged; ``features`` each
+member's unit features times the square root of its weight, side by side. ``ensemble.members``
+lists each member's ``preset``, ``family``, ``input``, ``embedding`` entry (as a head's export
+has it), ``source_run`` and ``weight``. ``Predictor.model_inputs`` cuts the inputs of face
+crops (the chips with dlib); given them, the file runs with TensorFlow alone. Exports written
+before (``model_file`` null, an export of each member in ``DIR/members/<preset>/``) still
+load, their members averaged as a run's.
 
 The network is exported in float32 whatever precision it trained in. The
 ``.keras`` file needs facefold importable (its custom layers); SavedModel and
@@ -48,6 +61,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -55,21 +69,33 @@ import tensorflow as tf
 
 import facefold
 from facefold import runs
-from facefold.atomic import staging_folder, swap_in, write_json_atomic
+from facefold.atomic import staging_folder, swap_in, write_json_atomic, writing
 from facefold.choices import EXPORT_FORMATS
 from facefold.models.families import FAMILIES
+from facefold.models.inference import ensemble_inference_model
 from facefold.models.outputs import softmax
 from facefold.models.scores import unit_rows
 from facefold.predict import Predictor
 from facefold.predict.lite import CHECKPOINT_FIELD, checkpoint_digest
 
+# An ensemble's outputs, in its export.json (facefold.models.outputs.combine_outputs).
+ENSEMBLE_OUTPUTS = {
+    "logits": "float32 (N, classes): the log of the members' mean softmax probabilities "
+              "(weighted by each member's weight in a weighted ensemble); softmax gives the "
+              "mean back",
+    "features": "float32 (N, D): each member's unit-length features times the square root of "
+                "its weight (1/M without weights), side by side (cosine open-set score)",
+}
+
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
-    """Export the newest checkpoint of ``run_dir`` as ``fmt`` into the new folder ``out``.
+    """Export the newest checkpoint of ``run_dir`` (an ensemble: its members') as ``fmt`` into
+    the new folder ``out``: one model file and its ``export.json``.
 
     The folder is written under a temporary name and renamed when complete.
-    Raises ``ValueError`` for an unknown format or a folder that is not a run,
-    ``FileExistsError`` when ``out`` exists and is not empty. Returns ``out``.
+    Raises ``ValueError`` for an unknown format, a folder that is not a run or an ensemble
+    whose members cannot share one model's inputs, ``FileExistsError`` when ``out`` exists
+    and is not empty. Returns ``out``.
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; "
@@ -92,10 +118,10 @@ def keep_lite(run_dir: str | Path) -> Path:
     features within :data:`LITE_TOLERANCE`); ``ValueError`` saying why otherwise (an
     ensemble keeps none: its members are runs of their own). Returns the folder."""
     predictor = _run_predictor(run_dir)
-    model_file = FAMILIES[predictor.info.family].export_model_file("tflite")
-    if model_file is None:
-        raise ValueError(f"{run_dir} has no network of its own (an ensemble of runs): it "
-                         "keeps no TFLite export")
+    if predictor.members:
+        # Its model file would be its members' checkpoints, which a kept copy, checked
+        # against the run's own newest checkpoint, could not follow.
+        raise ValueError(f"{run_dir} is an ensemble of runs: it keeps no TFLite export")
     out = runs.lite_dir(run_dir)
     with staging_folder(out) as tmp:
         _write_export(predictor, "tflite", tmp)
@@ -130,46 +156,68 @@ def _run_predictor(run_dir: str | Path) -> Predictor:
     """A run folder loaded from its checkpoint (never from its kept TFLite export), to
     export; ``ValueError`` for an export folder."""
     predictor = Predictor.load(run_dir, lite=False)
-    model_file = FAMILIES[predictor.info.family].export_model_file("keras")
-    if predictor.info.kind != "run" or (predictor.keras_model is None and model_file):
+    if predictor.info.kind != "run":
         raise ValueError(f"{run_dir} is an export already: export from a run folder")
     return predictor
 
 
 def _write_export(predictor: Predictor, fmt: str, folder: Path) -> None:
-    """The export of ``predictor`` (a run) in format ``fmt``, written into ``folder``."""
-    model_file = FAMILIES[predictor.info.family].export_model_file(fmt)
-    if model_file:
+    """The export of ``predictor`` (a run) in format ``fmt``, written into ``folder``: one
+    model file (an ensemble's: :func:`_ensemble_model`) and its ``export.json``."""
+    if predictor.members:
+        model, meta = _ensemble_model(predictor, fmt)
+    else:
         model, embedding = FAMILIES[predictor.info.family].export_model(
             predictor.keras_model, predictor.info.embedding)
         meta = export_info(predictor, fmt, embedding)
-        _write_model(model, fmt, folder / model_file)
-    else:  # a family without a network of its own: its members' exports
-        meta = export_info(predictor, fmt, None)
-        meta["ensemble"] = {"members": _export_members(predictor, fmt, folder)}
+    _write_model(model, fmt, folder / runs.MODEL_FILES[fmt])
     if predictor.info.centroids is not None:
         runs.write_centroids(folder, predictor.info.centroids)
     write_json_atomic(folder / runs.EXPORT_FILE, meta)
 
 
-def _export_members(predictor: Predictor, fmt: str, folder: Path) -> list[dict]:
-    """Export each member run of an ensemble into ``folder/members/<name>``; their entries."""
+def _ensemble_model(predictor: Predictor, fmt: str) -> tuple[keras.Model, dict[str, Any]]:
+    """An ensemble's one model (:func:`~facefold.models.inference.ensemble_inference_model`)
+    of its members' export models, each built by its family's ``export_model``, and the
+    ``export.json`` that describes its inputs and members."""
+    built: dict[str, tuple[keras.Model, str]] = {}
+    inputs: dict[str, dict[str, Any]] = {}
     entries = []
     for preset, member in predictor.members.items():
-        target = runs.member_dir(folder, preset)  # a preset name is one folder name, never a path
-        name = target.relative_to(folder).as_posix()
-        export_run(member.info.source, fmt, target)
-        entries.append({"preset": preset, "export": name,
-                        "source_run": str(member.info.source.resolve()),
+        info = member.info
+        family = FAMILIES[info.family]
+        model, embedding = family.export_model(member.keras_model, info.embedding)
+        model_input = family.export_input(embedding, info.image_size, info.channels)
+        name = model_input["name"]
+        shared = inputs.setdefault(name, {**model_input, "members": []})
+        if {**model_input, "members": shared["members"]} != shared:
+            raise ValueError(f"ensemble members {', '.join(shared['members'])} and {preset} "
+                             f"take different inputs named '{name}': one model file cannot "
+                             "hold them")
+        shared["members"].append(preset)
+        built[preset] = model, name
+        entries.append({"preset": preset, "family": info.family, "input": name,
+                        "embedding": embedding, "source_run": str(info.source.resolve()),
                         **runs.weight_field(predictor.member_weights, preset)})
-    return entries
+    weights = predictor.member_weights
+    model = ensemble_inference_model(
+        built, None if weights is None else [weights[preset] for preset in built])
+    meta = export_info(predictor, fmt, None, list(inputs.values()))
+    meta["outputs"] = ENSEMBLE_OUTPUTS
+    meta["ensemble"] = {"members": entries}
+    return model, meta
 
 
-def export_info(predictor: Predictor, fmt: str, embedding: dict | None) -> dict:
+def export_info(predictor: Predictor, fmt: str, embedding: dict | None,
+                inputs: list[dict[str, Any]] | None = None) -> dict:
     """The ``export.json`` of an export of ``predictor`` (a run) in format ``fmt``, whose
-    model takes what ``embedding`` (the family's export entry, or None) says."""
+    model takes what ``embedding`` (the family's export entry, or None) says, or, for an
+    ensemble, the ``inputs`` by name."""
     info = predictor.info
     found = runs.latest_checkpoint(info.source)  # the one loaded (None: an ensemble's run)
+    described = ({"inputs": inputs} if inputs is not None else
+                 {"input": FAMILIES[info.family].export_input(embedding, info.image_size,
+                                                              info.channels)})
     return {
         "export_format": runs.EXPORT_FORMAT,
         "facefold_version": facefold.__version__,
@@ -177,13 +225,12 @@ def export_info(predictor: Predictor, fmt: str, embedding: dict | None) -> dict:
         "keras_version": keras.__version__,
         "format": fmt,
         "family": info.family,
-        "model_file": FAMILIES[info.family].export_model_file(fmt),
+        "model_file": runs.MODEL_FILES[fmt],
         "labels": info.labels,
         "image_size": info.image_size,
         "crop_size": info.crop_size,
         "channels": info.channels,
-        "input": FAMILIES[info.family].export_input(embedding, info.image_size,
-                                                   info.channels),
+        **described,
         "embedding": embedding,
         "outputs": {
             "logits": "float32 (N, classes); softmax gives the probabilities of labels",
@@ -199,12 +246,13 @@ def export_info(predictor: Predictor, fmt: str, embedding: dict | None) -> dict:
 
 def _write_model(model: keras.Model, fmt: str, path: Path) -> None:
     """Save the inference model in ``fmt`` at ``path``."""
-    if fmt == "keras":
-        model.save(path)
-    elif fmt == "savedmodel":
-        model.export(str(path), format="tf_saved_model", verbose=False)
-    else:
-        path.write_bytes(_tflite_bytes(model))
+    with writing(path):  # Keras's writes name no file when the disk is full
+        if fmt == "keras":
+            model.save(path)
+        elif fmt == "savedmodel":
+            model.export(str(path), format="tf_saved_model", verbose=False)
+        else:
+            path.write_bytes(_tflite_bytes(model))
 
 
 def _tflite_bytes(model: keras.Model) -> bytes:

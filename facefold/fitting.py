@@ -42,13 +42,16 @@ import numpy as np
 
 import facefold
 from facefold import runs
+from facefold.choices import DEFAULT_FAR_BOUND, FAR_BOUNDS
 from facefold.config import Config
 from facefold.data.pipeline import Split, concat
 from facefold.data.records import read_labels, shard_labels
 from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_people
 from facefold.export import keep_lite
+from facefold.locks import locks_folders
 from facefold.log import Log
-from facefold.models.families import SplitSource, family_of, identity_of
+from facefold.models.families import Ensemble, SplitSource, family_of, identity_of
+from facefold.models.identities import identity_interval, threshold_by_bound
 from facefold.models.outputs import combine_outputs, softmax
 from facefold.models.scores import (
     CENTROID_SCORE,
@@ -59,8 +62,9 @@ from facefold.models.scores import (
     unit_rows,
 )
 from facefold.predict import Predictor
+from facefold.predict.strangers import Strangers, crop_strangers, list_strangers
 from facefold.train.ensemble import weights_and_facts
-from facefold.train.plan import check_batch_size, check_image_size
+from facefold.train.plan import check_batch_size, check_calibration_groups, check_image_size
 from facefold.train.trainer import CommandPlan, Trainer, versions
 
 # The shards of a network's inputs (a CNN's pictures, an embedding head's embeddings) for
@@ -74,6 +78,20 @@ DEFAULT_FIT_FAR = 0.01  # one stranger in a hundred accepted as someone
 # embedding head and a CNN from scratch (the scores each calibration measured, and the one it
 # chose: docs/results.md, "Unknown people with facefold fit").
 DEFAULT_GROUPS = 4
+
+
+# How each --far-bound holds --far: in the card's words, and as fit's summary promises it.
+BOUND_NAMES = {
+    "pooled": "the share of all the strangers' pictures together (`--far-bound pooled`)",
+    "upper": "the 95 % upper bound of the mean per-stranger rate (`--far-bound upper`)",
+    "worst": "every stranger's own rate (`--far-bound worst`)",
+}
+BOUND_PROMISES = {
+    "pooled": "set so that at most {far:.1%} of their photos together are accepted",
+    "upper": "set so that even a cautious estimate of the average stranger's accepted share, "
+             "the 95 % upper bound, stays at or below {far:.1%}",
+    "worst": "set so that none of them had more than {far:.1%} of their photos accepted",
+}
 
 
 @dataclass(frozen=True)
@@ -121,10 +139,19 @@ def fit_plan(config: Config, groups: int, log: Log) -> CommandPlan:
                        runs_count, log)
 
 
-def _pooled(parts: Sequence[CaseScores], far: float) -> dict[str, dict[str, float]]:
-    """Per score, over every group: AUROC, the threshold at ``far``, the false-accept rate
-    it reaches, the share of known faces accepted, and accepted *and* named right (by the
-    classifier, or for a score that uses centroids by the nearest centroid)."""
+def _pooled(parts: Sequence[CaseScores], far: float, bound: str = DEFAULT_FAR_BOUND,
+            names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per score, over every group: AUROC, the threshold at ``far`` by ``bound``
+    (:data:`FAR_BOUNDS`), the false-accept rate of the strangers' pictures it reaches, the
+    share of known faces accepted, accepted *and* named right (by the classifier, or for a
+    score that uses centroids by the nearest centroid), and ``identities``: every stranger's
+    own rate with the interval over strangers (:func:`identity_interval`; a stranger is
+    named by ``names[label]``, by its label without ``names``); ``by_bound`` holds the same
+    numbers at the threshold of every bound, so a report can compare them."""
+    if bound not in FAR_BOUNDS:
+        raise ValueError(f"--far-bound must be one of {', '.join(FAR_BOUNDS)}, got {bound!r}")
+    labels = np.concatenate([p.unknown_labels for p in parts])
+    identities = labels if names is None else np.array([names[i] for i in labels])
     report = {}
     for name, score in SCORES.items():
         if not all(name in p.known for p in parts):
@@ -133,13 +160,17 @@ def _pooled(parts: Sequence[CaseScores], far: float) -> dict[str, dict[str, floa
         unknown = np.concatenate([p.unknown[name] for p in parts])
         right = np.concatenate([p.nearest_correct if score.uses_centroids else p.correct
                                 for p in parts])
-        threshold = threshold_at_far(unknown, far)
-        accepted = known >= threshold
-        report[name] = {
-            "auroc": auroc(known, unknown), "threshold": threshold,
-            "far": float(np.mean(unknown >= threshold)), "accepted": float(accepted.mean()),
-            "known_accuracy": float((accepted & right).mean()),
-        }
+        thresholds = {key: threshold_by_bound(unknown, identities, far, key)
+                      for key in FAR_BOUNDS}
+        by_bound = {}
+        for key, threshold in thresholds.items():
+            accepted = known >= threshold
+            by_bound[key] = {
+                "threshold": threshold, "far": float(np.mean(unknown >= threshold)),
+                "accepted": float(accepted.mean()),
+                "known_accuracy": float((accepted & right).mean()),
+                "identities": identity_interval(unknown, identities, threshold)}
+        report[name] = {"auroc": auroc(known, unknown), **by_bound[bound], "by_bound": by_bound}
     return report
 
 
@@ -305,11 +336,36 @@ def _calibration_group(data_dir: Path, config: Config, model_dir: Path, inputs: 
                          *network_outputs(found, unknown), len(known_names))
 
 
+def _calibration_features(parts: Sequence[CaseScores], known_features: Sequence[np.ndarray],
+                          known_labels: Sequence[np.ndarray], names: Sequence[str]
+                          ) -> dict[str, np.ndarray]:
+    """The arrays of ``calibration_features.npz`` (:mod:`facefold.models.enrollment`): per
+    group, the unit features of its strangers (by index into ``names``) and of its known
+    people's held-out pictures (by the group's own labels), and its centroids."""
+    def by_group(rows: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.full(len(r), g, np.int32) for g, r in enumerate(rows)])
+
+    return {
+        "names": np.array(names, dtype=str),
+        "unknown_group": by_group([p.unknown_labels for p in parts]),
+        "unknown_identity": np.concatenate([p.unknown_labels for p in parts]).astype(np.int32),
+        "unknown_features": np.concatenate([unit_rows(p.unknown_features) for p in parts]),
+        "known_group": by_group(known_labels),
+        "known_labels": np.concatenate(known_labels).astype(np.int32),
+        "known_features": np.concatenate([unit_rows(f) for f in known_features]),
+        "centroid_group": by_group([p.centroids for p in parts]),
+        "centroids": np.concatenate([p.centroids for p in parts]).astype(np.float32),
+    }
+
+
 def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
               labels: list[str], groups: int, far: float, data: dict, log: Log,
-              plan: CommandPlan | None = None) -> tuple[dict[str, Any], list[float] | None]:
+              plan: CommandPlan | None = None, bound: str = DEFAULT_FAR_BOUND,
+              strangers: Strangers | None = None) -> tuple[dict[str, Any], list[float] | None]:
     """Leave-people-out calibration (see the module docstring); ``inputs`` gives each
-    network's shards of the ``labels`` people; ``plan`` counts their training steps off.
+    network's shards of the ``labels`` people; ``plan`` counts their training steps off;
+    ``strangers`` (``fit --strangers``) are scored by every group's model as more people it
+    never saw. The threshold holds ``far`` by ``bound`` (:data:`FAR_BOUNDS`).
     Returns the report and a weighted ensemble's weights (:func:`choose_fit_weights`; the
     report holds them by preset, and the facts of their choice)."""
     outputs = [
@@ -317,23 +373,35 @@ def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
                            plan)
         for g, group in enumerate(people_groups(len(labels), groups, config.train.seed))]
     weights, facts = choose_fit_weights(config, outputs)
-    parts = []
+    parts, known_features = [], []
     for g, group_outputs in enumerate(outputs):
         write_ensemble(runs.calibration_dir(model_dir, g),
                        networks(config, runs.calibration_dir(model_dir, g)), weights)
+        unknown = model_outputs(group_outputs.unknown, weights)
+        unknown_labels = group_outputs.unknown_labels
+        if strangers is not None:  # labels after the dataset's: names[label] names them all
+            extra = Predictor.load(runs.calibration_dir(model_dir, g)).outputs(strangers.crops)
+            unknown = {k: np.concatenate([unknown[k], extra[k]]) for k in ("logits", "features")}
+            unknown_labels = np.concatenate([unknown_labels, len(labels) + strangers.labels])
+        known = model_outputs(group_outputs.known, weights)
         parts.append(scores_of_outputs(
             model_outputs(group_outputs.trained, weights), group_outputs.trained_labels,
-            model_outputs(group_outputs.known, weights), group_outputs.known_labels,
-            model_outputs(group_outputs.unknown, weights), group_outputs.unknown_labels,
-            group_outputs.classes))
-    scores = _pooled(parts, far)
+            known, group_outputs.known_labels, unknown, unknown_labels, group_outputs.classes))
+        known_features.append(known["features"])
+    names = [*labels, *(strangers.names if strangers else [])]
+    runs.write_calibration_features(model_dir, _calibration_features(
+        parts, known_features, [g.known_labels for g in outputs], names))
+    scores = _pooled(parts, far, bound, names)
     chosen = max(scores, key=lambda n: (scores[n]["known_accuracy"], scores[n]["auroc"]))
     report = {
-        "groups": groups, "far": far, "scores": scores, "score": chosen,
+        "groups": groups, "far": far, "far_bound": bound, "scores": scores, "score": chosen,
         "verification": _verification(parts, far),
         "closed_set_accuracy": float(np.mean([p.correct.mean() for p in parts])),
         "known_images": int(sum(len(p.correct) for p in parts)),
         "unknown_images": int(sum(len(p.unknown_labels) for p in parts)),
+        "strangers": None if strangers is None else {
+            "folder": str(strangers.folder), "people": len(strangers.names),
+            "pictures": len(strangers.crops), "skipped": strangers.skipped},
     }
     if weights is not None:
         report["weights"] = dict(zip([n.preset for n, _ in networks(config, model_dir)],
@@ -342,44 +410,52 @@ def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
     return report, weights
 
 
+@locks_folders("out")
 def fit(
     data_dir: str | Path, config: Config, out: str | Path, groups: int = DEFAULT_GROUPS,
-    far: float = DEFAULT_FIT_FAR, log: Log = print, restart: bool = False, lite: bool = True,
+    far: float = DEFAULT_FIT_FAR, log: Log = print, restart: bool = False,
+    far_bound: str = DEFAULT_FAR_BOUND, strangers: str | Path | None = None,
+    strangers_detect: bool = True, lite: bool = True,
 ) -> FitResult:
     """Train ``config`` on every shard of ``data_dir`` into ``out``, calibrate its unknown and
-    verification thresholds by leave-people-out over ``groups`` groups, and write the model
+    verification thresholds by leave-people-out over ``groups`` groups (plus the people of
+    ``strangers``, :mod:`facefold.predict.strangers`; ``strangers_detect=False``: its pictures are
+    face crops), holding ``far`` by ``far_bound`` (:data:`FAR_BOUNDS`), and write the model
     card. Resumable like any run; an ``out`` of other data or config is refused unless
     ``restart``. With ``lite``, keep a TFLite export of the model in ``out``
     (:func:`facefold.export.keep_lite`), which the deploy commands run without TensorFlow."""
     if not 0 < far < 1:
         raise ValueError(f"--far must be in (0, 1), got {far}")
+    if far_bound not in FAR_BOUNDS:
+        raise ValueError(f"--far-bound must be one of {', '.join(FAR_BOUNDS)}, got {far_bound!r}")
     data_dir, out = Path(data_dir), Path(out)
     family_of(config).check_available(config)
     data = runs.data_fingerprint(data_dir)
     labels = read_labels(data_dir)
     check_image_size(config, data_dir)
+    check_calibration_groups(len(labels), groups, data_dir)
     check_batch_size(config, training_images(shard_labels(data_dir),
                                              people_groups(len(labels), groups,
                                                            config.train.seed)))
+    stranger_files = None if strangers is None else list_strangers(strangers, labels)
     source = SplitSource(data_dir, log)
     started = time.perf_counter()
     plan = fit_plan(config, groups, log)
     found = train_model(data_dir, config, out, source.get, [], log, "fit", None, data,
                         restart, hold_out=False, plan=plan)
     fit_seconds = time.perf_counter() - started
+    extra = None if stranger_files is None else crop_strangers(
+        stranger_files, Predictor.load(found[0][1]), strangers_detect, log)
     calibration, weights = calibrate(data_dir, config, out, source.get, labels, groups, far,
-                                     data, log, plan)
+                                     data, log, plan, far_bound, extra)
     write_ensemble(out, found, weights)
     _write_decision(out, found, source.get, weights, labels, calibration)
-    chosen = calibration["scores"][calibration["score"]]
     card = _model_card(data_dir, data, config, calibration, fit_seconds,
                        time.perf_counter() - started)
     runs.write_model_card(out, card, format_model_card(card))
-    if lite and family_of(config).export_model_file("tflite"):  # an ensemble's members: no
+    if lite and family_of(config).name != Ensemble.name:  # an ensemble's members: runs
         _keep_lite(out, log)
-    log(f"[fit] {out}: {len(labels)} people; {calibration['score']} score, threshold "
-        f"{chosen['threshold']:.4f}: {chosen['far']:.1%} of strangers accepted, "
-        f"{chosen['known_accuracy']:.1%} of known faces accepted and named right")
+    log(f"[fit] {out}: {len(labels)} people; {fit_summary(calibration)}")
     return FitResult(out, card)
 
 
@@ -396,6 +472,29 @@ def _keep_lite(model_dir: Path, log: Log) -> None:
         return
     log(f"[fit] {folder}: TFLite export for verify, identify, predict and serve, run without "
         f"TensorFlow ({time.perf_counter() - started:.0f} s)")
+
+
+def operating_point(calibration: dict[str, Any]) -> str:
+    """The chosen threshold's promise in two plain sentences (fit's summary, the card)."""
+    chosen = calibration["scores"][calibration["score"]]
+    people = chosen["identities"]
+    how = BOUND_PROMISES[calibration["far_bound"]].format(far=calibration["far"])
+    return (f"This threshold accepted {chosen['far']:.1%} of the photos of "
+            f"{people['identities']} people the model never saw as someone ({how}). "
+            f"Strangers differ: the average one had {people['mean']:.1%} of their photos "
+            f"accepted (95 % interval {people['low']:.1%} to {people['upper']:.1%}), and the "
+            f"most look-alike, {people['worst']['identity']}, "
+            f"{people['worst']['rate']:.1%}.")
+
+
+def fit_summary(calibration: dict[str, Any]) -> str:
+    """The chosen score, threshold and rates, then :func:`operating_point`."""
+    chosen = calibration["scores"][calibration["score"]]
+    return (f"{calibration['score']} score, threshold {chosen['threshold']:.4f} "
+            f"(--far {calibration['far']} --far-bound {calibration['far_bound']}): "
+            f"{chosen['far']:.1%} of strangers' photos accepted, "
+            f"{chosen['known_accuracy']:.1%} of known faces accepted and named right. "
+            f"{operating_point(calibration)}")
 
 
 def _write_decision(model_dir: Path, found: Sequence[tuple[Config, Path]], inputs: Inputs,
@@ -416,41 +515,76 @@ def _write_decision(model_dir: Path, found: Sequence[tuple[Config, Path]], input
         "source": f"facefold fit: leave-people-out over {calibration['groups']} groups",
         "thresholds": {n: r["threshold"] for n, r in calibration["scores"].items()},
         "verify_threshold": calibration["verification"]["threshold"],
+        "far_bound": calibration["far_bound"],
+        "strangers": {k: v for k, v in chosen["identities"].items() if k != "rates"},
     })
 
 
+@dataclass(frozen=True)
+class PeopleFit:
+    """A model fit and calibrated without some people (:func:`fit_without_people`): its
+    networks, calibration report and weights, the people it knows, and ``split`` (per
+    network: the shards of the known people, relabelled, and of the people left out)."""
+
+    found: list[tuple[Config, Path]]
+    calibration: dict[str, Any]
+    weights: list[float] | None
+    known_names: list[str]
+    split: Callable[[Config], tuple[list[Split], list[Split]]]
+
+
+@locks_folders("out")
+def fit_without_people(
+    data_dir: str | Path, config: Config, out: str | Path, left_out: Sequence[int],
+    groups: int = DEFAULT_GROUPS, far: float = DEFAULT_FIT_FAR, log: Log = print,
+    far_bound: str = DEFAULT_FAR_BOUND, test_shard: int | None = None,
+) -> PeopleFit:
+    """:func:`fit` into ``out`` as if the ``left_out`` people (label indices) had never been
+    photographed: trained and calibrated on the others only, and without shard
+    ``test_shard`` (if given), which is kept to test the known people on. The measurements of
+    enrolling and of strangers the model never met start here; ``out`` must be a folder of its
+    own per ``left_out`` and ``test_shard``."""
+    data_dir, out = Path(data_dir), Path(out)
+    labels = read_labels(data_dir)
+    data = runs.data_fingerprint(data_dir)
+    split = by_people(SplitSource(data_dir, log).get, left_out, len(labels))
+
+    def known(network: Config) -> list[Split]:
+        return [s for k, s in enumerate(split(network)[0]) if k != test_shard]
+
+    known_names = [n for i, n in enumerate(labels) if i not in left_out]
+    found = train_model(data_dir, config, out, known, [], log, "fit", known_names, data,
+                        hold_out=False)
+    calibration, weights = calibrate(data_dir, config, out, known, known_names, groups, far,
+                                     data, log, bound=far_bound)
+    write_ensemble(out, found, weights)
+    _write_decision(out, found, known, weights, known_names, calibration)
+    return PeopleFit(found, calibration, weights, known_names, split)
+
+
+@locks_folders("out")
 def measure_enrollment(
     data_dir: str | Path, config: Config, out: str | Path, newcomers: int = 4,
     strangers: int = 4, shots: int = 5, groups: int = DEFAULT_GROUPS,
-    far: float = DEFAULT_FIT_FAR, log: Log = print,
+    far: float = DEFAULT_FIT_FAR, log: Log = print, far_bound: str = DEFAULT_FAR_BOUND,
 ) -> dict[str, Any]:
     """How well people enrolled without retraining are named, and whether the false-accept
     rate on strangers holds: ``newcomers`` and ``strangers`` people (drawn with the seed) are
     left out; a model is fit and calibrated on the others into ``out``; each newcomer is
     enrolled from ``shots`` of their pictures and named on the rest, and every stranger's
-    picture is tried. Returns the counts and rates (the cosine score decides)."""
-    data_dir, out = Path(data_dir), Path(out)
+    picture is tried at the threshold the model then uses (recalibrated for its gallery,
+    :meth:`~facefold.predict.Predictor.enrolled_calibration`, whose expected rates are
+    ``stated``). Returns the counts and rates (the cosine score decides)."""
     labels = read_labels(data_dir)
     order = np.random.default_rng(config.train.seed + 1).permutation(len(labels))
     new, strange = sorted(order[:newcomers].tolist()), sorted(
         order[newcomers:newcomers + strangers].tolist())
-    data = runs.data_fingerprint(data_dir)
-    source = SplitSource(data_dir, log)
-    split = by_people(source.get, new + strange, len(labels))
-
-    def known(network: Config) -> list[Split]:
-        return split(network)[0]
-
-    known_names = [n for i, n in enumerate(labels) if i not in new + strange]
-    found = train_model(data_dir, config, out, known, [], log, "fit", known_names, data,
-                        hold_out=False)
-    calibration, weights = calibrate(data_dir, config, out, known, known_names, groups, far,
-                                     data, log)
-    write_ensemble(out, found, weights)
-    _write_decision(out, found, known, weights, known_names, calibration)
+    fitted = fit_without_people(data_dir, config, out, new + strange, groups, far, log,
+                                far_bound)
+    calibration, weights = fitted.calibration, fitted.weights
     predictor = Predictor.load(out)
     predictor.clear_gallery()  # a rerun enrolls afresh
-    outputs, other_labels = network_outputs(found, lambda n: concat(split(n)[1]))
+    outputs, other_labels = network_outputs(fitted.found, lambda n: concat(fitted.split(n)[1]))
     features = model_outputs(outputs, weights)["features"]
     rng = np.random.default_rng(config.train.seed + 2)
     tests = []
@@ -458,7 +592,11 @@ def measure_enrollment(
         pictures = rng.permutation(np.flatnonzero(other_labels == label))
         predictor.enroll_features(labels[label], features[pictures[:shots]])
         tests += [(i, labels[label]) for i in pictures[shots:]]
-    threshold = calibration["scores"][CENTROID_SCORE]["threshold"]
+    # The threshold the model uses with them enrolled (recalibrated for the gallery), and
+    # the one its calibration set before anyone was enrolled.
+    calibrated = calibration["scores"][CENTROID_SCORE]["threshold"]
+    threshold = predictor.rejection(score=CENTROID_SCORE)[1]
+    stated = predictor.enrolled_calibration()
     similarity = unit_rows(features) @ predictor.all_centroids().T
     best, value = similarity.argmax(axis=1), similarity.max(axis=1)
     people = predictor.people
@@ -466,11 +604,19 @@ def measure_enrollment(
     strangers_in = np.isin(other_labels, strange)
     result = {
         "newcomers": [labels[i] for i in new], "strangers": [labels[i] for i in strange],
-        "trained_people": len(known_names), "shots": shots, "threshold": threshold,
-        "far_target": far, "newcomer_pictures": len(tests),
+        "trained_people": len(fitted.known_names), "shots": shots, "threshold": threshold,
+        "calibrated_threshold": calibrated, "far_target": far, "far_bound": far_bound,
+        "stated": None if stated is None else {
+            "far": stated["far"], "mean": stated["strangers"]["mean"],
+            "low": stated["strangers"]["low"], "upper": stated["strangers"]["upper"],
+            "newcomers_named_right": stated["newcomers_named_right"],
+            "simulated": stated["simulated"]},
+        "newcomer_pictures": len(tests),
         "newcomers_named_right": float(np.mean(named)),
         "stranger_pictures": int(strangers_in.sum()),
         "strangers_accepted": float(np.mean(value[strangers_in] >= threshold)),
+        "stranger_rates": {labels[i]: float(np.mean(value[other_labels == i] >= threshold))
+                           for i in strange},
         "calibration": calibration,
     }
     runs.write_enrollment_test(out, result)
@@ -502,6 +648,32 @@ def _members_text(card: dict[str, Any]) -> str:
     chosen = ", ".join(f"{p} {w:.2f}" for p, w in weights.items())
     return (f" An ensemble: the weighted mean probabilities of {chosen}, the weights chosen "
             "on the calibration models' held-out pictures of their known people.")
+
+
+def _strangers_text(cal: dict[str, Any]) -> str:
+    """The card's section on the strangers, one by one: how the threshold holds ``far``, the
+    two plain sentences, each stranger's rate and the interval's method."""
+    chosen = cal["scores"][cal["score"]]
+    people = chosen["identities"]
+    rows = "\n".join(f"| {name} | {rate:.1%} |" for name, rate in
+                     sorted(people["rates"].items(), key=lambda item: -item[1]))
+    extra = cal.get("strangers")
+    added = "" if not extra else (
+        f" {extra['people']} of them ({extra['pictures']} pictures) came from "
+        f"`{extra['folder']}` (`--strangers`), scored by every group's model.")
+    bound = BOUND_NAMES[cal["far_bound"]]
+    return f"""
+### Stranger by stranger
+The threshold holds {cal['far']:.0%} by {bound}. {operating_point(cal)}
+
+Each of the {people['identities']} strangers counts once here: the mean is over people, not
+pictures, and the interval comes from {people['resamples']:,} bootstrap resamples of the
+strangers (people drawn again with replacement, seed {people['seed']}).{added}
+
+| stranger | photos accepted |
+|----------|-----------------|
+{rows}
+"""
 
 
 def format_model_card(card: dict[str, Any]) -> str:
@@ -541,7 +713,7 @@ a model of the same config and scored as strangers ({cal['unknown_images']} pict
 Chosen: **{cal['score']}** — expect about {chosen['far']:.1%} of strangers to be accepted as
 someone and {chosen['known_accuracy']:.1%} of the known people's faces to be accepted and named
 right (the calibration models' closed-set accuracy was {cal['closed_set_accuracy']:.1%}).
-
+{_strangers_text(cal)}
 ## Verification
 Two pictures are the same person when the cosine similarity of their features is at least
 {verify['threshold']:.4f}: {verify['far']:.2%} of {verify['other_pairs']} pairs of two strangers

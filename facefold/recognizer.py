@@ -29,26 +29,38 @@ from facefold.atomic import write_text_atomic
 from facefold.csvcells import safe_row
 from facefold.data.images import load_rgb
 from facefold.predict import Predictor, Recognition, predict_files
-from facefold.predict.predictor import Verification
+from facefold.predict.files import PICTURE_SUFFIXES, picture_files
+from facefold.predict.predictor import NoFaceError, Verification
 
-PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm"}
 Picture = str | Path | Image.Image
-
-
-def picture_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, and the pictures inside folders (recursively, sorted)."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*")
-                            if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES)
-        else:
-            found.append(path)
-    return found
 
 
 def _image(picture: Picture) -> Image.Image:
     return picture if isinstance(picture, Image.Image) else load_rgb(picture)
+
+
+def enrolled_rates_text(calibration: dict[str, Any] | None, before: float | None) -> str:
+    """What enrolling changed, in two plain sentences, from
+    :meth:`facefold.predict.Predictor.enrolled_calibration` (and the threshold ``before``
+    anyone was enrolled)."""
+    if calibration is None:
+        return ("This model holds no calibration features (made by an older facefold, or an "
+                "export): its threshold was not recalibrated for the enrolled people, so more "
+                "strangers than its card states may be accepted.")
+    people = calibration["strangers"]
+    was = "" if before is None else f" (it was {before:.4f} with nobody enrolled)"
+    named = calibration["newcomers_named_right"]
+    newcomers = "" if named is None else (
+        f", and {named:.1%} of a newcomer's other photos named right")
+    count = calibration["enrolled"]
+    return (f"With {count} {'person' if count == 1 else 'people'} enrolled, a face must now "
+            f"reach a similarity of {calibration['threshold']:.4f} to be named{was}, because every "
+            "enrolled person is one more for a stranger to be mistaken for. Replaying the "
+            "calibration with as many newcomers, "
+            f"{calibration['far']:.1%} of strangers' photos were accepted (an average "
+            f"stranger {people['mean']:.1%}, 95 % upper bound {people['upper']:.1%}), "
+            f"{calibration['known_accuracy']:.1%} of the trained people's photos accepted "
+            f"and named right{newcomers}.")
 
 
 class Recognizer:
@@ -83,38 +95,45 @@ class Recognizer:
                 f"person name {name!r} looks like a picture file: the name comes first, then "
                 "the pictures (`facefold enroll MODEL FOLDER` takes the name from the folder, "
                 "or give it with --name NAME)")
-        crops = []
-        for picture in pictures:
-            faces = self.predictor.face_crops(_image(picture), detect)
-            crops.append(faces[0][1])  # largest first
+        crops = [self._largest_face(picture, detect) for picture in pictures]
         return self.predictor.enroll(name, crops)
 
     def verify(self, a: Picture, b: Picture, detect: bool = True,
                threshold: float | None = None) -> Verification:
         """Whether the (largest) faces of two pictures are the same person."""
-        first = self.predictor.face_crops(_image(a), detect)[0][1]
-        second = self.predictor.face_crops(_image(b), detect)[0][1]
+        first, second = self._largest_face(a, detect), self._largest_face(b, detect)
         return self.predictor.verify(first, second, threshold)
+
+    def _largest_face(self, picture: Picture, detect: bool) -> Image.Image:
+        """The largest face of a picture; :class:`NoFaceError` naming the file when it holds
+        none (nothing is then enrolled or compared)."""
+        try:
+            return self.predictor.face_crops(_image(picture), detect)[0][1]
+        except NoFaceError as err:
+            where = "the picture" if isinstance(picture, Image.Image) else str(picture)
+            raise NoFaceError(f"{where}: {err}") from None
 
     def identify(self, paths: Iterable[str | Path], top_k: int = 5, detect: bool = True
                  ) -> list[dict[str, Any]]:
-        """One row per face of every picture (files or folders): file, box, name, known,
-        score, threshold, top-k; a picture that cannot be read or holds no face gets a row
-        with its error."""
+        """One row per face of every picture (files or folders): file, face (True), box, name,
+        known, score, threshold, top-k; a picture that cannot be read or holds no face gets a
+        row with its error (and ``face`` False when it holds none, so it is never named)."""
         rows = []
         for result in predict_files(self.predictor, picture_files(paths), top_k, detect):
             if result["error"]:
-                rows.append({"file": result["image"], "error": result["error"]})
+                rows.append({"file": result["image"], "face": result.get("face"),
+                             "error": result["error"]})
             for face in result["faces"]:
-                rows.append({"file": result["image"], "box": face["box"], "name": face["name"],
+                rows.append({"file": result["image"], "face": True, "box": face["box"],
+                             "name": face["name"],
                              "known": face["known"], "score": face["score"],
                              "threshold": face["threshold"], "top": face["top"],
                              "top_kind": face["top_kind"]})
         return rows
 
 
-IDENTIFY_COLUMNS = ["file", "x", "y", "width", "height", "name", "known", "score", "threshold",
-                    "top", "top_kind", "error"]
+IDENTIFY_COLUMNS = ["file", "face", "x", "y", "width", "height", "name", "known", "score",
+                    "threshold", "top", "top_kind", "error"]
 
 
 def identify_csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -127,7 +146,8 @@ def identify_csv(rows: Sequence[dict[str, Any]]) -> str:
     for row in rows:
         box = row.get("box") or [None] * 4
         writer.writerow(safe_row({
-            "file": row["file"], "x": box[0], "y": box[1], "width": box[2], "height": box[3],
+            "file": row["file"], "face": _yes_no(row.get("face")),
+            "x": box[0], "y": box[1], "width": box[2], "height": box[3],
             "name": row.get("name", ""), "known": row.get("known", ""),
             "score": "" if row.get("score") is None else f"{row['score']:.4f}",
             "threshold": "" if row.get("threshold") is None else f"{row['threshold']:.4f}",
@@ -136,6 +156,11 @@ def identify_csv(rows: Sequence[dict[str, Any]]) -> str:
             "error": row.get("error", ""),
         }))
     return buffer.getvalue()
+
+
+def _yes_no(value: bool | None) -> str:
+    """A CSV cell for a face / no face / not known (an unreadable file)."""
+    return "" if value is None else str(value).lower()
 
 
 def write_identify_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> None:

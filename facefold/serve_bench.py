@@ -2,8 +2,9 @@
 
 ``python -m facefold.serve_bench [MODEL]`` starts ``facefold serve MODEL`` as a
 child process on 127.0.0.1, warms it up with one good photo, then sends
-``--uploads`` (default 10) uploads at once of a flat 16-bit grayscale PNG of
-``--megapixels`` (default 36): about 80 KB on the wire, 72 MB decoded. It
+``--uploads`` (default 10) uploads at once of a flat 16-bit PNG of ``--megapixels``
+(default 36): with ``--kind grey`` (the default) about 80 KB on the wire and 72 MB
+decoded, with ``--kind rgba`` (16-bit colour with alpha) about 300 KB and 288 MB. It
 samples the server's resident memory every 10 ms and prints the machine's
 CPU, the idle and peak RSS, the HTTP statuses (4xx and 503 expected, never
 500) and whether the server stayed within ``--budget-mb`` (default 1536) above
@@ -19,12 +20,15 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -49,12 +53,37 @@ def rss_bytes(pid: int, field: str = "VmRSS") -> int:
     raise KeyError(f"/proc/{pid}/status has no {field}")
 
 
-def hostile_png(megapixels: float) -> bytes:
-    """A flat 16-bit grayscale PNG of about ``megapixels`` in 4:3."""
+KINDS = ("grey", "rgba")
+
+
+def hostile_png(megapixels: float, kind: str = "grey") -> bytes:
+    """A flat 16-bit PNG of about ``megapixels`` in 4:3: grayscale, or RGBA (``kind``)."""
     width = round(math.sqrt(megapixels * 1e6 * 4 / 3))
+    size = (width, round(width * 3 / 4))
+    if kind == "rgba":
+        return rgba16_png(size)
     buffer = io.BytesIO()
-    Image.new("I;16", (width, round(width * 3 / 4)), 1000).save(buffer, format="PNG")
+    Image.new("I;16", size, 1000).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def rgba16_png(size: tuple[int, int], pixel: bytes = b"\x12\x34\x56\x78\x9a\xbc\xff\xff"
+               ) -> bytes:
+    """A flat 16-bit RGBA PNG (colour type 6, depth 16) of ``size``, written chunk by chunk:
+    Pillow cannot write one, and the rows are compressed one at a time (never 8 bytes a
+    pixel of the whole picture in memory)."""
+    width, height = size
+    row = b"\0" + pixel * width  # filter type 0, then the samples
+    squeeze = zlib.compressobj(9)
+    idat = b"".join(squeeze.compress(row) for _ in range(height)) + squeeze.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
 
 
 def good_photo() -> bytes:
@@ -129,26 +158,31 @@ def start_server(model: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("facefold serve did not answer within 180 s")
 
 
-def post(url: str, data: bytes, name: str) -> int:
-    """The status of one upload; 0 when the connection failed."""
+def post(url: str, data: bytes, name: str, client: str = "127.0.0.1") -> int:
+    """The status of one upload sent from the address ``client``; 0 when the connection
+    failed."""
     import httpx
 
     try:
-        return httpx.post(url, files={"file": (name, data, "image/png")}, timeout=300).status_code
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=client)) as http:
+            return http.post(url, files={"file": (name, data, "image/png")},
+                             timeout=300).status_code
     except httpx.TransportError:
         return 0
 
 
 def burst(url: str, data: bytes, count: int) -> Counter[int]:
-    """``count`` uploads of ``data`` released at the same moment; their statuses."""
+    """``count`` uploads of ``data`` released at the same moment, each from an address of
+    its own (127.0.0.2, .3 …: the server takes a few uploads at once per address); their
+    statuses."""
     barrier = threading.Barrier(count)
     statuses: list[int] = []
 
-    def one() -> None:
+    def one(client: str) -> None:
         barrier.wait()
-        statuses.append(post(url, data, "huge16.png"))
+        statuses.append(post(url, data, "huge16.png", client))
 
-    threads = [threading.Thread(target=one) for _ in range(count)]
+    threads = [threading.Thread(target=one, args=(f"127.0.0.{2 + i}",)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -156,13 +190,14 @@ def burst(url: str, data: bytes, count: int) -> Counter[int]:
     return Counter(statuses)
 
 
-def run(model: Path, uploads: int, megapixels: float, rounds: int, budget_mb: float) -> bool:
+def run(model: Path, uploads: int, megapixels: float, rounds: int, budget_mb: float,
+        kind: str = "grey") -> bool:
     """Start the server, measure, print the report; True when everything held."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api/predict"
-    data = hostile_png(megapixels)
-    print(f"CPU: {cpu_model()}")
-    print(f"upload: {len(data):,} bytes, a {megapixels:g}-megapixel 16-bit PNG; "
+    data = hostile_png(megapixels, kind)
+    print(f"CPU: {cpu_model()}; load average {os.getloadavg()[0]:.2f}")
+    print(f"upload: {len(data):,} bytes, a {megapixels:g}-megapixel 16-bit {kind} PNG; "
           f"{uploads} at once, {rounds} rounds")
     server = start_server(model, port)
     try:
@@ -206,16 +241,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="run or export folder (default: train a tiny synthetic model)")
     parser.add_argument("--uploads", type=int, default=10, help="uploads at once (default 10)")
     parser.add_argument("--megapixels", type=float, default=36, help="default 36")
+    parser.add_argument("--kind", choices=KINDS, default="grey",
+                        help="16-bit grey (default) or 16-bit RGBA pictures")
     parser.add_argument("--rounds", type=int, default=2, help="bursts one after the other")
     parser.add_argument("--budget-mb", type=float, default=1536,
                         help="allowed growth of resident memory above idle (default 1536)")
     args = parser.parse_args(argv)
+    if not 1 <= args.uploads <= 250:
+        parser.error(f"--uploads must be 1-250 (one loopback address each), got {args.uploads}")
     with tempfile.TemporaryDirectory(prefix="facefold-serve-bench-") as tmp:
         model = args.model
         if model is None:
             print("training a tiny model on synthetic faces …")
             model = tiny_model(Path(tmp))
-        ok = run(model, args.uploads, args.megapixels, args.rounds, args.budget_mb)
+        ok = run(model, args.uploads, args.megapixels, args.rounds, args.budget_mb,
+                 args.kind)
     return 0 if ok else 1
 
 

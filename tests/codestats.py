@@ -79,7 +79,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
 # The layer of each package of facefold, by its top-level name (a module or a package alike,
 # so bench.py becoming bench/ keeps its layer).
 PACKAGE_LAYER: dict[str, str] = {
-    "log": "leaf", "choices": "leaf", "atomic": "leaf", "csvcells": "leaf",
+    "log": "leaf", "choices": "leaf", "atomic": "leaf", "csvcells": "leaf", "locks": "leaf",
     "config": "base", "machine": "base",
     "facefold": "package",
     "data": "data",
@@ -93,6 +93,7 @@ PACKAGE_LAYER: dict[str, str] = {
     "evaluate": "evaluate",
     "report": "report",
     "fitting": "commands", "demo": "commands", "bench": "commands", "serve_bench": "commands",
+    "label": "commands",
     "cli": "cli",
 }
 

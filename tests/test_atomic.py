@@ -75,3 +75,43 @@ def test_temporary_names_are_told_apart(tmp_path: Path) -> None:
     assert not atomic.is_temporary(name, atomic.BUILDING, "d")  # another folder's
     assert not atomic.is_temporary(name, atomic.OLD, "ds")
     assert not atomic.is_temporary(".ds.building-notahex!", atomic.BUILDING, "ds")
+
+
+# ------------------------------------------------------------------------------ a full disk
+
+
+def test_a_full_disk_is_named_by_the_final_file(tmp_path: Path) -> None:
+    import errno
+
+    final = tmp_path / "data" / "labels.txt"
+    with pytest.raises(OSError) as err, atomic.atomic_path(final):
+        raise OSError(errno.ENOSPC, "No space left on device")  # a write names no file
+    assert err.value.filename == str(final)
+    assert atomic.disk_full(err.value) == (
+        f"disk full writing {final}: No space left on device")
+    assert not final.parent.exists() or list(final.parent.iterdir()) == []
+    staged = tmp_path / ".out.building-0123abcd" / ".x.tfrecords.ab_c1234.tmp"
+    wrapped = RuntimeError("could not write the shard")
+    wrapped.__cause__ = OSError(errno.EFBIG, "File too large", str(staged))
+    assert atomic.disk_full(wrapped) == f"disk full writing {tmp_path}/out/x.tfrecords: " \
+                                        "File too large"
+    inside = tmp_path / "out" / ".building-0123abcd" / "model.keras"
+    assert atomic.published_name(inside) == str(tmp_path / "out" / "model.keras")
+    assert atomic.disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"), "standard output") \
+        == "disk full writing standard output: Disk quota exceeded"
+    assert atomic.disk_full(OSError(errno.EACCES, "Permission denied", "x")) is None
+    assert atomic.disk_full(ValueError("File too large")) is None
+
+
+def test_tensorflows_disk_full_is_read_from_its_message() -> None:
+    class OutOfRangeError(Exception):  # what tf.io.TFRecordWriter raised under `ulimit -f`
+        __module__ = "tensorflow.python.framework.errors_impl"
+
+        def __init__(self, message: str) -> None:
+            super().__init__(message)
+            self.message = message
+
+    err = OutOfRangeError("/d/.data.building-9da535a1/.data-00.tfrecords.0om_7a7y.tmp; "
+                          "File too large")
+    assert atomic.disk_full(err) == "disk full writing /d/data/data-00.tfrecords: File too large"
+    assert atomic.disk_full(OutOfRangeError("End of sequence")) is None

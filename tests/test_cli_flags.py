@@ -36,7 +36,10 @@ DEFAULT_EXCEPTIONS = {
 NO_OUTPUT = {("dataset",), ("dataset", "inspect"), ("analyze",), ("faces",), ("predict",),
              ("serve",), ("presets",),
              # These write into the MODEL folder (enroll) or one CSV file (identify --csv).
-             ("enroll",), ("identify",), ("verify",)}
+             ("enroll",), ("identify",), ("verify",),
+             # audit prints, and writes only the files named (--csv, --sheet, --fixes); fix
+             # moves pictures between the source folder's person folders.
+             ("dataset", "audit"), ("dataset", "fix")}
 
 
 def _commands() -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:

@@ -77,6 +77,16 @@ def test_cv_logs_the_time_left_for_all_its_cases_early(tiny_dataset: Path, tmp_p
     assert plan[0] < next(i for i, line in enumerate(lines) if "step 30/30" in line)
 
 
+def test_each_run_logs_its_early_estimate_once_however_many_evaluations(
+        tiny_dataset: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    run_cv(tiny_dataset, tiny_config(steps=60, eval_every=30, sparsity_every=0), tmp_path / "cv",
+           folds="0", log=lines.append)
+    # Two evaluation intervals of 30 steps, each a `fit` timing its first steps: one line.
+    estimates = [line for line in lines if "s/step on the first steps" in line]
+    assert len(estimates) == 1 and "for this run's 60 steps" in estimates[0]
+
+
 def test_open_set_cv_checks_the_batch_size_against_the_known_people_only(
         tiny_dataset: Path, tmp_path: Path) -> None:
     from facefold.evaluate.openset_cv import run_open_set_cv

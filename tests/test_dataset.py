@@ -281,7 +281,8 @@ def test_overwrite_is_refused_then_replaces_stale_shards(source: Path, tmp_path:
     [
         ({"shards": 1}, "shards must be at least 2"),
         ({"shards": 4, "per_class": 3}, "per_class must be at least shards=4"),
-        ({"size": 8}, "size must be at least 16"),
+        ({"size": 8}, "size must be 16 to 4096 pixels, got 8"),
+        ({"size": 2**31}, "size must be 16 to 4096 pixels"),
         ({"jpeg_quality": 0}, "jpeg_quality"),
         ({"near_duplicates": -1}, r"near_duplicates must be in 0\.\.256 .*got -1"),
         ({"per_class": 15}, r"only 1 of 6 people .* bob 15, alice 14, carol 14"),

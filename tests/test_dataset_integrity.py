@@ -20,6 +20,7 @@ from facefold.cli import main
 from facefold.data import build, records
 from facefold.data.build import build_dataset
 from facefold.data.inspect import inspect_dataset
+from facefold.locks import lock_path
 
 REPO = Path(__file__).resolve().parents[1]
 PEOPLE = {"ann": 4, "ben": 4, "cy": 4}
@@ -59,8 +60,10 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def temporaries(out: Path) -> list[str]:
-    """Names of the build's temporary folders beside and inside ``out``."""
-    beside = [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+    """Names of the build's temporary folders beside and inside ``out`` (not its lock file,
+    which a killed build leaves unlocked: see tests/test_locks.py)."""
+    beside = [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")
+              and p != lock_path(out)]
     inside = [p.name for p in out.iterdir() if p.name.startswith(".")] if out.is_dir() else []
     return sorted(beside + inside)
 

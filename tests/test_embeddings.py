@@ -313,7 +313,7 @@ def test_ensemble_reuses_a_handed_member_run_and_predicts_the_mean(
     probabilities = predictor.predict_crops(_held_out_crops(tiny_dataset))
     np.testing.assert_allclose(probabilities, mean, atol=1e-4)
     export = export_run(case, "keras", tmp_path / "export")
-    assert sorted(p.name for p in (export / "members").iterdir()) == ["dlib128", "reduced"]
+    assert sorted(p.name for p in export.iterdir()) == ["export.json", "model.keras"]
     np.testing.assert_allclose(
         Predictor.load(export).predict_crops(_held_out_crops(tiny_dataset)), probabilities,
         atol=1e-6)

@@ -271,6 +271,94 @@ def test_malformed_bodies_never_crash(client, body):
     assert_still_serving(client)
 
 
+def many_parts(count: int, photo: bytes = b"") -> bytes:
+    """A multipart body (boundary ``b``) of ``count`` empty parts, then the photo as 'file'."""
+    empty = b"--b\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\n\r\n"
+    return (empty * count + b"--b\r\nContent-Disposition: form-data; name=\"file\"; "
+            b"filename=\"face.png\"\r\n\r\n" + photo + b"\r\n--b--\r\n")
+
+
+def test_a_body_of_150000_parts_is_refused_at_the_part_limit(client, monkeypatch):
+    """Before: all 150,000 parts were parsed on the event loop (4.8 s during which the
+    server answered nothing), then the photo behind them was answered. Now the parser
+    stops at the ninth part."""
+    from facefold.serve import upload
+
+    body = many_parts(150_000, encode(face_crop()))
+    assert 7_000_000 < len(body) < 10 * 2**20
+    begun = []
+    real_begin = upload.MultipartReader._begin
+    monkeypatch.setattr(upload.MultipartReader, "_begin",
+                        lambda self: begun.append(1) or real_begin(self))
+    response = client.post("/api/predict", content=body,
+                           headers={"content-type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 413, response.text
+    assert "more than 8 parts" in response.json()["error"]
+    assert len(begun) == Limits().max_parts + 1  # parsing stopped at the first part too many
+    monkeypatch.undo()
+    response = client.post("/api/predict", content=many_parts(7, encode(face_crop())),
+                           headers={"content-type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 200, response.text  # 8 parts in all: still taken
+    assert_still_serving(client)
+
+
+def test_the_photo_is_read_from_a_body_fed_in_small_chunks():
+    """The streaming parser gives the same file whatever the chunks (boundaries split)."""
+    photo = encode(face_crop(5))
+    body = many_parts(3, photo)
+    for size in (1, 7, 64, len(body)):
+        reader = serve.MultipartReader("multipart/form-data; boundary=b")
+        for start in range(0, len(body), size):
+            reader.feed(body[start:start + size])
+        assert reader.finish() == ("face.png", photo)
+
+
+def test_a_client_address_has_at_most_per_client_uploads_in_progress():
+    reception = serve.Reception(per_client=2, max_bytes=100)
+    with reception.enter("10.0.0.1"), reception.enter("10.0.0.1"):
+        with pytest.raises(UploadError) as err, reception.enter("10.0.0.1"):
+            pass
+        assert err.value.status == 429 and err.value.headers["Retry-After"].isdigit()
+        with reception.enter("10.0.0.2") as charge:  # another client is not held up
+            charge(60)
+            with pytest.raises(UploadError) as err:
+                charge(41)  # 101 bytes of bodies in memory: over the budget
+            assert err.value.status == 503 and "in memory" in err.value.message
+            charge(40)
+            assert reception.bytes == 100
+    assert reception.bytes == 0 and not reception._clients
+    with reception.enter("10.0.0.1"):  # every place is given back
+        pass
+
+
+class TrickleRequest:
+    """A request whose multipart body arrives ``size`` bytes every ``pause`` seconds."""
+
+    def __init__(self, size: int, pause: float, chunks: int = 10_000) -> None:
+        self.headers = {"content-type": "multipart/form-data; boundary=b"}
+        self.size, self.pause, self.chunks = size, pause, chunks
+
+    async def stream(self):
+        yield b"--b\r\n"
+        for _ in range(self.chunks):
+            await asyncio.sleep(self.pause)
+            yield b"x" * self.size
+
+
+def test_a_body_below_the_minimum_rate_is_cut_after_the_grace():
+    limits = Limits(min_rate=1000, rate_grace=0.3, body_timeout=30)
+    started = time.monotonic()
+    with pytest.raises(UploadError) as err:  # 20 bytes a second
+        asyncio.run(serve.read_upload(TrickleRequest(1, 0.05), 10_000, 30, limits=limits))
+    assert err.value.status == 408 and "less than 1,000 bytes/s" in err.value.message
+    assert time.monotonic() - started < 5
+    # 40,000 bytes a second passes the rate check; the body then ends without a file part.
+    with pytest.raises(UploadError) as err:
+        asyncio.run(serve.read_upload(TrickleRequest(2000, 0.05, 12), 100_000, 30,
+                                      limits=limits))
+    assert err.value.status == 400, err.value.message
+
+
 @pytest.mark.parametrize("method, path", [
     ("GET", "/api/predict"), ("PUT", "/"), ("DELETE", "/api/info"),
     ("GET", "/../../etc/passwd"), ("GET", "/api/%00"), ("GET", "/docs"), ("GET", "/openapi.json"),
@@ -425,6 +513,59 @@ def test_concurrent_16bit_36mp_uploads_stay_within_the_memory_budget(predictor):
             budget = 2 * Limits().max_decoded_bytes  # the stated bound: workers x picture budget
             assert peak < budget, f"peak RSS grew by {peak / 2**20:.0f} MB"
         assert_still_serving(test_client)
+
+
+@pytest.mark.parametrize("picture, most_at_once", [
+    (lambda: sixteen_bit_png(SIXTEEN_BIT_36MP), 1),  # 260 MB each: one after the other
+    (lambda: encode(Image.new("RGB", (300, 200))), 2),  # 0.2 MB each: side by side
+])
+def test_workers_hold_decoded_pictures_within_one_budget(predictor, monkeypatch, picture,
+                                                          most_at_once):
+    """Two workers, two uploads at once: before, each decoded its picture whatever the
+    other held (2 x 384 MB allowed); now the pictures held together fit one budget."""
+    data = picture()
+    real_decode = serve.decode_upload
+    holding, most = [0], [0]
+    lock = threading.Lock()
+
+    def counting_decode(data, filename, limits=None):
+        photo = real_decode(data, filename, limits)
+        with lock:
+            holding[0] += 1
+            most[0] = max(most[0], holding[0])
+        time.sleep(0.5)  # both uploads are in a worker by now
+        photo.close = lambda real=photo.close: (holding.__setitem__(0, holding[0] - 1), real())
+        return photo
+
+    monkeypatch.setattr(serve_app, "decode_upload", counting_decode)
+    app = create_app(predictor, limits=Limits(workers=2, queue=0))
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+    with TestClient(app, base_url=BASE) as test_client:
+        def upload() -> None:
+            barrier.wait()
+            statuses.append(post(test_client, data, "big.png").status_code)
+
+        threads = [threading.Thread(target=upload) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert statuses == [422, 422] and most[0] == most_at_once
+    assert app.state.memory.free == Limits().max_decoded_bytes  # all given back
+
+
+def test_a_worker_waiting_too_long_for_memory_is_a_503():
+    budget = serve.MemoryBudget(100, wait_timeout=0.1)
+    with budget.hold(70):
+        with pytest.raises(UploadError) as err, budget.hold(40):
+            pass
+        assert err.value.status == 503 and "busy" in err.value.message
+        with budget.hold(30):
+            assert budget.free == 0
+    with budget.hold(10**9):  # more than the whole budget: takes it all
+        assert budget.free == 0
+    assert budget.free == 100
 
 
 def test_decoded_byte_budget_is_checked_before_decoding():

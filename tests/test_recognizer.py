@@ -82,17 +82,30 @@ def test_people_groups_cover_everyone_once() -> None:
 
 def test_pooled_thresholds_and_verification_by_hand() -> None:
     part = CaseScores(
-        known={"msp": np.array([0.9, 0.8, 0.3])}, unknown={"msp": np.array([0.5, 0.2])},
+        known={"msp": np.array([0.9, 0.8, 0.3])}, unknown={"msp": np.array([0.5, 0.2, 0.1])},
         correct=np.array([True, False, True]), nearest_correct=np.array([True, True, True]),
         centroids=np.eye(2, dtype=np.float32),
         unknown_features=np.array([[1, 0], [1, 0.1], [0, 1]], np.float32),
         unknown_labels=np.array([7, 7, 8]))
-    report = _pooled([part], far=0.4)["msp"]
-    # floor(0.4 * 2) = 0 strangers accepted: the threshold lies just above the best, 0.5.
+    report = _pooled([part], far=0.3)["msp"]
+    # floor(0.3 * 3) = 0 strangers accepted: the threshold lies just above the best, 0.5.
     assert report["threshold"] == pytest.approx(np.nextafter(0.5, 1))
     assert report["far"] == 0.0 and report["accepted"] == pytest.approx(2 / 3)
     assert report["known_accuracy"] == pytest.approx(1 / 3)  # 0.9 right, 0.8 wrong, 0.3 out
-    assert report["auroc"] == pytest.approx(5 / 6)  # 0.9, 0.8 beat both; 0.3 beats 0.2
+    assert report["auroc"] == pytest.approx(8 / 9)  # 0.9, 0.8 beat all 3; 0.3 beats 2
+    assert report["identities"]["rates"] == {"7": 0.0, "8": 0.0}  # by label, without names
+    # Strangers 7 (0.5, 0.2) and 8 (0.1) by the upper bound at 0.6: accepting 7's 0.5 (7 at
+    # 1/2, 8 at 0) gives an upper bound of 1/2 (7 drawn twice: 1/4 > 2.5 %), which holds;
+    # accepting 0.2 too (7 at 1) gives 1, which does not: the threshold is (0.2 + 0.5) / 2.
+    upper = _pooled([part], far=0.6, bound="upper")["msp"]
+    assert upper["threshold"] == pytest.approx(0.35)
+    assert upper["by_bound"]["pooled"]["threshold"] == pytest.approx(0.35)  # floor(1.8) = 1
+    assert upper["identities"]["rates"] == {"7": 0.5, "8": 0.0}
+    assert upper["identities"]["upper"] == 0.5 and upper["far"] == pytest.approx(1 / 3)
+    # By the worst stranger: 7 may keep floor(0.6 * 2) = 1 picture, 8 floor(0.6) = 0, so the
+    # threshold lies above 7's 0.2 (and 8's 0.1): halfway to 0.5.
+    assert upper["by_bound"]["worst"]["threshold"] == pytest.approx(0.35)
+    assert _pooled([part], far=0.1, bound="worst")["msp"]["threshold"] == np.nextafter(0.5, 1)
     verify = _verification([part], far=0.0)
     # Pairs: (0,1) same with similarity ~0.995; (0,2) and (1,2) different, ~0 and ~0.0995.
     assert (verify["same_pairs"], verify["other_pairs"]) == (1, 2)
@@ -408,17 +421,22 @@ def test_fit_makes_a_calibrated_weighted_ensemble(
     np.testing.assert_allclose(exported.info.centroids, centroids)
     np.testing.assert_allclose(exported.outputs_for_arrays(pictures)["logits"], out["logits"],
                                atol=1e-4)
-    # Without the picture path: the CNN member takes the pictures, the head's export the chips.
-    head = exported.members["dlib128"]
-    chips = head.chips([Image.fromarray(p) for p in pictures])
-    given = {"reduced": pictures, "dlib128": chips}
+    # Without the picture path: one model file takes the pictures as "image" (the CNN
+    # member's input) and the head's chips as "chips".
+    given = exported.model_inputs([Image.fromarray(p) for p in pictures])
+    assert sorted(given) == ["chips", "image"]
+    np.testing.assert_array_equal(given["image"], pictures)
     np.testing.assert_allclose(exported.outputs_for_model_inputs(given)["logits"],
                                out["logits"], atol=1e-4)
     names = [f.name for f in exported.recognize_model_inputs(given, top_k=1)]
     assert names == [f.name for f in exported.recognize([Image.fromarray(p) for p in pictures],
                                                         top_k=1)]
-    with pytest.raises(ValueError, match=r"member by name \(reduced, dlib128\), got one"):
+    with pytest.raises(ValueError, match=r"its model file by name \(image, chips\), got one"):
         exported.outputs_for_model_inputs(pictures)
+    with pytest.raises(ValueError, match=r"\(image, chips\), got image$"):
+        exported.outputs_for_model_inputs({"image": pictures})
+    with pytest.raises(ValueError, match=r"of each member by name \(reduced, dlib128\)"):
+        ensemble.outputs_for_model_inputs(pictures)  # the run takes them by member
 
 
 def test_enrollment_test_counts_newcomers_and_strangers_as_by_hand(
@@ -454,6 +472,14 @@ def test_enrollment_test_counts_newcomers_and_strangers_as_by_hand(
     strangers = np.isin(person, strange)
     assert result["stranger_pictures"] == strangers.sum() == 2 * 18
     assert result["strangers_accepted"] == pytest.approx(accepted[strangers].mean())
+    assert result["stranger_rates"] == pytest.approx(
+        {name: accepted[person == name].mean() for name in strange})
+    # Decided at the threshold recalibrated for the 2 enrolled people, which it states.
+    stated = predictor.enrolled_calibration()
+    assert result["threshold"] == stated["threshold"] == predictor.rejection()[1]
+    assert result["stated"]["upper"] == stated["strangers"]["upper"]
+    assert result["calibrated_threshold"] == result["calibration"]["scores"]["cosine"][
+        "threshold"]
 
     # The gallery holds each newcomer's 3 shots; the rest of their 18 pictures are named. The
     # fake embedder gives one person's pictures nearly the same feature, so every picture of
@@ -511,10 +537,10 @@ def test_enrolling_the_same_folder_twice_counts_its_pictures_once(
     _pictures(folder, 7, 5, seed=3)
     for _ in range(2):
         assert main(["enroll", str(model), str(folder), "--crops"]) == 0
-        assert capsys.readouterr().out == "enrolled newcomer: 5 picture(s)\n"
+        assert capsys.readouterr().out.splitlines()[0] == "enrolled newcomer: 5 picture(s)"
     _pictures(folder, 7, 6, seed=3)[-1].rename(folder / "extra.png")  # one new picture
     assert main(["enroll", str(model), str(folder), "--crops"]) == 0
-    assert capsys.readouterr().out == "enrolled newcomer: 6 picture(s)\n"
+    assert capsys.readouterr().out.splitlines()[0] == "enrolled newcomer: 6 picture(s)"
 
 
 def test_similarities_are_labelled_as_similarities_in_the_json_and_csv(

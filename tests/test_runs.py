@@ -214,6 +214,11 @@ def test_labels_must_match_the_model(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     train(data, CONFIG, run_dir, [0], **QUIET)
     (run_dir / runs.LABELS_FILE).write_text("a\nb\nc\n")
+    with pytest.raises(ValueError, match=r"does not match the labels .*run.json recorded"):
+        Predictor.load(run_dir)
+    info = runs.read_run_info(run_dir)  # run.json changed to agree: the model still disagrees
+    (run_dir / runs.RUN_FILE).write_text(json.dumps({**info, "data": {
+        **info["data"], "labels": ["a", "b", "c"]}}))
     with pytest.raises(ValueError, match="lists 3 people but the model has 4 outputs"):
         Predictor.load(run_dir)
 
@@ -267,6 +272,13 @@ def test_a_tampered_export_names_the_file_and_field(tmp_path: Path) -> None:
         ({"ensemble": {"members": [{"preset": "a", "export": "../../etc"},
                                    {"preset": "b", "export": "/tmp"}]}},
          "leads outside"),
+        ({"family": "ensemble", "ensemble": {"members": "all"}},
+         r"field 'ensemble.members' must be a list"),
+        ({"family": "ensemble", "ensemble": {"members": [{"preset": "a", "family": "ensemble"}]}},
+         "ensemble member 0 is an ensemble itself"),
+        ({"family": "ensemble", "ensemble": {"members": [{"preset": "a"},
+                                                         {"preset": "b", "family": "x"}]}},
+         r"field 'ensemble.members\[1\].family' must be one of"),
     ]
     for change, message in cases:
         (export / runs.EXPORT_FILE).write_text(json.dumps({**meta, **change}))

@@ -24,10 +24,15 @@ from tests.conftest import class_pattern, make_tiny_dataset, tiny_config
 ROOT = Path(__file__).resolve().parents[1]
 # Runs `facefold ARGV...` as the console script does, then writes the imported modules to a
 # file (stdout is the command's). `serve` gets a server that returns at once: its imports,
-# model load and app are real.
+# model load and app are real. With argv[3] "stand-in", the face check of a picture taken
+# whole (facefold.faces.plausible, MTCNN: TensorFlow for every picture it checks) passes
+# every picture, as conftest's patch does in-process: what is left is the model's side.
 DRIVER = """
 import json, sys
 import facefold.serve.server as server
+if sys.argv[3:] == ["stand-in"]:
+    import facefold.faces.plausible as plausible
+    plausible.face_problem = lambda image: None
 server.make_server = lambda *a, **k: type("Quit", (), {"run": lambda self: None})()
 from facefold.cli import main
 try:
@@ -43,11 +48,14 @@ TRAINING = ("facefold.train", "facefold.evaluate", "facefold.report", "facefold.
 HEAVY = ("tensorflow", "keras", "matplotlib", "pandas", "sklearn", "mtcnn")
 
 
-def imported(argv: list[str], tmp_path: Path) -> tuple[int, list[str]]:
-    """``(exit status, imported modules)`` of ``facefold ARGV`` in a new process."""
+def imported(argv: list[str], tmp_path: Path, face_check: bool = True
+             ) -> tuple[int, list[str]]:
+    """``(exit status, imported modules)`` of ``facefold ARGV`` in a new process (without
+    ``face_check``: the face check stood in for, see :data:`DRIVER`)."""
     out = tmp_path / "modules.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(argv), str(out)],
+    stand_in = [] if face_check else ["stand-in"]
+    done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(argv), str(out), *stand_in],
                           env=env, capture_output=True, text=True, timeout=300)
     assert out.exists(), done.stderr[-2000:]
     result = json.loads(out.read_text())
@@ -115,11 +123,24 @@ def test_deploy_command_on_a_kept_tflite_export_imports_no_tensorflow_nor_traini
         command: str, lite_run: Path, pictures: list[Path], tmp_path: Path) -> None:
     if command == "serve":
         pytest.importorskip("fastapi")
-    status, modules = imported(commands(lite_run, pictures)[command], tmp_path)
+    status, modules = imported(commands(lite_run, pictures)[command], tmp_path,
+                               face_check=False)
     assert status in (0, None, 1) if command == "verify" else status in (0, None)
     assert loaded(modules, TRAINING) == []
     assert loaded(modules, HEAVY) == []
     assert "facefold.predict.lite" in modules
+
+
+def test_face_check_of_a_crop_is_what_starts_tensorflow_on_a_kept_export(
+        lite_run: Path, pictures: list[Path], tmp_path: Path) -> None:
+    """A picture taken whole is checked to be a face (MTCNN) before it is named: that check,
+    not the model, imports TensorFlow; still no training code. The test's class patterns are
+    no faces: verify refuses them with a one-line error."""
+    pytest.importorskip("mtcnn")
+    status, modules = imported(commands(lite_run, pictures)["verify"], tmp_path)
+    assert status == 2  # verify's error status: not an answer (0 same, 1 different people)
+    assert "facefold.faces.plausible" in modules and "mtcnn" in modules
+    assert loaded(modules, TRAINING) == []
 
 
 @pytest.mark.parametrize("command", ["verify", "identify"])
@@ -130,7 +151,7 @@ def test_deploy_command_from_a_checkpoint_imports_no_training_code(
     # The run without its lite folder (the module's other tests keep one in run_dir).
     subprocess.run(["cp", "-r", str(run_dir), str(bare)], check=True)
     subprocess.run(["rm", "-rf", str(bare / "lite")], check=True)
-    status, modules = imported(commands(bare, pictures)[command], tmp_path)
+    status, modules = imported(commands(bare, pictures)[command], tmp_path, face_check=False)
     assert status in (0, 1, None)
     assert "tensorflow" in modules  # the Keras path, really taken
     assert loaded(modules, TRAINING) == []

@@ -84,7 +84,7 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 
 @pytest.mark.parametrize("module", ["facefold.serve", "facefold.predict", "facefold.export",
-                                    "facefold.recognizer"])
+                                    "facefold.recognizer", "facefold.label"])
 def test_deployment_imports_no_training_code(module: str) -> None:
     graph = import_graph()
     training = sorted(m for m in _reachable(graph, module) if m.startswith(

@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from conftest import FakeEmbedder, make_tiny_dataset, tiny_config
@@ -25,7 +26,8 @@ from facefold.evaluate.cv import run_cv
 from facefold.evaluate.worker import train_in_worker
 from facefold.export import export_run
 from facefold.models.families import Ensemble
-from facefold.models.outputs import ensemble_infer, softmax, weighted_mean
+from facefold.models.inference import CombineMembers, ensemble_inference_model
+from facefold.models.outputs import combine_outputs, ensemble_infer, softmax, weighted_mean
 from facefold.models.presets import get_preset, member_configs
 from facefold.predict import Predictor
 from facefold.train import ensemble as ensemble_module
@@ -134,6 +136,42 @@ def test_ensemble_infer_applies_the_weights() -> None:
     np.testing.assert_allclose(softmax(out["logits"]), by_hand, atol=1e-6)
     with pytest.raises(ValueError, match="1 weights for 2 ensemble members"):
         ensemble_infer(infers, [1.0])
+
+
+@pytest.mark.parametrize("weights", [[0.25, 0.75], None])
+def test_the_one_file_ensemble_combines_as_the_run(weights: list[float] | None) -> None:
+    """The export's layer (float32, in the graph) against hand numbers and the run's
+    combine_outputs (float64): probabilities .25/.75 (or .5/.5) of the members', features the
+    members' unit features times sqrt(weight), side by side."""
+    members = np.array([[[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]],
+                        [[0.5, 0.4, 0.1], [0.3, 0.3, 0.4]]], np.float32)
+    features = [np.array([[3.0, 4.0], [0.0, 2.0]], np.float32),
+                np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], np.float32)]  # a zero row stays 0
+    out = CombineMembers(weights)([np.log(m) for m in members], features)
+    w = weights or [0.5, 0.5]
+    np.testing.assert_allclose(softmax(out["logits"].numpy()),
+                               w[0] * members[0] + w[1] * members[1], atol=1e-6)
+    a, b = np.sqrt(w)
+    by_hand = [[0.6 * a, 0.8 * a, b, 0, 0], [0, a, 0, 0, 0]]
+    np.testing.assert_allclose(out["features"].numpy(), by_hand, atol=1e-6)
+    run = combine_outputs([{"logits": np.log(m), "features": f}
+                           for m, f in zip(members, features, strict=True)], weights)
+    for key in ("logits", "features"):
+        np.testing.assert_allclose(out[key].numpy(), run[key], atol=1e-6)
+
+
+def test_members_that_cannot_share_an_input_make_no_one_file_model() -> None:
+    def member(side: int) -> keras.Model:
+        image = keras.Input((side, side, 1), dtype="uint8", name="image")
+        x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(image))
+        return keras.Model(image, {"logits": keras.layers.Dense(2)(x), "features": x})
+
+    with pytest.raises(ValueError, match="member 'b' takes 'image' of shape"):
+        ensemble_inference_model({"a": (member(4), "image"), "b": (member(5), "image")})
+    with pytest.raises(ValueError, match="1 weights for 2 ensemble members"):
+        ensemble_inference_model({"a": (member(4), "image"), "b": (member(4), "image")}, [1.0])
+    shared = ensemble_inference_model({"a": (member(4), "image"), "b": (member(4), "image")})
+    assert [t.name for t in shared.inputs] == ["image"]  # one input for both
 
 
 @pytest.mark.parametrize("weights", [[0.5, 0.6], [1.5, -0.5], [1.0, None], [float("nan"), 1]])

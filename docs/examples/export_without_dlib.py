@@ -1,12 +1,13 @@
-"""Time an embedding head's export naming chips in a process where dlib cannot be imported.
+"""Time an export with a dlib128 head naming faces in a process where dlib cannot be imported.
 
     python docs/examples/export_without_dlib.py models/orl-sm ../shared/datasets/orl --faces 40
 
 Takes every n-th picture of FOLDER so that ``--faces`` of them spread over all people, cuts
-their chips with dlib here (``Predictor.chips``, timed one face at a time), then starts a
-second Python in which ``import dlib`` (and the weights package) fails, loads the EXPORT
-there and names the chips: one face per call (median and 95th percentile) and all of them
-in one call. Prints the times and the load average before and after.
+the export's inputs with dlib here (``Predictor.model_inputs``: a head's chips, or an
+ensemble's ``image`` and ``chips``; timed one face at a time), then starts a second Python in
+which ``import dlib`` (and the weights package) fails, loads the EXPORT there and names the
+faces: one face per call (median and 95th percentile) and all of them in one call. Prints the
+times and the load average before and after.
 """
 
 from __future__ import annotations
@@ -35,20 +36,28 @@ sys.meta_path.insert(0, Blocked())
 from facefold.predict import Predictor
 
 predictor = Predictor.load(sys.argv[1])
-chips = np.load(sys.argv[2])
-predictor.outputs_for_model_inputs(chips[:1])  # warm-up: the graph traced once
-predictor.outputs_for_model_inputs(chips)
+inputs = dict(np.load(sys.argv[2]))  # by input name; "_one" for a network's one input
+count = len(next(iter(inputs.values())))
+
+
+def rows(start, stop):
+    part = {name: array[start:stop] for name, array in inputs.items()}
+    return part.get("_one", part)
+
+
+predictor.outputs_for_model_inputs(rows(0, 1))  # warm-up: the graph traced once
+predictor.outputs_for_model_inputs(rows(0, count))
 one = []
-for i in range(len(chips)):
+for i in range(count):
     start = time.perf_counter()
-    predictor.outputs_for_model_inputs(chips[i : i + 1])
+    predictor.outputs_for_model_inputs(rows(i, i + 1))
     one.append(time.perf_counter() - start)
 start = time.perf_counter()
-faces = predictor.recognize_model_inputs(chips, top_k=1)
-batch = (time.perf_counter() - start) / len(chips)
+faces = predictor.recognize_model_inputs(rows(0, count), top_k=1)
+batch = (time.perf_counter() - start) / count
 print(f"without dlib: one face per call {np.median(one) * 1e3:.1f} ms median, "
       f"{np.percentile(one, 95) * 1e3:.1f} ms p95; {batch * 1e3:.1f} ms per face in one call "
-      f"of {len(chips)}; {sum(f.known for f in faces)} of {len(faces)} named")
+      f"of {count}; {sum(f.known for f in faces)} of {len(faces)} named")
 """
 
 
@@ -67,17 +76,19 @@ def main() -> None:
     files = files[:: max(1, len(files) // args.faces)][: args.faces]
     pictures = [Image.open(p).convert("RGB") for p in files]
     export = Predictor.load(args.export)
-    export.chips(pictures[:1])  # warm-up: dlib's models loaded
+    export.model_inputs(pictures[:1])  # warm-up: dlib's models loaded
     took = []
     for picture in pictures:
         start = time.perf_counter()
-        export.chips([picture])
+        export.model_inputs([picture])
         took.append(time.perf_counter() - start)
-    print(f"chips (dlib): {np.median(took) * 1e3:.1f} ms median per face")
+    print(f"inputs (dlib's chips): {np.median(took) * 1e3:.1f} ms median per face")
+    inputs = export.model_inputs(pictures)
     with tempfile.TemporaryDirectory() as tmp:
-        np.save(Path(tmp, "chips.npy"), export.chips(pictures))
+        np.savez(Path(tmp, "inputs.npz"), **(inputs if isinstance(inputs, dict) else
+                                             {"_one": inputs}))
         subprocess.run([sys.executable, "-c", WITHOUT_DLIB, str(args.export),
-                        str(Path(tmp, "chips.npy"))], check=True)
+                        str(Path(tmp, "inputs.npz"))], check=True)
     print(f"load average {Path('/proc/loadavg').read_text().split()[0]}")
 
 

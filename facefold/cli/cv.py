@@ -31,7 +31,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     cv.add_argument("--far", type=float, default=0.05,
                     help="with --unknown-people: false-accept rate on unknowns for the threshold")
     add_restart_arg(cv)
-    cv.set_defaults(func=_cmd_cv)
+    cv.set_defaults(func=_cmd_cv, locks_out=True)  # the report too, under the lock
 
 
 def _cmd_cv(args: argparse.Namespace) -> None:

@@ -35,7 +35,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_config_args(experiment, preset=False)
     add_executor_args(experiment)
     add_restart_arg(experiment)
-    experiment.set_defaults(func=_cmd_experiment)
+    experiment.set_defaults(func=_cmd_experiment, locks_out=True)  # the report too
 
 
 def _cmd_experiment(args: argparse.Namespace) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from facefold.choices import DEFAULT_FAR_BOUND, FAR_BOUNDS
 from facefold.cli.options import (
     add_config_args,
     add_restart_arg,
@@ -33,6 +34,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                      "model without its people, an ensemble one per member; default 4)")
     fit.add_argument("--far", type=float, default=0.01,
                      help="share of strangers the threshold accepts (default 0.01)")
+    fit.add_argument("--far-bound", choices=FAR_BOUNDS, default=DEFAULT_FAR_BOUND,
+                     help="how --far is held: 'pooled', by the share of all the calibration "
+                     "strangers' photos together (default); 'upper', by the 95 %% upper bound "
+                     "of the average stranger's share of photos accepted; 'worst', by every "
+                     "calibration stranger's own share (strictest)")
+    fit.add_argument("--strangers", type=Path, metavar="DIR",
+                     help="photos of people the model must never name, joined to the "
+                     "calibration's strangers: one sub-folder per person, or one photo per "
+                     "person directly in DIR")
+    fit.add_argument("--strangers-crops", action="store_true",
+                     help="the --strangers pictures are face crops: take them whole, detect "
+                     "nothing")
     fit.add_argument("--enrollment-test", type=int, default=0, metavar="N",
                      help="measure instead: leave N people out to enroll and N more as "
                      "strangers, fit on the rest, enroll each from --shots pictures and "
@@ -53,11 +66,12 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     if args.enrollment_test:
         result = measure_enrollment(args.data, config, args.out,
                                     args.enrollment_test, args.enrollment_test, args.shots,
-                                    args.groups, args.far)
+                                    args.groups, args.far, far_bound=args.far_bound)
         print(json.dumps({k: v for k, v in result.items() if k != "calibration"}, indent=2))
         return
     result = fit(args.data, config, args.out, args.groups, args.far, restart=args.restart,
-                 lite=args.lite)
+                 far_bound=args.far_bound, strangers=args.strangers,
+                 strangers_detect=not args.strangers_crops, lite=args.lite)
     print(f"Model and its card: {result.model_dir}")
 
 

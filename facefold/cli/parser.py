@@ -22,6 +22,7 @@ from facefold.cli import (
     export,
     faces,
     fit,
+    label,
     predict,
     presets,
     recognizer,
@@ -32,7 +33,7 @@ from facefold.cli import (
 from facefold.cli.options import THREADS_HELP, VERBOSE_HELP, resolve_legacy_out
 
 COMMANDS = (dataset, train, cv, experiment, analyze, report, demo, presets, bench, predict,
-            evaluate, export, serve, fit, recognizer, faces)
+            evaluate, export, serve, fit, recognizer, faces, label)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,13 +47,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _cmd_enroll(args: argparse.Namespace) -> None:
-    from facefold.recognizer import Recognizer, picture_files
+    from facefold.models.scores import CENTROID_SCORE
+    from facefold.recognizer import Recognizer, enrolled_rates_text, picture_files
 
     recognizer = Recognizer.load(args.model)
     for folder in args.people:
         count = recognizer.enroll(args.name or folder.name, picture_files([folder]),
                                   detect=not args.crops)
         print(f"enrolled {args.name or folder.name}: {count} picture(s)")
+    predictor = recognizer.predictor
+    if predictor.names_by_centroid:
+        before = (predictor.info.threshold or {}).get("thresholds", {}).get(CENTROID_SCORE)
+        print(enrolled_rates_text(predictor.enrolled_calibration(), before))
 
 
 def _cmd_identify(args: argparse.Namespace) -> None:

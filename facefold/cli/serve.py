@@ -15,6 +15,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-upload-mb", type=float, default=10,
                        help="largest accepted upload (default 10 MB; larger -> HTTP 413)")
+    serve.add_argument("--per-client", type=int, default=4, metavar="N",
+                       help="uploads one client address may have in progress (default 4; "
+                       "more -> HTTP 429). Behind a reverse proxy every client has the "
+                       "proxy's address: raise it there")
     serve.add_argument("--allow-enroll", action="store_true",
                        help="add an enroll form and POST /api/enroll?name=NAME, which add the "
                        "photo's face to the model folder's gallery (writes to MODEL)")
@@ -22,10 +26,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    from facefold.serve import require_server_packages, serve
+    from facefold.serve import Limits, require_server_packages, serve
 
     try:
         require_server_packages()  # the `serve` extra: say what to install, not a traceback
     except RuntimeError as err:
         raise SystemExit(f"facefold: error: {err}") from None
-    serve(args.model, args.host, args.port, args.max_upload_mb, allow_enroll=args.allow_enroll)
+    serve(args.model, args.host, args.port, args.max_upload_mb,
+          limits=Limits(per_client=args.per_client), allow_enroll=args.allow_enroll)

@@ -25,7 +25,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_out(train, "run folder (resumes if present)")
     add_config_args(train)
     add_restart_arg(train)
-    train.set_defaults(func=_cmd_train)
+    train.set_defaults(func=_cmd_train, locks_out=True)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:

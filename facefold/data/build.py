@@ -14,6 +14,7 @@ either the old dataset or the new one in ``OUT``, never a mix (see
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ import facefold
 from facefold import atomic
 from facefold.data import neardup, records
 from facefold.data.images import ImageError, encode_jpeg, file_sha256, load_rgb, square_crop
+from facefold.locks import locks_folders
 from facefold.log import Log
 
 # How many reasons the summary prints before "…"; the manifest lists them all.
@@ -64,6 +66,7 @@ class _Scan:
     near_duplicates: list[dict[str, Any]] = field(default_factory=list)
 
 
+@locks_folders("out", "spare")
 def build_dataset(
     src: str | Path,
     out: str | Path,
@@ -149,6 +152,7 @@ def build_dataset(
             src=src, seed=seed, size=size, per_class=per_class, shards=shards,
             jpeg_quality=jpeg_quality, near_duplicates=near_duplicates, people=people,
             counts=counts, hashes=hashes, scan=scan, dropped=dropped, hidden=hidden,
+            kept_sha={r.source_sha256 for shard in shard_records for r in shard},
         )
         if spare is not None:
             manifest["spare"] = _write_spare(spare, spares)
@@ -206,6 +210,7 @@ def _manifest(
     people: Sequence[str],
     counts: list[list[int]],
     hashes: dict[str, str],
+    kept_sha: set[str],
     scan: _Scan,
     dropped: list[dict[str, Any]],
     hidden: list[str],
@@ -225,6 +230,11 @@ def _manifest(
         "people": list(people),
         "counts": counts,
         "shard_sha256": hashes,
+        # Which source file each record came from (records carry the file's SHA-256), so that
+        # `dataset audit` names files and `dataset fix` moves them; older manifests lack it and
+        # readers hash the source folder instead (source_file_map).
+        "source_files": {c.sha256: c.file for name in people for c in scan.crops[name]
+                         if c.sha256 in kept_sha},
         "skipped": scan.skipped,
         "duplicates": scan.duplicates,
         "near_duplicates": scan.near_duplicates,
@@ -242,8 +252,8 @@ def _check_params(*, shards: int, per_class: int, size: int, jpeg_quality: int) 
             f"per_class must be at least shards={shards} so every shard holds every person, "
             f"got per_class={per_class}"
         )
-    if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
+    if not 16 <= size <= records.MAX_IMAGE_SIZE:
+        raise ValueError(f"size must be 16 to {records.MAX_IMAGE_SIZE} pixels, got {size}")
     if not 1 <= jpeg_quality <= 100:
         raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
 
@@ -626,3 +636,29 @@ def _log_summary(log: Log, manifest: dict[str, Any], out: Path) -> None:
     size = manifest["size"]
     log(f"shards: {totals} ({size}x{size} crops, {manifest['per_class']} per person)")
     log(f"wrote {out}{os.sep}{records.MANIFEST_FILE}")
+
+
+def source_file_map(data_dir: str | Path) -> dict[str, Path]:
+    """``{source file SHA-256: its path now}`` for the records of a built dataset (records carry
+    the SHA-256 of the file they were cropped from).
+
+    Read from ``manifest.json``'s ``source_files`` when every file listed is still in place;
+    otherwise (a manifest written before that entry existed, or files moved since, e.g. by
+    ``dataset fix``) the person folders of the manifest's ``source`` are hashed again. Empty
+    when there is no manifest or the source folder is gone: the records then have no file.
+    """
+    path = Path(data_dir) / records.MANIFEST_FILE
+    if not path.is_file():
+        return {}
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    src = Path(str(manifest.get("source", "")))
+    listed = manifest.get("source_files")
+    if isinstance(listed, dict):
+        found = {sha: src / rel for sha, rel in listed.items()}
+        if all(p.is_file() for p in found.values()):
+            return found
+    if not src.is_dir():
+        return {}
+    files = [f for folder in person_folders(src) for f in person_files(folder)]
+    with ThreadPoolExecutor() as pool:  # hashlib releases the GIL
+        return dict(zip(pool.map(file_sha256, files), files, strict=True))

@@ -33,6 +33,9 @@ SHARD_PATTERN = "data-{index:02d}.tfrecords"
 SHARD_REGEX = re.compile(r"^data-(\d{2,})\.tfrecords$")
 LABELS_FILE = "labels.txt"
 MANIFEST_FILE = "manifest.json"
+# The largest side of a dataset's square images that facefold accepts anywhere (build, run.json,
+# export.json): far above any model's input, far below sizes that overflow an image library.
+MAX_IMAGE_SIZE = 4096
 
 if TYPE_CHECKING:
     import numpy as np
@@ -82,6 +85,33 @@ def list_shards(data_dir: str | Path) -> list[Path]:
             f"{data_dir} holds no shards named data-00.tfrecords, data-01.tfrecords, …"
         )
     return sorted(shards, key=lambda p: int(SHARD_REGEX.match(p.name).group(1)))
+
+
+def read_manifest(data_dir: str | Path) -> dict[str, Any] | None:
+    """A dataset's ``manifest.json`` (written by ``dataset build``), or None when it is
+    missing or not a JSON object."""
+    try:
+        manifest = json.loads((Path(data_dir) / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def manifest_shard_hashes(data_dir: str | Path) -> dict[str, str] | None:
+    """``{shard file name: SHA-256}`` that the dataset's ``manifest.json`` recorded when it was
+    built, or None for a dataset without a manifest (the 2016 format); ``ValueError`` naming
+    the file when it cannot be read."""
+    path = Path(data_dir) / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    try:
+        hashes = json.loads(path.read_bytes())["shard_sha256"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+    if not isinstance(hashes, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in hashes.items()):
+        raise ValueError(f"{path}: field 'shard_sha256' must map shard names to hashes")
+    return hashes
 
 
 def dataset_image_size(data_dir: str | Path, crop_size: int) -> int:

@@ -65,12 +65,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from facefold.config import EMBEDDING_DIMS
 from facefold.data.images import file_sha256
 
 if TYPE_CHECKING:  # TensorFlow is imported only by the keras backend, when it is built
     import keras
 
 NAME = "dlib128"
+# The same network cut before its 128-d fc: the 256-d average pool of the last residual stage,
+# keras backend only. A head on it holds the fc and fine-tunes it (facefold.models.head).
+POOL_NAME = "dlib128-pool"
+NAMES = (NAME, POOL_NAME)
+POOL_CUT = "avg_pool: the 256-d mean of the last residual stage, before the 128-d fc"
 INSTALL_HINT = "pip install 'facefold[dlib]'"
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -144,6 +150,13 @@ def model_version(folder: Path, backend: str = BACKENDS[0]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def pool_version(folder: Path) -> str:
+    """The model version of the :data:`POOL_NAME` vectors: the keras descriptor's version
+    and where the network is cut (:data:`POOL_CUT`), so the cache says what the vectors are."""
+    parts = {"embedding": POOL_NAME, "network": model_version(folder, "keras"), "cut": POOL_CUT}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
 def same_weights_versions(folder: Path) -> tuple[str, ...]:
     """The model versions of every backend on the weights in ``folder``, default first: the
     same landmarks, chips and descriptor weights, whose vectors agree to float32 rounding (max
@@ -180,18 +193,23 @@ class Dlib128:
     ``backend``: ``"keras"`` (default; builds the Keras network at the first descriptor,
     converting dlib's weights the first time on a machine, about two seconds) or ``"dlib"``
     (dlib's own descriptor, the reference). ``cache_dir``: where the converted weights are
-    kept (default :func:`~facefold.machine.default_cache_dir`).
+    kept (default :func:`~facefold.machine.default_cache_dir`). ``name``: :data:`NAME` (the
+    128-d descriptor) or :data:`POOL_NAME` (the network cut before its fc: 256-d vectors, keras
+    backend only; :meth:`top_kernel` is the fc a head on them starts from).
     """
 
-    name = NAME
-    dim = 128
-
-    def __init__(self, backend: str = BACKENDS[0], cache_dir: str | Path | None = None) -> None:
+    def __init__(self, backend: str = BACKENDS[0], cache_dir: str | Path | None = None,
+                 name: str = NAME) -> None:
         self.backend = check_backend(backend)
+        self.name = check_name(name)
+        if name == POOL_NAME and backend != "keras":
+            raise ValueError(f"the {POOL_NAME} embedding is the Keras network's pool layer: "
+                             f"it needs the keras backend, got {backend!r}")
         self._dlib = _import_dlib()
         folder = weights_dir()
         self._landmarks = self._dlib.shape_predictor(str(folder / LANDMARKS_FILE))
         self._network: keras.Model | None = None
+        self._top: np.ndarray | None = None
         self._describe: Callable[[np.ndarray], np.ndarray] | None = None
         if backend == "dlib":
             model = self._dlib.face_recognition_model_v1(str(folder / DESCRIPTOR_FILE))
@@ -199,25 +217,45 @@ class Dlib128:
         # The keras backend's network is built at its first descriptor: cutting chips (all
         # that an export holding the network needs) then imports no TensorFlow.
         self._cache_dir = cache_dir
-        self.version = model_version(folder, backend)
-        self.equivalent_versions = same_weights_versions(folder)
+        self.dim = EMBEDDING_DIMS[name]
+        if name == POOL_NAME:
+            self.version = pool_version(folder)
+            self.equivalent_versions: tuple[str, ...] = (self.version,)
+        else:
+            self.version = model_version(folder, backend)
+            self.equivalent_versions = same_weights_versions(folder)
 
     def descriptor_network(self) -> keras.Model:
-        """The Keras descriptor network (the keras backend's own, else built now): uint8
-        chips (B, 150, 150, 3) -> (B, 128) float32; what an export puts in its file."""
+        """The Keras network of this embedding (the keras backend's own, else built now):
+        uint8 chips (B, 150, 150, 3) -> (B, :attr:`dim`) float32; what an export puts in its
+        file."""
         if self.backend != "keras":
             return descriptor_network(self._cache_dir)
         if self._network is None:
-            self._network = descriptor_network(self._cache_dir)
+            network = descriptor_network(self._cache_dir)
+            if self.name == POOL_NAME:
+                from facefold.embeddings import resnet  # TensorFlow: only for this backend
+
+                network, self._top = resnet.split_top(network)
+            self._network = network
         return self._network
 
     def _descriptors(self) -> Callable[[np.ndarray], np.ndarray]:
-        """chips (B, 150, 150, 3) uint8 -> (B, 128) float32, by this backend."""
+        """chips (B, 150, 150, 3) uint8 -> (B, :attr:`dim`) float32, by this backend."""
         if self._describe is None:
             from facefold.embeddings import resnet  # TensorFlow: only for this backend
 
             self._describe = resnet.descriptor_function(self.descriptor_network())
         return self._describe
+
+    def top_kernel(self) -> np.ndarray:
+        """The kernel (256, 128) float32 of dlib's fc, which follows the :data:`POOL_NAME`
+        vectors in the whole network: its 128-d descriptor is ``pool @ top_kernel()``."""
+        if self.name != POOL_NAME:
+            raise ValueError(f"the {self.name} embedding is the whole network: no top layer")
+        self.descriptor_network()  # cuts the network, keeping its fc
+        assert self._top is not None
+        return self._top
 
     def chip(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
         """``(chip, fallback)``: the 150×150 aligned chip of a square RGB uint8 image (S, S, 3),
@@ -287,26 +325,35 @@ def _dlib_descriptors(model: object, chips: np.ndarray) -> np.ndarray:
     return np.array(vectors, np.float32)
 
 
-def load(backend: str = BACKENDS[0]) -> Dlib128:
-    """The process's :class:`Dlib128` of ``backend`` (built on the first call: about a second
-    for ``dlib``; ``keras`` builds its network at the first descriptor, a few seconds)."""
-    return _loaded(check_backend(backend))
+def check_name(name: str) -> str:
+    """``name`` when it is one of :data:`NAMES`, else ``ValueError`` naming them."""
+    if name not in NAMES:
+        raise ValueError(f"unknown embedding {name!r}; known: {', '.join(NAMES)}")
+    return name
+
+
+def load(backend: str = BACKENDS[0], name: str = NAME) -> Dlib128:
+    """The process's :class:`Dlib128` of ``backend`` and embedding ``name`` (built on the
+    first call: about a second for ``dlib``; ``keras`` builds its network at the first
+    descriptor, a few seconds)."""
+    return _loaded(check_backend(backend), check_name(name))
 
 
 @functools.cache
-def _loaded(backend: str) -> Dlib128:
-    return Dlib128(backend)
+def _loaded(backend: str, name: str) -> Dlib128:
+    return Dlib128(backend, name=name)
 
 
-def embed_stored(stored: Sequence[tuple[bytes, str]], mirror: bool, backend: str = BACKENDS[0]
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def embed_stored(stored: Sequence[tuple[bytes, str]], mirror: bool, backend: str = BACKENDS[0],
+                 name: str = NAME) -> tuple[np.ndarray, np.ndarray]:
     """:meth:`Dlib128.embed` of images as stored in records, ``(bytes, where)`` pairs (``where``
     names the record in errors): decoded here, so that decoding runs in parallel too.
 
     The unit of work of an embedding worker process (see
-    :class:`facefold.embeddings.shards.EmbeddingWorkers`) with the model of ``backend``.
+    :class:`facefold.embeddings.shards.EmbeddingWorkers`) with the model of ``backend`` and
+    embedding ``name``.
     """
-    return load(backend).embed(decode_stored(stored), mirror)
+    return load(backend, name).embed(decode_stored(stored), mirror)
 
 
 def decode_stored(stored: Sequence[tuple[bytes, str]]) -> np.ndarray:

@@ -16,16 +16,12 @@ import numpy as np
 from facefold.config import EMBEDDING_DIMS
 from facefold.embeddings import dlib128
 
-# uint8 chips in, {"logits", "features"} float32 out (facefold.models.outputs.Infer).
-_ChipInfer = Callable[[np.ndarray], dict[str, np.ndarray]]
-
 
 def embedder(name: str) -> dlib128.Dlib128:
-    """The loaded model of embedding ``name``; ``ModuleNotFoundError`` naming the pip command
-    when its extra is missing."""
-    if name != dlib128.NAME:
-        raise ValueError(f"unknown embedding {name!r}; known: {dlib128.NAME}")
-    return dlib128.load()
+    """The loaded model of embedding ``name`` (one of :data:`~.dlib128.NAMES`);
+    ``ModuleNotFoundError`` naming the pip command when its extra is missing."""
+    # dlib128 through load() alone: the seam where tests put a fake embedder in its place.
+    return dlib128.load() if dlib128.check_name(name) == dlib128.NAME else dlib128.load(name=name)
 
 
 def embed_images(
@@ -99,16 +95,15 @@ def _positive(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def chip_inference(infer: _ChipInfer, meta: dict[str, Any], where: Path) -> _ChipInfer:
-    """Pictures -> chips (dlib's landmark fit) -> ``infer``, an export holding the network.
-    The installed chips are checked at the first picture, not when loading: given chips
+def chip_inputs(meta: dict[str, Any], where: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """Pictures -> chips (dlib's landmark fit), for an export holding the network. The
+    installed chips are checked at the first picture, not when loading: given chips
     directly, such an export runs without the extra that cuts them."""
     checked: list[dict[str, Any]] = []
 
-    def infer_pictures(images: np.ndarray) -> dict[str, np.ndarray]:
+    def chips(images: np.ndarray) -> np.ndarray:
         if not checked:
             checked.append(check_embedding_meta(meta, where))
-        chips, _ = chip_images(images, meta["name"], meta["views"])
-        return infer(chips)
+        return chip_images(images, meta["name"], meta["views"])[0]
 
-    return infer_pictures
+    return chips

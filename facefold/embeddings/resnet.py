@@ -237,6 +237,19 @@ def build(spec: list[dict[str, Any]], arrays: dict[str, np.ndarray]) -> keras.Mo
     return model
 
 
+def split_top(model: keras.Model) -> tuple[keras.Model, np.ndarray]:
+    """A :func:`build`-ed network ending in a global average pool and a fc without bias, cut
+    between the two: ``(trunk, kernel)``, the trunk uint8 chips (B, S, S, 3) -> the pooled
+    (B, C) float32 (sharing ``model``'s layers) and the fc's kernel (C, D) float32 (a copy),
+    so that ``trunk(chips) @ kernel`` is ``model(chips)``. ``ValueError`` for another end."""
+    pool, fc = model.layers[-2:]
+    if not (isinstance(pool, keras.layers.GlobalAveragePooling2D) and isinstance(
+            fc, keras.layers.Dense) and not fc.use_bias and fc.input is pool.output):
+        raise ValueError(f"{model.name} does not end in an average pool and a fc without bias")
+    trunk = keras.Model(model.input, pool.output, name=f"{model.name}_pool")
+    return trunk, np.array(fc.get_weights()[0], np.float32)
+
+
 def load_descriptor(dat: str | Path, cache_dir: str | Path) -> keras.Model:
     """The Keras model of dlib's network file ``dat`` (conversion cached in ``cache_dir``)."""
     with np.load(cached_weights(dat, cache_dir)) as saved:

@@ -62,7 +62,7 @@ class EmbeddingWorkers:
     def __init__(self, name: str, workers: int | None = None, backend: str | None = None
                  ) -> None:
         # A missing extra fails here, in this process, with the pip command.
-        self.model = embedder(name) if backend is None else dlib128.load(backend)
+        self.model = embedder(name) if backend is None else dlib128.load(backend, name)
         self.backend = getattr(self.model, "backend", dlib128.BACKENDS[0])
         self.workers = max(1, workers or usable_cores())
         if not isinstance(self.model, dlib128.Dlib128):
@@ -89,7 +89,8 @@ class EmbeddingWorkers:
         if self._pool is None:  # started at the first work: a fully cached dataset starts none
             self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
                                              initializer=start_tensorflow)
-        futures = [self._pool.submit(dlib128.embed_stored, stored, mirror, self.backend)
+        futures = [self._pool.submit(dlib128.embed_stored, stored, mirror, self.backend,
+                                     self.model.name)
                    for stored, mirror in chunks]
         for future in futures:
             yield future.result()

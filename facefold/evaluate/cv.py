@@ -18,6 +18,7 @@ from facefold import runs
 from facefold.config import Config
 from facefold.data.records import list_shards, shard_labels
 from facefold.evaluate.executor import LOCAL, Executor, Trial, run_trials
+from facefold.locks import locks_folders
 from facefold.log import Log
 from facefold.train.plan import check_batch_size, check_image_size
 
@@ -97,6 +98,7 @@ def cv_trials(config: Config, out: Path, cases: Sequence[int], name: str = "") -
             for k in cases]
 
 
+@locks_folders("out")
 def run_cv(
     data_dir: str | Path,
     config: Config,

@@ -33,6 +33,7 @@ from facefold.data.records import list_shards, read_labels
 from facefold.evaluate.cv import CVResult, collect, cv_trials, load_cv, parse_folds, prepare_cv_dir
 from facefold.evaluate.executor import LOCAL, Executor, run_trials
 from facefold.evaluate.stats import mcnemar_test, paired_t_test
+from facefold.locks import locks_folders
 from facefold.log import Log
 from facefold.models.families import family_of, identity_of
 from facefold.models.presets import (
@@ -109,6 +110,7 @@ def check_presets(presets: Sequence[str], baseline: str = DEFAULT_BASELINE) -> l
     return list(dict.fromkeys([baseline, *presets]))
 
 
+@locks_folders("out")
 def run_experiment(
     data_dir: str | Path,
     presets: Sequence[str],

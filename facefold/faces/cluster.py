@@ -46,6 +46,7 @@ from facefold.embeddings.pictures import embedder
 from facefold.embeddings.shards import CHUNK
 from facefold.faces import detect
 from facefold.faces.crop import _crop_names, _describe, _names, _photo_files, _unique
+from facefold.locks import locks_folders
 from facefold.log import Log
 from facefold.machine import default_cache_dir
 from facefold.machine import describe as describe_machine
@@ -98,6 +99,7 @@ class Collected:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+@locks_folders("out")
 def cluster_faces(
     photos: str | Path,
     out: str | Path,
@@ -199,16 +201,20 @@ def collect_faces(
     crops: bool = False,
     cache_dir: str | Path | None = None,
     log: Log = print,
+    files: Sequence[Path] | None = None,
 ) -> Collected:
     """Find, align and embed every face of every picture under ``photos`` (see the module).
 
     Each face is staged as a file in ``stage/.faces/`` (an aligned crop as PNG, a whole
     picture hard-linked or copied) unless ``stage`` is None. ``exclude`` is a folder
     below ``photos`` left out. Embeddings are looked up in the cache (``cache_dir``, default
-    :func:`~facefold.machine.default_cache_dir`) by the face's pixels first.
+    :func:`~facefold.machine.default_cache_dir`) by the face's pixels first. ``files``
+    (pictures below ``photos``) takes only those pictures instead of every one.
     """
     photos = Path(photos).resolve()
-    files = _photo_files(photos, exclude=Path(exclude).resolve() if exclude else photos)
+    if files is None:
+        files = _photo_files(photos, exclude=Path(exclude).resolve() if exclude else photos)
+    files = [Path(f).resolve() for f in files]
     model = embedder(dlib128.NAME)  # fails here, before any work, without the dlib extra
     if not crops:
         _load_detector()

@@ -18,6 +18,7 @@ import facefold
 from facefold import atomic
 from facefold.data.images import ImageError, load_rgb
 from facefold.faces.detect import Face, align_face, detect_faces, load_detector
+from facefold.locks import locks_folders
 from facefold.log import Log
 
 REPORT_FILE = "crop_report.json"
@@ -38,6 +39,7 @@ class _Outcome:
     taken: set[Path] = field(default_factory=set)  # output files written in this run
 
 
+@locks_folders("out")
 def crop_faces(
     photos: str | Path,
     out: str | Path,

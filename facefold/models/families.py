@@ -23,7 +23,7 @@ on config keys:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from facefold import runs
-from facefold.config import EMBEDDING_DIMS, Config
+from facefold.config import EMBEDDING_DIMS, EMBEDDING_TOPS, Config
 from facefold.data.augment import mixes
 from facefold.data.pipeline import (
     BatchMaker,
@@ -46,7 +46,7 @@ from facefold.data.pipeline import (
 from facefold.embeddings.pictures import (
     CHIPS,
     check_embedding_meta,
-    chip_inference,
+    chip_inputs,
     embed_images,
     embedder,
     takes_chips,
@@ -60,7 +60,6 @@ from facefold.models.inference import (
     head_inference_model,
     inference_model,
 )
-from facefold.models.outputs import Infer
 from facefold.models.presets import member_configs, teacher_configs
 
 
@@ -96,11 +95,6 @@ class ModelFamily:
         """Whether ``config``'s training batches carry soft targets (a mixing augmentation:
         mixup or cutmix) instead of labels; evaluation batches never do."""
         return mixes(config.augment)
-
-    def export_model_file(self, fmt: str) -> str | None:
-        """The file an export in format ``fmt`` holds the network in; None for a family
-        without a network of its own (an ensemble's export holds its members' exports)."""
-        return runs.MODEL_FILES[fmt]
 
     def leaf_runs(self, run_dir: Path) -> list[Path]:
         """The run folders whose networks a finished run in ``run_dir`` consists of: itself,
@@ -190,10 +184,12 @@ class ModelFamily:
         what an export must record to feed it (None when it takes the pictures)."""
         raise self._none("inference model")
 
-    def picture_inference(self, infer: Infer, meta: dict[str, Any] | None,
-                          where: Path) -> Infer:
-        """Inference from uint8 pictures (N, S, S, C), given the wrapped model's ``infer``."""
-        return infer
+    def picture_inputs(self, meta: dict[str, Any] | None,
+                       where: Path) -> Callable[[np.ndarray], np.ndarray]:
+        """uint8 pictures (N, S, S, C) -> what the wrapped model takes, so that its inference
+        names pictures (``meta`` as :meth:`inference` or an export recorded it, checked;
+        ``where`` names it in errors): the pictures themselves by default."""
+        return lambda images: images
 
     def export_model(self, model: keras.Model, meta: dict[str, Any] | None
                      ) -> tuple[keras.Model, dict[str, Any] | None]:
@@ -286,7 +282,10 @@ class EmbeddingHead(ModelFamily):
         return embed_shards(data_dir, config.model.embedding, self.views(config), log=log)
 
     def build(self, config: Config, num_classes: int, precision: str) -> keras.Model:
-        return build_head(config.model, num_classes, precision, config.train.seed)
+        # A cut embedding's head starts from the pretrained layers after the cut.
+        top = (embedder(config.model.embedding).top_kernel()
+               if config.model.embedding in EMBEDDING_TOPS else None)
+        return build_head(config.model, num_classes, precision, config.train.seed, top)
 
     def training_batches(self, split: Split, config: Config, num_classes: int,
                          targets: np.ndarray | None = None) -> BatchMaker:
@@ -305,7 +304,10 @@ class EmbeddingHead(ModelFamily):
         if not installed:
             return {}
         model = embedder(config.model.embedding)
-        return {"embedding": {"name": model.name, "model_version": model.version}}
+        entry: dict[str, Any] = {"name": model.name, "model_version": model.version}
+        if config.model.embedding in EMBEDDING_TOPS:  # how the head fine-tunes the top
+            entry["top"] = EMBEDDING_TOPS[config.model.embedding]
+        return {"embedding": entry}
 
     def notes(self, train_split: Split, eval_split: Split) -> tuple[dict[str, Any], str]:
         if not isinstance(train_split, EmbeddingSplit):
@@ -327,18 +329,13 @@ class EmbeddingHead(ModelFamily):
                 "views": 2 if spec.tta_flip else 1, "dim": EMBEDDING_DIMS[spec.embedding]}
         return head_inference_model(model, spec), meta
 
-    def picture_inference(self, infer: Infer, meta: dict[str, Any] | None,
-                          where: Path) -> Infer:
+    def picture_inputs(self, meta: dict[str, Any] | None,
+                       where: Path) -> Callable[[np.ndarray], np.ndarray]:
         if takes_chips(meta):
-            return chip_inference(infer, check_embedding_meta(meta, where, False), where)
+            return chip_inputs(check_embedding_meta(meta, where, False), where)
         meta = check_embedding_meta(meta, where)
-
-        def infer_pictures(images: np.ndarray) -> dict[str, np.ndarray]:
-            # Computed, not cached: pictures to name are new.
-            vectors, _ = embed_images(images, meta["name"], meta["views"])
-            return infer(vectors)
-
-        return infer_pictures
+        # Computed, not cached: pictures to name are new.
+        return lambda images: embed_images(images, meta["name"], meta["views"])[0]
 
     def export_model(self, model: keras.Model, meta: dict[str, Any] | None
                      ) -> tuple[keras.Model, dict[str, Any] | None]:
@@ -412,9 +409,6 @@ class Ensemble(ModelFamily):
 
     def dependency_dir(self, out: str | Path, preset: str) -> Path:
         return runs.member_dir(out, preset)
-
-    def export_model_file(self, fmt: str) -> str | None:
-        return None
 
     def combined_runs(self, run_dir: Path) -> dict[str, Path] | None:
         members = runs.ensemble_member_dirs(run_dir)

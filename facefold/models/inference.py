@@ -17,9 +17,11 @@ Training code never needs these; predict, export and the analyses do.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from facefold.config import ModelSpec
@@ -207,7 +209,71 @@ def chip_inference_model(head: keras.Model, descriptor: keras.Model, views: int)
                        name="facefold_chip_inference")
 
 
+@keras.saving.register_keras_serializable(package="facefold")
+class CombineMembers(keras.layers.Layer):
+    """:func:`~facefold.models.outputs.combine_outputs` as a layer, so that an ensemble's
+    export is one file: the members' logits and features (lists, in member order) ->
+    ``{"logits", "features"}``.
+
+    The same formulas in float32 (``combine_outputs`` computes in float64 in numpy: the
+    run's own predictions); a unit row divides by ``max(norm, 1e-12)`` as
+    :func:`~facefold.models.scores.unit_rows` does. ``member_weights`` (one per member,
+    summing to 1) or None for the plain mean."""
+
+    def __init__(self, member_weights: list[float] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.member_weights = None if member_weights is None else [
+            float(w) for w in member_weights]
+
+    def call(self, logits: list[tf.Tensor], features: list[tf.Tensor]) -> dict[str, tf.Tensor]:
+        count = len(logits)
+        scales = self.member_weights or [1.0 / count] * count
+        mean = tf.add_n([scale * tf.nn.softmax(x) for scale, x in zip(scales, logits,
+                                                                       strict=True)])
+        tiny = float(np.finfo(np.float32).tiny)
+        units = [f / tf.maximum(tf.norm(f, axis=1, keepdims=True), 1e-12) for f in features]
+        return {
+            "logits": tf.math.log(tf.maximum(mean, tiny)),  # (B, classes)
+            "features": tf.concat([float(np.sqrt(scale)) * u
+                                   for scale, u in zip(scales, units, strict=True)],
+                                  axis=1),  # (B, sum of the members' D)
+        }
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "member_weights": self.member_weights}
+
+
+def ensemble_inference_model(members: Mapping[str, tuple[keras.Model, str]],
+                             weights: Sequence[float] | None = None) -> keras.Model:
+    """One model of an ensemble: ``members`` maps each member's preset to its export's model
+    (``{"logits", "features"}`` out) and the name of its input; members with the same input
+    name share it (every CNN member takes the same ``image``), so the model's inputs are a
+    dict by those names. The outputs are :class:`CombineMembers` of the members' outputs,
+    ``weights`` as for :func:`~facefold.models.outputs.combine_outputs`. ``ValueError`` when
+    two members take inputs of the same name but not the same shape."""
+    if weights is not None and len(weights) != len(members):
+        raise ValueError(f"{len(weights)} weights for {len(members)} ensemble members")
+    inputs: dict[str, keras.KerasTensor] = {}
+    outputs = []
+    for preset, (model, name) in members.items():
+        given = model.input
+        if name not in inputs:
+            inputs[name] = keras.Input(given.shape[1:], dtype=given.dtype, name=name)
+        elif tuple(inputs[name].shape) != tuple(given.shape):
+            raise ValueError(f"ensemble member '{preset}' takes '{name}' of shape "
+                             f"{tuple(given.shape)}, another member {tuple(inputs[name].shape)}:"
+                             " they cannot share one input")
+        # A member's own name: every CNN's inference model is called facefold_inference.
+        member = keras.Model(given, model.output, name=f"member_{preset}")
+        outputs.append(member(inputs[name]))
+    combined = CombineMembers(None if weights is None else list(weights), name="combine")(
+        [out["logits"] for out in outputs], [out["features"] for out in outputs])
+    return keras.Model(inputs, combined, name="facefold_ensemble_inference")
+
+
 def keras_infer(model: keras.Model) -> Infer:
-    """Inference with an in-memory Keras model, traced once per batch shape."""
+    """Inference with an in-memory Keras model, traced once per batch shape; ``x`` is one
+    array, or a dict of arrays by input name (an ensemble's one-file model)."""
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    return lambda x: {k: v.numpy() for k, v in call(tf.constant(x)).items()}
+    return lambda x: {k: v.numpy() for k, v in call(tf.nest.map_structure(tf.constant,
+                                                                          x)).items()}

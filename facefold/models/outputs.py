@@ -9,6 +9,7 @@ without importing TensorFlow.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,11 +77,17 @@ def members_infer(members: Mapping[str, Infer], weights: Sequence[float] | None 
     """Inference of an ensemble on each member's own inputs, given by member name (a CNN's
     pictures, a head export's chips): :func:`combine_outputs` of the members' outputs."""
     def infer(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not isinstance(inputs, Mapping) or set(inputs) != set(members):
-            given = ", ".join(inputs) if isinstance(inputs, Mapping) else "one array"
-            raise ValueError(f"an ensemble takes the inputs of each member by name "
-                             f"({', '.join(members)}), got {given}")
+        check_named_inputs(inputs, list(members), "of each member")
         return combine_outputs([member(inputs[name]) for name, member in members.items()],
                                weights)
 
     return infer
+
+
+def check_named_inputs(inputs: Any, names: Sequence[str], whose: str) -> None:
+    """``ValueError`` unless ``inputs`` is a dict of exactly ``names`` (an ensemble's inputs:
+    ``whose`` says whose they are, in the message)."""
+    if not isinstance(inputs, Mapping) or set(inputs) != set(names):
+        given = ", ".join(inputs) if isinstance(inputs, Mapping) else "one array"
+        raise ValueError(f"an ensemble takes the inputs {whose} by name ({', '.join(names)}), "
+                         f"got {given}")

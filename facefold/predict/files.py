@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,21 @@ from facefold.predict.predictor import UNKNOWN, NoFaceError, Predictor
 
 # Files decoded at a time by predict_files: bounded memory, one batched model call per chunk.
 FILES_PER_CHUNK = 256
+
+# The picture files taken from a folder (identify, enroll, fit --strangers).
+PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm"}
+
+
+def picture_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, and the pictures inside folders (recursively, sorted)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*")
+                            if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES)
+        else:
+            found.append(path)
+    return found
 
 
 def predict_files(predictor: Predictor, paths: Sequence[str | Path], top_k: int = 5,
@@ -22,7 +37,8 @@ def predict_files(predictor: Predictor, paths: Sequence[str | Path], top_k: int 
     dataset image); with it, every face is found (see :meth:`Predictor.face_crops`).
     Returns one ``{"image", "faces": [Recognition.to_dict()], "error"}`` per
     file, in order; a file that cannot be read or holds no face gets an
-    ``error`` message naming it instead of stopping the others.
+    ``error`` message naming it instead of stopping the others (no face: ``"face": False``
+    as well; a crop that is no face counts, see :meth:`Predictor.face_crops`).
     """
 
     predictor.rejection(threshold, score)  # a bad score or threshold fails before any work
@@ -34,9 +50,12 @@ def predict_files(predictor: Predictor, paths: Sequence[str | Path], top_k: int 
             results.append({"image": str(path), "faces": [], "error": None})
             try:
                 photo = load_rgb(path, min_side=MIN_PICTURE_SIDE)
-                found = predictor.face_crops(photo, detect) if detect else [(None, photo)]
-            except (ImageError, NoFaceError) as err:
-                results[-1]["error"] = str(err) if isinstance(err, ImageError) else f"{path}: {err}"
+                found = predictor.face_crops(photo, detect)  # a crop must be a face too
+            except ImageError as err:
+                results[-1]["error"] = str(err)
+                continue
+            except NoFaceError as err:
+                results[-1].update(face=False, error=f"{path}: {err}")
                 continue
             for box, crop in found:
                 owners.append(start + i)

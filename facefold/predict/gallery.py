@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from facefold import runs
+from facefold.data.records import label_name_problem
 
 DATABASE_FILE = runs.GALLERY_FILE
 LEGACY_FILE = runs.LEGACY_GALLERY_FILE
@@ -110,6 +111,9 @@ class Gallery:
             return ("database", self.path.stat().st_ino, header[24:28])
         except FileNotFoundError:
             pass
+        except OSError as err:  # a directory, a file we may not read: say which
+            raise GalleryError(f"{self.path}: cannot be read as a gallery "
+                               f"({err.strerror or err})") from None
         try:
             info = (self.folder / LEGACY_FILE).stat()
             return ("legacy", info.st_ino, info.st_size, info.st_mtime_ns)
@@ -142,6 +146,12 @@ class Gallery:
         sums = np.zeros((len(order), self.dim), np.float32)
         counts = np.zeros(len(order), np.int64)
         for name, blob, count in rows:
+            # Rows written by another program are checked like a labels file's names.
+            problem = (label_name_problem(name) if isinstance(name, str)
+                       else "is not text")
+            if problem or not isinstance(blob, bytes) or not isinstance(count, int) or count < 1:
+                raise GalleryError(f"{self.path}: a row of {name!r} is not a facefold "
+                                   f"gallery row (name {problem or 'fine'}, count {count!r})")
             feature = np.frombuffer(blob, np.float32)
             if feature.shape != (self.dim,) or not np.isfinite(feature).all():
                 raise GalleryError(f"{self.path}: the row of {name!r} holds {feature.size} "
@@ -252,6 +262,9 @@ def read_legacy(path: Path, dim: int) -> People:
             sums, counts = data["sums"].astype(np.float32), data["counts"].astype(np.int64)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise GalleryError(f"{path}: not a facefold gallery ({err})") from None
+    for name in names:
+        if problem := label_name_problem(name):
+            raise GalleryError(f"{path}: the name {name!r} {problem}")
     if sums.shape != (len(names), dim) or counts.shape != (len(names),) or (
             counts < 1).any() or not np.isfinite(sums).all():
         raise GalleryError(f"{path}: names ({len(names)}), sums {sums.shape} and counts "

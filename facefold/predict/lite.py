@@ -11,7 +11,7 @@ Flex ops LiteRT lacks (the antialiased resize of the ``sizeNN`` presets).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +53,20 @@ def _interpreter(path: Path) -> tuple[Any, str]:
     return interpreter, "tensorflow"
 
 
-def tflite_infer(path: Path) -> tuple[Infer, tuple[int | None, ...], str]:
-    """``(infer, input shape, runtime)`` of a ``.tflite`` file with one input (``image`` or
-    ``chips``): the input's shape with the batch as None, and which runtime runs it
-    ("litert" or "tensorflow"); the input is resized per batch."""
+def tflite_infer(path: Path) -> tuple[Callable[[Any], dict[str, np.ndarray]],
+                                      dict[str, tuple[int | None, ...]], str]:
+    """``(infer, input shapes, runtime)`` of a ``.tflite`` file: ``infer`` takes one array (a
+    network's one input, ``image`` or ``chips``) or a dict of arrays by input name (an
+    ensemble's); each input's shape by name, with the batch as None; which runtime runs it
+    ("litert" or "tensorflow"). The inputs are resized per batch."""
     interpreter, runtime = _interpreter(path)
     runner = interpreter.get_signature_runner()
-    ((name, detail),) = runner.get_input_details().items()
-    shape = (None, *(int(v) for v in detail["shape"][1:]))
-    return lambda x: runner(**{name: x}), shape, runtime
+    details = runner.get_input_details()
+    shapes = {name: (None, *(int(v) for v in detail["shape"][1:]))
+              for name, detail in details.items()}
+    first = next(iter(details))
+    return (lambda x: runner(**(dict(x) if isinstance(x, Mapping) else {first: x})), shapes,
+            runtime)
 
 
 def checkpoint_digest(checkpoint: Path) -> str:

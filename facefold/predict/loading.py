@@ -11,10 +11,13 @@ inside the folder.
 
 What differs by model family (the inference model of a CNN or an embedding
 head, embedding each picture first) is asked of the family
-(:mod:`facefold.models.families`). An ensemble loads each member as a model of
-its own and averages their probabilities (:func:`~facefold.models.inference.ensemble_infer`),
-weighted by the weights a weighted ensemble's ``ensemble.json`` (or its export's
-``export.json``) records for each member.
+(:mod:`facefold.models.families`). An ensemble's run loads each member as a model of
+its own and averages their probabilities (:func:`~facefold.models.outputs.ensemble_infer`),
+weighted by the weights a weighted ensemble's ``ensemble.json`` records for each member. An
+ensemble's export is one model file doing the same
+(:func:`~facefold.models.inference.ensemble_inference_model`), fed each member's input by
+name (``image``, ``chips``); an export written before that (``model_file`` null) holds its
+members' exports in ``members/<preset>/``, loaded and averaged as a run's members.
 
 A run can be loaded with other inference options than its config's, since it keeps what they
 need: ``tta`` turns flip test-time augmentation on or off (it adds no weights: the CNN is
@@ -45,10 +48,10 @@ import numpy as np
 import facefold
 from facefold import runs
 from facefold.config import FAMILIES
-from facefold.data.records import label_name_problem
-from facefold.embeddings.pictures import check_embedding_meta, chip_inference, takes_chips
+from facefold.data.records import MAX_IMAGE_SIZE, label_name_problem
+from facefold.embeddings.pictures import check_embedding_meta, chip_inputs, takes_chips
 from facefold.machine import start_tensorflow
-from facefold.models.outputs import Infer, ensemble_infer, members_infer
+from facefold.models.outputs import Infer, check_named_inputs, ensemble_infer, members_infer
 from facefold.predict.lite import kept_export, tflite_infer
 
 if TYPE_CHECKING:  # TensorFlow is imported only for a model that needs it
@@ -56,6 +59,8 @@ if TYPE_CHECKING:  # TensorFlow is imported only for a model that needs it
 
     from facefold.models.families import ModelFamily
 
+# The family of an ensemble (facefold.models.families.Ensemble, which imports TensorFlow).
+ENSEMBLE = "ensemble"
 # (run folder, checkpoint) -> the trained network, as load_model_folder's load_checkpoint.
 CheckpointLoader = Callable[[Path, Path], "keras.Model"]
 
@@ -88,7 +93,9 @@ class LoadedModel:
     ``.keras`` exports; what ``export`` saves); ``members`` an ensemble's, by preset, and
     ``weights`` a weighted ensemble's member weights, by preset (None: the plain mean);
     ``model_infer`` the inference on what the model itself takes (a CNN: the pictures; a
-    head's run: embeddings; a head's export: chips; an ensemble: each member's, by name)."""
+    head's run: embeddings; a head's export: chips; an ensemble's run: each member's, by
+    preset; an ensemble's export: each input, by name) and ``model_inputs`` maps pictures
+    to that."""
 
     info: ModelInfo
     infer: Infer
@@ -96,6 +103,7 @@ class LoadedModel:
     members: dict[str, LoadedModel] = field(default_factory=dict)
     weights: dict[str, float] | None = None
     model_infer: Callable[[Any], dict[str, np.ndarray]] | None = None
+    model_inputs: Callable[[np.ndarray], Any] | None = None
 
 
 def load_model_folder(path: str | Path, tta: bool | None = None,
@@ -166,16 +174,16 @@ def _load_ensemble(folder: Path, member_dirs: dict[str, Path], kind: str,
                 f"ensemble members {first.source} and {other.source} differ in their people, "
                 "image size or channels: they cannot be averaged"
             )
-    from facefold.models.families import Ensemble
-
     info = ModelInfo(first.labels, first.image_size, first.crop_size, first.channels, kind,
                      folder, step, threshold, runs.read_centroids(folder, len(first.labels)),
-                     family=Ensemble.name)
+                     family=ENSEMBLE)
     order = None if weights is None else [weights[name] for name in members]
     return LoadedModel(info, ensemble_infer([m.infer for m in members.values()], order),
                        members=members, weights=weights,
                        model_infer=members_infer({n: m.model_infer for n, m in members.items()},
-                                                 order))
+                                                 order),
+                       model_inputs=lambda images: {n: m.model_inputs(images)
+                                                    for n, m in members.items()})
 
 
 def checkpoint_model(run_dir: Path, checkpoint: Path) -> keras.Model:
@@ -203,7 +211,7 @@ def _load_run(run_dir: Path, tta: bool | None = None,
         return _load_ensemble(run_dir, members, "run", config.train.steps,
                               runs.ensemble_weights(run_dir), tta, load_checkpoint,
                               runs.read_threshold(run_dir), crops)
-    found = runs.latest_checkpoint(run_dir)
+    found = runs.newest_checkpoint(run_dir)  # a truncated newest one is refused
     if found is None:
         raise FileNotFoundError(
             f"{run_dir / runs.CHECKPOINT_DIR} holds no checkpoint: train the run first"
@@ -219,24 +227,30 @@ def _load_run(run_dir: Path, tta: bool | None = None,
     image_size = runs.run_image_size(run_dir, spec.crop_size)
     wrapped, meta = family.inference(model, config, image_size, runs.read_run_info(run_dir))
     model_infer = keras_infer(wrapped)
-    infer = family.picture_inference(model_infer, meta, run_dir)
+    inputs = family.picture_inputs(meta, run_dir)
     info = ModelInfo(labels, image_size, spec.crop_size, spec.channels, "run", run_dir, step,
                      runs.read_threshold(run_dir), runs.read_centroids(run_dir, len(labels)),
                      meta, family.name)
-    return LoadedModel(info, infer, wrapped, model_infer=model_infer)
+    return LoadedModel(info, lambda images: model_infer(inputs(images)), wrapped,
+                       model_infer=model_infer, model_inputs=inputs)
 
 
 def savedmodel_infer(path: Path) -> Infer:
-    """Inference with a SavedModel written by ``facefold export --format savedmodel``."""
+    """Inference with a SavedModel written by ``facefold export --format savedmodel``; ``x``
+    is one array, or a dict of arrays by input name (an ensemble's)."""
     tf = start_tensorflow()
     loaded = tf.saved_model.load(str(path))
-    return lambda x: {k: v.numpy() for k, v in loaded.serve(tf.constant(x)).items()}
+    return lambda x: {k: v.numpy() for k, v in
+                      loaded.serve(tf.nest.map_structure(tf.constant, x)).items()}
 
 
-def _positive_int(meta: dict[str, Any], key: str, where: Path, low: int = 1) -> int:
+def _positive_int(meta: dict[str, Any], key: str, where: Path, low: int = 1,
+                  high: int | None = None) -> int:
     value = meta.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{where}: field '{key}' must be an integer >= {low}, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (
+            high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"from {low} to {high}"
+        raise ValueError(f"{where}: field '{key}' must be an integer {allowed}, got {value!r}")
     return value
 
 
@@ -261,8 +275,8 @@ def read_export_info(folder: Path) -> dict[str, Any]:
     for index, name in enumerate(labels):  # the rules of labels.txt: no name spoofs a line
         if problem := label_name_problem(name):
             raise ValueError(f"{path}: field 'labels' item {index} {name!r} {problem}")
-    crop = _positive_int(meta, "crop_size", path, 8)
-    _positive_int(meta, "image_size", path, crop)
+    crop = _positive_int(meta, "crop_size", path, 8, MAX_IMAGE_SIZE)
+    _positive_int(meta, "image_size", path, crop, MAX_IMAGE_SIZE)
     if meta.get("channels") not in (1, 3):
         raise ValueError(f"{path}: field 'channels' must be 1 or 3, got {meta.get('channels')!r}")
     if meta.get("step") is not None:
@@ -272,19 +286,19 @@ def read_export_info(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def export_family(meta: dict[str, Any], where: Path) -> ModelFamily:
-    """The model family of an export (exports before the ``family`` field: a head when it
-    names an embedding)."""
-    from facefold.models.families import FAMILIES
+def export_family(meta: dict[str, Any], where: Path, key: str = "family") -> ModelFamily:
+    """The model family of an export, or of a member entry of an ensemble's (``key`` names
+    it in errors; exports before the ``family`` field: a head when it names an embedding)."""
+    from facefold.models.families import FAMILIES as families
 
-    return FAMILIES[export_family_name(meta, where)]
+    return families[export_family_name(meta, where, key)]
 
 
-def export_family_name(meta: dict[str, Any], where: Path) -> str:
+def export_family_name(meta: dict[str, Any], where: Path, key: str = "family") -> str:
     """The name of an export's model family, checked (see :func:`export_family`)."""
     name = meta.get("family") or ("embedding" if meta.get("embedding") else "cnn")
     if name not in FAMILIES:
-        raise ValueError(f"{where}: field 'family' must be one of {', '.join(FAMILIES)}, "
+        raise ValueError(f"{where}: field '{key}' must be one of {', '.join(FAMILIES)}, "
                          f"got {name!r}")
     return name
 
@@ -293,16 +307,9 @@ def _load_export(folder: Path) -> LoadedModel:
     """An export folder (``export.json`` + model file) as a model."""
     meta = read_export_info(folder)
     where = folder / runs.EXPORT_FILE
-    if meta.get("ensemble"):
-        entries = meta["ensemble"].get("members") if isinstance(meta["ensemble"], dict) else None
-        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise ValueError(f"{where}: field 'ensemble.members' must be a list of objects")
-        members = {runs.safe_name(str(m.get("preset"))):
-                   runs.contained(folder, m.get("export"), "ensemble.members.export", where)
-                   for m in entries}
-        return _load_ensemble(folder, members, meta["format"], meta.get("step"),
-                              runs.check_member_weights(entries, where),
-                              threshold=meta.get("threshold"))
+    if meta.get("ensemble") and (meta.get("family") != ENSEMBLE
+                                 or meta.get("model_file") is None):
+        return _load_members_export(folder, meta, where)  # not one file: its members' exports
     model_path = folder / runs.MODEL_FILES[meta["format"]]
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path} is missing from the export {folder}")
@@ -324,34 +331,81 @@ def _load_export(folder: Path) -> LoadedModel:
         infer = keras_infer(model)
     else:
         infer = savedmodel_infer(model_path)
-    pictures = family.picture_inference(infer, meta.get("embedding"), folder)  # checks it
-    _check_export_outputs(infer, family.export_input(meta.get("embedding"),
-                                                     int(meta["image_size"]),
-                                                     int(meta["channels"])), len(labels), where)
+    inputs, feed = _export_inputs(meta, family, folder, where)
+    ensemble = family.name == ENSEMBLE
+    if ensemble:
+        infer = _by_name(infer, list(inputs))
+    _check_export_outputs(infer, inputs, ensemble, len(labels), where)
     info = ModelInfo(labels, int(meta["image_size"]), int(meta["crop_size"]),
                      int(meta["channels"]), meta["format"], folder, meta.get("step"),
                      meta.get("threshold"), runs.read_centroids(folder, len(labels)),
                      meta.get("embedding"), family.name, meta["format"])
-    return LoadedModel(info, pictures, model, model_infer=infer)
+    return LoadedModel(info, lambda images: infer(feed(images)), model,
+                       weights=_export_weights(meta, where), model_infer=infer,
+                       model_inputs=feed)
 
 
-def _tflite_model(meta: dict[str, Any], model_path: Path, where: Path,
+def _tflite_model(meta: dict[str, Any], model_path: Path, folder: Path,
                   info: ModelInfo) -> LoadedModel:
-    """The ``.tflite`` file of an export (``meta``, its checked ``export.json`` in ``where``)
+    """The ``.tflite`` file of an export (``meta``, its checked ``export.json`` in ``folder``)
     by the LiteRT interpreter, as the model ``info`` describes: pictures in, or the chips an
-    embedding head's export takes (cut here by dlib), names out; no TensorFlow."""
-    infer, shape, runtime = tflite_infer(model_path)
-    embedding = meta.get("embedding")
-    if embedding is not None and not takes_chips(embedding):
-        raise ValueError(f"{where / runs.EXPORT_FILE}: an embedding head's TFLite export "
-                         "takes chips ('embedding.input' must be 'chips')")
-    pictures = infer if embedding is None else chip_inference(
-        infer, check_embedding_meta(embedding, where, False), where)
-    _check_export_outputs(infer, {"shape": shape, "dtype": "uint8"}, len(info.labels),
-                          where / runs.EXPORT_FILE)
-    family = export_family_name(meta, where / runs.EXPORT_FILE)
-    info = dataclasses.replace(info, embedding=embedding, family=family, runtime=runtime)
-    return LoadedModel(info, pictures, model_infer=infer)
+    embedding head's export takes (cut here by dlib), names out; an ensemble's file takes
+    each input by name. No TensorFlow."""
+    where = folder / runs.EXPORT_FILE
+    infer, shapes, runtime = tflite_infer(model_path)
+    ensemble = export_family_name(meta, where) == ENSEMBLE
+    feeds = _lite_feeds(meta, folder, where)
+    if ensemble:
+        if set(feeds) != set(shapes):
+            raise ValueError(f"{model_path} takes the inputs {', '.join(shapes)} but {where} "
+                             f"describes {', '.join(feeds)}: export the model again")
+        infer = _by_name(infer, list(shapes))
+        feed: Callable[[np.ndarray], Any] = lambda images: {  # noqa: E731
+            name: member_feed(images) for name, member_feed in feeds.items()}
+    else:
+        (feed,) = feeds.values()
+    inputs = {name: {"shape": shape, "dtype": "uint8"} for name, shape in shapes.items()}
+    _check_export_outputs(infer, inputs, ensemble, len(info.labels), where)
+    info = dataclasses.replace(info, embedding=meta.get("embedding"),
+                               family=export_family_name(meta, where), runtime=runtime)
+    return LoadedModel(info, lambda images: infer(feed(images)),
+                       weights=_export_weights(meta, where), model_infer=infer,
+                       model_inputs=feed)
+
+
+def _lite_feeds(meta: dict[str, Any], folder: Path, where: Path
+                ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Pictures -> each input of a TFLite export by input name, without TensorFlow (what
+    :func:`_export_inputs` asks of the families): a CNN takes the pictures themselves
+    (``image``), an embedding head the chips cut here (``chips``); an ensemble's members
+    with inputs of the same name share one."""
+    ensemble = export_family_name(meta, where) == ENSEMBLE
+    entries = _member_entries(meta, where) if ensemble else [meta]
+    feeds: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    for index, entry in enumerate(entries):
+        key = f"ensemble.members[{index}].family" if ensemble else "family"
+        family = export_family_name(entry, where, key)
+        if ensemble and family == ENSEMBLE:
+            raise ValueError(f"{where}: ensemble member {index} is an ensemble itself")
+        embedding = entry.get("embedding")
+        if family != "embedding":
+            feeds.setdefault("image", lambda images: images)
+        elif not takes_chips(embedding):
+            raise ValueError(f"{where}: an embedding head's TFLite export takes chips "
+                             "('embedding.input' must be 'chips')")
+        else:
+            feeds.setdefault("chips", chip_inputs(
+                check_embedding_meta(embedding, folder, False), folder))
+    if not feeds:
+        raise ValueError(f"{where}: field 'ensemble.members' lists no member")
+    return feeds
+
+
+def _export_weights(meta: dict[str, Any], where: Path) -> dict[str, float] | None:
+    """A weighted ensemble's member weights from its ``export.json`` (None: not one)."""
+    if export_family_name(meta, where) != ENSEMBLE:
+        return None
+    return runs.check_member_weights(_member_entries(meta, where), where)
 
 
 def _load_kept_export(run_dir: Path, export_dir: Path) -> LoadedModel:
@@ -372,12 +426,76 @@ def _load_kept_export(run_dir: Path, export_dir: Path) -> LoadedModel:
     return _tflite_model(meta, export_dir / runs.MODEL_FILES["tflite"], export_dir, info)
 
 
-def _check_export_outputs(infer: Infer, model_input: dict[str, Any], classes: int,
-                          where: Path) -> None:
-    """Run the model once on a zero input of its declared shape: its logits must be one per
-    label (a SavedModel or TFLite file says so only when it runs)."""
-    zeros = np.zeros([1, *model_input["shape"][1:]], model_input["dtype"])
-    logits = np.asarray(infer(zeros)["logits"])
+def _by_name(infer: Infer, names: list[str]) -> Infer:
+    """``infer`` of an ensemble's model file, which takes exactly ``names`` (a clear error for
+    anything else, before the model sees it)."""
+    def checked(inputs: Any) -> dict[str, np.ndarray]:
+        check_named_inputs(inputs, names, "of its model file")
+        return infer(inputs)
+
+    return checked
+
+
+def _member_entries(meta: dict[str, Any], where: Path) -> list[dict[str, Any]]:
+    """``ensemble.members`` of an ensemble's ``export.json``, checked to be a list of
+    objects."""
+    entries = meta["ensemble"].get("members") if isinstance(meta.get("ensemble"), dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{where}: field 'ensemble.members' must be a list of objects")
+    return entries
+
+
+def _load_members_export(folder: Path, meta: dict[str, Any], where: Path) -> LoadedModel:
+    """An ensemble's export written before ensembles were one file: an export of each member
+    in ``members/<preset>/``, loaded and averaged as a run's members are."""
+    entries = _member_entries(meta, where)
+    members = {runs.safe_name(str(m.get("preset"))):
+               runs.contained(folder, m.get("export"), "ensemble.members.export", where)
+               for m in entries}
+    return _load_ensemble(folder, members, meta["format"], meta.get("step"),
+                          runs.check_member_weights(entries, where),
+                          threshold=meta.get("threshold"))
+
+
+def _export_inputs(meta: dict[str, Any], family: ModelFamily, folder: Path, where: Path
+                   ) -> tuple[dict[str, dict[str, Any]], Callable[[np.ndarray], Any]]:
+    """The inputs of an export's model by name, as the family (an ensemble: each member's
+    family, from its ``ensemble.members`` entry) describes them, and pictures -> what the
+    model takes: one array, or an ensemble's dict of arrays by input name (members with
+    inputs of the same name share one: every CNN member takes ``image``)."""
+    size, channels = int(meta["image_size"]), int(meta["channels"])
+    if family.name != ENSEMBLE:
+        embedding = meta.get("embedding")
+        feed = family.picture_inputs(embedding, folder)  # checks the embedding entry
+        model_input = family.export_input(embedding, size, channels)
+        return {model_input["name"]: model_input}, feed
+    inputs: dict[str, dict[str, Any]] = {}
+    feeds: dict[str, Callable[[np.ndarray], Any]] = {}
+    for index, entry in enumerate(_member_entries(meta, where)):
+        member = export_family(entry, where, f"ensemble.members[{index}].family")
+        if member.name == ENSEMBLE:
+            raise ValueError(f"{where}: ensemble member {index} is an ensemble itself")
+        embedding = entry.get("embedding")
+        member_feed = member.picture_inputs(embedding, folder)
+        model_input = member.export_input(embedding, size, channels)
+        name = model_input["name"]
+        if inputs.setdefault(name, model_input) != model_input:
+            raise ValueError(f"{where}: ensemble members take different inputs named '{name}'"
+                             ", which one model file cannot have")
+        feeds.setdefault(name, member_feed)
+    if not inputs:
+        raise ValueError(f"{where}: field 'ensemble.members' lists no member")
+    return inputs, lambda images: {name: feed(images) for name, feed in feeds.items()}
+
+
+def _check_export_outputs(infer: Infer, inputs: dict[str, dict[str, Any]], by_name: bool,
+                          classes: int, where: Path) -> None:
+    """Run the model once on zero inputs of their declared shapes (``by_name``: a dict of
+    them, an ensemble's; else its one input): its logits must be one per label (a SavedModel
+    or TFLite file says so only when it runs)."""
+    zeros = {name: np.zeros([1, *entry["shape"][1:]], entry["dtype"])
+             for name, entry in inputs.items()}
+    logits = np.asarray(infer(zeros if by_name else next(iter(zeros.values())))["logits"])
     if logits.ndim != 2 or logits.shape[1] != classes:
         raise ValueError(f"{where} lists {classes} people but the model gives "
                          f"{logits.shape[1:]} outputs: the label list does not belong to "

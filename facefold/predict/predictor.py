@@ -22,8 +22,10 @@ size with ``align_face`` and recognized, with its box. **Fallback rule**: when
 that detector is not installed or finds no face, the whole picture is taken as
 one face crop only if it looks like one: nearly square (sides within 10 %) and
 at most :data:`~facefold.data.images.MAX_CROP_SIDE` pixels on its longer side
-(:func:`~facefold.data.images.looks_like_face_crop`). Otherwise
-:class:`NoFaceError` is raised.
+(:func:`~facefold.data.images.looks_like_face_crop`), and a picture taken whole (so also
+every crop given with ``detect=False``) only when it is a face
+(:func:`facefold.faces.plausible.face_problem`). Otherwise :class:`NoFaceError` is raised:
+noise, a flat or a gradient picture is never named, verified or enrolled.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from facefold import runs
 from facefold.data.images import MAX_CROP_SIDE, looks_like_face_crop, square_crop
 from facefold.data.records import UNKNOWN, label_name_problem, normal_name
 from facefold.embeddings.pictures import check_embedding_meta, chip_images, takes_chips
+from facefold.faces import plausible
+from facefold.models.enrollment import recalibrate
 from facefold.models.outputs import Infer, softmax
 from facefold.models.scores import (
     CENTROID_SCORE,
@@ -161,6 +165,7 @@ class Predictor:
         self.keras_model = loaded.keras_model  # the inference model (runs, .keras exports)
         self.batch_size = batch_size
         self._model_infer = loaded.model_infer
+        self._model_inputs = loaded.model_inputs
         self.members = {name: Predictor(member, batch_size)
                         for name, member in loaded.members.items()}
         self.member_weights = loaded.weights
@@ -169,6 +174,8 @@ class Predictor:
         self._gallery = None if self.info.centroids is None else Gallery(
             self.info.source, self.info.centroids.shape[1])
         self._enrolled()  # a damaged gallery fails here, when the model is loaded
+        # The threshold recalibrated for the gallery (enrolled_calibration), by its counts.
+        self._recalibrated: tuple[tuple[int, ...], dict[str, Any] | None] | None = None
 
     @classmethod
     def load(cls, path: str | Path, lite: bool = True) -> Predictor:
@@ -211,6 +218,24 @@ class Predictor:
         people = self._enrolled()
         enrolled = unit_rows(people.sums) if people.names else people.sums
         return np.concatenate([self.info.centroids, enrolled]).astype(np.float32)
+
+    def enrolled_calibration(self) -> dict[str, Any] | None:
+        """The cosine threshold and its expected rates for the people enrolled now
+        (:func:`facefold.models.enrollment.recalibrate`, from ``fit``'s
+        ``calibration_features.npz``), or None: nobody enrolled, or a model without them
+        (an export, a model fit by an older facefold). Computed again when the gallery
+        changes."""
+        people = self._enrolled()
+        if not people.names:
+            return None
+        key = tuple(int(c) for c in people.counts)
+        if self._recalibrated is None or self._recalibrated[0] != key:
+            stored = self.info.threshold or {}
+            arrays = runs.read_calibration_features(self.info.source) if (
+                Path(self.info.source).is_dir() and "far" in stored) else None
+            self._recalibrated = (key, None if arrays is None else recalibrate(
+                arrays, key, float(stored["far"]), stored.get("far_bound", "pooled")))
+        return self._recalibrated[1]
 
     # ------------------------------------------------------------ enrolling and verifying
 
@@ -281,6 +306,13 @@ class Predictor:
             return np.asarray(square.convert("L"))[..., None]
         return np.asarray(square.convert("RGB"))
 
+    def to_arrays(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """:meth:`to_array` of each picture: uint8 (N, S, S, C), N = 0 for no picture."""
+        if not images:
+            return np.zeros((0, self.info.image_size, self.info.image_size, self.info.channels),
+                            np.uint8)
+        return np.stack([self.to_array(im) for im in images])
+
     def outputs_for_arrays(self, arrays: np.ndarray) -> dict[str, np.ndarray]:
         """``{"logits": (N, C), "features": (N, D)}`` for uint8 images (N, S, S, channels)."""
         expected = (self.info.image_size, self.info.image_size, self.info.channels)
@@ -293,12 +325,22 @@ class Predictor:
                                  ) -> dict[str, np.ndarray]:
         """Logits and features for what the network itself takes, in batches: uint8 images
         for a CNN, embeddings (N, V, D) for an embedding head's run (its cached inputs),
-        chips (N, V, C, C, 3) for its export (see :meth:`chips`); for an ensemble, each
-        member's by preset name (an export with a dlib128 member: the pictures for the CNN,
-        the chips for the head), combined as its pictures are."""
+        chips (N, V, C, C, 3) for its export (see :meth:`chips`); for an ensemble's run, each
+        member's by preset name, combined as its pictures are; for an ensemble's export (one
+        model file), each input by name (``image`` for the CNN members, ``chips`` for a
+        dlib128 head): :meth:`model_inputs` gives them."""
         if self._model_infer is None:
             raise ValueError(f"{self.info.source} was loaded without its model's inference")
         return _batched(self._model_infer, inputs, self.batch_size)
+
+    def model_inputs(self, images: Sequence[Image.Image]) -> np.ndarray | dict[str, np.ndarray]:
+        """What :meth:`outputs_for_model_inputs` takes for face crops: the model's own input
+        (an embedding head's export: the chips, cut by dlib; an ensemble: a dict of them),
+        so that a deployment cuts the inputs once and runs the model where only TensorFlow
+        is installed."""
+        if self._model_inputs is None:
+            raise ValueError(f"{self.info.source} was loaded without its model's inputs")
+        return self._model_inputs(self.to_arrays(images))
 
     def chips(self, images: Sequence[Image.Image]) -> np.ndarray:
         """The input of an embedding head's export for face crops: uint8 (N, V, C, C, 3),
@@ -309,17 +351,13 @@ class Predictor:
         if not takes_chips(embedding):
             raise ValueError(f"{self.info.source} does not take chips: only an export of an "
                              "embedding head (facefold export) does")
-        arrays = np.stack([self.to_array(im) for im in images]) if images else np.zeros(
-            (0, self.info.image_size, self.info.image_size, self.info.channels), np.uint8)
+        arrays = self.to_arrays(images)
         check_embedding_meta(embedding, self.info.source)  # the installed chips are its own
         return chip_images(arrays, embedding["name"], embedding["views"])[0]
 
     def outputs(self, images: Sequence[Image.Image]) -> dict[str, np.ndarray]:
         """Logits and features of face crops (any size; see :meth:`to_array`)."""
-        shape = (0, self.info.image_size, self.info.image_size, self.info.channels)
-        arrays = np.stack([self.to_array(im) for im in images]) if images else np.zeros(
-            shape, np.uint8)
-        return self.outputs_for_arrays(arrays)
+        return self.outputs_for_arrays(self.to_arrays(images))
 
     def predict_crops(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Class probabilities (N, classes) of face crops, in batches."""
@@ -332,7 +370,8 @@ class Predictor:
         """The ``(score name, threshold)`` that decides "unknown", or None (never unknown).
 
         ``score`` defaults to the stored one, else :data:`DEFAULT_SCORE`;
-        ``threshold`` to the stored threshold of that score.
+        ``threshold`` to the stored threshold of that score, recalibrated for the enrolled
+        people when the score uses centroids (:meth:`enrolled_calibration`).
         """
         stored = self.info.threshold or {}
         score = score or stored.get("score") or DEFAULT_SCORE
@@ -340,6 +379,9 @@ class Predictor:
             raise ValueError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
         if threshold is None:
             threshold = stored.get("thresholds", {}).get(score)
+            enrolled = self.enrolled_calibration() if SCORES[score].uses_centroids else None
+            if enrolled is not None:  # more people to be mistaken for: a higher threshold
+                threshold = enrolled["threshold"]
         if threshold is None:
             return None
         threshold = finite_threshold(threshold)
@@ -427,7 +469,10 @@ class Predictor:
     ) -> list[tuple[Box | None, Image.Image]]:
         """The faces of a photo as ``(box, crop)`` pairs, largest first (see the fallback rule).
 
-        Raises :class:`NoFaceError` when no face is found and the photo is not a face crop.
+        Without ``detect``, or when the detector finds no face in a picture that looks like a
+        face crop, the picture is taken whole only if it is a face
+        (:func:`facefold.faces.plausible.face_problem`: noise, flat or gradient pictures are
+        not). Raises :class:`NoFaceError` when no face is found.
         """
         detector = load_detector() if detect else None
         if detector is not None:
@@ -438,15 +483,21 @@ class Predictor:
                      detector.align_face(photo, face.landmarks, size=self.info.image_size))
                     for face in faces
                 ]
-        if looks_like_face_crop(photo):
-            return [(None, photo)]
-        why = "no face found" if detector is not None else (
-            "the face detector is not installed (pip install 'facefold[faces]')")
-        raise NoFaceError(
-            f"{why}, and the {photo.width}x{photo.height} picture is not a face crop "
-            f"(nearly square, at most {MAX_CROP_SIDE} px): give a photo with a visible face "
-            "or a cropped face"
-        )
+        if detect and not looks_like_face_crop(photo):
+            why = "no face found" if detector is not None else (
+                "the face detector is not installed (pip install 'facefold[faces]')")
+            raise NoFaceError(
+                f"{why}, and the {photo.width}x{photo.height} picture is not a face crop "
+                f"(nearly square, at most {MAX_CROP_SIDE} px): give a photo with a visible "
+                "face or a cropped face"
+            )
+        try:  # never name, verify or enroll a non-face
+            problem = plausible.face_problem(photo)
+        except ModuleNotFoundError as err:  # no detector to check with: no face is confirmed
+            raise NoFaceError(f"cannot check that the picture is a face: {err}") from None
+        if problem:
+            raise NoFaceError(f"no face in the picture ({problem})")
+        return [(None, photo)]
 
     def recognize_photo(self, photo: Image.Image, top_k: int = 5, detect: bool = True,
                         threshold: float | None = None,

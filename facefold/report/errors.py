@@ -4,6 +4,7 @@
 (row-normalized, person names on the axes) and ``errors.png`` (the most
 confidently misclassified held-out crops, labelled "true / predicted /
 confidence"); the numbers come from :mod:`facefold.evaluate.errors`.
+:func:`plot_audit_sheet` draws the suspects of ``dataset audit`` on the same grid.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -18,9 +20,11 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 import numpy as np
+from PIL import Image
 
 from facefold.atomic import atomic_path, write_text_atomic
 from facefold.csvcells import safe_row
+from facefold.evaluate.audit import Suspect
 from facefold.evaluate.errors import (
     Predictions,
     collect_predictions,
@@ -92,30 +96,53 @@ def plot_error_gallery(
     """
     wrong = np.flatnonzero(~predictions.correct)
     wrong = wrong[np.argsort(-predictions.confidence[wrong], kind="stable")][:limit]
-    if not len(wrong):
+    names, predicted, confidence = predictions.names, predictions.predicted, predictions.confidence
+    titles = [f"{_short(names[predictions.labels[i]], 18)} /\n"
+              f"{_short(names[predicted[i]], 18)} / {confidence[i]:.2f}" for i in wrong]
+    plot_crop_grid([images[i] for i in wrong], titles, path,
+                   f"misclassified: true / predicted / confidence ({len(wrong)} shown)",
+                   "no misclassified images")
+    return len(wrong)
+
+
+def plot_audit_sheet(suspects: Sequence[Suspect], path: str | Path,
+                     limit: int = MAX_GALLERY) -> int:
+    """Write the contact sheet of ``dataset audit``: the first ``limit`` suspects' crops, each
+    titled "rank. given -> suggested / score"; return how many it shows."""
+    shown = suspects[:limit]
+    images = []
+    for suspect in shown:
+        with Image.open(io.BytesIO(suspect.crop)) as img:
+            images.append(np.asarray(img.convert("RGB")))
+    titles = [f"{rank}. {_short(s.given, 18)} ->\n{_short(s.suggested, 18)} / {s.score:.2f}"
+              for rank, s in enumerate(shown, start=1)]
+    plot_crop_grid(images, titles, path,
+                   f"suspects: given -> suggested label / score ({len(shown)} of "
+                   f"{len(suspects)} shown)", "no suspects")
+    return len(shown)
+
+
+def plot_crop_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path,
+                   title: str, empty: str) -> None:
+    """Write a PNG grid of crops (H, W, C uint8, C = 1 or 3), each with its title, atomically;
+    ``empty`` is the text of a grid without crops."""
+    if not len(images):
         fig, ax = plt.subplots(figsize=(4, 1.5))
-        ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+        ax.text(0.5, 0.5, empty, ha="center", va="center")
         ax.axis("off")
         _save(fig, path)
-        return 0
-    columns = min(GALLERY_COLUMNS, len(wrong))
-    rows = math.ceil(len(wrong) / columns)
+        return
+    columns = min(GALLERY_COLUMNS, len(images))
+    rows = math.ceil(len(images) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    names, predicted, confidence = predictions.names, predictions.predicted, predictions.confidence
-    for ax, i in zip(axes.flat, wrong, strict=False):
-        image = images[i]
+    for ax, image, text in zip(axes.flat, images, titles, strict=False):
         ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
-        ax.set_title(
-            f"{_short(names[predictions.labels[i]], 18)} /\n"
-            f"{_short(names[predicted[i]], 18)} / {confidence[i]:.2f}",
-            fontsize=7,
-        )
-    fig.suptitle(f"misclassified: true / predicted / confidence ({len(wrong)} shown)", fontsize=9)
+        ax.set_title(text, fontsize=7)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save(fig, path)
-    return len(wrong)
 
 
 def _save(fig: plt.Figure, path: str | Path) -> None:

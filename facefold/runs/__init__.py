@@ -20,9 +20,11 @@ Every public name is re-exported here, so callers write ``from facefold import r
 
 from facefold.runs.calibration import (
     check_threshold,
+    read_calibration_features,
     read_centroids,
     read_model_card,
     read_threshold,
+    write_calibration_features,
     write_centroids,
     write_enrollment_test,
     write_model_card,
@@ -32,6 +34,7 @@ from facefold.runs.calibration import (
 from facefold.runs.checkpoint_files import (
     checkpoints,
     latest_checkpoint,
+    newest_checkpoint,
 )
 from facefold.runs.cv import (
     check_cv_dir,
@@ -89,6 +92,7 @@ from facefold.runs.lifecycle import (
 )
 from facefold.runs.names import (
     CALIBRATION_DIR,
+    CALIBRATION_FEATURES_FILE,
     CASE_PREFIX,
     CENTROIDS_FILE,
     CHECKPOINT_DIR,
@@ -148,6 +152,7 @@ from facefold.runs.transfer import (
 
 __all__ = [
     "CALIBRATION_DIR",
+    "CALIBRATION_FEATURES_FILE",
     "CASE_PREFIX",
     "CENTROIDS_FILE",
     "CHECKPOINT_DIR",
@@ -216,9 +221,11 @@ __all__ = [
     "lite_dir",
     "member_dir",
     "mismatch_error",
+    "newest_checkpoint",
     "partial_checkpoint_path",
     "prepare_run_dir",
     "preset_dir",
+    "read_calibration_features",
     "read_centroids",
     "read_cv_info",
     "read_experiment_info",
@@ -242,6 +249,7 @@ __all__ = [
     "set_data_dir_note",
     "teacher_dir",
     "weight_field",
+    "write_calibration_features",
     "write_centroids",
     "write_cv_info",
     "write_enrollment_test",

@@ -3,14 +3,17 @@ the open-set report, the model card and the enrollment test."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from facefold.atomic import atomic_path, write_json_atomic, write_text_atomic
+from facefold.choices import SCORES
 from facefold.runs.files import is_finite_number, read_json_object
 from facefold.runs.names import (
+    CALIBRATION_FEATURES_FILE,
     CENTROIDS_FILE,
     ENROLLMENT_TEST_FILE,
     MODEL_CARD_JSON,
@@ -18,6 +21,10 @@ from facefold.runs.names import (
     OPENSET_FILE,
     THRESHOLD_FILE,
 )
+
+# How a model names a face (threshold.json's "naming"): by its classifier's softmax, or by the
+# nearest centroid (written by facefold.fitting).
+NAMINGS = ("classifier", "centroid")
 
 
 def read_threshold(folder: str | Path) -> dict[str, Any] | None:
@@ -28,13 +35,17 @@ def read_threshold(folder: str | Path) -> dict[str, Any] | None:
 
 def check_threshold(data: Any, where: Path) -> dict[str, Any]:
     """A threshold entry (``threshold.json`` or export.json's ``threshold``), checked:
-    ``score`` a string, ``threshold`` a finite number, ``thresholds`` a {score: number}."""
+    ``score`` one of :data:`facefold.choices.SCORES`, ``naming`` one of :data:`NAMINGS`
+    when given, ``threshold`` a finite number, ``thresholds`` a {score: number}."""
     if not isinstance(data, dict):
         raise ValueError(f"{where}: the threshold must be a JSON object, got "
                          f"{type(data).__name__}")
-    if not isinstance(data.get("score"), str):
-        raise ValueError(f"{where}: field 'score' must be a score name, got "
+    if data.get("score") not in SCORES:
+        raise ValueError(f"{where}: field 'score' must be one of {', '.join(SCORES)}, got "
                          f"{data.get('score')!r}")
+    if data.get("naming", NAMINGS[0]) not in NAMINGS:
+        raise ValueError(f"{where}: field 'naming' must be one of {', '.join(NAMINGS)}, got "
+                         f"{data.get('naming')!r}")
     if not is_finite_number(data.get("threshold")):
         raise ValueError(f"{where}: field 'threshold' must be a number, got "
                          f"{data.get('threshold')!r}")
@@ -43,8 +54,9 @@ def check_threshold(data: Any, where: Path) -> dict[str, Any]:
                          f"{data['verify_threshold']!r}")
     thresholds = data.get("thresholds", {})
     if not isinstance(thresholds, dict) or not all(
-            isinstance(k, str) and is_finite_number(v) for k, v in thresholds.items()):
-        raise ValueError(f"{where}: field 'thresholds' must map score names to numbers")
+            k in SCORES and is_finite_number(v) for k, v in thresholds.items()):
+        raise ValueError(f"{where}: field 'thresholds' must map score names "
+                         f"({', '.join(SCORES)}) to numbers")
     return data
 
 
@@ -88,3 +100,33 @@ def write_model_card(model_dir: str | Path, card: dict[str, Any], markdown: str)
 
 def write_enrollment_test(model_dir: str | Path, result: dict[str, Any]) -> None:
     write_json_atomic(Path(model_dir) / ENROLLMENT_TEST_FILE, result)
+
+
+# The arrays of CALIBRATION_FEATURES_FILE (facefold.models.enrollment.CalibrationFeatures).
+CALIBRATION_FEATURE_ARRAYS = (
+    "names", "unknown_group", "unknown_identity", "unknown_features", "known_group",
+    "known_labels", "known_features", "centroid_group", "centroids")
+
+
+def write_calibration_features(folder: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """``calibration_features.npz``: the calibration models' features of the strangers and
+    of the known people's held-out pictures, with their centroids, by group."""
+    missing = set(CALIBRATION_FEATURE_ARRAYS) - set(arrays)
+    if missing:
+        raise ValueError(f"calibration features lack {', '.join(sorted(missing))}")
+    with atomic_path(Path(folder) / CALIBRATION_FEATURES_FILE) as tmp, tmp.open("wb") as handle:
+        np.savez_compressed(handle, **{k: arrays[k] for k in CALIBRATION_FEATURE_ARRAYS})
+
+
+def read_calibration_features(folder: str | Path) -> dict[str, np.ndarray] | None:
+    """The arrays of ``calibration_features.npz`` (None when absent: a model fit before it
+    was written, or an export); ``ValueError`` naming the file when it is damaged."""
+    path = Path(folder) / CALIBRATION_FEATURES_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in CALIBRATION_FEATURE_ARRAYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not facefold calibration features ({err})") from None
+    return arrays

@@ -56,3 +56,20 @@ def latest_checkpoint(run_dir: str | Path) -> tuple[int, Path] | None:
         warnings.warn(f"{path} is not a whole checkpoint (truncated or corrupt): skipped",
                       stacklevel=2)
     return None
+
+
+def newest_checkpoint(run_dir: str | Path) -> tuple[int, Path] | None:
+    """``(step, path)`` of the newest checkpoint, for inference, or None when there is none.
+
+    Unlike :func:`latest_checkpoint` (resuming), an unreadable newest checkpoint is an error
+    (``ValueError`` naming it): an earlier one holds other weights than the ones the run's
+    threshold and centroids were computed with, down to the untrained step 0.
+    """
+    found = checkpoints(run_dir)
+    if not found:
+        return None
+    step, path = found[-1]
+    if not _readable_checkpoint(path):
+        raise ValueError(f"{path} is not a whole checkpoint (truncated or corrupt): the model "
+                         "cannot be used; restore the file, or train the run again")
+    return step, path

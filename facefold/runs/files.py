@@ -15,7 +15,13 @@ import numpy as np
 
 from facefold.atomic import atomic_path, write_rows_atomic
 from facefold.config import Config
-from facefold.data.records import dataset_image_size, read_labels, read_step_rows
+from facefold.data.records import (
+    LABELS_FILE,
+    MAX_IMAGE_SIZE,
+    dataset_image_size,
+    read_labels,
+    read_step_rows,
+)
 from facefold.runs.names import (
     METRICS_FILE,
     PREDICTIONS_FILE,
@@ -71,8 +77,25 @@ def read_run_config(run_dir: str | Path) -> Config:
 
 
 def read_run_labels(run_dir: str | Path) -> list[str]:
-    """The run's label list (``labels.txt``), index = class."""
-    return read_labels(run_dir)
+    """The run's label list (``labels.txt``), index = class, checked against the labels its
+    ``run.json`` recorded when it was made (``people``, else ``data.labels``): ``ValueError``
+    naming both files when they differ (swapped lines would swap the names silently)."""
+    run_dir = Path(run_dir)
+    labels = read_labels(run_dir)
+    info = read_run_info(run_dir)
+    # A run trained on some people only (fit's calibration groups) records them as "people";
+    # any other run's classes are its dataset's labels.
+    data = info.get("data")
+    recorded = info.get("people", data.get("labels") if isinstance(data, dict) else None)
+    if recorded is not None and recorded != labels:
+        pairs = zip(labels, recorded, strict=False)  # the shorter list's length at most
+        differ = next((i for i, (a, b) in enumerate(pairs) if a != b),
+                      min(len(labels), len(recorded)))
+        raise ValueError(
+            f"{run_dir / LABELS_FILE} does not match the labels {run_dir / RUN_FILE} recorded "
+            f"when the run was made (first difference at line {differ + 1}): the label file "
+            "was changed; restore it")
+    return labels
 
 
 def run_image_size(run_dir: str | Path, crop_size: int) -> int:
@@ -85,11 +108,12 @@ def run_image_size(run_dir: str | Path, crop_size: int) -> int:
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
     size = info.get("image_size")
-    if isinstance(size, int) and not isinstance(size, bool) and size >= crop_size:
+    if isinstance(size, int) and not isinstance(size, bool) and (
+            crop_size <= size <= MAX_IMAGE_SIZE):
         return size
     if size is not None:
-        raise ValueError(f"{run_dir / RUN_FILE}: image_size must be an integer >= the crop "
-                         f"size {crop_size}, got {size!r}")
+        raise ValueError(f"{run_dir / RUN_FILE}: image_size must be an integer from the crop "
+                         f"size {crop_size} to {MAX_IMAGE_SIZE}, got {size!r}")
     data_dir = Path(str(info.get("data_dir", "")))
     guess = dataset_image_size(data_dir, crop_size)
     where = f"its dataset {data_dir}" if data_dir.is_dir() else "the 112/96 convention"

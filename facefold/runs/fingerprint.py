@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from facefold.data.records import list_shards, read_labels
+from facefold.data.records import MANIFEST_FILE, list_shards, manifest_shard_hashes, read_labels
 
 # run.json of runs written before fingerprints: what a legacy run lacks.
 LEGACY_DATA = "data (the run was written by a facefold without data fingerprints)"
@@ -30,13 +30,36 @@ def data_fingerprint(data_dir: str | Path) -> dict[str, Any]:
     ``digest`` is the SHA-256 of the label list and the shard hashes in order, so two
     folders with the same files have the same fingerprint wherever they lie.
     """
+    paths = list_shards(data_dir)
     shards = []
-    for path in list_shards(data_dir):
+    for path in paths:
         stat = path.stat()
         shards.append(_file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+    check_against_manifest(data_dir, {p.name: h for p, h in zip(paths, shards, strict=True)})
     labels = read_labels(data_dir)
     digest = hashlib.sha256(json.dumps({"labels": labels, "shards": shards}).encode())
     return {"digest": digest.hexdigest(), "shards": shards, "labels": labels}
+
+
+def check_against_manifest(data_dir: str | Path, hashes: dict[str, str]) -> None:
+    """The shards' SHA-256 ``hashes`` (by file name) must be the ones the manifest recorded
+    when the dataset was built (a rewritten shard can have valid CRCs and shifted labels);
+    ``ValueError`` naming the shard and the manifest otherwise. Datasets without a manifest
+    (the 2016 format) have nothing to check against. Costs nothing more: the fingerprint
+    hashes every shard anyway (its cost: docs/performance.md, "The check of the shards")."""
+    recorded = manifest_shard_hashes(data_dir)
+    if recorded is None:
+        return
+    manifest = Path(data_dir) / MANIFEST_FILE
+    for name in sorted(set(recorded) | set(hashes)):
+        if name not in hashes:
+            raise ValueError(f"{Path(data_dir) / name} is listed in {manifest} but missing")
+        if name not in recorded:
+            raise ValueError(f"{Path(data_dir) / name} is not listed in {manifest} (left over "
+                             "from another build?)")
+        if recorded[name] != hashes[name]:
+            raise ValueError(f"{Path(data_dir) / name}: SHA-256 differs from {manifest} (the "
+                             "file changed after the build): build the dataset again")
 
 
 def describe_data_difference(old: dict[str, Any] | None, new: dict[str, Any]) -> str:

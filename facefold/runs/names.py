@@ -19,6 +19,9 @@ cross-validation)::
     RUN/model_card.json   a model fit on every shard (``facefold fit``): data, people, the
     RUN/MODEL_CARD.md     calibrated threshold and the rates it gives, versions
     RUN/calibration/group-G/  the leave-people-out runs that calibrated it
+    RUN/calibration_features.npz  their features of the strangers and of the known people's
+                          held-out pictures, and their centroids: what recalibrates the
+                          threshold after ``enroll`` (:mod:`facefold.models.enrollment`)
     RUN/gallery.sqlite    people enrolled without retraining (``facefold enroll``;
                           :mod:`facefold.predict.gallery`; ``gallery.npz`` before)
     RUN/ensemble.json     an ensemble only: its members' run folders (and, weighted, the
@@ -75,6 +78,7 @@ COMPARISON_CSV, COMPARISON_PNG = "comparison.csv", "comparison.png"
 EXPORT_FILE = "export.json"
 MODEL_CARD_JSON, MODEL_CARD_MD = "model_card.json", "MODEL_CARD.md"
 ENROLLMENT_TEST_FILE = "enrollment_test.json"
+CALIBRATION_FEATURES_FILE = "calibration_features.npz"
 CALIBRATION_DIR = "calibration"
 # A run's own one-file TFLite export, run by the LiteRT interpreter (facefold.predict.lite).
 LITE_DIR = "lite"

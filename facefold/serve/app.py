@@ -3,18 +3,18 @@
 # No `from __future__ import annotations` here: FastAPI reads the endpoint annotations
 # (Request is imported lazily inside create_app) at run time.
 import threading
-from collections.abc import AsyncIterator, Collection
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from importlib import import_module
 from importlib.resources import files
 from typing import Any
 
 from facefold.data.images import FILE_FORMATS
 from facefold.predict import NoFaceError, Predictor, load_detector
-from facefold.serve.gate import Gate
+from facefold.serve.gate import Gate, MemoryBudget, Reception
 from facefold.serve.hosts import LOCAL_HOSTS, HostCheck
 from facefold.serve.limits import MAX_UPLOAD_BYTES, Limits, UploadError
-from facefold.serve.upload import decode_upload, read_upload
+from facefold.serve.upload import MULTIPART_OVERHEAD, decode_upload, decoded_size, read_upload
 
 TOP_K = 3
 EXTRA_HINT = "pip install 'facefold[serve]'  (FastAPI, uvicorn, python-multipart)"
@@ -74,6 +74,9 @@ def create_app(predictor: Predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     # Package data, so that a wheel carries it; read once, as the old string constant was.
     page_html = files("facefold.serve").joinpath("page.html").read_text(encoding="utf-8")
     gate = Gate(limits.workers, limits.queue, limits.wait_timeout)
+    # Bodies in memory: as many complete uploads as the gate takes in, whoever holds them.
+    reception = Reception(limits.per_client,
+                          (limits.workers + limits.queue) * (max_upload_bytes + MULTIPART_OVERHEAD))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -84,23 +87,33 @@ def create_app(predictor: Predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES,
                   lifespan=lifespan)
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, names=allowed_hosts, ip_literals=ip_literals)
+    # Pictures the workers hold at once: together at most one picture's budget.
+    memory = MemoryBudget(limits.max_decoded_bytes, limits.wait_timeout)
     app.state.gate = gate
+    app.state.reception = reception
+    app.state.memory = memory
     model_lock = threading.Lock()  # one photo at a time through the model: it uses every core
 
+    @contextmanager
+    def decoded(data: bytes, filename: str) -> Iterator[Any]:
+        """The decoded photo, its memory held in the budget from before decoding until it
+        is closed."""
+        with memory.hold(decoded_size(data)):
+            photo = decode_upload(data, filename, limits)
+            try:
+                yield photo
+            finally:
+                # Free the pixels now: an error's traceback still refers to the photo, and
+                # such reference cycles wait for Python's garbage collector, which counts
+                # objects, not megabytes.
+                photo.close()
+
     def process(data: bytes, filename: str) -> dict[str, Any]:
-        photo = decode_upload(data, filename, limits)
-        try:
-            with model_lock:
-                return face_results(predictor, photo, top_k)
-        finally:
-            # Free the pixels now: an error's traceback still refers to the photo, and
-            # such reference cycles wait for Python's garbage collector, which counts
-            # objects, not megabytes.
-            photo.close()
+        with decoded(data, filename) as photo, model_lock:
+            return face_results(predictor, photo, top_k)
 
     def enroll(data: bytes, filename: str, name: str) -> dict[str, Any]:
-        photo = decode_upload(data, filename, limits)
-        try:
+        with decoded(data, filename) as photo:
             with model_lock:
                 try:
                     crop = predictor.face_crops(photo)[0][1]  # the largest face
@@ -110,8 +123,6 @@ def create_app(predictor: Predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES,
                 except ValueError as err:  # a bad name, a trained person, no centroids
                     raise UploadError(400, str(err)) from err
             return {"name": name, "pictures": count, "people": predictor.people}
-        finally:
-            photo.close()
 
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, err: UploadError) -> JSONResponse:
@@ -137,21 +148,25 @@ def create_app(predictor: Predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES,
             "min_side": limits.min_side,
             "workers": limits.workers,
             "queue": limits.queue,
+            "per_client": limits.per_client,
+            "max_parts": limits.max_parts,
         }
+
+    async def handle(request: Request, job: Any, *args: Any) -> dict[str, Any]:
+        """Receive the upload (holding no place at the gate), then run ``job`` on it."""
+        with reception.enter(request.client.host if request.client else "") as charge:
+            filename, data = await read_upload(request, max_upload_bytes, limits.body_timeout,
+                                               limits=limits, charge=charge)
+            with gate.admit():
+                return await gate.run(job, data, filename, *args)
 
     @app.post("/api/predict")
     async def predict(request: Request) -> dict[str, Any]:
-        with gate.admit():
-            filename, data = await read_upload(request, max_upload_bytes, limits.body_timeout)
-            return await gate.run(process, data, filename)
+        return await handle(request, process)
 
     if allow_enroll:
         @app.post("/api/enroll")
         async def enroll_photo(request: Request) -> dict[str, Any]:
-            name = request.query_params.get("name", "")
-            with gate.admit():
-                filename, data = await read_upload(request, max_upload_bytes,
-                                                   limits.body_timeout)
-                return await gate.run(enroll, data, filename, name)
+            return await handle(request, enroll, request.query_params.get("name", ""))
 
     return app

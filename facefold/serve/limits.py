@@ -14,11 +14,13 @@ MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 160 MB (Pillow keeps 
 class Limits:
     """What one server takes on at once, and how long it waits; see the module docstring.
 
-    Memory is bounded by ``workers`` pictures of at most ``max_decoded_bytes``
-    each, one face detection at a time (about 300 MB for MTCNN at 1280 px),
-    and ``queue`` bodies of at most the upload limit: ``python -m
-    facefold.serve_bench`` measures about 0.8 GB above idle under 10 or 20
-    uploads at once of 36-megapixel 16-bit PNGs.
+    Bodies are received before they take a place (a slow client holds no worker
+    and no place in the queue); the bytes of all bodies in memory at once, being
+    received or waiting, are at most ``workers + queue`` uploads' worth (503 beyond).
+    Memory is bounded by ``max_decoded_bytes`` of pictures held by all workers
+    together (:class:`~facefold.serve.gate.MemoryBudget`), one face detection at a
+    time (about 300 MB for MTCNN at 1280 px), and those bodies: ``python -m
+    facefold.serve_bench`` measures it (docs/deployment.md, "serve").
     """
 
     max_pixels: int = MAX_PIXELS
@@ -30,9 +32,18 @@ class Limits:
     # Photos decoded or recognized at once. Two cores: one decodes while the other runs the
     # model (recognition itself is one at a time); more would only add memory.
     workers: int = 2
-    queue: int = 8  # uploads admitted beyond the workers: being received or waiting
+    queue: int = 8  # received uploads admitted beyond the workers, waiting for one
     wait_timeout: float = 30.0  # seconds an admitted upload waits for a worker, then 503
     body_timeout: float = 30.0  # seconds to receive a whole body, then 408
+    # A body must average this many bytes a second once `rate_grace` seconds have passed
+    # (else 408): a client trickling a byte a second is cut after seconds, not 30 s.
+    min_rate: float = 8192.0
+    rate_grace: float = 5.0
+    # Uploads one client address has in progress at once (being received or worked on;
+    # 429 beyond): one client cannot take every connection. Behind a proxy all clients
+    # share its address, so raise it there.
+    per_client: int = 4
+    max_parts: int = 8  # parts of one multipart body (413 beyond): the form has one
     header_timeout: float = 10.0  # seconds for a request line and headers, then closed
     max_connections: int = 64  # uvicorn answers 503 beyond this many open connections
 

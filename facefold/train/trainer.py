@@ -34,6 +34,7 @@ import tensorflow as tf
 
 import facefold
 from facefold import runs
+from facefold.atomic import writing
 from facefold.config import Config
 from facefold.data.pipeline import BatchMaker, Split, concat, step_batches
 from facefold.data.records import read_labels
@@ -281,8 +282,13 @@ def _save_checkpoint(model: keras.Model, run_dir: Path, step: int) -> None:
     final = runs.checkpoint_path(run_dir, step)
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = runs.partial_checkpoint_path(final)
-    model.save(partial)
-    os.replace(partial, final)
+    try:
+        with writing(final):
+            model.save(partial)
+        os.replace(partial, final)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a full disk or an interrupt leaves no half file
+        raise
 
 
 class Trainer:
@@ -360,6 +366,7 @@ class Trainer:
     def run(self) -> list[dict]:
         """Train to ``config.train.steps``, evaluating and checkpointing every ``eval_every``."""
         cfg = self.config
+        self._estimate_logged = False
         notes = {**runs.run_notes(self.data_dir, cfg.model.crop_size), **self.notes,
                  "precision": self.precision}
         runs.prepare_run_dir(self.run_dir, self.identity, self.labels, notes, versions(),
@@ -538,12 +545,18 @@ class Trainer:
             writers[split].flush()
 
     def _estimate(self, start: int, seconds_per_step: float) -> None:
-        """The run's time left, and the command's (``plan``), from its first timed steps."""
+        """The run's time left, and the command's (``plan``), from its first timed steps.
+
+        Logged once a run: each evaluation interval is its own ``fit`` and times its first
+        steps again, which refines the command's estimate but would repeat the line."""
+        if self.plan:
+            self.plan.estimate(seconds_per_step)
+        if self._estimate_logged:
+            return
+        self._estimate_logged = True
         left = (self.config.train.steps - start) * seconds_per_step
         self.log(f"[{self.name}] {seconds_per_step:.3f} s/step on the first steps: about "
                  f"{_duration(left)} for this run's {self.config.train.steps - start} steps")
-        if self.plan:
-            self.plan.estimate(seconds_per_step)
 
     def _log_progress(self, row: dict, seconds_per_step: float) -> None:
         left = (self.config.train.steps - row["step"]) * seconds_per_step

@@ -1,0 +1,171 @@
+"""False accepts counted per stranger, with an interval over strangers, not over pictures.
+
+A threshold set where 1 % of the calibration strangers' *pictures* are accepted can hide one
+look-alike accepted on a fifth of their photos while the others are never accepted: pooled
+pictures let a few people decide the rate, and say nothing of how much it varies from one
+stranger to the next. Here every stranger (an *identity*: one person, all their pictures)
+counts once:
+
+- :func:`identity_rates`: each stranger's false-accept rate at a threshold, the share of
+  their pictures whose score is at least the threshold;
+- :func:`identity_interval`: the mean of those rates, the worst stranger, and a bootstrap over
+  the strangers (people resampled with replacement, not pictures; seeded) giving the 95 %
+  interval of the mean rate; its upper end is the "95 % upper bound" a user can plan with;
+- :func:`threshold_at_upper_bound`: the lowest (most accepting) threshold whose upper bound
+  is at most the target false-accept rate (``fit --far-bound upper``);
+- :func:`threshold_at_worst`: the lowest threshold at which no stranger at all has more than
+  the target rate of their pictures accepted (``fit --far-bound worst``). The interval above
+  is about the *average* stranger; one new look-alike can lie far above it. Among ``n``
+  calibration strangers and one new one, each is equally likely to be the most accepted, so a
+  new stranger is worse than all ``n`` with a chance of about ``1 / (n + 1)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from facefold.choices import FAR_BOUNDS
+from facefold.models.scores import threshold_at_far
+
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+CONFIDENCE = 0.95
+
+
+def _arrays(scores: Sequence[float], identities: Sequence[Any]
+            ) -> tuple[np.ndarray, np.ndarray]:
+    scores, identities = np.asarray(scores, np.float64), np.asarray(identities)
+    if scores.shape != identities.shape or scores.ndim != 1:
+        raise ValueError(f"one identity per score needed, got {identities.shape} identities "
+                         f"for {scores.shape} scores")
+    return scores, identities
+
+
+def identity_rates(scores: Sequence[float], identities: Sequence[Any], threshold: float
+                   ) -> tuple[list[Any], np.ndarray]:
+    """``(identities in sorted order, their false-accept rates (I,))``: for each identity the
+    share of its ``scores`` (one per picture) that are at least ``threshold``."""
+    scores, identities = _arrays(scores, identities)
+    names, index = np.unique(identities, return_inverse=True)
+    accepted = np.bincount(index, weights=scores >= threshold, minlength=len(names))
+    return names.tolist(), accepted / np.bincount(index, minlength=len(names))
+
+
+def resample_indices(identities: int, resamples: int = BOOTSTRAP_RESAMPLES,
+                     seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """The bootstrap's draws (resamples, identities): each row draws ``identities`` people
+    with replacement, from ``numpy.random.default_rng(seed)``."""
+    if identities < 1 or resamples < 1:
+        raise ValueError(f"the bootstrap needs at least one identity and one resample, got "
+                         f"{identities} and {resamples}")
+    return np.random.default_rng(seed).integers(0, identities, size=(resamples, identities))
+
+
+def _bounds(rates: np.ndarray, draws: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The ``confidence`` percentile interval of the mean rate over the ``draws``."""
+    means = rates[draws].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def identity_interval(scores: Sequence[float], identities: Sequence[Any], threshold: float,
+                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                      confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """The strangers' false-accept rates at ``threshold``, one per identity: ``rates``
+    ({identity: rate}, as strings), ``mean`` (every identity counts once), ``worst`` (its
+    identity and rate), ``low``/``upper`` (the ``confidence`` percentile interval of the mean
+    over ``resamples`` bootstrap resamples of the identities, ``seed``), and the counts."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    names, rates = identity_rates(scores, identities, threshold)
+    low, high = _bounds(rates, resample_indices(len(names), resamples, seed), confidence)
+    worst = int(np.argmax(rates))
+    return {
+        "identities": len(names), "mean": float(rates.mean()),
+        "worst": {"identity": str(names[worst]), "rate": float(rates[worst])},
+        "low": low, "upper": high, "confidence": confidence, "resamples": resamples,
+        "seed": seed, "rates": {str(n): float(r) for n, r in zip(names, rates, strict=True)},
+    }
+
+
+def _candidates(scores: np.ndarray) -> list[float]:
+    """Every threshold that accepts a different set of ``scores``, lowest first: the lowest
+    score, the points halfway between consecutive distinct scores (like
+    :func:`facefold.models.scores.threshold_at_far`) and just above the highest."""
+    distinct = np.unique(scores)
+    middles = (distinct[:-1] + distinct[1:]) / 2
+    # Scores a hair apart: a midpoint may round onto the lower score; take the higher then.
+    middles = np.where(middles > distinct[:-1], middles, distinct[1:])
+    return [float(distinct[0]), *middles.tolist(), float(np.nextafter(distinct[-1], np.inf))]
+
+
+def threshold_at_upper_bound(scores: Sequence[float], identities: Sequence[Any], far: float,
+                             resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                             confidence: float = CONFIDENCE) -> float:
+    """The lowest threshold at which the upper end of the ``confidence`` interval of the mean
+    per-identity false-accept rate (:func:`identity_interval`) is at most ``far``.
+
+    Candidates are those of :func:`facefold.models.scores.threshold_at_far`, and just above
+    the highest score, where no stranger is accepted and the bound is 0. Raising the
+    threshold never raises a rate, so the bound falls as the threshold rises and a bisection
+    finds the lowest one that holds.
+    """
+    scores, identities = _checked(scores, identities, far)
+    candidates = _candidates(scores)
+    names, index = np.unique(identities, return_inverse=True)
+    counts = np.bincount(index, minlength=len(names))
+    draws = resample_indices(len(names), resamples, seed)
+
+    def upper(threshold: float) -> float:
+        rates = np.bincount(index, weights=scores >= threshold, minlength=len(names)) / counts
+        return _bounds(rates, draws, confidence)[1]
+
+    lo, hi = 0, len(candidates) - 1  # upper(candidates[hi]) == 0 <= far always
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if upper(candidates[mid]) <= far:
+            hi = mid
+        else:
+            lo = mid + 1
+    return candidates[lo]
+
+
+def threshold_at_worst(scores: Sequence[float], identities: Sequence[Any], far: float
+                       ) -> float:
+    """The lowest threshold at which no identity has more than ``far`` of its scores
+    accepted: identity ``i`` with ``n`` scores may keep ``floor(far * n)`` at or above it, so
+    the threshold must lie above its next one; it lies above the highest of those, halfway to
+    the next higher score (the candidates of :func:`threshold_at_upper_bound`)."""
+    scores, identities = _checked(scores, identities, far)
+    highest_rejected = max(
+        np.sort(scores[identities == name])[::-1][int(np.floor(far * n + 1e-9))]
+        for name, n in zip(*np.unique(identities, return_counts=True), strict=True))
+    return next(t for t in _candidates(scores) if t > highest_rejected)
+
+
+def _checked(scores: Sequence[float], identities: Sequence[Any], far: float
+             ) -> tuple[np.ndarray, np.ndarray]:
+    if not 0 <= far < 1:
+        raise ValueError(f"far (false-accept rate) must be in [0, 1), got {far}")
+    scores, identities = _arrays(scores, identities)
+    if not len(scores):
+        raise ValueError("a threshold over strangers needs at least one stranger's score")
+    return scores, identities
+
+
+def threshold_by_bound(scores: Sequence[float], identities: Sequence[Any], far: float,
+                       bound: str) -> float:
+    """The threshold that holds ``far`` by ``bound`` (:data:`facefold.choices.FAR_BOUNDS`):
+    "pooled" over every picture together (:func:`~facefold.models.scores.threshold_at_far`),
+    "upper" (:func:`threshold_at_upper_bound`) or "worst" (:func:`threshold_at_worst`)."""
+    if bound == "pooled":
+        return threshold_at_far(scores, far)
+    if bound == "upper":
+        return threshold_at_upper_bound(scores, identities, far)
+    if bound == "worst":
+        return threshold_at_worst(scores, identities, far)
+    raise ValueError(f"--far-bound must be one of {', '.join(FAR_BOUNDS)}, got {bound!r}")
