@@ -257,7 +257,18 @@ def fake_embedder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeEmbedd
     fake = FakeEmbedder()
     monkeypatch.setattr(dlib128, "load", lambda: fake)
     monkeypatch.setenv("FACEFOLD_CACHE", str(tmp_path / "embedding-cache"))
+    keep_no_lite(monkeypatch)
     return fake
+
+
+def keep_no_lite(patch: pytest.MonkeyPatch) -> None:
+    """``fit`` under a fake embedder keeps no ``MODEL/lite``: that TFLite copy would hold the
+    fake's network, whose chips are the 40 px pictures themselves, and would be run on every
+    later load of the model. The real copy is checked by tests/test_startup.py and
+    tests/test_export_embedding.py."""
+    from facefold import fitting
+
+    patch.setattr(fitting, "_keep_lite", lambda model_dir, log: None)
 
 
 @pytest.fixture(scope="module")
@@ -270,4 +281,5 @@ def module_fake_embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[F
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(dlib128, "load", lambda: fake)
         patch.setenv("FACEFOLD_CACHE", str(tmp_path_factory.mktemp("embedding-cache")))
+        keep_no_lite(patch)
         yield fake

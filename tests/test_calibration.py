@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FakeEmbedder, class_pattern, make_tiny_dataset, tiny_config, write_image_tree
+from conftest import (
+    FakeEmbedder,
+    class_pattern,
+    keep_no_lite,
+    make_tiny_dataset,
+    tiny_config,
+    write_image_tree,
+)
 from PIL import Image, ImageEnhance
 
 from facefold import runs
@@ -76,6 +83,7 @@ def fitted(tiny_data: Path, tiny_toml: Path, tmp_path_factory: pytest.TempPathFa
         # A module fixture is set up before conftest's per-test synthetic_faces_pass.
         patch.setattr(plausible, "face_problem", lambda image: None)
         patch.setenv("FACEFOLD_CACHE", str(root / "embedding-cache"))
+        keep_no_lite(patch)
         assert main(_fit_args(tiny_data, root / "model", strangers, tiny_toml)) == 0
     return root / "model", strangers
 
