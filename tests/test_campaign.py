@@ -34,7 +34,6 @@ from facefold.cli import main
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
-SHARED_FIT = Path("/tmp/shared-data/fit-dlib128")  # `facefold fit` of celeb21 (common setup)
 
 # The campaign's cases that other modules test: what the campaign did -> module::test.
 COVERED = {
@@ -260,21 +259,31 @@ def test_printing_onto_a_full_disk_is_an_error_not_a_cut_output(tmp_path: Path) 
     assert (tmp_path / "cut.txt").stat().st_size == limit
 
 
+@pytest.fixture(scope="module")
+def dlib_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dlib128 model fit on 5 ORL people (s21-s25) whom no test here enrolls; skips without
+    dlib or ORL."""
+    from test_export_embedding import fit_orl
+
+    root = tmp_path_factory.mktemp("dlib-model")
+    model, _, _ = fit_orl(root, "dlib128", people=[f"s{i}" for i in range(21, 26)],
+                          stranger="s26")
+    return model
+
+
 @pytest.mark.slow
-def test_enroll_on_a_full_disk_enrolls_nothing_in_one_line(faces: Path, tmp_path: Path,
-                                                           monkeypatch) -> None:
+def test_enroll_on_a_full_disk_enrolls_nothing_in_one_line(dlib_model: Path, faces: Path,
+                                                           tmp_path: Path, monkeypatch) -> None:
     """Limited to 1 KB: with an empty user cache the dlib weights do not fit (disk full,
     status 2); with them cached the gallery does not (the gallery's own line, status 1).
     Either way nothing is enrolled and the model folder is as it was."""
-    if not SHARED_FIT.is_dir():
-        pytest.skip(f"{SHARED_FIT} (the shared dlib128 fit) is absent")
     pytest.importorskip("dlib", reason="enrolling with dlib128 needs dlib")
     from facefold.predict import Predictor
 
     models = {}
     for name in ("cold", "warm", "full"):
         models[name] = tmp_path / name
-        subprocess.run(["cp", "-r", str(SHARED_FIT), str(models[name])], check=True)
+        subprocess.run(["cp", "-r", str(dlib_model), str(models[name])], check=True)
     before = listing(models["cold"])
     enroll = ["enroll", "{model}", str(faces / "synthetic_00"), "--crops"]
     cache = tmp_path / "cache"  # this test's own user cache, empty at first
@@ -447,15 +456,13 @@ def enroll_in_turn(url: str, name: str, pictures: list[Path], running: threading
 
 @pytest.mark.slow
 def test_twenty_people_enrolled_at_once_by_four_processes_and_a_server_are_each_kept_once(
-        tmp_path: Path) -> None:
+        dlib_model: Path, tmp_path: Path) -> None:
     """Issue #33's target: 20 concurrent enrolls from 4 processes and a running server. Four
     ``facefold enroll`` processes enroll 4 ORL people each while a ``facefold serve
     --allow-enroll`` (its gallery loaded before they start) enrolls 4 more over HTTP, one
     photo after another (8 each, then again) until they are done, and a 9th after. Then the
     server's ``/api/info`` and the gallery file both hold the 20, each once, with every
     picture sent, and the server names an unseen photo of a person of each kind."""
-    if not SHARED_FIT.is_dir():
-        pytest.skip(f"{SHARED_FIT} (the shared dlib128 fit) is absent")
     pytest.importorskip("dlib", reason="enrolling with dlib128 needs dlib")
     pytest.importorskip("httpx")
     import httpx
@@ -465,7 +472,7 @@ def test_twenty_people_enrolled_at_once_by_four_processes_and_a_server_are_each_
 
     orl = shared_dataset_path("orl")
     model = tmp_path / "model"
-    subprocess.run(["cp", "-r", str(SHARED_FIT), str(model)], check=True)
+    subprocess.run(["cp", "-r", str(dlib_model), str(model)], check=True)
     trained = (model / "labels.txt").read_text().split()
     # Real face crops (the face check runs in every process): 3-5 photos of each CLI person,
     # so that a count taken from the wrong person or twice shows.
