@@ -21,6 +21,7 @@ from facefold.cli import main
 from facefold.data import fixes
 from facefold.data.build import build_dataset, person_folders, source_file_map
 from facefold.data.images import file_sha256
+from facefold.data.labelnoise import rank_label_issues
 from facefold.evaluate import audit as audit_module
 from facefold.evaluate.audit import (
     Crops,
@@ -107,6 +108,16 @@ def test_out_of_fold_probabilities_find_swaps_in_separate_clusters() -> None:
     crops = Crops(["a", "b", "c"], folds, np.arange(90) // 3, given, [b""] * 90, [""] * 90)
     top = rank_suspects(crops, p, None, 0, {})[:2]
     assert {(s.shard, s.record) for s in top} == {(7 % 3, 7 // 3), (50 % 3, 50 // 3)}
+
+
+def test_a_fold_whose_others_hold_one_person_has_no_opinion() -> None:
+    """Crop 0 is the only one of person 0: the regression for its fold would see person 1
+    alone, so its row stays NaN (no opinion) and the ranking goes on without it."""
+    features = np.array([[0.0, 1.0], [1.0, 0.0], [1.1, 0.1], [0.9, -0.1]])
+    labels, folds = np.array([0, 1, 1, 1]), np.array([0, 1, 2, 2])
+    p = out_of_fold_probabilities(features, labels, folds, 2)
+    assert np.isnan(p[0]).all() and np.allclose(p[1:].sum(axis=1), 1)
+    assert all(issue.index != 0 for issue in rank_label_issues(features, labels, folds, 2))
 
 
 # ------------------------------------------------------------------ a built dataset
