@@ -7,6 +7,7 @@ plus small noise), and a few are named as someone else on purpose: the injected 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,12 @@ def test_no_suspects_before_two_people_are_named(tmp_path):
     assert client.get("/api/suspects").json() == {"suspects": [], "labeled": 0, "people": 0}
     decide(client, action="name", faces=kit.ids_of("ann"), name="Ann")
     assert client.get("/api/suspects").json() == {"suspects": [], "labeled": 4, "people": 1}
+
+
+def test_without_the_audit_extra_the_list_names_the_pip_command(swapped, monkeypatch):
+    kit, _ = swapped
+    monkeypatch.setitem(sys.modules, "cleanlab", None)
+    response = client_for(kit).get("/api/suspects")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert "the suspects panel needs cleanlab" in error and "facefold[audit]" in error
