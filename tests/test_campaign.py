@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import itertools
 import os
 import re
 import resource
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,7 +34,6 @@ from facefold.cli import main
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
-SHARED_FIT = Path("/tmp/shared-data/fit-dlib128")  # `facefold fit` of celeb21 (common setup)
 
 # The campaign's cases that other modules test: what the campaign did -> module::test.
 COVERED = {
@@ -257,21 +259,31 @@ def test_printing_onto_a_full_disk_is_an_error_not_a_cut_output(tmp_path: Path) 
     assert (tmp_path / "cut.txt").stat().st_size == limit
 
 
+@pytest.fixture(scope="module")
+def dlib_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dlib128 model fit on 5 ORL people (s21-s25) whom no test here enrolls; skips without
+    dlib or ORL."""
+    from test_export_embedding import fit_orl
+
+    root = tmp_path_factory.mktemp("dlib-model")
+    model, _, _ = fit_orl(root, "dlib128", people=[f"s{i}" for i in range(21, 26)],
+                          stranger="s26")
+    return model
+
+
 @pytest.mark.slow
-def test_enroll_on_a_full_disk_enrolls_nothing_in_one_line(faces: Path, tmp_path: Path,
-                                                           monkeypatch) -> None:
+def test_enroll_on_a_full_disk_enrolls_nothing_in_one_line(dlib_model: Path, faces: Path,
+                                                           tmp_path: Path, monkeypatch) -> None:
     """Limited to 1 KB: with an empty user cache the dlib weights do not fit (disk full,
     status 2); with them cached the gallery does not (the gallery's own line, status 1).
     Either way nothing is enrolled and the model folder is as it was."""
-    if not SHARED_FIT.is_dir():
-        pytest.skip(f"{SHARED_FIT} (the shared dlib128 fit) is absent")
     pytest.importorskip("dlib", reason="enrolling with dlib128 needs dlib")
     from facefold.predict import Predictor
 
     models = {}
     for name in ("cold", "warm", "full"):
         models[name] = tmp_path / name
-        subprocess.run(["cp", "-r", str(SHARED_FIT), str(models[name])], check=True)
+        subprocess.run(["cp", "-r", str(dlib_model), str(models[name])], check=True)
     before = listing(models["cold"])
     enroll = ["enroll", "{model}", str(faces / "synthetic_00"), "--crops"]
     cache = tmp_path / "cache"  # this test's own user cache, empty at first
@@ -303,16 +315,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served(predictor) -> Iterator[str]:
-    """``facefold serve`` of the session's tiny run in a process of its own; yields its URL."""
+@contextmanager
+def serving(model: Path, *options: str) -> Iterator[str]:
+    """``facefold serve MODEL OPTIONS`` in a process of its own; yields its URL once it
+    answers."""
     import httpx
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "facefold.cli", "serve", str(predictor.info.source),
-         "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [sys.executable, "-m", "facefold.cli", "serve", str(model), "--port", str(port),
+         *options], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     try:
@@ -328,6 +341,13 @@ def served(predictor) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(30)
+
+
+@pytest.fixture(scope="module")
+def served(predictor) -> Iterator[str]:
+    """``facefold serve`` of the session's tiny run; yields its URL."""
+    with serving(Path(predictor.info.source)) as url:
+        yield url
 
 
 def slow_client(port: int, address: str, answers: list[bytes], stop: threading.Event) -> None:
@@ -414,3 +434,106 @@ def test_a_valid_upload_is_answered_while_slow_clients_and_150000_parts_are_in_f
             slow_answers)
     finally:
         stop.set()
+
+
+# ------------------------------------------------------------------ enrolling all at once
+
+
+def enroll_in_turn(url: str, name: str, pictures: list[Path], running: threading.Event,
+                   answers: list[tuple[str, int, dict, bool]]) -> None:
+    """POST ``name``'s pictures in turn to ``/api/enroll``, each once and then over again
+    (adding nothing, but each a write of the gallery) while ``running`` is set; records
+    (name, status, answer, whether ``running`` was still set when answered)."""
+    import httpx
+
+    for i, picture in enumerate(itertools.cycle(pictures)):
+        if i >= len(pictures) and not running.is_set():
+            return
+        answer = httpx.post(f"{url}/api/enroll", params={"name": name}, timeout=120,
+                            files={"file": (picture.name, picture.read_bytes())})
+        answers.append((name, answer.status_code, answer.json(), running.is_set()))
+
+
+@pytest.mark.slow
+def test_twenty_people_enrolled_at_once_by_four_processes_and_a_server_are_each_kept_once(
+        dlib_model: Path, tmp_path: Path) -> None:
+    """Issue #33's target: 20 concurrent enrolls from 4 processes and a running server. Four
+    ``facefold enroll`` processes enroll 4 ORL people each while a ``facefold serve
+    --allow-enroll`` (its gallery loaded before they start) enrolls 4 more over HTTP, one
+    photo after another (8 each, then again) until they are done, and a 9th after. Then the
+    server's ``/api/info`` and the gallery file both hold the 20, each once, with every
+    picture sent, and the server names an unseen photo of a person of each kind."""
+    pytest.importorskip("dlib", reason="enrolling with dlib128 needs dlib")
+    pytest.importorskip("httpx")
+    import httpx
+    import numpy as np
+
+    from facefold.predict.gallery import Gallery
+
+    orl = shared_dataset_path("orl")
+    model = tmp_path / "model"
+    subprocess.run(["cp", "-r", str(dlib_model), str(model)], check=True)
+    trained = (model / "labels.txt").read_text().split()
+    # Real face crops (the face check runs in every process): 3-5 photos of each CLI person,
+    # so that a count taken from the wrong person or twice shows.
+    expected: dict[str, int] = {}
+    groups: list[list[Path]] = [[] for _ in range(4)]
+    for i in range(16):
+        name, count = f"orl_s{i + 1}", 3 + i % 3
+        folder = tmp_path / "people" / name
+        folder.mkdir(parents=True)
+        for number in range(1, count + 1):
+            shutil.copy(orl / f"s{i + 1}" / f"{number}.pgm", folder)
+        groups[i % 4].append(folder)
+        expected[name] = count
+    by_server = {f"orl_s{i}": [orl / f"s{i}" / f"{n}.pgm" for n in range(1, 10)]
+                 for i in range(17, 21)}  # 10.pgm is never enrolled: the photo to name
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with serving(model, "--allow-enroll") as url:
+        unseen = {name: (orl / name.removeprefix("orl_") / "10.pgm").read_bytes()
+                  for name in ("orl_s1", "orl_s17")}
+
+        def named(name: str) -> str:
+            answer = httpx.post(f"{url}/api/predict", timeout=120,
+                                files={"file": ("10.pgm", unseen[name])})
+            assert answer.status_code == 200, answer.text
+            return answer.json()["faces"][0]["name"]
+
+        named("orl_s1")  # the detector and model warm before anyone enrolls
+        running = threading.Event()
+        running.set()
+        answers: list[tuple[str, int, dict, bool]] = []
+        posting = [threading.Thread(target=enroll_in_turn,
+                                    args=(url, name, pictures[:-1], running, answers))
+                   for name, pictures in by_server.items()]
+        clis = [subprocess.Popen(
+            [sys.executable, "-m", "facefold.cli", "--threads", "1", "enroll", str(model),
+             *map(str, group), "--crops"], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True) for group in groups]
+        for thread in posting:
+            thread.start()
+        outputs = [cli.communicate(timeout=900) for cli in clis]
+        running.clear()
+        for thread in posting:
+            thread.join(300)
+        for name, pictures in by_server.items():  # one more each once the processes are done
+            enroll_in_turn(url, name, pictures[-1:], running, answers)
+        for cli, (_, err) in zip(clis, outputs, strict=True):
+            assert cli.returncode == 0 and "Traceback" not in err, err[-3000:]
+        for group, (out, _) in zip(groups, outputs, strict=True):
+            assert [line for line in out.splitlines() if line.startswith("enrolled")] == [
+                f"enrolled {p.name}: {expected[p.name]} picture(s)" for p in group]
+        assert all(status == 200 for _, status, _, _ in answers), answers
+        # Each server person enrolled while the processes ran (97 of 101 answers did here).
+        assert {who for who, *_, during in answers if during} == set(by_server), answers
+        for name, pictures in by_server.items():
+            counts = [answer["pictures"] for who, _, answer, _ in answers if who == name]
+            assert counts == [min(n, 8) for n in range(1, len(counts))] + [9], (name, counts)
+            expected[name] = len(pictures)
+        people = httpx.get(f"{url}/api/info", timeout=60).json()["people"]
+        assert people[:len(trained)] == trained
+        assert sorted(people[len(trained):]) == sorted(expected)  # all 20, each once
+        enrolled = Gallery(model, np.load(model / "centroids.npy").shape[1]).read()
+        assert dict(zip(enrolled.names, enrolled.counts.tolist(), strict=True)) == expected
+        assert len(enrolled.names) == 20
+        assert [named(name) for name in unseen] == list(unseen)

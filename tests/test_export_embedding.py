@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -71,17 +72,18 @@ print(json.dumps(found))
 """
 
 
-def fit_orl(root: Path, preset: str) -> tuple[Path, list[Image.Image], list[str]]:
+def fit_orl(root: Path, preset: str, people: Sequence[str] = PEOPLE,
+            stranger: str = STRANGER) -> tuple[Path, list[Image.Image], list[str]]:
     """``(model, pictures, people)``: ``preset`` fit in ``root`` on 8 photos of each of 5 ORL
-    people (the real embedding), the pictures it never saw (their other 2 photos, then a
-    stranger's 3) and the person of each (the stranger's folder name last)."""
+    ``people`` (the real embedding), the pictures it never saw (their other 2 photos, then a
+    ``stranger``'s 3) and the person of each (the stranger's folder name last)."""
     pytest.importorskip("dlib", reason="the dlib extra is not installed")
     orl = shared_dataset_path("orl")
     from facefold.data.build import build_dataset
     from facefold.fitting import fit
 
     faces = root / "faces"
-    for person in PEOPLE:
+    for person in people:
         shutil.copytree(orl / person, faces / person)
     quiet = {"log": lambda _: None}
     build_dataset(faces, root / "data", shards=2, per_class=8, near_duplicates=0,
@@ -90,7 +92,7 @@ def fit_orl(root: Path, preset: str) -> tuple[Path, list[Image.Image], list[str]
         train={"steps": 300, "eval_every": 300, "batch_size": 8})
     fit(root / "data", config, root / "model", groups=2, far=0.2, **quiet)
     files = sorted(p for p in (root / "spare").rglob("*") if p.is_file())
-    files += sorted((orl / STRANGER).glob("*.pgm"))[:3]
+    files += sorted((orl / stranger).glob("*.pgm"))[:3]
     return (root / "model", [Image.open(p).convert("RGB") for p in files],
             [p.parent.name for p in files])
 

@@ -113,3 +113,42 @@ def test_label_a_small_set_with_keys_and_clicks(labeling, browser):
     assert [d["action"] for d in log] == ["name", "merge", "undo", "split", "name", "accept",
                                           "reject", "name"]
     assert log[6]["reason"] == "unsure" and log[6]["faces"] == cy[:1]
+
+
+def test_fix_a_wrong_name_from_the_suspects_panel(tmp_path, browser):
+    """Faces named (one of Ann's as Bob, one of Cy's as Dee) through the API, then on the page:
+    c lists the suspects, v moves the first to the person it seems to be, and the second's
+    Keep button keeps its name."""
+    kit = make_photos(tmp_path, {"ann": 8, "bob": 8, "cy": 8, "dee": 8}, seed=3)
+    wrong = {kit.ids_of("ann")[2]: "Bob", kit.ids_of("cy")[4]: "Dee"}
+    session = open_session(kit.photos, kit.faces, size=kit.store.size, log=lambda _: None)
+    for person in ("ann", "bob", "cy", "dee"):
+        session.decide({"action": "name", "name": person.title(),
+                        "faces": [f for f in kit.ids_of(person) if f not in wrong]})
+    for face, given in wrong.items():
+        session.decide({"action": "name", "faces": [face], "name": given})
+    with served(create_label_app(session)) as url:
+        browser.get(url)
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: "0 groups" in d.title)
+        browser.find_element(By.TAG_NAME, "body").send_keys("c")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".suspect")) >= 2)
+        rows = browser.find_elements(By.CSS_SELECTOR, ".suspect")
+        first, second = (r.get_attribute("data-face") for r in rows[:2])
+        assert {first, second} == set(wrong)
+        browser.find_element(By.TAG_NAME, "body").send_keys("v")
+        wait.until(lambda d: "decision 7 saved" in d.find_element(By.ID, "status").text)
+        wait.until(lambda d: first not in [r.get_attribute("data-face") for r in
+                                           d.find_elements(By.CSS_SELECTOR, ".suspect")])
+        browser.find_element(By.XPATH, f"//div[@data-face='{second}' and @class='suspect']"
+                             "//button[starts-with(., 'Keep')]").click()
+        wait.until(lambda d: "decision 8 saved" in d.find_element(By.ID, "status").text)
+        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, ".suspect"))
+    truth = {f: p.title() for f, p in kit.truth.items()}
+    name = {f: kit.store.faces[f].name for f in kit.truth}
+    assert name[first] in folders(kit.faces)[truth[first]]
+    assert name[second] in folders(kit.faces)[wrong[second]]
+    log = read_log(kit.faces / STATE_DIR / LOG_FILE)
+    assert [(d["action"], d["faces"]) for d in log[6:]] == [("name", [first]),
+                                                            ("confirm", [second])]
+    assert log[6]["name"] == truth[first]

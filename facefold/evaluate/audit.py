@@ -15,7 +15,7 @@ person is listed too (kind ``ambiguous``): cleanlab estimates how noisy each pai
 is, and on a few errors spread over many pairs it leaves some out (docs/data.md, "Finding
 label errors"). Both are ranked by
 the same score, ``1 - p(given label)`` (cleanlab's self-confidence label quality): the most
-suspect first.
+suspect first. That ranking is :mod:`facefold.data.labelnoise`'s, shared with the labeling page.
 
 **Near-duplicates across people** (kind ``near-duplicate``): two crops whose 256-bit perceptual
 hashes lie within ``near_dup_distance`` bits (:mod:`facefold.data.neardup`) but are filed under
@@ -45,15 +45,12 @@ from facefold.atomic import atomic_path
 from facefold.csvcells import safe_row
 from facefold.data import neardup, records
 from facefold.data.build import source_file_map
+from facefold.data.labelnoise import label_kinds, out_of_fold_probabilities, require
 from facefold.data.records import list_shards, read_labels, read_shard
 from facefold.log import Log
 
 KINDS = ("near-duplicate", "label", "ambiguous", "not-a-face")
-INSTALL_HINT = "pip install 'facefold[audit]'"
 EMBEDDING = "dlib128"
-# The regression's L2 strength: C = 1 (scikit-learn's default) ranked the injected swaps best
-# of 0.1, 1, 10 and 100 on celeb21 (docs/data.md, "Finding label errors").
-REGULARIZATION = 1.0
 
 
 @dataclass(frozen=True)
@@ -122,7 +119,7 @@ def audit(source: str | Path, *, near_dup_distance: int = neardup.DEFAULT_DISTAN
     dlib (``dlib`` extra) is missing.
     """
     near_dup_distance = neardup.check_distance(near_dup_distance, "near_dup_distance")
-    _require()
+    require("`dataset audit`")
     source = Path(source)
     if not source.is_dir():
         raise FileNotFoundError(f"{source} does not exist or is not a folder")
@@ -149,7 +146,7 @@ def rank_suspects(crops: Crops, probabilities: np.ndarray, fallback: np.ndarray 
     """The suspects among ``crops`` given out-of-fold ``probabilities`` (N, C) (rows of NaN:
     crops without one, judged only as near-duplicates), landmark ``fallback`` (N,) bool or
     None, and ``files`` (source SHA-256 -> path); most suspect first, ties in shard order."""
-    kinds, suggested, score, detail = _label_kinds(crops.labels, probabilities)
+    kinds, suggested, score, detail = label_kinds(crops.labels, probabilities)
     if near_dup_distance:
         hashes = np.stack([neardup.phash_jpeg(j) for j in crops.jpegs])
         for i, j, distance in neardup.near_pairs(hashes, near_dup_distance).tolist():
@@ -178,53 +175,9 @@ def rank_suspects(crops: Crops, probabilities: np.ndarray, fallback: np.ndarray 
     ) for i in listed]
 
 
-def _label_kinds(labels: np.ndarray, probabilities: np.ndarray
-                 ) -> tuple[list[list[str]], np.ndarray, np.ndarray, list[list[str]]]:
-    """Per crop: its kinds (``label``/``ambiguous``), the suggested class, the score and the
-    detail, from out-of-fold ``probabilities`` (rows of NaN: no opinion)."""
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
-
-    n = len(labels)
-    kinds: list[list[str]] = [[] for _ in range(n)]
-    detail: list[list[str]] = [[] for _ in range(n)]
-    suggested = labels.copy()
-    score = np.zeros(n)
-    covered = np.flatnonzero(~np.isnan(probabilities[:, 0]))
-    if not len(covered):
-        return kinds, suggested, score, detail
-    p, given = probabilities[covered], labels[covered]
-    quality = get_label_quality_scores(given, p, method="self_confidence")  # = p(given)
-    flagged = np.zeros(len(covered), bool)
-    if len(np.unique(given)) == p.shape[1]:  # cleanlab needs every class among the labels
-        flagged[find_label_issues(given, p)] = True
-    predicted = p.argmax(axis=1)
-    for row, i in enumerate(covered):
-        score[i] = 1.0 - quality[row]
-        suggested[i] = predicted[row] if predicted[row] != labels[i] else np.argsort(p[row])[-2]
-        if flagged[row]:
-            kinds[i].append("label")
-        elif predicted[row] != labels[i]:
-            kinds[i].append("ambiguous")
-        if kinds[i]:
-            detail[i].append(f"p(given) {p[row, labels[i]]:.3f}, p(suggested) "
-                             f"{p[row, suggested[i]]:.3f}")
-    return kinds, suggested, score, detail
-
-
 def _where(crops: Crops, files: dict[str, Path], i: int) -> str:
     path = files.get(crops.sha256[i])
     return str(path) if path else f"data-{crops.shard[i]:02d}.tfrecords record {crops.record[i]}"
-
-
-def _require() -> None:
-    """``ModuleNotFoundError`` naming the pip command when the audit extra is missing."""
-    try:
-        import cleanlab  # noqa: F401
-        import sklearn  # noqa: F401
-    except ModuleNotFoundError as err:
-        raise ModuleNotFoundError(f"`dataset audit` needs cleanlab and scikit-learn ({err}); "
-                                  f"install them with: {INSTALL_HINT}") from None
 
 
 CSV_COLUMNS = ("rank", "source", "given", "suggested", "score", "kind", "detail", "shard",
@@ -250,27 +203,6 @@ def write_suspects_csv(path: str | Path, suspects: Sequence[Suspect]) -> None:
 
 
 # ------------------------------------------------------------- out-of-fold probabilities
-
-
-def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, folds: np.ndarray,
-                              num_classes: int) -> np.ndarray:
-    """(N, num_classes) probabilities of each crop from a multinomial logistic regression
-    trained on the crops of the other folds (``features`` (N, D), ``folds`` (N,) int)."""
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
-
-    probabilities = np.full((len(labels), num_classes), np.nan)
-    for fold in np.unique(folds):
-        held = folds == fold
-        model = LogisticRegression(C=REGULARIZATION, max_iter=2000)
-        # One BLAS thread: these small fits took 60x longer with a thread per core on a
-        # shared 2-core machine (0.17 s against 9.8 s a fold on celeb21).
-        with threadpool_limits(1):
-            model.fit(features[~held], labels[~held])
-        probabilities[np.ix_(held, model.classes_)] = model.predict_proba(features[held])
-        missing = np.setdiff1d(np.arange(num_classes), model.classes_)
-        probabilities[np.ix_(held, missing)] = 0.0  # a class absent from the training folds
-    return probabilities
 
 
 def _from_embeddings(data_dir: Path, crops: Crops, cache_dir: str | Path | None,

@@ -3,7 +3,9 @@
 The faces of PHOTOS are found, aligned and embedded once (:mod:`~facefold.label.store`),
 grouped by identity, and shown group by group with a proposed name
 (:mod:`~facefold.label.session`); every decision is appended to a log on disk before the page
-hears back (:mod:`~facefold.label.decisions`) and the person folders in FACES follow it. The
+hears back (:mod:`~facefold.label.decisions`) and the person folders in FACES follow it.
+Named faces whose name looks wrong are listed by the confident-learning ranking of ``dataset
+audit`` (:meth:`~facefold.label.session.Session.suspects`), to be moved, kept or rejected. The
 page and API are :mod:`~facefold.label.app` (``label.html`` beside it), the server
 :mod:`~facefold.label.server`. It reuses the serving stack's Host/Origin check and uvicorn
 set-up and imports no training code.

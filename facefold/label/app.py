@@ -5,6 +5,11 @@
   "source"} or null, "faces": [{"id", "photo", "similarity"}]}], "people": [{"name",
   "faces", "existing", "face_ids"}], "rejected": [{"id", "photo", "reason"}], "decisions",
   "can_undo", "out"}``; groups and their faces most certain first.
+- ``GET /api/suspects``: ``{"suspects": [{"id", "photo", "given", "suggested", "score",
+  "kind", "detail"}], "labeled", "people"}``: the named faces whose name looks wrong, most
+  suspect first (:meth:`~facefold.label.session.Session.suspects`); 503 with ``{"error"}``
+  naming the pip command when the ``audit`` extra is missing. Fixing one is a decision like
+  any other: ``name`` (move it to the suggested person), ``reject`` or ``confirm`` (keep).
 - ``GET /api/crop/{face_id}``: a face's aligned crop (PNG).
 - ``POST /api/decide`` with a JSON decision (``{"action", "faces", "name", "to", "reason",
   "request"}``, see :mod:`facefold.label.decisions`): on disk before the answer, which is the
@@ -53,6 +58,14 @@ def create_label_app(session: Session, allowed_hosts: Collection[str] | None = L
     def state() -> dict[str, Any]:
         with session.lock:
             return session.view()
+
+    @app.get("/api/suspects")
+    def suspects() -> Any:
+        try:
+            with session.lock:
+                return session.suspects()
+        except ModuleNotFoundError as err:
+            return error(503, str(err))
 
     @app.get("/api/crop/{face_id}")
     def crop(face_id: str) -> Any:

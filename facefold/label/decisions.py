@@ -9,7 +9,9 @@ The only module that knows the file. Each line is one decision::
 (``accept`` is a proposed name taken as it is), ``rename`` renames a person (``name`` → ``to``;
 to an existing person: the two become one), ``merge`` puts ``faces`` in one group,
 ``split`` takes ``faces`` out of their group into a group of their own, ``reject`` leaves
-``faces`` out of the output (``reason`` one of :data:`REJECT_REASONS`), and ``undo`` takes back
+``faces`` out of the output (``reason`` one of :data:`REJECT_REASONS`), ``confirm`` keeps named
+``faces`` under their person after the suspects panel doubted them (they are not listed again
+while they stay that person's), and ``undo`` takes back
 decision ``undone`` (the latest one not yet undone). ``request`` is the client's id of the
 request: a retried request whose id is already in the log is not appended again.
 
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 LOG_FILE = "decisions.jsonl"
-ACTIONS = ("accept", "name", "rename", "merge", "split", "reject", "undo")
+ACTIONS = ("accept", "name", "rename", "merge", "split", "reject", "confirm", "undo")
 REJECT_REASONS = ("not-a-face", "someone-else", "unsure")
 
 
@@ -50,7 +52,7 @@ def check_decision(decision: dict[str, Any]) -> None:
         raise ValueError("faces must not repeat")
     if not isinstance(decision.get("request", ""), str):
         raise ValueError("request must be a string")
-    if action in ("accept", "name", "merge", "split", "reject") and not faces:
+    if action in ("accept", "name", "merge", "split", "reject", "confirm") and not faces:
         raise ValueError(f"{action} needs at least one face")
     if action == "merge" and len(faces) < 2:
         raise ValueError("merge needs the faces of two groups")

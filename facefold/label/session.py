@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from facefold import atomic
+from facefold.data.labelnoise import rank_label_issues, require
 from facefold.data.records import label_name_problem, normal_name
 from facefold.faces.cluster import (
     DEFAULT_THRESHOLDS,
@@ -53,6 +54,8 @@ METHOD = "chinese-whispers"
 # distance between the two mean descriptors: means of different people are far closer
 # (celeb21: two actresses' means at 0.96 similarity) than any two of their faces.
 PROPOSE_DISTANCE = DEFAULT_THRESHOLDS["average"]
+# The suspects panel's folds: each labeled face is judged by a regression on the other 4/5.
+SUSPECT_FOLDS = 5
 
 
 class Namer(Protocol):
@@ -69,6 +72,8 @@ class State:
     person: dict[str, str] = field(default_factory=dict)  # face -> person's name
     rejected: dict[str, str] = field(default_factory=dict)  # face -> reason
     files: dict[str, str] = field(default_factory=dict)  # face -> file name in its folder
+    # face -> the person it was confirmed as (the suspects panel's "keep")
+    confirmed: dict[str, str] = field(default_factory=dict)
 
     def group_of(self, face: str) -> str | None:
         for key, members in self.groups.items():
@@ -94,6 +99,7 @@ class Session:
         self.external = self._external_people()
         self.model_names = self._model_names(namer) if namer else {}
         self.state = self.replay()
+        self._suspects: tuple[int, dict[str, Any]] | None = None  # (decisions, suspects)
         self.sync()
 
     # ------------------------------------------------------------------ replaying decisions
@@ -142,6 +148,11 @@ class Session:
             for face in faces:
                 self._leave(state, face)
             state.groups[f"s{d['seq']}"] = list(faces)
+        elif action == "confirm":
+            for face in faces:
+                if face not in state.person:
+                    raise ValueError(f"face {face} is not named: only a named face is kept")
+                state.confirmed[face] = state.person[face]
         elif action == "reject":
             if any(face in state.rejected for face in faces):
                 raise ValueError(f"face {next(f for f in faces if f in state.rejected)} is "
@@ -331,6 +342,45 @@ class Session:
             "out": str(self.out),
         }
 
+    def suspects(self) -> dict[str, Any]:
+        """The named faces whose name looks wrong, most suspect first (the suspects panel):
+        the confident-learning ranking of ``dataset audit`` (:mod:`facefold.data.labelnoise`)
+        on the descriptors of every labeled face, this session's and those already in the
+        person folders, in :data:`SUSPECT_FOLDS` folds. Only this session's faces are listed
+        (they are the ones a decision can move), and not those kept (``confirm``) as the
+        person they still are. ``ModuleNotFoundError`` naming the pip command without the
+        ``audit`` extra."""
+        require("the suspects panel")
+        key = len(self.log.decisions)
+        if self._suspects is not None and self._suspects[0] == key:
+            return self._suspects[1]
+        faces = sorted(self.state.person)
+        rows = [(f, self.state.person[f], self.store.vectors[f]) for f in faces]
+        rows += [(None, person, vector) for person, files in sorted(self.external.items())
+                 for _, vector in sorted(files.items(), key=lambda item: item[0])]
+        names = sorted({person for _, person, _ in rows})
+        listed: list[dict[str, Any]] = []
+        if len(names) >= 2:
+            labels = np.array([names.index(person) for _, person, _ in rows])
+            # Each person's faces dealt round the folds, so every fold trains on every
+            # person with more than one face.
+            folds = np.zeros(len(rows), np.int64)
+            for k in range(len(names)):
+                members = np.flatnonzero(labels == k)
+                folds[members] = np.arange(len(members)) % SUSPECT_FOLDS
+            features = np.stack([vector for _, _, vector in rows]).astype(np.float64)
+            for issue in rank_label_issues(features, labels, folds, len(names)):
+                face = rows[issue.index][0]
+                if face is None or self.state.confirmed.get(face) == self.state.person[face]:
+                    continue
+                listed.append({**self._face_view(face), "given": self.state.person[face],
+                               "suggested": names[issue.suggested],
+                               "score": round(issue.score, 4), "kind": issue.kind,
+                               "detail": issue.detail})
+        result = {"suspects": listed, "labeled": len(rows), "people": len(names)}
+        self._suspects = (key, result)
+        return result
+
     def _face_view(self, face: str, similarity: float | None = None) -> dict[str, Any]:
         view = {"id": face, "photo": self.store.faces[face].photo}
         if similarity is not None:
@@ -357,7 +407,7 @@ def _base_groups(store: FaceStore, pool: Sequence[str]) -> dict[str, list[str]]:
 
 def _copy(state: State) -> State:
     return State({k: list(v) for k, v in state.groups.items()}, dict(state.person),
-                 dict(state.rejected), dict(state.files))
+                 dict(state.rejected), dict(state.files), dict(state.confirmed))
 
 
 def _read_written(path: Path) -> dict[str, str]:
