@@ -189,6 +189,27 @@ def test_a_loaded_model_sees_and_keeps_what_others_enrolled(
     assert Predictor.load(model).gallery_names == ["alice", "bob"]
 
 
+def test_a_model_calibrated_on_msp_names_its_enrolled_people_by_the_cosine_score(
+        fitted: tuple[Path, Path], tmp_path: Path) -> None:
+    """fit keeps the score its calibration found best (here msp, as on a small ORL fit);
+    enrolled people are named by the nearest centroid, so the cosine threshold decides: the
+    old code raised "decides by the cosine score, not 'msp'" (HTTP 500 in serve)."""
+    from facefold.predict import Predictor
+
+    _, model = fitted
+    stored = json.loads((model / runs.THRESHOLD_FILE).read_text())
+    assert "msp" in stored["thresholds"]
+    stored.update(score="msp", threshold=stored["thresholds"]["msp"], naming="classifier")
+    (model / runs.THRESHOLD_FILE).write_text(json.dumps(stored))
+    newcomer = [Image.open(p) for p in _pictures(tmp_path / "newcomer", 7, 8, seed=43)]
+    predictor = Predictor.load(model)
+    assert predictor.recognize(newcomer[:1])[0].score_name == "msp"  # nobody enrolled yet
+    predictor.enroll("newcomer", newcomer[:5])
+    faces = predictor.recognize(newcomer[5:])
+    assert {face.score_name for face in faces} == {"cosine"}
+    assert [face.name for face in faces].count("newcomer") >= 2
+
+
 def test_enrolled_names_are_checked_and_taken_in_nfc(
         fitted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """The names that would hijack an answer or a path are refused, the NFD spelling of a

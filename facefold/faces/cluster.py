@@ -211,10 +211,10 @@ def collect_faces(
     :func:`~facefold.machine.default_cache_dir`) by the face's pixels first. ``files``
     (pictures below ``photos``) takes only those pictures instead of every one.
     """
-    photos = Path(photos).resolve()
+    given, photos = Path(photos), Path(photos).resolve()
     if files is None:
         files = _photo_files(photos, exclude=Path(exclude).resolve() if exclude else photos)
-    files = [Path(f).resolve() for f in files]
+    files = [_below(photos, given, Path(f)) for f in files]
     model = embedder(dlib128.NAME)  # fails here, before any work, without the dlib extra
     if not crops:
         _load_detector()
@@ -234,6 +234,17 @@ def collect_faces(
     found.computed = batches.computed
     found.seconds = {"faces": time.perf_counter() - started, "embedding": batches.seconds}
     return found
+
+
+def _below(photos: Path, given: Path, file: Path) -> Path:
+    """``file`` as a path below ``photos`` (resolved), whether it was named below ``photos``
+    as given or as resolved; not resolved itself, since a picture may be a symbolic link to
+    a file elsewhere (its name below ``photos`` is what the results report)."""
+    file = file.absolute()
+    for root in (given.absolute(), photos):
+        if file.is_relative_to(root):
+            return photos / file.relative_to(root)
+    return file.resolve()
 
 
 def _load_detector() -> None:

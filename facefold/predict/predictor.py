@@ -369,11 +369,15 @@ class Predictor:
                   score: str | None = None) -> tuple[str, float] | None:
         """The ``(score name, threshold)`` that decides "unknown", or None (never unknown).
 
-        ``score`` defaults to the stored one, else :data:`DEFAULT_SCORE`;
-        ``threshold`` to the stored threshold of that score, recalibrated for the enrolled
-        people when the score uses centroids (:meth:`enrolled_calibration`).
+        ``score`` defaults to the stored one (the cosine score once people are enrolled: they
+        are named by the nearest centroid, whatever score the calibration preferred), else
+        :data:`DEFAULT_SCORE`; ``threshold`` to the stored threshold of that score,
+        recalibrated for the enrolled people when the score uses centroids
+        (:meth:`enrolled_calibration`).
         """
         stored = self.info.threshold or {}
+        if score is None and self.names_by_centroid:
+            score = CENTROID_SCORE
         score = score or stored.get("score") or DEFAULT_SCORE
         if score not in SCORES:
             raise ValueError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
