@@ -17,7 +17,7 @@ EXECUTORS = ("local", "ray")
 # What `facefold export` writes (facefold.export; each format's file: facefold.runs.MODEL_FILES).
 EXPORT_FORMATS = ("keras", "savedmodel", "tflite")
 # Open-set scores: how "unknown" is decided (facefold.models.scores.SCORES computes each).
-SCORES = ("msp", "max_logit", "energy", "cosine")
+SCORES = ("msp", "max_logit", "energy", "cosine", "nearest")
 # How `fit --far` bounds the strangers accepted (facefold.fitting._pooled): "pooled", the share
 # of all the calibration strangers' pictures together (what fit did first: a few people with
 # many pictures decide it); "upper", the 95 % upper bound over strangers of the mean

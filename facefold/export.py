@@ -5,6 +5,7 @@ An export folder holds::
     DIR/export.json     labels, image size, crop size, channels, threshold, versions
     DIR/model.keras | DIR/savedmodel/ | DIR/model.tflite    the inference model
     DIR/centroids.npy   per-person mean features (when the run has them: open-set runs)
+    DIR/pictures.npz    the training pictures' features (likewise), for the nearest score
 
 **Input** of every format: ``image``, uint8, shape ``(N, image_size,
 image_size, channels)`` — the *whole* square face image as stored in the
@@ -173,6 +174,9 @@ def _write_export(predictor: Predictor, fmt: str, folder: Path) -> None:
     _write_model(model, fmt, folder / runs.MODEL_FILES[fmt])
     if predictor.info.centroids is not None:
         runs.write_centroids(folder, predictor.info.centroids)
+    if predictor.info.pictures is not None:
+        runs.write_pictures(folder, predictor.info.pictures.features,
+                            predictor.info.pictures.owners)
     write_json_atomic(folder / runs.EXPORT_FILE, meta)
 
 

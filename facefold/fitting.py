@@ -9,8 +9,10 @@ shard's pictures of the known people and on every picture of the group's people,
 never saw. The scores are pooled over the groups, and for each open-set score
 (:data:`facefold.models.scores.SCORES`) the threshold that accepts ``far`` of the
 strangers is found; the score that names the most known faces right at that rate is chosen
-— by the data, per model. The cosine score names a face by its nearest centroid, so people
-can be enrolled later without retraining (:meth:`facefold.predict.Predictor.enroll`).
+— by the data, per model (:func:`choose_score`: ``nearest`` stands for ``cosine``). The
+``nearest`` score names a face by the person whose training pictures are most like it, the
+``cosine`` score by the nearest centroid, so people can be enrolled later without retraining
+(:meth:`facefold.predict.Predictor.enroll`; they are then named by centroids).
 Verification ("same person?") gets its own threshold at ``far`` from pairs of pictures of
 the strangers.
 
@@ -24,7 +26,8 @@ verification) are its members' unit features side by side, so the cosine is the 
 mean of the members' cosines (:func:`facefold.models.outputs.combine_outputs`).
 
 The model folder is an ordinary run folder plus ``threshold.json``, ``centroids.npy`` (of
-every person, from all the training pictures) and a model card (``model_card.json`` and
+every person, from all the training pictures), ``pictures.npz`` (the unit features of all
+those pictures) and a model card (``model_card.json`` and
 ``MODEL_CARD.md``: data and its fingerprint, people, the calibration's numbers, versions).
 ``predict``, ``identify``, ``verify``, ``enroll``, ``export`` and ``serve`` take it.
 """
@@ -58,6 +61,7 @@ from facefold.models.scores import (
     SCORES,
     auroc,
     class_centroids,
+    person_pictures,
     threshold_at_far,
     unit_rows,
 )
@@ -104,7 +108,7 @@ class FitResult:
 
 def people_groups(count: int, groups: int, seed: int) -> list[list[int]]:
     """``groups`` disjoint groups of label indices covering ``count`` people, drawn with
-    ``seed``; each leaves at least two people known."""
+    ``seed``; each leaves at least two people known, and one holds two people at least."""
     if groups < 1:
         raise ValueError(f"--groups must be >= 1, got {groups}")
     order = np.random.default_rng(seed).permutation(count)
@@ -112,6 +116,10 @@ def people_groups(count: int, groups: int, seed: int) -> list[list[int]]:
     if min(len(g) for g in split) < 1 or count - max(len(g) for g in split) < 2:
         raise ValueError(f"{count} people cannot make {groups} groups of unknown people that "
                          "each leave at least 2 known: use fewer --groups")
+    if max(len(g) for g in split) < 2:  # verification's threshold needs pairs of strangers
+        raise ValueError(f"{groups} groups of {count} people leave one person per group, and "
+                         "the verification threshold needs two strangers in a group: use at "
+                         f"most {count // 2} --groups")
     return split
 
 
@@ -158,7 +166,7 @@ def _pooled(parts: Sequence[CaseScores], far: float, bound: str = DEFAULT_FAR_BO
             continue
         known = np.concatenate([p.known[name] for p in parts])
         unknown = np.concatenate([p.unknown[name] for p in parts])
-        right = np.concatenate([p.nearest_correct if score.uses_centroids else p.correct
+        right = np.concatenate([p.named_right(score.uses_centroids, score.uses_pictures)
                                 for p in parts])
         thresholds = {key: threshold_by_bound(unknown, identities, far, key)
                       for key in FAR_BOUNDS}
@@ -172,6 +180,21 @@ def _pooled(parts: Sequence[CaseScores], far: float, bound: str = DEFAULT_FAR_BO
                 "identities": identity_interval(unknown, identities, threshold)}
         report[name] = {"auroc": auroc(known, unknown), **by_bound[bound], "by_bound": by_bound}
     return report
+
+
+def choose_score(scores: dict[str, dict[str, Any]], bound: str) -> str:
+    """The score :func:`calibrate` chooses from its report's ``scores`` (:func:`_pooled`) at
+    ``bound``: the one that accepts and names right the most known faces, AUROC breaking a
+    tie; ``cosine`` only when ``nearest`` is missing (a report of an older facefold).
+
+    ``nearest`` and ``cosine`` name a face alike, and named about as many known faces right
+    on celeb21 (which of the two won flipped with the groups drawn); but a person the
+    calibration had no one like was accepted on up to 16.7 % of their photos by the centroid's
+    ``upper`` threshold and 3.3 % by the nearest pictures' (docs/deployment.md, "Strangers it
+    never met"), a difference the calibration's own known faces cannot show."""
+    candidates = [n for n in scores if not (n == CENTROID_SCORE and "nearest" in scores)]
+    return max(candidates, key=lambda n: (scores[n]["by_bound"][bound]["known_accuracy"],
+                                          scores[n]["auroc"]))
 
 
 def _verification(parts: Sequence[CaseScores], far: float) -> dict[str, float]:
@@ -246,7 +269,7 @@ def network_outputs(found: Sequence[tuple[Config, Path]], pictures: Callable[[Co
             raise ValueError(f"the inputs of {network.preset} hold other pictures than those of "
                              f"{found[0][0].preset}")
         labels = split.labels
-        outputs.append(Predictor.load(path).outputs_for_model_inputs(split.images))
+        outputs.append(Predictor.load(path, lite=False).outputs_for_model_inputs(split.images))
     return outputs, labels
 
 
@@ -311,10 +334,12 @@ def write_ensemble(run_dir: Path, found: Sequence[tuple[Config, Path]],
 
 def _calibration_group(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
                        labels: list[str], g: int, group: list[int], data: dict, log: Log,
-                       plan: CommandPlan | None = None) -> _GroupOutputs:
+                       plan: CommandPlan | None = None, shards: int | None = None
+                       ) -> _GroupOutputs:
     """Train (or find) calibration group ``g``'s model, without the ``group`` people, held out
-    shard ``g % shards``; its networks' outputs."""
-    k = g % len(data["shards"])
+    shard ``g % shards`` of the ``shards`` that ``inputs`` gives (default: the dataset's);
+    its networks' outputs."""
+    k = g % (shards or len(data["shards"]))
     known_names = [n for i, n in enumerate(labels) if i not in group]
     log(f"[fit] calibration group {g}: {len(group)} people left out "
         f"({', '.join(labels[i] for i in group)}); evaluated on shard {k}")
@@ -361,7 +386,8 @@ def _calibration_features(parts: Sequence[CaseScores], known_features: Sequence[
 def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
               labels: list[str], groups: int, far: float, data: dict, log: Log,
               plan: CommandPlan | None = None, bound: str = DEFAULT_FAR_BOUND,
-              strangers: Strangers | None = None) -> tuple[dict[str, Any], list[float] | None]:
+              strangers: Strangers | None = None, shards: int | None = None,
+              ) -> tuple[dict[str, Any], list[float] | None]:
     """Leave-people-out calibration (see the module docstring); ``inputs`` gives each
     network's shards of the ``labels`` people; ``plan`` counts their training steps off;
     ``strangers`` (``fit --strangers``) are scored by every group's model as more people it
@@ -370,7 +396,7 @@ def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
     report holds them by preset, and the facts of their choice)."""
     outputs = [
         _calibration_group(data_dir, config, model_dir, inputs, labels, g, group, data, log,
-                           plan)
+                           plan, shards)
         for g, group in enumerate(people_groups(len(labels), groups, config.train.seed))]
     weights, facts = choose_fit_weights(config, outputs)
     parts, known_features = [], []
@@ -392,7 +418,7 @@ def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
     runs.write_calibration_features(model_dir, _calibration_features(
         parts, known_features, [g.known_labels for g in outputs], names))
     scores = _pooled(parts, far, bound, names)
-    chosen = max(scores, key=lambda n: (scores[n]["known_accuracy"], scores[n]["auroc"]))
+    chosen = choose_score(scores, bound)
     report = {
         "groups": groups, "far": far, "far_bound": bound, "scores": scores, "score": chosen,
         "verification": _verification(parts, far),
@@ -507,6 +533,8 @@ def _write_decision(model_dir: Path, found: Sequence[tuple[Config, Path]], input
     outputs, picture_labels = network_outputs(found, everything)
     features = model_outputs(outputs, weights)["features"]
     runs.write_centroids(model_dir, class_centroids(features, picture_labels, len(labels)))
+    pictures = person_pictures(features, picture_labels, len(labels))
+    runs.write_pictures(model_dir, pictures.features, pictures.owners)
     chosen = calibration["scores"][calibration["score"]]
     runs.write_threshold(model_dir, {
         "score": calibration["score"], "threshold": chosen["threshold"],
@@ -555,8 +583,10 @@ def fit_without_people(
     known_names = [n for i, n in enumerate(labels) if i not in left_out]
     found = train_model(data_dir, config, out, known, [], log, "fit", known_names, data,
                         hold_out=False)
+    # Without the test shard, group g holds out shard g % (one shard fewer) of the rest.
+    shards = len(data["shards"]) - (test_shard is not None)
     calibration, weights = calibrate(data_dir, config, out, known, known_names, groups, far,
-                                     data, log, bound=far_bound)
+                                     data, log, bound=far_bound, shards=shards)
     write_ensemble(out, found, weights)
     _write_decision(out, found, known, weights, known_names, calibration)
     return PeopleFit(found, calibration, weights, known_names, split)

@@ -24,10 +24,15 @@ from facefold.evaluate.openset_cv import choose_unknown_people, split_people
 from facefold.export import export_run
 from facefold.models.inference import MatrixResize
 from facefold.models.scores import (
+    NEAREST_AT_LEAST,
+    NEAREST_SHARE,
     SCORES,
     auroc,
     class_centroids,
+    nearest_similarity,
     open_set_scores,
+    person_pictures,
+    person_similarity,
     threshold_at_far,
 )
 from facefold.predict import (
@@ -378,10 +383,44 @@ def test_scores_and_centroids():
         class_centroids(features, np.array([0, 0]), 2)
 
 
+def test_nearest_score_averages_each_persons_most_similar_pictures():
+    # Angles in degrees from the x axis; the face lies at 0 degrees. Person 0's five pictures
+    # fall in two looks (0-10 and 150-160 degrees), person 1's two near 40.
+    degrees = [0.0, 5.0, 10.0, 150.0, 160.0, 30.0, 45.0]
+    owners = np.array([0, 0, 0, 0, 0, 1, 1])
+    angles = np.radians(degrees)
+    pictures = person_pictures(np.stack([np.cos(angles), np.sin(angles)], axis=1) * 5.0,
+                               owners, 2)  # lengths do not matter: unit rows are kept
+    face = np.array([[2.0, 0.0]])
+    cos = np.cos(angles)
+    # The default: the top 2 % of a person's pictures but at least 3 (all of fewer).
+    assert (NEAREST_SHARE, NEAREST_AT_LEAST) == (0.02, 3)
+    by_hand = [(cos[0] + cos[1] + cos[2]) / 3, (cos[5] + cos[6]) / 2]
+    assert nearest_similarity(face, pictures)[0].tolist() == pytest.approx(by_hand)
+    # A share of 0.7 takes 3.5 of person 0's five: the fourth most similar at half weight.
+    wide = nearest_similarity(face, pictures, share=0.7)[0]
+    assert wide[0] == pytest.approx((cos[0] + cos[1] + cos[2] + 0.5 * cos[3]) / 3.5)
+    assert wide[1] == pytest.approx(by_hand[1])
+    centroids = class_centroids(pictures.features, owners, 2)
+    scores = open_set_scores(np.zeros((1, 2)), face, centroids, pictures)
+    assert scores["nearest"].tolist() == pytest.approx([by_hand[0]])
+    # Person 0's centroid lies between the two looks (43 degrees), farther from the face
+    # than person 1's (37.5): the cosine score names person 1, the nearest pictures person 0.
+    assert person_similarity("cosine", face, centroids, None).argmax() == 1
+    assert person_similarity("nearest", face, centroids, pictures).argmax() == 0
+    with pytest.raises(ValueError, match="needs the people's pictures"):
+        person_similarity("nearest", face, centroids, None)
+    with pytest.raises(ValueError, match="every person needs a picture"):
+        person_pictures(np.eye(2), np.array([0, 0]), 2)
+
+
 def test_the_score_registry_is_what_the_cli_offers_and_what_is_computed(capsys):
     logits, features = np.array([[4.0, 0.0], [1.0, 1.0]]), np.array([[2.0, 0.0], [0.0, 3.0]])
     centroids = np.eye(2)
-    assert list(open_set_scores(logits, features, centroids)) == list(SCORES)
+    pictures = person_pictures(np.eye(2), np.array([0, 1]), 2)
+    assert list(open_set_scores(logits, features, centroids, pictures)) == list(SCORES)
+    assert list(open_set_scores(logits, features, centroids)) == [
+        name for name, score in SCORES.items() if not score.uses_pictures]
     assert list(open_set_scores(logits)) == [
         name for name, score in SCORES.items() if not score.uses_centroids]
     with pytest.raises(SystemExit):

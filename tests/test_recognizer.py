@@ -78,6 +78,8 @@ def test_people_groups_cover_everyone_once() -> None:
     assert people_groups(10, 4, seed=0) == groups  # the seed fixes them
     with pytest.raises(ValueError, match="use fewer --groups"):
         people_groups(3, 2, seed=0)  # a group of 2 leaves 1 known
+    with pytest.raises(ValueError, match="use at most 2 --groups"):
+        people_groups(5, 5, seed=0)  # one stranger per group: no pair for verification
 
 
 def test_pooled_thresholds_and_verification_by_hand() -> None:
@@ -112,6 +114,22 @@ def test_pooled_thresholds_and_verification_by_hand() -> None:
     assert verify["threshold"] > 0.0995 and verify["true_accepts"] == 1.0
 
 
+def test_the_calibration_chooses_nearest_over_cosine_and_else_the_most_named_right() -> None:
+    from facefold.fitting import choose_score
+
+    def report(**accuracy: tuple[float, float]) -> dict:
+        return {n: {"auroc": a, "by_bound": {"upper": {"known_accuracy": k}}}
+                for n, (k, a) in accuracy.items()}
+
+    # cosine names more known faces right, but nearest is there: nearest.
+    assert choose_score(report(msp=(0.80, 0.97), cosine=(0.95, 0.99), nearest=(0.94, 0.99)),
+                        "upper") == "nearest"
+    assert choose_score(report(msp=(0.96, 0.97), cosine=(0.95, 0.99), nearest=(0.94, 0.99)),
+                        "upper") == "msp"
+    # A report without nearest (an older facefold's): cosine competes; AUROC breaks a tie.
+    assert choose_score(report(msp=(0.90, 0.97), cosine=(0.90, 0.99)), "upper") == "cosine"
+
+
 def test_fit_writes_a_calibrated_model_and_its_card(fitted: tuple[Path, Path]) -> None:
     data, model = fitted
     info = runs.read_run_info(model)
@@ -120,9 +138,12 @@ def test_fit_writes_a_calibrated_model_and_its_card(fitted: tuple[Path, Path]) -
     card = json.loads((model / runs.MODEL_CARD_JSON).read_text())
     calibration = card["calibration"]
     scores = calibration["scores"]
-    best = max(scores, key=lambda n: (scores[n]["known_accuracy"], scores[n]["auroc"]))
+    # The most known faces accepted and named right, AUROC breaking a tie; cosine is only
+    # reported (nearest names faces alike, and holds for look-alikes: choose_score).
+    best = max((n for n in scores if n != "cosine"),
+               key=lambda n: (scores[n]["known_accuracy"], scores[n]["auroc"]))
     assert calibration["score"] == best and set(scores) == {"msp", "max_logit", "energy",
-                                                            "cosine"}
+                                                            "cosine", "nearest"}
     assert all(r["far"] <= 0.1 for r in scores.values())
     # Groups of 3 and 2 of the 5 people: every picture of a group's people is a stranger's
     # (5 x 18), and the known people's pictures of one held-out shard are known (2x6 + 3x6).
@@ -132,9 +153,63 @@ def test_fit_writes_a_calibrated_model_and_its_card(fitted: tuple[Path, Path]) -
     assert threshold["threshold"] == pytest.approx(scores[best]["threshold"])
     assert threshold["verify_threshold"] == calibration["verification"]["threshold"]
     assert np.load(model / runs.CENTROIDS_FILE).shape == (5, 128)
+    # Every training picture's unit feature, for the nearest score: 5 people x 3 shards x 6.
+    features, owners = runs.read_pictures(model, 5)
+    assert features.shape == (90, 128) and np.bincount(owners).tolist() == [18] * 5
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
     text = (model / runs.MODEL_CARD_MD).read_text()
     assert f"Chosen: **{best}**" in text and "person_0" in text
     assert [runs.is_run(runs.calibration_dir(model, g)) for g in (0, 1)] == [True, True]
+
+
+def test_the_nearest_score_names_and_decides_by_the_training_pictures(
+        fitted: tuple[Path, Path], tmp_path: Path) -> None:
+    from facefold.models.scores import nearest_similarity
+    from facefold.predict import Predictor
+
+    _, model = fitted
+    predictor = Predictor.load(model)
+    known = [Image.open(p) for p in _pictures(tmp_path / "known", 3, 4, seed=21)]
+    faces = predictor.recognize(known, score="nearest", threshold=0.5, top_k=5)
+    # By hand: the features' similarity to each person's training pictures, by the module's
+    # own function checked against a hand computation in test_predict.
+    by_hand = nearest_similarity(predictor.outputs(known)["features"], predictor.info.pictures)
+    for face, row in zip(faces, by_hand, strict=True):
+        assert face.score_name == "nearest" and face.score == pytest.approx(row.max())
+        assert [name for name, _ in face.top] == [
+            f"person_{i}" for i in np.argsort(-row, kind="stable")]
+        assert face.name == ("person_3" if row.max() >= 0.5 else UNKNOWN)
+    assert [face.name for face in faces].count("person_3") >= 3
+    (model / runs.PICTURES_FILE).unlink()  # a model fit before pictures were kept
+    with pytest.raises(ValueError, match=r"needs .*pictures\.npz"):
+        Predictor.load(model).recognize(known, score="nearest")
+
+
+def test_fit_again_with_another_bound_reuses_the_runs_beside_the_tflite_copy(
+        fitted: tuple[Path, Path], fake_embedder: FakeEmbedder) -> None:
+    # The calibration reads the model's features of its own inputs (embeddings), which the
+    # kept TFLite copy (taking face chips) cannot compute: it must load the checkpoint.
+    data, model = fitted
+    assert runs.lite_dir(model).is_dir()
+    fit(data, tiny_config(steps=60, eval_every=60, preset="dlib128"), model, groups=2,
+        far=0.1, far_bound="upper", **QUIET)
+    threshold = json.loads((model / runs.THRESHOLD_FILE).read_text())
+    assert threshold["far_bound"] == "upper"
+
+
+def test_fit_without_people_holds_out_a_test_shard_with_more_groups_than_shards(
+        tmp_path: Path, fake_embedder: FakeEmbedder) -> None:
+    from facefold.fitting import fit_without_people
+
+    data = make_tiny_dataset(tmp_path / "data", classes=6, shards=3, per_shard=8)
+    # 5 known people in 4 groups, 2 shards left after the test shard: group 2 and 3 hold
+    # out shards 0 and 1 of those two (the dataset's shard index 2 would not exist).
+    fitted = fit_without_people(data, tiny_config(steps=20, eval_every=20, preset="dlib128"),
+                                tmp_path / "model", [5], groups=4, far=0.1, test_shard=1,
+                                **QUIET)
+    assert fitted.calibration["groups"] == 4 and len(fitted.known_names) == 5
+    infos = [runs.read_run_info(runs.calibration_dir(tmp_path / "model", g)) for g in range(4)]
+    assert [info["eval_shards"] for info in infos] == [[0], [1], [0], [1]]
 
 
 def test_known_people_are_named_strangers_are_unknown_and_enrolled_ones_named(

@@ -8,7 +8,7 @@ calibrated like ``facefold fit``) on everyone else, on every shard but shard ``r
 the held-out people are never in its training nor in its calibration, and shard ``r % shards``
 holds pictures of its known people it never saw. Then, for every ``--far-bound`` (one fit
 serves them all: the calibration records each bound's threshold), at the threshold and score
-fit would have chosen, it prints:
+fit would have chosen (``--score``: that score instead), it prints:
 
 - the interval over strangers the model card states (mean per-stranger rate, 95 % interval);
 - each held-out person's share of pictures accepted as someone, and all of theirs together
@@ -30,14 +30,14 @@ import numpy as np
 from facefold.choices import FAR_BOUNDS
 from facefold.data.pipeline import concat
 from facefold.data.records import read_labels, shard_labels
-from facefold.fitting import fit_without_people, model_outputs, network_outputs
+from facefold.fitting import choose_score, fit_without_people, model_outputs, network_outputs
 from facefold.models.presets import resolve_config
-from facefold.models.scores import SCORES, open_set_scores, unit_rows
-from facefold.runs import read_centroids
+from facefold.models.scores import SCORES, PersonPictures, open_set_scores, person_similarity
+from facefold.runs import read_centroids, read_pictures
 
 
 def one_repeat(data: Path, out: Path, held_out: list[int], test_shard: int, preset: str,
-               far: float, groups: int) -> dict:
+               far: float, groups: int, score: str | None = None) -> dict:
     """Fit without ``held_out`` and shard ``test_shard``; the numbers of both bounds."""
     labels = read_labels(data)
     fitted = fit_without_people(data, resolve_config(preset), out, held_out, groups, far,
@@ -48,19 +48,21 @@ def one_repeat(data: Path, out: Path, held_out: list[int], test_shard: int, pres
         fitted.found, lambda n: concat(fitted.split(n)[1]))
     known = model_outputs(known_out, fitted.weights)
     strange = model_outputs(strange_out, fitted.weights)
-    centroids = read_centroids(out, len(fitted.known_names))
-    known_scores = open_set_scores(known["logits"], known["features"], centroids)
-    strange_scores = open_set_scores(strange["logits"], strange["features"], centroids)
-    nearest = (unit_rows(known["features"]) @ centroids.T).argmax(axis=1) == known_labels
+    people = len(fitted.known_names)
+    centroids = read_centroids(out, people)
+    pictures = PersonPictures(*read_pictures(out, people), people)
+    known_scores = open_set_scores(known["logits"], known["features"], centroids, pictures)
+    strange_scores = open_set_scores(strange["logits"], strange["features"], centroids,
+                                     pictures)
     by_class = known["logits"].argmax(axis=1) == known_labels
     result = {"held_out": [labels[i] for i in held_out], "test_shard": test_shard}
     scores = fitted.calibration["scores"]
     for bound in FAR_BOUNDS:
-        name = max(scores, key=lambda n: (scores[n]["by_bound"][bound]["known_accuracy"],
-                                          scores[n]["auroc"]))
+        name = score or choose_score(scores, bound)
         stated = scores[name]["by_bound"][bound]
         threshold = stated["threshold"]
-        right = nearest if SCORES[name].uses_centroids else by_class
+        right = (person_similarity(name, known["features"], centroids, pictures).argmax(axis=1)
+                 == known_labels) if SCORES[name].uses_centroids else by_class
         accepted = strange_scores[name] >= threshold
         people = {labels[i]: float(accepted[strange_labels == i].mean()) for i in held_out}
         realized = float(accepted.mean())
@@ -81,9 +83,9 @@ def one_repeat(data: Path, out: Path, held_out: list[int], test_shard: int, pres
 
 def table(results: list[dict]) -> str:
     """The Markdown table: one row per repeat and bound."""
-    lines = ["| repeat | bound | held-out people: photos accepted | all three | stated: mean "
-             "[95 % interval], worst calibration stranger | inside | known accepted and "
-             "named right (stated) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| repeat | bound | score | held-out people: photos accepted | all three | stated: "
+             "mean [95 % interval], worst calibration stranger | inside | known accepted and "
+             "named right (stated) |", "|---|---|---|---|---|---|---|---|"]
     for r, result in enumerate(results):
         for bound in FAR_BOUNDS:
             row = result[bound]
@@ -92,7 +94,8 @@ def table(results: list[dict]) -> str:
             inside = "yes" if row["inside"] else (
                 "below" if row["at_most_upper"] else "**above**")
             lines.append(
-                f"| {r} | {bound} | {people} | {row['realized']:.1%} | {stated['mean']:.1%} "
+                f"| {r} | {bound} | {row['score']} | {people} | {row['realized']:.1%} | "
+                f"{stated['mean']:.1%} "
                 f"[{stated['low']:.1%}, {stated['upper']:.1%}], "
                 f"{stated['worst']['identity']} {stated['worst']['rate']:.1%} | {inside} | "
                 f"{row['known_accepted_and_right']:.1%} ({stated['known_accuracy']:.1%}) |")
@@ -109,6 +112,8 @@ def main() -> None:
     parser.add_argument("--far", type=float, default=0.01)
     parser.add_argument("--groups", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--score", choices=list(SCORES),
+                        help="this score at every bound (default: the one fit chooses)")
     args = parser.parse_args()
     people = len(read_labels(args.data))
     if args.repeats * args.held_out > people:
@@ -120,7 +125,7 @@ def main() -> None:
     for r in range(args.repeats):
         held_out = sorted(int(i) for i in order[r * args.held_out:(r + 1) * args.held_out])
         results.append(one_repeat(args.data, args.out / f"repeat-{r}", held_out, r % shards,
-                                  args.preset, args.far, args.groups))
+                                  args.preset, args.far, args.groups, args.score))
         print(f"repeat {r} done: {results[-1]['held_out']}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "held_out.json").write_text(json.dumps(results, indent=2))

@@ -31,8 +31,11 @@ from facefold.models.families import family_of
 from facefold.models.scores import (
     DEFAULT_FAR,
     DEFAULT_SCORE,
+    PersonPictures,
     class_centroids,
+    nearest_similarity,
     open_set_scores,
+    person_pictures,
     unit_rows,
 )
 from facefold.predict.predictor import Predictor
@@ -166,7 +169,9 @@ class CaseScores:
     to the scores (N,) and (U,); ``correct`` (N,) whether each known image was named right by
     the classifier, ``nearest_correct`` by its nearest centroid; ``centroids`` (C, D) the unit
     mean features of the training images; ``unknown_features`` (U, D) with ``unknown_labels``
-    (U,) for verification pairs among people the model never saw."""
+    (U,) for verification pairs among people the model never saw; ``pictures`` the training
+    images' features (the ``nearest`` score's) and ``pictures_correct`` whether each known
+    image was named right by them."""
 
     known: dict[str, np.ndarray]
     unknown: dict[str, np.ndarray]
@@ -175,6 +180,17 @@ class CaseScores:
     centroids: np.ndarray
     unknown_features: np.ndarray
     unknown_labels: np.ndarray
+    pictures: PersonPictures | None = None
+    pictures_correct: np.ndarray | None = None
+
+    def named_right(self, uses_centroids: bool, uses_pictures: bool) -> np.ndarray:
+        """Whether each known image is named right by the naming of a score that uses
+        centroids and/or pictures (:class:`facefold.models.scores.Score`)."""
+        if uses_pictures:
+            if self.pictures_correct is None:
+                raise ValueError("these scores were computed without the pictures' features")
+            return self.pictures_correct
+        return self.nearest_correct if uses_centroids else self.correct
 
 
 def case_scores(predictor: Predictor, trained: Split, known: Split, unknown: Split,
@@ -198,12 +214,15 @@ def scores_of_outputs(
     training pictures, the held-out pictures of its ``classes`` known people and the
     unknown people's pictures."""
     centroids = class_centroids(trained["features"], trained_labels, classes)
+    pictures = person_pictures(trained["features"], trained_labels, classes)
     nearest = (unit_rows(known["features"]) @ centroids.T).argmax(axis=1)
+    by_pictures = nearest_similarity(known["features"], pictures).argmax(axis=1)
     return CaseScores(
-        open_set_scores(known["logits"], known["features"], centroids),
-        open_set_scores(unknown["logits"], unknown["features"], centroids),
+        open_set_scores(known["logits"], known["features"], centroids, pictures),
+        open_set_scores(unknown["logits"], unknown["features"], centroids, pictures),
         known["logits"].argmax(axis=1) == known_labels, nearest == known_labels,
-        centroids, unknown["features"], unknown_labels)
+        centroids, unknown["features"], unknown_labels, pictures,
+        by_pictures == known_labels)
 
 
 def evaluate_case(
@@ -217,6 +236,7 @@ def evaluate_case(
     trained = concat([s for j, s in enumerate(known_splits) if j != k])
     found = case_scores(Predictor.load(run_dir), trained, known_splits[k], unknown)
     runs.write_centroids(run_dir, found.centroids)
+    runs.write_pictures(run_dir, found.pictures.features, found.pictures.owners)
     correct = found.correct
     scores = open_set_report(found.known, found.unknown, correct, far)
     write_threshold(run_dir, scores, far, f"open-set case {k}: {len(unknown)} unknown images")

@@ -52,6 +52,7 @@ from facefold.data.records import MAX_IMAGE_SIZE, label_name_problem
 from facefold.embeddings.pictures import check_embedding_meta, chip_inputs, takes_chips
 from facefold.machine import start_tensorflow
 from facefold.models.outputs import Infer, check_named_inputs, ensemble_infer, members_infer
+from facefold.models.scores import PersonPictures
 from facefold.predict.lite import kept_export, tflite_infer
 
 if TYPE_CHECKING:  # TensorFlow is imported only for a model that needs it
@@ -84,6 +85,8 @@ class ModelInfo:
     # What runs the network: "keras", "savedmodel", or the TFLite file's "litert" or
     # "tensorflow" (tf.lite.Interpreter).
     runtime: str = "keras"
+    # The training pictures' features, for the nearest score (pictures.npz; None without).
+    pictures: PersonPictures | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -118,7 +121,17 @@ def load_model_folder(path: str | Path, tta: bool | None = None,
     ``lite``: a run without such overrides is run from the TFLite export it keeps of its
     newest checkpoint, if any (False: from the checkpoint, by Keras; what export needs).
     """
-    path = Path(path)
+    loaded = _load_network(Path(path), tta, load_checkpoint, crops, lite)
+    pictures = runs.read_pictures(path, len(loaded.info.labels))
+    if pictures is not None:
+        loaded.info = dataclasses.replace(loaded.info, pictures=PersonPictures(*pictures,
+                                                                   len(loaded.info.labels)))
+    return loaded
+
+
+def _load_network(path: Path, tta: bool | None, load_checkpoint: CheckpointLoader | None,
+                  crops: bool | None, lite: bool) -> LoadedModel:
+    """:func:`load_model_folder` but the pictures' features."""
     if not path.is_dir():
         raise FileNotFoundError(f"model folder {path} does not exist")
     if runs.is_export(path):

@@ -52,6 +52,7 @@ from facefold.models.scores import (
     DEFAULT_SCORE,
     SCORES,
     open_set_scores,
+    person_similarity,
     unit_rows,
 )
 from facefold.predict.gallery import Gallery, People, picture_key
@@ -376,26 +377,32 @@ class Predictor:
         (:meth:`enrolled_calibration`).
         """
         stored = self.info.threshold or {}
-        if score is None and self.names_by_centroid:
+        if score is None and self.gallery_names:
             score = CENTROID_SCORE
         score = score or stored.get("score") or DEFAULT_SCORE
         if score not in SCORES:
             raise ValueError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
         if threshold is None:
             threshold = stored.get("thresholds", {}).get(score)
-            enrolled = self.enrolled_calibration() if SCORES[score].uses_centroids else None
+            enrolled = self.enrolled_calibration() if score == CENTROID_SCORE else None
             if enrolled is not None:  # more people to be mistaken for: a higher threshold
                 threshold = enrolled["threshold"]
         if threshold is None:
             return None
         threshold = finite_threshold(threshold)
-        if SCORES[score].uses_centroids and self.info.centroids is None:
+        missing = (runs.CENTROIDS_FILE if SCORES[score].uses_centroids
+                   and self.info.centroids is None else runs.PICTURES_FILE
+                   if SCORES[score].uses_pictures and self.info.pictures is None else None)
+        if missing:
             others = [name for name, s in SCORES.items() if not s.uses_centroids]
             raise ValueError(
-                f"the {score} score needs {self.info.source / runs.CENTROIDS_FILE} (written by "
-                f"`facefold cv --unknown-people`); choose --score {', '.join(others[:-1])} "
-                f"or {others[-1]}"
+                f"the {score} score needs {self.info.source / missing} (written by "
+                f"`facefold fit` and `facefold cv --unknown-people`); choose --score "
+                f"{', '.join(others[:-1])} or {others[-1]}"
             )
+        if SCORES[score].uses_pictures and self.gallery_names:
+            raise ValueError(f"a model with enrolled people decides by the {CENTROID_SCORE} "
+                             f"score, not {score!r}: leave out --score")
         return score, threshold
 
     def recognize(self, images: Sequence[Image.Image], top_k: int = 5,
@@ -433,7 +440,8 @@ class Predictor:
         if self.names_by_centroid:
             return self._recognize_by_centroid(out["features"], top_k, rule, boxes)
         probabilities = softmax(out["logits"])
-        scores = open_set_scores(out["logits"], out["features"], self.info.centroids)
+        scores = open_set_scores(out["logits"], out["features"], self.info.centroids,
+                                 self.info.pictures)
         results = []
         for i, probs in enumerate(probabilities):
             order = np.argsort(-probs, kind="stable")[:top_k]
@@ -449,13 +457,19 @@ class Predictor:
     def _recognize_by_centroid(self, features: np.ndarray, top_k: int,
                                rule: tuple[str, float] | None,
                                boxes: Sequence[Box | None]) -> list[Recognition]:
-        """Name by the nearest centroid among trained and enrolled people (cosine similarity):
-        ``top`` lists the most similar people with their similarity, and the face is unknown
-        when the best similarity is under the cosine threshold."""
+        """Name by the nearest person among trained and enrolled people, by the rule's score
+        (the cosine similarity to their centroids, or to their nearest pictures): ``top``
+        lists the most similar people with their similarity, and the face is unknown when the
+        best similarity is under the threshold."""
         if rule is not None and not SCORES[rule[0]].uses_centroids:
             raise ValueError(f"a model with enrolled people decides by the {CENTROID_SCORE} "
                              f"score, not {rule[0]!r}: leave out --score")
-        similarity = unit_rows(features) @ self.all_centroids().T  # (N, P)
+        stored = (self.info.threshold or {}).get("score")
+        name = rule[0] if rule else (
+            stored if stored in SCORES and SCORES[stored].uses_centroids
+            and not self.gallery_names else CENTROID_SCORE)
+        similarity = person_similarity(name, features, self.all_centroids(),
+                                       self.info.pictures)  # (N, P)
         people = self.people
         results = []
         for i, row in enumerate(similarity):
@@ -464,7 +478,7 @@ class Predictor:
             value = float(row[order[0]])
             known = rule is None or value >= rule[1]
             results.append(Recognition(
-                top[0][0] if known else UNKNOWN, known, top, value, CENTROID_SCORE,
+                top[0][0] if known else UNKNOWN, known, top, value, name,
                 rule[1] if rule else None, boxes[i], SIMILARITY))
         return results
 

@@ -1,5 +1,5 @@
 """What calibrates a model for open-set use and describes it: the threshold, the centroids,
-the open-set report, the model card and the enrollment test."""
+the training pictures' features, the open-set report, the model card and the enrollment test."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from facefold.runs.names import (
     MODEL_CARD_JSON,
     MODEL_CARD_MD,
     OPENSET_FILE,
+    PICTURES_FILE,
     THRESHOLD_FILE,
 )
 
@@ -82,6 +83,31 @@ def read_centroids(folder: str | Path, classes: int) -> np.ndarray | None:
 def write_centroids(folder: str | Path, centroids: np.ndarray) -> None:
     with atomic_path(Path(folder) / CENTROIDS_FILE) as tmp, tmp.open("wb") as handle:
         np.save(handle, centroids)
+
+
+def read_pictures(folder: str | Path, classes: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``pictures.npz`` of a run or export: the unit features (M, D) of the training pictures
+    and their owners (M,) in ``0..classes-1``; None when absent."""
+    path = Path(folder) / PICTURES_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            features, owners = data["features"], data["owners"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not facefold pictures' features ({err})") from None
+    if (features.ndim != 2 or owners.shape != (len(features),)
+            or not np.issubdtype(owners.dtype, np.integer) or not np.isfinite(features).all()
+            or set(np.unique(owners).tolist()) != set(range(classes))):
+        raise ValueError(f"{path} holds {features.shape} features of owners "
+                         f"{owners.shape}, expected finite rows of all {classes} people")
+    return features.astype(np.float32), owners.astype(np.int32)
+
+
+def write_pictures(folder: str | Path, features: np.ndarray, owners: np.ndarray) -> None:
+    with atomic_path(Path(folder) / PICTURES_FILE) as tmp, tmp.open("wb") as handle:
+        np.savez_compressed(handle, features=np.asarray(features, np.float32),
+                            owners=np.asarray(owners, np.int32))
 
 
 def write_openset_report(folder: str | Path, report: dict[str, Any]) -> None:

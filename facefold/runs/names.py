@@ -15,6 +15,8 @@ cross-validation)::
     RUN/tensorboard/      loss and accuracy curves
     RUN/threshold.json    optional: the open-set threshold ("unknown" below it)
     RUN/centroids.npy     optional: per-person mean features for the cosine score
+    RUN/pictures.npz      optional: the unit features of every training picture and whose it
+                          is, for the nearest score
     RUN/openset.json      optional: the open-set report of that run
     RUN/model_card.json   a model fit on every shard (``facefold fit``): data, people, the
     RUN/MODEL_CARD.md     calibrated threshold and the rates it gives, versions
@@ -65,6 +67,7 @@ THRESHOLD_FILE = "threshold.json"
 GALLERY_FILE = "gallery.sqlite"
 LEGACY_GALLERY_FILE = "gallery.npz"  # an older facefold's; moved into GALLERY_FILE
 CENTROIDS_FILE = "centroids.npy"
+PICTURES_FILE = "pictures.npz"
 OPENSET_FILE = "openset.json"
 ENSEMBLE_FILE = "ensemble.json"
 MEMBERS_DIR = "members"
