@@ -203,3 +203,17 @@ def test_kept_export_is_ignored_once_the_run_has_a_newer_checkpoint(
     model.save(runs.checkpoint_path(run, step + 2))
     assert kept_export(run) is None
     assert Predictor.load(run).info.runtime == "keras"
+
+
+def test_faces_crop_imports_no_tensorflow(pictures: list[Path], tmp_path: Path) -> None:
+    """``faces crop`` runs MTCNN in NumPy: the command no longer starts TensorFlow first."""
+    pytest.importorskip("mtcnn")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in pictures[:2]:
+        (photos / path.name).write_bytes(path.read_bytes())
+    status, modules = imported(["faces", "crop", str(photos), "--out", str(tmp_path / "out")],
+                               tmp_path)
+    assert status in (0, None)
+    assert "facefold.faces.mtcnn" in modules
+    assert loaded(modules, HEAVY) == []
