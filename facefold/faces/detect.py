@@ -13,9 +13,12 @@ y down. Left and right are the image's, as seen, not the person's.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,7 +85,8 @@ def detect_faces(image: Image.Image, min_score: float = 0.9) -> list[Face]:
     if scale < 1:
         rgb = rgb.resize(small, Image.Resampling.BILINEAR, reducing_gap=2.0)
     # O-Net's own cut (default 0.8) at min_score: NMS then sees only faces we keep.
-    rows = detector.detect(np.asarray(rgb), threshold_onet=min_score)
+    with _one_blas_thread():
+        rows = detector.detect(np.asarray(rgb), threshold_onet=min_score)
     faces = [_face(row, 1 / scale) for row in rows if row[5] >= min_score]
     return sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True)
 
@@ -138,6 +142,29 @@ def _build_detector() -> Mtcnn:
             f"face detection needs the optional MTCNN detector ({err}); {INSTALL_HINT}",
             name=err.name,
         ) from err
+
+
+def _one_blas_thread() -> AbstractContextManager:
+    """NumPy's matrix products on one thread while MTCNN runs (threadpoolctl, of the faces
+    extra; without it, as they are).
+
+    On the shared 2-core VM, OpenBLAS's own threads doubled the time of a 1280x960 photo and
+    tripled that of a crop's face check whenever other work kept the cores busy
+    (docs/performance.md, "Start-up of the deploy commands"). The limit is process-wide: two
+    detections at once may lift it early for each other, which changes only their speed.
+    """
+    limit = _blas_limit()
+    return limit() if limit is not None else contextlib.nullcontext()
+
+
+@functools.cache
+def _blas_limit() -> Callable[[], AbstractContextManager] | None:
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ModuleNotFoundError:
+        return None
+    controller = ThreadpoolController()  # finds the BLAS libraries once (a few ms)
+    return functools.partial(controller.limit, limits=1, user_api="blas")
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

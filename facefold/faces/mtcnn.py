@@ -1,9 +1,9 @@
 """MTCNN face detection in NumPy: the three networks and the cascade of the ``mtcnn`` package.
 
 The ``mtcnn`` 1.0.0 package (MIT) runs its networks on TensorFlow, and importing it starts
-TensorFlow (3.5 s of a cold ``facefold verify``). Its networks are small (P-Net 7 k, R-Net
-100 k, O-Net 390 k weights), so here they run in NumPy, from the weight files its wheel ships
-(``mtcnn/assets/weights/{pnet,rnet,onet}.lz4``, found without importing the package).
+TensorFlow, most of a cold ``facefold verify`` (docs/performance.md, "Start-up of the deploy
+commands"). Its networks are small, so here they run in NumPy, from the weight files its wheel
+ships (``mtcnn/assets/weights/{pnet,rnet,onet}.lz4``, found without importing the package).
 
 The cascade follows the package's own arithmetic step by step, so that both find the same
 faces (``tests/test_mtcnn_numpy.py`` compares them):
@@ -118,12 +118,14 @@ def conv2d(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
         [x[:, dy : dy + height, dx : dx + width, :] for dy in range(kh) for dx in range(kw)],
         axis=-1,
     )  # (N, H', W', kh·kw·C)
-    return columns @ kernel.reshape(kh * kw * channels, out) + bias
+    result = columns @ kernel.reshape(kh * kw * channels, out)
+    result += bias  # in place: on a 1280-pixel photo's first levels, each copy counts
+    return result
 
 
 def prelu(x: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Keras' PReLU: x where positive, alpha·x where negative (alpha per channel, broadcast)."""
-    return np.maximum(x, 0) + alpha.reshape(-1) * np.minimum(x, 0)
+    return np.where(x > 0, x, x * alpha.reshape(-1))
 
 
 def max_pool(x: np.ndarray, size: int, stride: int, padding: str) -> np.ndarray:
