@@ -127,6 +127,22 @@ def test_loads_and_detects_without_tensorflow() -> None:
     assert out.stdout.split() == ["(0,", "16)", "False", "False"]
 
 
+@pytest.mark.parametrize("height", [203, 204, 40])
+def test_pnet_in_bands_is_pnet_whole(height: int) -> None:
+    """Bands of P-Net's output rows give the very numbers of one call: odd and even heights
+    (the last band's 'same' pooling pads an odd one), and a level of fewer rows than a band."""
+    try:
+        detector = mtcnn.Mtcnn.load()
+    except ModuleNotFoundError:
+        pytest.skip("the faces extra (mtcnn's weights) is not installed")
+    level = np.random.default_rng(height).uniform(-1, 1, (1, height, 57, 3)).astype(np.float32)
+    whole = detector.pnet(level)
+    banded = detector.pnet_in_bands(level, band=8)
+    for a, b in zip(whole, banded, strict=True):
+        assert a.shape == b.shape
+        assert np.array_equal(a, b)
+
+
 # ------------------------------------------------------------------ against the package
 
 
