@@ -417,7 +417,7 @@ class Mtcnn:
         """P-Net's outputs for ``level`` (1, H, W, 3), computed ``band`` output rows at a time.
 
         The same numbers as one call (every layer is local), with arrays small enough to stay
-        in the CPU's cache: a photo's detection takes a third less time (docs/performance.md,
+        in the CPU's cache: a photo's detection takes a fifth less time (docs/performance.md,
         "Start-up of the deploy commands"). Output row y sees input rows 2y to 2y + 11; a
         band starts on an even input row so the 2x2 pooling pairs the same rows, and the last
         band runs to the bottom so its 'same' padding is the whole level's.
