@@ -143,6 +143,31 @@ def test_pnet_in_bands_is_pnet_whole(height: int) -> None:
         assert np.array_equal(a, b)
 
 
+def test_detect_faces_from_threads_at_once_answers_as_alone() -> None:
+    """detect.detect_faces shares one detector between threads (the server's workers)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from facefold.faces import detect
+
+    try:
+        detect.load_detector()
+    except ModuleNotFoundError:
+        pytest.skip("the faces extra (mtcnn's weights) is not installed")
+    rng = np.random.default_rng(5)
+    pictures = [with_margin(Image.fromarray(render_face(sample_identity(rng), rng)))
+                for _ in range(4)]
+    alone = [detect.detect_faces(p, min_score=0.01) for p in pictures]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda p: detect.detect_faces(p, min_score=0.01), pictures * 3))
+    assert sum(len(faces) for faces in alone) >= 2  # faces were found, so there was work
+    # Within rounding, not bit for bit: a detection at the same moment may lift another's
+    # one-BLAS-thread limit (detect._one_blas_thread), and more threads may sum differently.
+    for faces, expected in zip(together, alone * 3, strict=True):
+        assert len(faces) == len(expected)
+        assert np.allclose([f.box for f in faces], [f.box for f in expected], atol=1e-3)
+        assert np.allclose([f.score for f in faces], [f.score for f in expected], atol=1e-5)
+
+
 # ------------------------------------------------------------------ against the package
 
 
