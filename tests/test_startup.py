@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Runs `facefold ARGV...` as the console script does, then writes the imported modules to a
 # file (stdout is the command's). `serve` gets a server that returns at once: its imports,
 # model load and app are real. With argv[3] "stand-in", the face check of a picture taken
-# whole (facefold.faces.plausible, MTCNN: TensorFlow for every picture it checks) passes
-# every picture, as conftest's patch does in-process: what is left is the model's side.
+# whole (facefold.faces.plausible, MTCNN in NumPy) passes every picture, as conftest's patch
+# does in-process: what is left is the model's side.
 DRIVER = """
 import json, sys
 import facefold.serve.server as server
@@ -131,15 +131,20 @@ def test_deploy_command_on_a_kept_tflite_export_imports_no_tensorflow_nor_traini
     assert "facefold.predict.lite" in modules
 
 
-def test_face_check_of_a_crop_is_what_starts_tensorflow_on_a_kept_export(
-        lite_run: Path, pictures: list[Path], tmp_path: Path) -> None:
-    """A picture taken whole is checked to be a face (MTCNN) before it is named: that check,
-    not the model, imports TensorFlow; still no training code. The test's class patterns are
-    no faces: verify refuses them with a one-line error."""
+@pytest.mark.parametrize("command", ["verify", "identify", "predict"])
+def test_face_check_of_a_crop_starts_no_tensorflow_on_a_kept_export(
+        command: str, lite_run: Path, pictures: list[Path], tmp_path: Path) -> None:
+    """A picture taken whole is checked to be a face (MTCNN) before it is named: the check
+    runs in NumPy from the mtcnn wheel's weights, never importing the mtcnn package (whose
+    module starts TensorFlow, 3.5 s of a cold verify). The test's class patterns are no faces:
+    verify refuses them with a one-line error, identify names none of them; predict looks
+    for faces in them as photos, with the same detector."""
     pytest.importorskip("mtcnn")
-    status, modules = imported(commands(lite_run, pictures)["verify"], tmp_path)
-    assert status == 2  # verify's error status: not an answer (0 same, 1 different people)
-    assert "facefold.faces.plausible" in modules and "mtcnn" in modules
+    status, modules = imported(commands(lite_run, pictures)[command], tmp_path)
+    if command == "verify":
+        assert status == 2  # verify's error status: not an answer (0 same, 1 different people)
+    assert "facefold.faces.mtcnn" in modules  # the check really ran its detector
+    assert loaded(modules, HEAVY) == []
     assert loaded(modules, TRAINING) == []
 
 
@@ -198,3 +203,17 @@ def test_kept_export_is_ignored_once_the_run_has_a_newer_checkpoint(
     model.save(runs.checkpoint_path(run, step + 2))
     assert kept_export(run) is None
     assert Predictor.load(run).info.runtime == "keras"
+
+
+def test_faces_crop_imports_no_tensorflow(pictures: list[Path], tmp_path: Path) -> None:
+    """``faces crop`` runs MTCNN in NumPy: the command no longer starts TensorFlow first."""
+    pytest.importorskip("mtcnn")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in pictures[:2]:
+        (photos / path.name).write_bytes(path.read_bytes())
+    status, modules = imported(["faces", "crop", str(photos), "--out", str(tmp_path / "out")],
+                               tmp_path)
+    assert status in (0, None)
+    assert "facefold.faces.mtcnn" in modules
+    assert loaded(modules, HEAVY) == []

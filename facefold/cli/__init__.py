@@ -41,8 +41,9 @@ FOLDER_BUSY_STATUS = 2
 
 # Commands that train: when this machine has no measured oneDNN choice yet, they time one.
 TRAINING_COMMANDS = frozenset({"train", "cv", "experiment", "fit", "demo", "bench"})
-# Commands that deploy a model: they start TensorFlow only if the model or the face detector
-# needs it (a model folder's TFLite export runs without it), so not here unless --threads asks.
+# Commands that deploy a model: they start TensorFlow only if the model needs it (a model
+# folder's TFLite export runs without it), so not here unless --threads asks. So do the
+# commands whose parser sets starts_tensorflow=False (`faces crop`: MTCNN runs in NumPy).
 DEPLOY_COMMANDS = frozenset({"verify", "identify", "enroll", "predict", "serve"})
 
 
@@ -57,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_onednn_choice(measure=args.command in TRAINING_COMMANDS,
                         log=lambda line: print(f"facefold: {line}", file=sys.stderr))
     try:
-        if args.threads or args.command not in DEPLOY_COMMANDS:
+        if args.threads or (args.command not in DEPLOY_COMMANDS
+                             and getattr(args, "starts_tensorflow", True)):
             set_tf_threads(args.threads)
         # Commands that write OUT after their library function returns (reports) hold its
         # lock for the whole command; the library functions take it themselves as well.

@@ -23,7 +23,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                       help="photos with several faces: keep the largest (default) or all")
     crop.add_argument("--min-score", type=float, default=0.9,
                       help="detector confidence needed to count as a face (default 0.9)")
-    crop.set_defaults(func=_cmd_faces_crop)
+    # MTCNN runs in NumPy: nothing of crop's needs TensorFlow, whose start takes seconds
+    # (docs/performance.md, "Start-up of the deploy commands").
+    crop.set_defaults(func=_cmd_faces_crop, starts_tensorflow=False)
     _add_faces_cluster(faces_commands)
 
 

@@ -1,11 +1,11 @@
 """Find faces in a photo and cut them out aligned like the training crops.
 
-Detection is MTCNN from the ``mtcnn`` package (TensorFlow, MIT, weights
-inside the wheel: nothing is downloaded), an optional extra installed with
-``pip install 'facefold[faces]'``. Alignment maps a face's five landmarks onto
-the standard ArcFace 112×112 template with a similarity transform (rotation,
-uniform scale, translation), the alignment of InsightFace's training crops
-such as celeb21's.
+Detection is MTCNN run in NumPy by :mod:`facefold.faces.mtcnn` (no TensorFlow), with
+the weights the ``mtcnn`` package's wheel ships (MIT: nothing is downloaded), an
+optional extra installed with ``pip install 'facefold[faces]'``. Alignment maps a
+face's five landmarks onto the standard ArcFace 112×112 template with a
+similarity transform (rotation, uniform scale, translation), the alignment of
+InsightFace's training crops such as celeb21's.
 
 Coordinates follow Pillow: ``(x, y)`` in pixels of the photo, x to the right,
 y down. Left and right are the image's, as seen, not the person's.
@@ -13,15 +13,18 @@ y down. Left and right are the image's, as seen, not the person's.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from facefold.machine import start_tensorflow
+from facefold.faces.mtcnn import Mtcnn
 
 INSTALL_HINT = "pip install 'facefold[faces]'"
 
@@ -65,7 +68,7 @@ def detect_faces(image: Image.Image, min_score: float = 0.9) -> list[Face]:
     the faces largest box first; an empty list when there is none, and at once
     for a picture too small or too thin to hold MTCNN's 12-pixel window at the
     detection scale (see :func:`detection_size`). The first call in a process
-    builds the detector (a few seconds), later calls reuse it.
+    loads the detector's weights, later calls reuse them.
 
     Raises ``ValueError`` for ``min_score`` outside (0, 1] and
     ``ModuleNotFoundError`` saying what to install when the extra is missing.
@@ -81,14 +84,10 @@ def detect_faces(image: Image.Image, min_score: float = 0.9) -> list[Face]:
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     if scale < 1:
         rgb = rgb.resize(small, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    rows = detector.detect_faces(
-        np.asarray(rgb),
-        box_format="xyxy",
-        output_type="numpy",
-        # ONet's own cut (default 0.8) at min_score: NMS then sees only faces we keep.
-        threshold_onet=min_score,
-    )
-    faces = [_face(row, 1 / scale) for row in np.asarray(rows) if row[5] >= min_score]
+    # O-Net's own cut (default 0.8) at min_score: NMS then sees only faces we keep.
+    with _one_blas_thread():
+        rows = detector.detect(np.asarray(rgb), threshold_onet=min_score)
+    faces = [_face(row, 1 / scale) for row in rows if row[5] >= min_score]
     return sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True)
 
 
@@ -120,7 +119,7 @@ def _face(row: np.ndarray, scale: float) -> Face:
 
 
 def load_detector() -> None:
-    """Build the detector now rather than on the first photo (it takes a few seconds).
+    """Load the detector now rather than on the first photo.
 
     Raises ``ModuleNotFoundError`` saying what to install when the extra is
     missing, so a command can fail before it has done any work.
@@ -128,23 +127,44 @@ def load_detector() -> None:
     _detector()
 
 
-def _detector():
-    """The process's one MTCNN instance, built on first use (thread-safe)."""
+def _detector() -> Mtcnn:
+    """The process's one MTCNN, loaded on first use (thread-safe; immutable, so shared)."""
     with _BUILD_LOCK:
         return _build_detector()
 
 
 @functools.cache
-def _build_detector():
-    start_tensorflow()  # MTCNN runs on TensorFlow: started quietly, as the facefold command asks
+def _build_detector() -> Mtcnn:
     try:
-        from mtcnn import MTCNN
-    except ModuleNotFoundError as err:  # mtcnn itself, or its lz4/joblib
+        return Mtcnn.load()
+    except ModuleNotFoundError as err:  # mtcnn (its weights) or its joblib/lz4
         raise ModuleNotFoundError(
             f"face detection needs the optional MTCNN detector ({err}); {INSTALL_HINT}",
             name=err.name,
         ) from err
-    return MTCNN(stages="face_and_landmarks_detection", device="CPU:0")
+
+
+def _one_blas_thread() -> AbstractContextManager:
+    """NumPy's matrix products on one thread while MTCNN runs (threadpoolctl, of the faces
+    extra; without it, as they are).
+
+    On the shared 2-core VM, OpenBLAS's own threads doubled the time of a 1280x960 photo and
+    tripled that of a crop's face check whenever other work kept the cores busy
+    (docs/performance.md, "Start-up of the deploy commands"). The limit is process-wide: two
+    detections at once may lift it early for each other, which changes only their speed.
+    """
+    limit = _blas_limit()
+    return limit() if limit is not None else contextlib.nullcontext()
+
+
+@functools.cache
+def _blas_limit() -> Callable[[], AbstractContextManager] | None:
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ModuleNotFoundError:
+        return None
+    controller = ThreadpoolController()  # finds the BLAS libraries once (a few ms)
+    return functools.partial(controller.limit, limits=1, user_api="blas")
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
