@@ -28,6 +28,7 @@ from PIL import Image
 from facefold.atomic import write_text_atomic
 from facefold.csvcells import safe_row
 from facefold.data.images import load_rgb
+from facefold.models.scores import CENTROID_SCORE
 from facefold.predict import Predictor, Recognition, predict_files
 from facefold.predict.files import PICTURE_SUFFIXES, picture_files
 from facefold.predict.predictor import NoFaceError, Verification
@@ -39,16 +40,20 @@ def _image(picture: Picture) -> Image.Image:
     return picture if isinstance(picture, Image.Image) else load_rgb(picture)
 
 
-def enrolled_rates_text(calibration: dict[str, Any] | None, before: float | None) -> str:
+def enrolled_rates_text(calibration: dict[str, Any] | None, before: float | None,
+                        before_score: str = CENTROID_SCORE) -> str:
     """What enrolling changed, in two plain sentences, from
     :meth:`facefold.predict.Predictor.enrolled_calibration` (and the threshold ``before``
-    anyone was enrolled)."""
+    anyone was enrolled, of the score ``before_score`` that decided then)."""
     if calibration is None:
         return ("This model holds no calibration features (made by an older facefold, or an "
                 "export): its threshold was not recalibrated for the enrolled people, so more "
                 "strangers than its card states may be accepted.")
     people = calibration["strangers"]
-    was = "" if before is None else f" (it was {before:.4f} with nobody enrolled)"
+    was = "" if before is None else (
+        f" (it was {before:.4f} with nobody enrolled)" if before_score == CENTROID_SCORE else
+        f" (the cosine similarity to a person's mean photo; with nobody enrolled, faces were "
+        f"named by the {before_score} score at {before:.4f})")
     named = calibration["newcomers_named_right"]
     newcomers = "" if named is None else (
         f", and {named:.1%} of a newcomer's other photos named right")

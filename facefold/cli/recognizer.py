@@ -57,8 +57,10 @@ def _cmd_enroll(args: argparse.Namespace) -> None:
         print(f"enrolled {args.name or folder.name}: {count} picture(s)")
     predictor = recognizer.predictor
     if predictor.names_by_centroid:
-        before = (predictor.info.threshold or {}).get("thresholds", {}).get(CENTROID_SCORE)
-        print(enrolled_rates_text(predictor.enrolled_calibration(), before))
+        stored = predictor.info.threshold or {}
+        score = stored.get("score", CENTROID_SCORE)
+        before = stored.get("thresholds", {}).get(score)
+        print(enrolled_rates_text(predictor.enrolled_calibration(), before, score))
 
 
 def _cmd_identify(args: argparse.Namespace) -> None:
