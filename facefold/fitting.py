@@ -188,10 +188,10 @@ def choose_score(scores: dict[str, dict[str, Any]], bound: str) -> str:
     tie; ``cosine`` only when ``nearest`` is missing (a report of an older facefold).
 
     ``nearest`` and ``cosine`` name a face alike, and named about as many known faces right
-    on celeb21 (which of the two won flipped with the groups drawn); but a person the
-    calibration had no one like was accepted on up to 16.7 % of their photos by the centroid's
-    ``upper`` threshold and 3.3 % by the nearest pictures' (docs/deployment.md, "Strangers it
-    never met"), a difference the calibration's own known faces cannot show."""
+    on celeb21 (which of the two won flipped with the groups drawn); but a look-alike the
+    calibration had no one like was accepted on several times as many of their photos by
+    the centroids as by the nearest pictures (docs/deployment.md, "Strangers it never met"),
+    a difference the calibration's own known faces cannot show."""
     candidates = [n for n in scores if not (n == CENTROID_SCORE and "nearest" in scores)]
     return max(candidates, key=lambda n: (scores[n]["by_bound"][bound]["known_accuracy"],
                                           scores[n]["auroc"]))
