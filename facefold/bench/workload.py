@@ -24,6 +24,7 @@ from facefold.log import Log
 from facefold.machine import cpu_model, onednn_setting, usable_cores
 from facefold.models.families import family_of
 from facefold.models.presets import resolve_config
+from facefold.train.steptime import without_autotuning
 
 SYNTHETIC_PEOPLE = 10
 SYNTHETIC_SIZE = 112  # the 2016 stored size, so the 96x96 crop (and its jitter) applies
@@ -78,6 +79,9 @@ def load_data(data_dir: Path, spec: ModelSpec) -> tuple[Split, int]:
 
 def batches_in_memory(make_batch: BatchMaker, count: int = MEMORY_BATCHES) -> tf.data.Dataset:
     """Training batches ``0 … count - 1``, made once and then repeated from memory forever:
-    training minus the input pipeline."""
+    training minus the input pipeline. Without tf.data's autotuning
+    (:func:`~facefold.train.steptime.without_autotuning`): with it, a timed fit sometimes
+    ended only when the autotuning thread next woke (docs/performance.md, "The 2x mode")."""
     x, y = zip(*(make_batch(tf.constant(s, tf.int64)) for s in range(count)), strict=True)
-    return tf.data.Dataset.from_tensor_slices((tf.stack(x), tf.stack(y))).repeat()
+    return without_autotuning(tf.data.Dataset.from_tensor_slices((tf.stack(x), tf.stack(y)))
+                              .repeat())
