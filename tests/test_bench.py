@@ -19,7 +19,7 @@ from facefold.bench import (
 )
 from facefold.bench.profiler import _step_part
 from facefold.bench.training import round_order
-from facefold.bench.workload import batches_in_memory
+from facefold.bench.workload import batches_in_memory, pipeline_batches
 from facefold.cli import main
 from facefold.config import ModelSpec
 from facefold.machine import cpu_model
@@ -214,6 +214,17 @@ def test_batches_in_memory_repeat_the_batches_without_tf_data_autotuning() -> No
     assert tf.data.Dataset.range(3).options().autotune.enabled is not False  # TF's default
     seen = [(float(x[0, 0, 0, 0]), int(y[1])) for x, y in batches.take(7)]
     assert seen == [(0.0, 0), (1.0, 10), (2.0, 20), (0.0, 0), (1.0, 10), (2.0, 20), (0.0, 0)]
+
+
+def test_pipeline_batches_are_the_steps_asked_for_without_tf_data_autotuning() -> None:
+    import tensorflow as tf
+
+    def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.fill((2, 3, 3, 1), tf.cast(step, tf.float32)), tf.fill((2,), step)
+
+    batches = pipeline_batches(make_batch, 3, 6)
+    assert batches.options().autotune.enabled is False
+    assert [int(y[0]) for _, y in batches] == [3, 4, 5]
 
 
 def test_precision_probe_batches_repeat_without_tf_data_autotuning() -> None:

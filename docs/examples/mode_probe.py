@@ -21,7 +21,9 @@ intra-op thread), ``matmul`` (a NumPy float32 matrix product loop instead of Ten
 processes: if both at once are much slower than each alone, the two vCPUs share a core),
 ``retrace`` (after the first timing, :data:`RETRACES` new training graphs in the same
 process, each timed), ``autotune`` (tf.data's autotuning switched back on for the batches
-in memory, as before facefold switched it off)::
+in memory, as before facefold switched it off), ``pipeline`` (the real input pipeline,
+``step_batches``, as ``facefold train`` and bench's pipeline row feed ``model.fit``),
+``pipeline-untuned`` (the same without tf.data's autotuning)::
 
     python docs/examples/mode_probe.py --processes 12 [--variants base,intra2inter1] [--detail]
 """
@@ -45,7 +47,7 @@ VARIANTS: dict[str, dict[str, str]] = {  # environment of each variant's process
     "base": {}, "intra2inter1": {}, "omp1": {"OMP_NUM_THREADS": "1"},
     "onednn0": {"TF_ENABLE_ONEDNN_OPTS": "0"}, "pinned": {}, "onecore": {},
     "matmul": {}, "spin": {}, "retrace": {},
-    "autotune": {},
+    "autotune": {}, "pipeline": {}, "pipeline-untuned": {},
 }
 RETRACES = 3  # the ``retrace`` variant: new training graphs timed after the first
 
@@ -157,22 +159,29 @@ def tf_process(variant: str, data: Path, steps: int, warmup: int) -> dict[str, A
     if variant == "intra2inter1":
         tf.config.threading.set_inter_op_parallelism_threads(1)
     from facefold.bench.workload import batches_in_memory, bench_config, load_data
-    from facefold.data.pipeline import batch_maker
+    from facefold.data.pipeline import batch_maker, step_batches
     from facefold.models.cnn import build_model
     from facefold.train.optim import compile_model
+    from facefold.train.steptime import without_autotuning
 
     cfg = bench_config("seed", None, 128)
     split, classes = load_data(data, cfg.model)
     model = build_model(cfg.model, classes, "float32", cfg.train.seed)
     compile_model(model, cfg)
-    batches = batches_in_memory(batch_maker(split, cfg.augment, cfg.model.crop_size, 128,
-                                            cfg.train.seed, classes))
+    make_batch = batch_maker(split, cfg.augment, cfg.model.crop_size, 128, cfg.train.seed,
+                             classes)
+    batches = batches_in_memory(make_batch)
     if variant == "autotune":  # tf.data's autotuning back on (off in batches_in_memory)
         options = tf.data.Options()
         options.autotune.enabled = True
         batches = batches.with_options(options)
     fit = dict(epochs=1, shuffle=False, verbose=0)
-    model.fit(batches, steps_per_epoch=warmup, **fit)
+    if variant.startswith("pipeline"):  # the input pipeline, as training feeds model.fit
+        untuned = without_autotuning if variant == "pipeline-untuned" else lambda d: d
+        model.fit(untuned(step_batches(make_batch, 0, warmup)), steps_per_epoch=warmup, **fit)
+        batches = untuned(step_batches(make_batch, warmup, warmup + steps))
+    else:
+        model.fit(batches, steps_per_epoch=warmup, **fit)
     if variant == "pinned":  # every thread TensorFlow made, pinned to one vCPU, alternately
         cpus = sorted(os.sched_getaffinity(0))
         for i, tid in enumerate(sorted(int(t.name) for t in Path("/proc/self/task").iterdir())):
