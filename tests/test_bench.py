@@ -19,11 +19,13 @@ from facefold.bench import (
 )
 from facefold.bench.profiler import _step_part
 from facefold.bench.training import round_order
+from facefold.bench.workload import batches_in_memory, pipeline_batches
 from facefold.cli import main
 from facefold.config import ModelSpec
 from facefold.machine import cpu_model
 from facefold.models.cnn import build_model
 from facefold.models.presets import get_preset
+from facefold.train.precision import probe_batches
 
 SEED = get_preset("seed").model
 
@@ -196,6 +198,43 @@ def test_round_order_alternates_facefold_and_its_peer() -> None:
     assert round_order(names, 2) == ["plain Keras float32", "float32", "plain Keras bfloat16",
                                      "bfloat16"]
     assert round_order(["bfloat16"], 2) == ["bfloat16"]  # --no-peer
+
+
+def test_batches_in_memory_repeat_the_batches_without_tf_data_autotuning() -> None:
+    """The 2x mode of the bench's compute-only timings: a fit over a dataset with tf.data's
+    autotuning sometimes ended only when its thread next woke (docs/performance.md)."""
+    import tensorflow as tf
+
+    def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        value = tf.cast(step, tf.float32)
+        return tf.fill((2, 3, 3, 1), value), tf.fill((2,), tf.cast(step, tf.int32) * 10)
+
+    batches = batches_in_memory(make_batch, count=3)
+    assert batches.options().autotune.enabled is False
+    assert tf.data.Dataset.range(3).options().autotune.enabled is not False  # TF's default
+    seen = [(float(x[0, 0, 0, 0]), int(y[1])) for x, y in batches.take(7)]
+    assert seen == [(0.0, 0), (1.0, 10), (2.0, 20), (0.0, 0), (1.0, 10), (2.0, 20), (0.0, 0)]
+
+
+def test_pipeline_batches_are_the_steps_asked_for_without_tf_data_autotuning() -> None:
+    import tensorflow as tf
+
+    def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.fill((2, 3, 3, 1), tf.cast(step, tf.float32)), tf.fill((2,), step)
+
+    batches = pipeline_batches(make_batch, 3, 6)
+    assert batches.options().autotune.enabled is False
+    assert [int(y[0]) for _, y in batches] == [3, 4, 5]
+
+
+def test_precision_probe_batches_repeat_without_tf_data_autotuning() -> None:
+    import numpy as np
+
+    x = np.arange(6, dtype=np.float32).reshape(6, 1)
+    y = np.arange(6, dtype=np.int32)
+    batches = probe_batches(x, y, 4)
+    assert batches.options().autotune.enabled is False
+    assert [list(b[1].numpy()) for b in batches.take(3)] == [[0, 1, 2, 3], [4, 5], [0, 1, 2, 3]]
 
 
 def test_spread_is_min_median_max() -> None:

@@ -41,6 +41,7 @@ from facefold.machine import (
     set_tf_threads,
     usable_cores,
 )
+from facefold.train.steptime import without_autotuning
 
 # bfloat16 must beat float32 by this fraction of a step to be chosen: within it the two are
 # the same speed to a timing's noise, and float32 computes more exactly.
@@ -101,6 +102,15 @@ def _cached_entry(entry: Any) -> dict[str, Any] | None:
     return entry
 
 
+def probe_batches(x: Any, y: Any, batch: int) -> Any:
+    """``(x, y)`` in batches of ``batch``, repeated, without tf.data's autotuning: a timed fit
+    of a few steps over it could otherwise end only when the autotuning thread next wakes
+    (:func:`~facefold.train.steptime.without_autotuning`)."""
+    import tensorflow as tf
+
+    return without_autotuning(tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat())
+
+
 def time_training_step(config: Config, num_classes: int, precision: str,
                        stop_above: float | None = None) -> float:
     """Seconds per training step of ``config``'s model in ``precision``: the real network,
@@ -108,7 +118,6 @@ def time_training_step(config: Config, num_classes: int, precision: str,
     depend on the values), best of :data:`REPEATS` rounds after :data:`WARMUP` steps, or the
     first round when it is slower than ``stop_above`` already (no need to time it better)."""
     import numpy as np
-    import tensorflow as tf
 
     from facefold.models.families import family_of
     from facefold.train.optim import compile_model
@@ -120,7 +129,7 @@ def time_training_step(config: Config, num_classes: int, precision: str,
     # A few distinct batches: one repeated batch is memorized and its gradients turn subnormal.
     x = rng.uniform(size=(4 * batch, *model.input_shape[1:])).astype(np.float32)
     y = rng.integers(0, num_classes, size=4 * batch).astype(np.int32)
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat()
+    data = probe_batches(x, y, batch)
     model.fit(data, steps_per_epoch=WARMUP, epochs=1, verbose=0, shuffle=False)
     best = float("inf")
     for _ in range(REPEATS):
