@@ -740,6 +740,10 @@ a model of the same config and scored as strangers ({cal['unknown_images']} pict
 |-------|-------|-----------|--------------------|----------------|--------------------------------|
 {rows}
 
+msp, max_logit and energy are the classifier's; cosine is the similarity to a person's mean
+photo, nearest the mean similarity to the few of a person's photos most like the face (the
+top 2 %, at least 3).
+
 Chosen: **{cal['score']}** — expect about {chosen['far']:.1%} of strangers to be accepted as
 someone and {chosen['known_accuracy']:.1%} of the known people's faces to be accepted and named
 right (the calibration models' closed-set accuracy was {cal['closed_set_accuracy']:.1%}).

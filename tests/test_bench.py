@@ -19,7 +19,7 @@ from facefold.bench import (
 )
 from facefold.bench.profiler import _step_part
 from facefold.bench.training import round_order
-from facefold.bench.workload import batches_in_memory, pipeline_batches
+from facefold.bench.workload import batches_in_memory
 from facefold.cli import main
 from facefold.config import ModelSpec
 from facefold.machine import cpu_model
@@ -216,15 +216,31 @@ def test_batches_in_memory_repeat_the_batches_without_tf_data_autotuning() -> No
     assert seen == [(0.0, 0), (1.0, 10), (2.0, 20), (0.0, 0), (1.0, 10), (2.0, 20), (0.0, 0)]
 
 
-def test_pipeline_batches_are_the_steps_asked_for_without_tf_data_autotuning() -> None:
+def test_every_pipeline_dataset_runs_without_tf_data_autotuning() -> None:
+    # Training's batches (and bench's pipeline row, which times them), an embedding head's,
+    # and evaluation's: a fit or evaluate over them must not wait for the autotuning thread.
+    import numpy as np
     import tensorflow as tf
+
+    from facefold.data.pipeline import (
+        Split,
+        embedding_evaluation_batches,
+        evaluation_batches,
+        step_batches,
+    )
 
     def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return tf.fill((2, 3, 3, 1), tf.cast(step, tf.float32)), tf.fill((2,), step)
 
-    batches = pipeline_batches(make_batch, 3, 6)
+    batches = step_batches(make_batch, 3, 6)
     assert batches.options().autotune.enabled is False
     assert [int(y[0]) for _, y in batches] == [3, 4, 5]
+    images = Split(np.zeros((5, 8, 8, 3), np.uint8), np.arange(5, dtype=np.int64))
+    crops = evaluation_batches(images, 6, 2)
+    assert crops.options().autotune.enabled is False
+    assert [tuple(x.shape) for x, _ in crops] == [(2, 6, 6, 3), (2, 6, 6, 3), (1, 6, 6, 3)]
+    views = Split(np.zeros((3, 2, 4), np.float32), np.arange(3, dtype=np.int64))
+    assert embedding_evaluation_batches(views, 1, 2).options().autotune.enabled is False
 
 
 def test_precision_probe_batches_repeat_without_tf_data_autotuning() -> None:

@@ -22,8 +22,9 @@ processes: if both at once are much slower than each alone, the two vCPUs share 
 ``retrace`` (after the first timing, :data:`RETRACES` new training graphs in the same
 process, each timed), ``autotune`` (tf.data's autotuning switched back on for the batches
 in memory, as before facefold switched it off), ``pipeline`` (the real input pipeline,
-``step_batches``, as ``facefold train`` and bench's pipeline row feed ``model.fit``),
-``pipeline-untuned`` (the same without tf.data's autotuning)::
+``step_batches``, as ``facefold train`` and bench's pipeline row feed ``model.fit``, with
+tf.data's autotuning switched back on), ``pipeline-untuned`` (the same as facefold runs
+it, without autotuning)::
 
     python docs/examples/mode_probe.py --processes 12 [--variants base,intra2inter1] [--detail]
 """
@@ -162,7 +163,6 @@ def tf_process(variant: str, data: Path, steps: int, warmup: int) -> dict[str, A
     from facefold.data.pipeline import batch_maker, step_batches
     from facefold.models.cnn import build_model
     from facefold.train.optim import compile_model
-    from facefold.train.steptime import without_autotuning
 
     cfg = bench_config("seed", None, 128)
     split, classes = load_data(data, cfg.model)
@@ -170,16 +170,20 @@ def tf_process(variant: str, data: Path, steps: int, warmup: int) -> dict[str, A
     compile_model(model, cfg)
     make_batch = batch_maker(split, cfg.augment, cfg.model.crop_size, 128, cfg.train.seed,
                              classes)
-    batches = batches_in_memory(make_batch)
-    if variant == "autotune":  # tf.data's autotuning back on (off in batches_in_memory)
+    def tuned(dataset: tf.data.Dataset) -> tf.data.Dataset:
+        """``dataset`` with tf.data's autotuning back on (facefold turns it off)."""
         options = tf.data.Options()
         options.autotune.enabled = True
-        batches = batches.with_options(options)
+        return dataset.with_options(options)
+
+    batches = batches_in_memory(make_batch)
+    if variant == "autotune":
+        batches = tuned(batches)
     fit = dict(epochs=1, shuffle=False, verbose=0)
     if variant.startswith("pipeline"):  # the input pipeline, as training feeds model.fit
-        untuned = without_autotuning if variant == "pipeline-untuned" else lambda d: d
-        model.fit(untuned(step_batches(make_batch, 0, warmup)), steps_per_epoch=warmup, **fit)
-        batches = untuned(step_batches(make_batch, warmup, warmup + steps))
+        again = tuned if variant == "pipeline" else lambda d: d
+        model.fit(again(step_batches(make_batch, 0, warmup)), steps_per_epoch=warmup, **fit)
+        batches = again(step_batches(make_batch, warmup, warmup + steps))
     else:
         model.fit(batches, steps_per_epoch=warmup, **fit)
     if variant == "pinned":  # every thread TensorFlow made, pinned to one vCPU, alternately

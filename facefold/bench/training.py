@@ -27,7 +27,6 @@ from facefold.bench.workload import (
     bench_config,
     load_data,
     machine_info,
-    pipeline_batches,
     synthetic_dataset,
 )
 from facefold.choices import PRECISION_SETTINGS, PRECISIONS
@@ -37,6 +36,7 @@ from facefold.data.pipeline import (
     batch_maker,
     center_crop,
     evaluation_batches,
+    step_batches,
 )
 from facefold.log import Log
 from facefold.machine import in_new_process, set_tf_threads
@@ -142,7 +142,7 @@ def _timed_model(name: str, preset: str, size: int | None, batch: int, source: P
         model, lambda s, e: in_memory, steps, warmup)}
     if not name.startswith(PEER):
         out["pipeline"] = _seconds_per_step(
-            model, lambda s, e: pipeline_batches(make_batch, s, e), steps, warmup)
+            model, lambda s, e: step_batches(make_batch, s, e), steps, warmup)
         if latency_calls:
             out["eval_images_per_s"] = _eval_images_per_second(model, split, cfg, steps * batch)
             out["latency_median_ms"], out["latency_p95_ms"] = _predict_latency_ms(

@@ -17,7 +17,7 @@ from facefold.data.pipeline import (
     Split,
     concat,
     decode_shards,
-    step_batches,
+    without_autotuning,
 )
 from facefold.data.records import read_labels
 from facefold.data.synthetic import make_synthetic_faces
@@ -25,7 +25,6 @@ from facefold.log import Log
 from facefold.machine import cpu_model, onednn_setting, usable_cores
 from facefold.models.families import family_of
 from facefold.models.presets import resolve_config
-from facefold.train.steptime import without_autotuning
 
 SYNTHETIC_PEOPLE = 10
 SYNTHETIC_SIZE = 112  # the 2016 stored size, so the 96x96 crop (and its jitter) applies
@@ -81,16 +80,9 @@ def load_data(data_dir: Path, spec: ModelSpec) -> tuple[Split, int]:
 def batches_in_memory(make_batch: BatchMaker, count: int = MEMORY_BATCHES) -> tf.data.Dataset:
     """Training batches ``0 … count - 1``, made once and then repeated from memory forever:
     training minus the input pipeline. Without tf.data's autotuning
-    (:func:`~facefold.train.steptime.without_autotuning`): with it, a timed fit sometimes
+    (:func:`~facefold.data.pipeline.without_autotuning`): with it, a timed fit sometimes
     ended only when the autotuning thread next woke (docs/performance.md, "The 2x mode")."""
     x, y = zip(*(make_batch(tf.constant(s, tf.int64)) for s in range(count)), strict=True)
     return without_autotuning(tf.data.Dataset.from_tensor_slices((tf.stack(x), tf.stack(y)))
                               .repeat())
 
-
-def pipeline_batches(make_batch: BatchMaker, start: int, end: int) -> tf.data.Dataset:
-    """Training batches ``start … end - 1`` through the real input pipeline
-    (:func:`~facefold.data.pipeline.step_batches`), without tf.data's autotuning: with it, a
-    timed fit of 20 seed steps took 10.28 s instead of 8.0–8.8 in 3 processes of 6, without
-    it 7.7–7.8 s in 6 of 6 (docs/performance.md, "The 2x mode")."""
-    return without_autotuning(step_batches(make_batch, start, end))

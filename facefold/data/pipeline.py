@@ -176,11 +176,25 @@ def batch_maker(
     return make_batch
 
 
+def without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` without tf.data's autotuning: every dataset of this module, and the
+    batches ``bench`` and the precision probe time.
+
+    The autotuning thread sleeps 10 ms, then twice as long each round up to 60 s, and a fit
+    over a dataset with autotuning sometimes ended only at its next wake-up: 10.23 s after
+    its start instead of 7.5 s for 20 seed steps, in about half the processes on the Zen 4
+    VM (docs/performance.md, "The 2x mode"). A short timing (a few steps) is hit hardest."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def step_batches(make_batch: BatchMaker, start_step: int, end_step: int) -> tf.data.Dataset:
     """Batches ``start_step`` … ``end_step - 1`` of ``make_batch`` (from :func:`batch_maker`),
     made in parallel and prefetched. One ``make_batch`` serves many ranges (the images are
-    copied into it once)."""
-    return (
+    copied into it once). Without autotuning (:func:`without_autotuning`): the map's
+    parallelism is then the number of cores, all the work there is on them."""
+    return without_autotuning(
         tf.data.Dataset.range(start_step, end_step)
         .map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
@@ -244,7 +258,7 @@ def embedding_training_batches(
 def embedding_evaluation_batches(split: Split, views: int, batch_size: int) -> tf.data.Dataset:
     """The first ``views`` views (N, views, D) of every image of ``split``, in order: ``(x, y)``
     pairs (``views`` = 2 for flip TTA: the head averages the image's and the mirror's)."""
-    return (
+    return without_autotuning(
         tf.data.Dataset.from_tensor_slices((split.images[:, :views], split.labels))
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
@@ -253,7 +267,7 @@ def embedding_evaluation_batches(split: Split, views: int, batch_size: int) -> t
 
 def evaluation_batches(split: Split, crop: int, batch_size: int) -> tf.data.Dataset:
     """Central crops of every image of ``split``, in order: ``(x, y)`` pairs."""
-    return (
+    return without_autotuning(
         tf.data.Dataset.from_tensor_slices((split.images, split.labels))
         .batch(batch_size)
         .map(lambda x, y: (center_crop(x, crop), y), num_parallel_calls=tf.data.AUTOTUNE)

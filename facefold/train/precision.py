@@ -41,7 +41,6 @@ from facefold.machine import (
     set_tf_threads,
     usable_cores,
 )
-from facefold.train.steptime import without_autotuning
 
 # bfloat16 must beat float32 by this fraction of a step to be chosen: within it the two are
 # the same speed to a timing's noise, and float32 computes more exactly.
@@ -105,8 +104,10 @@ def _cached_entry(entry: Any) -> dict[str, Any] | None:
 def probe_batches(x: Any, y: Any, batch: int) -> Any:
     """``(x, y)`` in batches of ``batch``, repeated, without tf.data's autotuning: a timed fit
     of a few steps over it could otherwise end only when the autotuning thread next wakes
-    (:func:`~facefold.train.steptime.without_autotuning`)."""
+    (:func:`~facefold.data.pipeline.without_autotuning`)."""
     import tensorflow as tf
+
+    from facefold.data.pipeline import without_autotuning  # imports TensorFlow
 
     return without_autotuning(tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat())
 

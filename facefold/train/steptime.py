@@ -8,8 +8,8 @@ least :data:`SLOW_FACTOR` times their median before the jump and stay there for
 :data:`SUSTAINED` windows in a row; :class:`StepTimeWatch` (a training callback) warns once
 when that happens, saying what the user can do. :func:`two_modes` says whether timings of
 the same work in separate processes (``facefold bench``'s rounds) fall in two modes.
-:func:`without_autotuning` is the cause of one such mode, removed: a ``model.fit`` over a
-tf.data pipeline whose end waited for tf.data's autotuning thread.
+One such mode had a cause facefold removes: a ``model.fit`` whose end waited for tf.data's
+autotuning thread (:func:`facefold.data.pipeline.without_autotuning`).
 """
 
 from __future__ import annotations
@@ -17,12 +17,8 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from facefold.log import Log
-
-if TYPE_CHECKING:
-    import tensorflow as tf
 
 SLOW_FACTOR = 1.7  # the 2x mode, with room for noise: ordinary jitter stays well under it
 SUSTAINED = 3  # windows in a row: one slow window is a burst of load, not a mode
@@ -48,21 +44,6 @@ def two_modes(seconds: Sequence[float], factor: float = SLOW_FACTOR) -> bool:
     """Whether timings of the same work (one per process) split into a fast and a slow mode:
     the slowest at least ``factor`` times the fastest."""
     return len(seconds) > 1 and max(seconds) >= factor * min(seconds)
-
-
-def without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """``dataset`` without tf.data's autotuning, for a timed ``model.fit`` over batches that
-    have no parallelism to tune.
-
-    The autotuning thread sleeps 10 ms, then twice as long each round up to 60 s, and a fit
-    over a dataset with autotuning sometimes ended only at its next wake-up: 10.23 s after
-    its start instead of 7.5 s for 20 seed steps, in about half the processes on the Zen 4
-    VM (docs/performance.md, "The 2x mode"). A short timing (a few steps) is hit hardest."""
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.with_options(options)
 
 
 def slow_message(name: str, pace: float, slow: float, steps: int) -> str:
