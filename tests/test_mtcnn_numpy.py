@@ -224,7 +224,8 @@ def ours() -> mtcnn.Mtcnn:
 @pytest.mark.parametrize("threshold", [0.8, 0.01])
 def test_same_faces_as_the_package(reference, ours: mtcnn.Mtcnn, threshold: float) -> None:
     found = 0
-    for name, pixels in _pictures().items():
+    pictures = _pictures()
+    for name, pixels in pictures.items():
         expected = np.asarray(
             reference.detect_faces(pixels, box_format="xyxy", output_type="numpy",
                                    threshold_onet=threshold)
@@ -240,4 +241,7 @@ def test_same_faces_as_the_package(reference, ours: mtcnn.Mtcnn, threshold: floa
         found += len(got)
         if name in ("noise", "flat", "gradient"):
             assert len(got) == 0, name
-    assert found >= 6  # the synthetic faces at least were found: the comparison compared faces
+    # Faces were found, so boxes, landmarks and scores were compared: 4 of the 6 synthetic
+    # pictures hold one at O-Net's 0.8 (all 6 at 0.01), and the real ones more.
+    real = len(pictures) > 9  # the 6 synthetic pictures and 3 non-faces, or real ones too
+    assert found >= (4 if threshold == 0.8 else 6) + (6 if real else 0)

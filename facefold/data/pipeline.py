@@ -180,10 +180,9 @@ def without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """``dataset`` without tf.data's autotuning: every dataset of this module, and the
     batches ``bench`` and the precision probe time.
 
-    The autotuning thread sleeps 10 ms, then twice as long each round up to 60 s, and a fit
-    over a dataset with autotuning sometimes ended only at its next wake-up: 10.23 s after
-    its start instead of 7.5 s for 20 seed steps, in about half the processes on the Zen 4
-    VM (docs/performance.md, "The 2x mode"). A short timing (a few steps) is hit hardest."""
+    The autotuning thread wakes after ever longer sleeps, and a ``model.fit`` over a dataset
+    with autotuning sometimes ended only at its next wake-up, long after its last step: the
+    "2x mode" of training and of every timing (measured in docs/performance.md)."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)
