@@ -226,7 +226,8 @@ def test_ensemble_exports_are_one_file_naming_without_dlib_as_the_model_folder(
 
     for fmt, export in zip(("keras", "savedmodel", "tflite"), exports[model], strict=True):
         assert sorted(p.name for p in export.iterdir()) == sorted(
-            [runs.CENTROIDS_FILE, runs.EXPORT_FILE, runs.MODEL_FILES[fmt]])  # no members/
+            [runs.CENTROIDS_FILE, runs.PICTURES_FILE, runs.EXPORT_FILE,
+             runs.MODEL_FILES[fmt]])  # no members/
     meta = json.loads((exports[model][0] / runs.EXPORT_FILE).read_text())
     assert (meta["family"], meta["model_file"], meta["embedding"]) == (
         "ensemble", "model.keras", None)
@@ -278,6 +279,7 @@ def test_an_ensemble_export_of_member_exports_still_loads(
                 ensemble={"members": entries})
     (old / runs.EXPORT_FILE).write_text(json.dumps(meta))
     shutil.copy(weighted / runs.CENTROIDS_FILE, old / runs.CENTROIDS_FILE)
+    shutil.copy(weighted / runs.PICTURES_FILE, old / runs.PICTURES_FILE)  # its nearest score
 
     loaded = Predictor.load(old)
     assert sorted(loaded.members) == ["dlib128", "fast"] and loaded.member_weights == weights
