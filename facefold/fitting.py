@@ -16,6 +16,15 @@ strangers is found; the score that names the most known faces right at that rate
 Verification ("same person?") gets its own threshold at ``far`` from pairs of pictures of
 the strangers.
 
+**A model whose features do not depend on its training** (a head on an embedding with no
+layer before its logits, like ``dlib128``:
+:meth:`~facefold.models.families.ModelFamily.features_are_fixed`) has its ``cosine`` and
+``nearest`` scores calibrated on its own gallery instead
+(:func:`facefold.evaluate.openset_cv.gallery_scores`): every person in turn is a stranger to
+all the others, with as many people and pictures to be mistaken for as the model has. The
+group models know fewer people with fewer pictures each, and understated the rate at which
+the model accepts people it never met (docs/deployment.md, "Strangers it never met").
+
 **Ensembles** fit like one network: each member is fit into ``MODEL/members/<preset>`` and
 each calibration group's model is an ensemble of the same members. A weighted ensemble
 (``model.member_weights = "inner"``) has its weights chosen by the rule of a
@@ -49,7 +58,12 @@ from facefold.choices import DEFAULT_FAR_BOUND, FAR_BOUNDS
 from facefold.config import Config
 from facefold.data.pipeline import Split, concat
 from facefold.data.records import read_labels, shard_labels
-from facefold.evaluate.openset_cv import CaseScores, scores_of_outputs, split_people
+from facefold.evaluate.openset_cv import (
+    CaseScores,
+    gallery_scores,
+    scores_of_outputs,
+    split_people,
+)
 from facefold.export import keep_lite
 from facefold.locks import locks_folders
 from facefold.log import Log
@@ -383,6 +397,30 @@ def _calibration_features(parts: Sequence[CaseScores], known_features: Sequence[
     }
 
 
+def _gallery_part(config: Config, model_dir: Path, inputs: Inputs, people: int,
+                  weights: Sequence[float] | None, strangers: Strangers | None,
+                  extras: Sequence[np.ndarray]) -> tuple[CaseScores, np.ndarray] | None:
+    """The ``cosine`` and ``nearest`` scores measured on the model's own gallery
+    (:func:`~facefold.evaluate.openset_cv.gallery_scores`) and the shard of each of its
+    strangers' pictures (-1: ``--strangers``), or None where they cannot be:
+    the features depend on the training, or a person has pictures in one shard only. The
+    features are the same from any model of the config, so calibration group 0's give them
+    (the model to deploy is trained before it, but its outputs are computed after)."""
+    if not family_of(config).features_are_fixed(config):
+        return None
+    found = networks(config, runs.calibration_dir(model_dir, 0))
+    outputs, labels = network_outputs(found, lambda network: concat(inputs(network)))
+    sizes = [len(split) for split in inputs(found[0][0])]
+    shards = np.repeat(np.arange(len(sizes)), sizes)
+    if any(len(np.unique(shards[labels == p])) < 2 for p in range(people)):
+        return None
+    features = model_outputs(outputs, weights)["features"]
+    part = gallery_scores(features, labels, shards, people,
+                          extras[0] if strangers is not None else None,
+                          None if strangers is None else people + strangers.labels)
+    return part, np.concatenate([shards, np.full(len(part.unknown_labels) - len(shards), -1)])
+
+
 def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
               labels: list[str], groups: int, far: float, data: dict, log: Log,
               plan: CommandPlan | None = None, bound: str = DEFAULT_FAR_BOUND,
@@ -399,7 +437,7 @@ def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
                            plan, shards)
         for g, group in enumerate(people_groups(len(labels), groups, config.train.seed))]
     weights, facts = choose_fit_weights(config, outputs)
-    parts, known_features = [], []
+    parts, known_features, extras = [], [], []
     for g, group_outputs in enumerate(outputs):
         write_ensemble(runs.calibration_dir(model_dir, g),
                        networks(config, runs.calibration_dir(model_dir, g)), weights)
@@ -409,18 +447,28 @@ def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
             extra = Predictor.load(runs.calibration_dir(model_dir, g)).outputs(strangers.crops)
             unknown = {k: np.concatenate([unknown[k], extra[k]]) for k in ("logits", "features")}
             unknown_labels = np.concatenate([unknown_labels, len(labels) + strangers.labels])
+            extras.append(extra["features"])
         known = model_outputs(group_outputs.known, weights)
         parts.append(scores_of_outputs(
             model_outputs(group_outputs.trained, weights), group_outputs.trained_labels,
             known, group_outputs.known_labels, unknown, unknown_labels, group_outputs.classes))
         known_features.append(known["features"])
     names = [*labels, *(strangers.names if strangers else [])]
-    runs.write_calibration_features(model_dir, _calibration_features(
-        parts, known_features, [g.known_labels for g in outputs], names))
+    gallery = _gallery_part(config, model_dir, inputs, len(labels), weights, strangers, extras)
+    arrays = _calibration_features(parts, known_features, [g.known_labels for g in outputs],
+                                   names)
     scores = _pooled(parts, far, bound, names)
+    if gallery is not None:
+        part, shards_of = gallery
+        scores.update(_pooled([part], far, bound, names))
+        arrays.update(gallery_features=unit_rows(part.unknown_features),
+                      gallery_labels=part.unknown_labels.astype(np.int32),
+                      gallery_shards=shards_of.astype(np.int32))
+    runs.write_calibration_features(model_dir, arrays)
     chosen = choose_score(scores, bound)
     report = {
         "groups": groups, "far": far, "far_bound": bound, "scores": scores, "score": chosen,
+        "centroid_calibration": "groups" if gallery is None else "gallery",
         "verification": _verification(parts, far),
         "closed_set_accuracy": float(np.mean([p.correct.mean() for p in parts])),
         "known_images": int(sum(len(p.correct) for p in parts)),
@@ -501,7 +549,8 @@ def _keep_lite(model_dir: Path, log: Log) -> None:
 
 
 def operating_point(calibration: dict[str, Any]) -> str:
-    """The chosen threshold's promise in two plain sentences (fit's summary, the card)."""
+    """The chosen threshold's promise in plain sentences (fit's summary, the card): the
+    pictures' rate, the average stranger's and the worst one's, and one new stranger's."""
     chosen = calibration["scores"][calibration["score"]]
     people = chosen["identities"]
     how = BOUND_PROMISES[calibration["far_bound"]].format(far=calibration["far"])
@@ -510,7 +559,20 @@ def operating_point(calibration: dict[str, Any]) -> str:
             f"Strangers differ: the average one had {people['mean']:.1%} of their photos "
             f"accepted (95 % interval {people['low']:.1%} to {people['upper']:.1%}), and the "
             f"most look-alike, {people['worst']['identity']}, "
-            f"{people['worst']['rate']:.1%}.")
+            f"{people['worst']['rate']:.1%}.{_new_stranger(people)}")
+
+
+def _new_stranger(people: dict[str, Any]) -> str:
+    """The sentence on one new stranger
+    (:func:`~facefold.models.identities.prediction_interval`), when the interval has it (a
+    calibration of an older facefold does not)."""
+    new = people.get("new_person")
+    if new is None:
+        return ""
+    return (f" One new stranger of their kind would have between {new['low']:.1%} and "
+            f"{new['upper']:.1%} of their photos accepted (95 % of such people), and about "
+            f"one in {people['identities'] + 1} would be accepted more often than any of "
+            f"these.")
 
 
 def fit_summary(calibration: dict[str, Any]) -> str:
@@ -706,6 +768,17 @@ strangers (people drawn again with replacement, seed {people['seed']}).{added}
 """
 
 
+def _gallery_text(cal: dict[str, Any], people: Sequence[str]) -> str:
+    """The card's note on the cosine and nearest rows when they were measured on the model's
+    own gallery (:func:`_gallery_part`), empty otherwise."""
+    if cal.get("centroid_calibration") != "gallery":
+        return ""
+    return (f" The model's features do not depend on its training, so the cosine and "
+            f"nearest rows were measured on its own gallery instead: each of the {len(people)} "
+            f"people in turn a stranger to all the others' photos, and each shard's photos "
+            f"as known faces against the other shards'.")
+
+
 def format_model_card(card: dict[str, Any]) -> str:
     """``MODEL_CARD.md``: the card in words."""
     cal = card["calibration"]
@@ -742,7 +815,7 @@ a model of the same config and scored as strangers ({cal['unknown_images']} pict
 
 msp, max_logit and energy are the classifier's; cosine is the similarity to a person's mean
 photo, nearest the mean similarity to the few of a person's photos most like the face (the
-top 2 %, at least 3).
+top 2 %, at least 3).{_gallery_text(cal, people)}
 
 Chosen: **{cal['score']}** — expect about {chosen['far']:.1%} of strangers to be accepted as
 someone and {chosen['known_accuracy']:.1%} of the known people's faces to be accepted and named

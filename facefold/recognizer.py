@@ -63,9 +63,17 @@ def enrolled_rates_text(calibration: dict[str, Any] | None, before: float | None
             "enrolled person is one more for a stranger to be mistaken for. Replaying the "
             "calibration with as many newcomers, "
             f"{calibration['far']:.1%} of strangers' photos were accepted (an average "
-            f"stranger {people['mean']:.1%}, 95 % upper bound {people['upper']:.1%}), "
+            f"stranger {people['mean']:.1%}, 95 % upper bound {people['upper']:.1%}"
+            f"{_one_new(people)}), "
             f"{calibration['known_accuracy']:.1%} of the trained people's photos accepted "
             f"and named right{newcomers}.")
+
+
+def _one_new(people: dict[str, Any]) -> str:
+    """``; one new stranger …`` from the interval's ``new_person`` (none from an older one)."""
+    new = people.get("new_person")
+    return "" if new is None else (
+        f"; one new stranger {new['low']:.1%} to {new['upper']:.1%} for 95 % of them")
 
 
 class Recognizer:

@@ -99,8 +99,10 @@ def test_the_card_shows_each_stranger_and_the_interval_over_strangers(
     people = chosen["identities"]
     # The 7 dataset people (each a stranger to one group) and the 2 added ones.
     assert set(people["rates"]) == {*(f"person_{i}" for i in range(7)), "lookalike", "one.png"}
-    # The look-alike's 4 pictures are all accepted by group 0's model, which knows person_0:
-    # at least half its 8 pictures over the two groups' models, the worst of all.
+    # The look-alike's 4 pictures are accepted by any gallery that holds person_0: by group
+    # 0's model (at least half its 8 pictures over the two groups' models) or, for cosine
+    # and nearest, the model's own gallery (a head on the embedding: features fixed).
+    assert calibration["centroid_calibration"] == "gallery"
     worst = people["rates"]["lookalike"]
     assert worst >= 0.5 and people["worst"] == {"identity": "lookalike", "rate": worst}
     assert people["mean"] == pytest.approx(np.mean(list(people["rates"].values())))
@@ -113,7 +115,15 @@ def test_the_card_shows_each_stranger_and_the_interval_over_strangers(
     assert stored["far_bound"] == "pooled" and stored["strangers"]["upper"] == people["upper"]
     text = (model / runs.MODEL_CARD_MD).read_text()
     assert f"| lookalike | {worst:.1%} |" in text and "Strangers differ" in text
+    assert "each of the 7 people in turn a stranger to all the others' photos" in text
     assert f"95 % interval {people['low']:.1%} to {people['upper']:.1%}" in text
+    # One new stranger: the 2.5 and 97.5 percentiles of the measured rates themselves, each
+    # seeded draw one person; the card says it with the chance of a new worst (1 in 9 + 1).
+    alone = rates[resample_indices(len(rates), 2000, 0, group=1)][:, 0]
+    new = people["new_person"]
+    assert [new["low"], new["upper"]] == pytest.approx(np.percentile(alone, [2.5, 97.5]))
+    assert (f"between {new['low']:.1%} and {new['upper']:.1%} of their photos accepted" in text
+            and "about one in 10 would be accepted more often than any of these" in text)
 
 
 def test_far_bound_upper_holds_the_upper_bound_and_accepts_less_of_the_look_alike(
@@ -233,6 +243,11 @@ def test_enrolling_recalibrates_the_threshold_from_the_stored_features(
     assert alone["threshold"] == pytest.approx(cosine["threshold"])
     assert alone["known_accuracy"] == pytest.approx(cosine["known_accuracy"])
     assert alone["strangers"]["rates"] == pytest.approx(cosine["identities"]["rates"])
+    # ... on the model's own gallery: the 7 people's 18 pictures each (6 in each of 3
+    # shards) and the 5 strangers' (shard -1, labels after the people's).
+    assert alone["replay"] == "gallery"
+    assert np.bincount(arrays["gallery_labels"]).tolist() == [18] * 7 + [4, 1]
+    assert np.bincount(arrays["gallery_shards"] + 1).tolist() == [5, 42, 42, 42]
     predictor = Predictor.load(model)
     assert predictor.enrolled_calibration() is None
     assert predictor.rejection(score="cosine")[1] == cosine["threshold"]
@@ -255,6 +270,8 @@ def test_enrolling_recalibrates_the_threshold_from_the_stored_features(
     assert out[2].startswith(f"With 2 people enrolled, a face must now reach a similarity of "
                              f"{expected['threshold']:.4f} to be named {was}")
     assert f"{expected['far']:.1%} of strangers' photos were accepted" in out[2]
+    new = expected["strangers"]["new_person"]
+    assert f"; one new stranger {new['low']:.1%} to {new['upper']:.1%} for 95 % of them" in out[2]
 
 
 def test_stranger_pictures_without_a_face_are_left_out_and_counted(

@@ -9,6 +9,7 @@ import pytest
 from facefold.models.identities import (
     identity_interval,
     identity_rates,
+    prediction_interval,
     resample_indices,
     threshold_at_upper_bound,
     threshold_at_worst,
@@ -117,6 +118,28 @@ def test_threshold_at_worst_keeps_every_stranger_at_or_under_far_by_hand() -> No
     # floor(0.25 * 2) = 0 of its 2: the threshold lies above 0.7, halfway to 0.9.
     assert threshold_at_far(SCORES, 0.25) == pytest.approx(0.65)
     assert threshold_at_worst(SCORES, PEOPLE, 0.25) == pytest.approx(0.8)
+
+
+def test_the_prediction_for_new_strangers_by_hand() -> None:
+    # Rates 0, 0.1, 0.2, 0.3 and two new people: their mean is (a + b) / 2 over 16 equally
+    # likely pairs; 0 and 0.3 each have a chance of 1/16 = 6.25 % > 2.5 %, so the interval is
+    # the whole range, [0, 0.3].
+    rates = [0.0, 0.1, 0.2, 0.3]
+    assert prediction_interval(rates, group=2) == pytest.approx((0.0, 0.3))
+    # One new person drawn from 0, 0, 0, 1: 1 has a chance of 25 %, so the 97.5 % point is 1,
+    # while the interval of the *mean* of four stays below it (3/4, the test above).
+    assert prediction_interval([0, 0, 0, 1]) == (0.0, 1.0)
+    # A group as large as the strangers measured draws like the interval of the mean (the
+    # same seeded draws), and a larger group narrows it.
+    found = identity_interval(SCORES, PEOPLE, 0.5, resamples=500, seed=3)
+    assert prediction_interval(list(found["rates"].values()), 3, 500, 3) == pytest.approx(
+        (found["low"], found["upper"]))
+    wide = prediction_interval(list(found["rates"].values()), 1)
+    narrow = prediction_interval(list(found["rates"].values()), 30)
+    assert wide == (0.0, 1.0) and 0 < narrow[0] < narrow[1] < 1
+    assert found["new_person"] == {"low": 0.0, "upper": 1.0}
+    with pytest.raises(ValueError, match="person drawn"):
+        prediction_interval(rates, group=0)
 
 
 def test_bad_input_is_refused_with_a_message() -> None:

@@ -12,8 +12,11 @@ fit would have chosen (``--score``: that score instead), it prints:
 
 - the interval over strangers the model card states (mean per-stranger rate, 95 % interval);
 - each held-out person's share of pictures accepted as someone, and all of theirs together
-  ("realized"), and whether that lies inside the stated interval;
-- the share of the test shard's pictures of known people accepted and named right.
+  ("realized"), and whether that lies inside the stated interval of the mean, and inside the
+  prediction interval for a group of that many new strangers
+  (:func:`facefold.models.identities.prediction_interval` on the card's per-stranger rates);
+- the share of the test shard's pictures of known people accepted and named right;
+- how many held-out people lie inside the card's interval for one new stranger.
 
 Each repeat's model lives in ``OUT/repeat-R`` (an interrupted run resumes; embeddings come
 from the user cache). The table is printed in Markdown and written to ``OUT/held_out.json``.
@@ -31,6 +34,7 @@ from facefold.choices import FAR_BOUNDS
 from facefold.data.pipeline import concat
 from facefold.data.records import read_labels, shard_labels
 from facefold.fitting import choose_score, fit_without_people, model_outputs, network_outputs
+from facefold.models.identities import prediction_interval
 from facefold.models.presets import resolve_config
 from facefold.models.scores import SCORES, PersonPictures, open_set_scores, person_similarity
 from facefold.runs import read_centroids, read_pictures
@@ -67,25 +71,38 @@ def one_repeat(data: Path, out: Path, held_out: list[int], test_shard: int, pres
         people = {labels[i]: float(accepted[strange_labels == i].mean()) for i in held_out}
         realized = float(accepted.mean())
         interval = stated["identities"]
+        new_low, new_upper = prediction_interval(list(interval["rates"].values()),
+                                                 len(held_out))
         result[bound] = {
             "score": name, "threshold": threshold,
             "stated": {"mean": interval["mean"], "low": interval["low"],
                        "upper": interval["upper"], "worst": interval["worst"],
-                       "pictures": stated["far"], "known_accuracy": stated["known_accuracy"]},
+                       "pictures": stated["far"], "known_accuracy": stated["known_accuracy"],
+                       "new_group": {"low": new_low, "upper": new_upper},
+                       "new_person": interval["new_person"]},
             "people": people, "realized": realized,
             "inside": interval["low"] <= realized <= interval["upper"],
             "at_most_upper": realized <= interval["upper"],
+            "inside_new_group": new_low <= realized <= new_upper,
             "known_accepted_and_right": float(
                 ((known_scores[name] >= threshold) & right).mean()),
         }
     return result
 
 
+def _inside_new_person(row: dict) -> int:
+    """How many of the repeat's held-out people lie inside the card's interval for one new
+    stranger."""
+    new = row["stated"]["new_person"]
+    return sum(new["low"] <= rate <= new["upper"] for rate in row["people"].values())
+
+
 def table(results: list[dict]) -> str:
     """The Markdown table: one row per repeat and bound."""
     lines = ["| repeat | bound | score | held-out people: photos accepted | all three | stated: "
              "mean [95 % interval], worst calibration stranger | inside | known accepted and "
-             "named right (stated) |", "|---|---|---|---|---|---|---|---|"]
+             "named right (stated) | prediction for the group | inside it |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r, result in enumerate(results):
         for bound in FAR_BOUNDS:
             row = result[bound]
@@ -98,7 +115,9 @@ def table(results: list[dict]) -> str:
                 f"{stated['mean']:.1%} "
                 f"[{stated['low']:.1%}, {stated['upper']:.1%}], "
                 f"{stated['worst']['identity']} {stated['worst']['rate']:.1%} | {inside} | "
-                f"{row['known_accepted_and_right']:.1%} ({stated['known_accuracy']:.1%}) |")
+                f"{row['known_accepted_and_right']:.1%} ({stated['known_accuracy']:.1%}) | "
+                f"[{stated['new_group']['low']:.1%}, {stated['new_group']['upper']:.1%}] | "
+                f"{'yes' if row['inside_new_group'] else '**no**'} |")
     return "\n".join(lines)
 
 
@@ -135,7 +154,10 @@ def main() -> None:
         rates = [v for row in rows for v in row["people"].values()]
         print(f"{bound}: inside the stated interval in {sum(r['inside'] for r in rows)} of "
               f"{len(rows)} repeats, at most its upper end in "
-              f"{sum(r['at_most_upper'] for r in rows)}; held-out people above 5 %: "
+              f"{sum(r['at_most_upper'] for r in rows)}, inside the prediction for the group "
+              f"in {sum(r['inside_new_group'] for r in rows)}; held-out people inside the "
+              f"card's interval for one new stranger: {sum(_inside_new_person(r) for r in rows)}"
+              f" of {len(rates)}; held-out people above 5 %: "
               f"{sum(v > 0.05 for v in rates)} of {len(rates)} (worst {max(rates):.1%}); "
               f"known accepted and named right "
               f"{np.mean([r['known_accepted_and_right'] for r in rows]):.1%} on average")

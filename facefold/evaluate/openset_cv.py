@@ -29,13 +29,16 @@ from facefold.evaluate.openset import open_set_report, threshold_entry
 from facefold.log import Log
 from facefold.models.families import family_of
 from facefold.models.scores import (
+    CENTROID_SCORE,
     DEFAULT_FAR,
     DEFAULT_SCORE,
+    SCORES,
     PersonPictures,
     class_centroids,
     nearest_similarity,
     open_set_scores,
     person_pictures,
+    person_similarity,
     unit_rows,
 )
 from facefold.predict.predictor import Predictor
@@ -203,6 +206,80 @@ def case_scores(predictor: Predictor, trained: Split, known: Split, unknown: Spl
     return scores_of_outputs(outputs(trained.images), trained.labels, outputs(known.images),
                              known.labels, outputs(unknown.images), unknown.labels,
                              len(predictor.labels))
+
+
+# Rows of a gallery scored at once (memory: GALLERY_BLOCK x the gallery's pictures floats).
+GALLERY_BLOCK = 1024
+
+
+def gallery_scores(features: np.ndarray, labels: np.ndarray, shards: np.ndarray,
+                   classes: int, strangers: np.ndarray | None = None,
+                   stranger_labels: np.ndarray | None = None) -> CaseScores:
+    """The scores that compare a face with the people's features (``cosine``, ``nearest``) of
+    a model whose features do not depend on whom it was trained on
+    (:meth:`~facefold.models.families.ModelFamily.features_are_fixed`), measured on the
+    model's own gallery: ``features`` (N, D) of every training picture of its ``classes``
+    people, labelled ``labels`` (N,), from shard ``shards`` (N,).
+
+    - Strangers: each person's pictures against everybody else's, i.e. their best score
+      over the other people of the whole gallery. A person's score depends only on that
+      person's own pictures, so this is exactly what the model would score the person if it
+      had never met them, against as many people and pictures as it has. (Models trained
+      without a group of people are compared with fewer people and pictures, and accepted
+      fewer strangers than the model then did: docs/deployment.md.)
+      ``strangers`` (S, D), labelled ``stranger_labels``: more people (``fit --strangers``),
+      against the whole gallery.
+    - Known faces: each shard's pictures against the gallery of the other shards, every
+      person in it; named right when their own person scores best.
+
+    The classifier's scores are not here (the classifier is trained); ``correct`` holds the
+    naming by centroids like ``nearest_correct``. Every person needs pictures in two shards.
+    """
+    labels, shards = np.asarray(labels), np.asarray(shards)
+    names = [n for n, score in SCORES.items() if score.uses_centroids]
+
+    def similarity_to(name: str, rows: np.ndarray, centroids: np.ndarray,
+                      pictures: PersonPictures) -> np.ndarray:
+        # In blocks of rows: `nearest` holds a (rows, pictures) matrix, every picture's
+        # similarity to every other in the gallery at once.
+        return np.concatenate([
+            person_similarity(name, rows[i:i + GALLERY_BLOCK], centroids, pictures)
+            for i in range(0, len(rows), GALLERY_BLOCK)]) if len(rows) else np.zeros(
+                (0, classes))
+
+    known = {n: np.empty(len(labels)) for n in names}
+    right = {n: np.zeros(len(labels), bool) for n in names}
+    for shard in np.unique(shards):
+        mine, rest = shards == shard, shards != shard
+        lonely = sorted(set(range(classes)) - set(labels[rest].tolist()))
+        if lonely:
+            raise ValueError(f"person {lonely[0]} has pictures in shard {shard} only: the "
+                             "gallery calibration needs every person in two shards")
+        centroids = class_centroids(features[rest], labels[rest], classes)
+        pictures = person_pictures(features[rest], labels[rest], classes)
+        for n in names:
+            similarity = similarity_to(n, features[mine], centroids, pictures)
+            known[n][mine] = similarity.max(axis=1)
+            right[n][mine] = similarity.argmax(axis=1) == labels[mine]
+    centroids = class_centroids(features, labels, classes)
+    pictures = person_pictures(features, labels, classes)
+    unknown = {}
+    for n in names:
+        similarity = similarity_to(n, features, centroids, pictures)
+        similarity[np.arange(len(labels)), labels] = -np.inf  # the person is not in it
+        others = similarity.max(axis=1)
+        if strangers is not None:
+            others = np.concatenate([others, similarity_to(
+                n, strangers, centroids, pictures).max(axis=1)])
+        unknown[n] = others
+    unknown_features, unknown_labels = features, labels
+    if strangers is not None:
+        unknown_features = np.concatenate([features, strangers])
+        unknown_labels = np.concatenate([labels, stranger_labels])
+    by_centroid = right[CENTROID_SCORE]
+    by_pictures = right[next(n for n in names if SCORES[n].uses_pictures)]
+    return CaseScores(known, unknown, by_centroid, by_centroid, centroids, unknown_features,
+                      unknown_labels, pictures, by_pictures)
 
 
 def scores_of_outputs(

@@ -21,6 +21,20 @@ simulated newcomers into each group model and sets the cosine threshold again:
 A group of ``n`` people can simulate at most ``n - 1`` newcomers; more enrolled people than
 that are simulated by all ``n - 1`` (the report says how many were), which understates the
 effect of a large gallery: fewer, larger calibration groups (``fit --groups``) simulate more.
+
+**On the model's own gallery.** When the model's features do not depend on its training
+(``fit`` then stores every training picture's features: ``gallery_features``), the replay
+needs no group model: for every person ``s`` and draw, up to ``E`` of the *other* people
+are enrolled from ``shots`` of their pictures, and ``s``'s pictures score as a stranger's
+against every trained person's centroid (from all their pictures) but ``s``'s and the ``E``
+newcomers' (the ``--strangers`` people's against everybody): one face fewer than the model
+has, plus one more per enrolled person, where a group model has a quarter fewer. The
+newcomers stand in for new people while staying among the trained ones (there is nobody
+else to draw them from), so they are near copies of faces already there, and the replay
+understates what truly new people add. The newcomers' other pictures are named against the
+trained people without them and the newcomers; known faces are each shard's pictures of the
+other people against every centroid from the other shards and the newcomers. With nobody
+enrolled the replay gives back ``fit``'s gallery calibration of the cosine score exactly.
 """
 
 from __future__ import annotations
@@ -60,6 +74,22 @@ def _decide(features: np.ndarray, centroids: np.ndarray, right: int | np.ndarray
     return similarity.max(axis=1), similarity.argmax(axis=1) == right
 
 
+def _enroll(features: np.ndarray, ids: np.ndarray, others: np.ndarray, shots: Sequence[int],
+            rng: np.random.Generator, first: int
+            ) -> tuple[np.ndarray, list[tuple[np.ndarray, int]]]:
+    """Enroll each of ``others`` from ``shots[j]`` of their pictures (``features`` rows with
+    ``ids``), drawn with ``rng`` and at least one kept back: their centroids (E, D), and per
+    newcomer ``(the rows of their other pictures, their index in the gallery)``, the gallery
+    holding ``first`` people before them."""
+    newcomers, tests = [], []
+    for j, other in enumerate(others):
+        pictures = rng.permutation(np.flatnonzero(ids == other))
+        used = max(1, min(int(shots[j]), len(pictures) - 1))
+        newcomers.append(_centroid(features[pictures[:used]]))
+        tests.append((pictures[used:], first + j))
+    return np.array(newcomers, np.float32).reshape(len(others), features.shape[1]), tests
+
+
 def _simulate_group(arrays: dict[str, np.ndarray], g: int, shots: Sequence[int],
                     draws: int, rng: np.random.Generator, tally: _Tally) -> int:
     """One group's simulation into ``tally``; returns how many newcomers it simulated."""
@@ -73,19 +103,54 @@ def _simulate_group(arrays: dict[str, np.ndarray], g: int, shots: Sequence[int],
     for _ in range(draws):
         for s in people:
             others = rng.permutation(people[people != s])[:count]
-            newcomers, tests = [], []
-            for j, other in enumerate(others):
-                pictures = rng.permutation(np.flatnonzero(ids == other))
-                used = max(1, min(int(shots[j]), len(pictures) - 1))
-                newcomers.append(_centroid(features[pictures[:used]]))
-                tests.append((pictures[used:], len(trained) + j))
-            centroids = np.concatenate([trained, *(c[None] for c in newcomers)]) if (
-                newcomers) else trained
+            newcomers, tests = _enroll(features, ids, others, shots, rng, len(trained))
+            centroids = np.concatenate([trained, newcomers])
             tally.stranger_scores.append(_decide(features[ids == s], centroids, -1)[0])
             tally.stranger_ids.append(ids[ids == s])
             for pictures, index in tests:
                 tally.newcomer.append(_decide(features[pictures], centroids, index))
             tally.known.append(_decide(known_features, centroids, known_labels))
+    return count
+
+
+def _centroids_of(features: np.ndarray, labels: np.ndarray, people: np.ndarray
+                  ) -> np.ndarray:
+    """Each of ``people``'s centroid from their rows of ``features`` (P, D)."""
+    return np.stack([_centroid(features[labels == p]) for p in people])
+
+
+def _simulate_gallery(arrays: dict[str, np.ndarray], shots: Sequence[int], draws: int,
+                      rng: np.random.Generator, tally: _Tally) -> int:
+    """The replay on the model's own gallery (module docstring) into ``tally``; returns how
+    many newcomers each stranger met."""
+    features, labels = arrays["gallery_features"], arrays["gallery_labels"]
+    shards = arrays["gallery_shards"]
+    people = np.unique(labels[shards >= 0])
+    count = min(len(shots), len(people) - 1)
+    whole = _centroids_of(features, labels, people)  # row i: people[i]
+    shard_ids = np.unique(shards[shards >= 0])
+    without = {k: _centroids_of(features[shards != k], labels[shards != k], people)
+               for k in shard_ids}
+    for _ in range(draws):
+        for s in np.unique(labels):
+            others = rng.permutation(people[people != s])[:count]
+            stay = np.flatnonzero(~np.isin(people, others))  # rows: the trained people
+            enrolled, tests = _enroll(features, labels, others, shots, rng, len(stay))
+            # The stranger meets every trained person but themself, and the newcomers: one
+            # face more per enrolled person, as in the model (a newcomer stays among the
+            # trained people here too; there is nobody else to stand in for them).
+            met = np.concatenate([whole[people != s], enrolled])
+            mine = labels == s
+            tally.stranger_scores.append(_decide(features[mine], met, -1)[0])
+            tally.stranger_ids.append(labels[mine])
+            gallery = np.concatenate([whole[stay], enrolled])
+            for pictures, index in tests:
+                tally.newcomer.append(_decide(features[pictures], gallery, index))
+            for k in shard_ids:  # known faces: one shard against the others' centroids
+                known = (shards == k) & np.isin(labels, people[stay])
+                tally.known.append(_decide(
+                    features[known], np.concatenate([without[k], enrolled]),
+                    np.searchsorted(people, labels[known])))
     return count
 
 
@@ -96,12 +161,16 @@ def recalibrate(arrays: dict[str, np.ndarray], shots: Sequence[int], far: float,
     ``threshold``, ``far`` (the strangers' pictures accepted), ``strangers`` (the interval
     over strangers, :func:`.identities.identity_interval`), ``known_accuracy`` and
     ``newcomers_named_right`` (None with no newcomer simulated), ``simulated`` (newcomers per
-    group), ``enrolled``, ``far_bound``."""
+    group; on the gallery, one number: per stranger), ``enrolled``, ``far_bound``, and
+    ``replay``: "gallery" or "groups"."""
     rng = np.random.default_rng(seed)
     tally = _Tally([], [], [], [])
-    groups = np.unique(arrays["unknown_group"])
-    simulated = [_simulate_group(arrays, int(g), list(shots), draws if len(shots) else 1,
-                                 rng, tally) for g in groups]
+    draws_made = draws if len(shots) else 1
+    if "gallery_features" in arrays:
+        simulated = [_simulate_gallery(arrays, list(shots), draws_made, rng, tally)]
+    else:
+        simulated = [_simulate_group(arrays, int(g), list(shots), draws_made, rng, tally)
+                     for g in np.unique(arrays["unknown_group"])]
     scores = np.concatenate(tally.stranger_scores)
     names = np.asarray(arrays["names"])[np.concatenate(tally.stranger_ids)]
     threshold = threshold_by_bound(scores, names, far, bound)
@@ -120,4 +189,5 @@ def recalibrate(arrays: dict[str, np.ndarray], shots: Sequence[int], far: float,
         "known_accuracy": accuracy(tally.known),
         "newcomers_named_right": accuracy(tally.newcomer),
         "simulated": simulated, "draws": draws, "seed": seed,
+        "replay": "gallery" if "gallery_features" in arrays else "groups",
     }

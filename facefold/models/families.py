@@ -149,6 +149,14 @@ class ModelFamily:
         training shards (an ensemble with ``model.member_weights = "inner"``)."""
         return False
 
+    def features_are_fixed(self, config: Config) -> bool:
+        """Whether the features the ``cosine`` and ``nearest`` scores compare are the same
+        whoever the network was trained on (a head with no layer before its logits, on an
+        embedding it does not fine-tune): then ``fit`` may calibrate those scores on the
+        model's own gallery instead of on models trained without some people
+        (:func:`facefold.evaluate.openset_cv.gallery_scores`)."""
+        return False
+
     def dependencies(self, config: Config) -> list[Config]:
         """The configs of other presets' runs, on the same held-out shards, that a run of
         ``config`` is made of or learns from (an ensemble's members, a distilled CNN's
@@ -274,6 +282,11 @@ class EmbeddingHead(ModelFamily):
 
     def check_available(self, config: Config) -> None:
         embedder(config.model.embedding)
+
+    def features_are_fixed(self, config: Config) -> bool:
+        # The features are the mean of the views' embeddings unless hidden layers or a
+        # fine-tuned top transform them (facefold.models.head).
+        return not config.model.dense_units and config.model.embedding not in EMBEDDING_TOPS
 
     def input_key(self, config: Config) -> tuple:
         return "embedding", config.model.embedding, self.views(config)

@@ -11,6 +11,11 @@ counts once:
 - :func:`identity_interval`: the mean of those rates, the worst stranger, and a bootstrap over
   the strangers (people resampled with replacement, not pictures; seeded) giving the 95 %
   interval of the mean rate; its upper end is the "95 % upper bound" a user can plan with;
+- :func:`prediction_interval`: where the rate of *new* strangers is expected to fall, one new
+  person or the mean of a group of them. The interval of the mean says where the average
+  stranger lies; a few new people scatter much more widely around it (docs/deployment.md,
+  "Strangers it never met"), so a user meeting a handful of strangers should plan with this
+  one;
 - :func:`threshold_at_upper_bound`: the lowest (most accepting) threshold whose upper bound
   is at most the target false-accept rate (``fit --far-bound upper``);
 - :func:`threshold_at_worst`: the lowest threshold at which no stranger at all has more than
@@ -55,13 +60,14 @@ def identity_rates(scores: Sequence[float], identities: Sequence[Any], threshold
 
 
 def resample_indices(identities: int, resamples: int = BOOTSTRAP_RESAMPLES,
-                     seed: int = BOOTSTRAP_SEED) -> np.ndarray:
-    """The bootstrap's draws (resamples, identities): each row draws ``identities`` people
-    with replacement, from ``numpy.random.default_rng(seed)``."""
-    if identities < 1 or resamples < 1:
-        raise ValueError(f"the bootstrap needs at least one identity and one resample, got "
-                         f"{identities} and {resamples}")
-    return np.random.default_rng(seed).integers(0, identities, size=(resamples, identities))
+                     seed: int = BOOTSTRAP_SEED, group: int | None = None) -> np.ndarray:
+    """The bootstrap's draws (resamples, group): each row draws ``group`` people (all
+    ``identities`` by default) with replacement, from ``numpy.random.default_rng(seed)``."""
+    group = identities if group is None else group
+    if identities < 1 or resamples < 1 or group < 1:
+        raise ValueError(f"the bootstrap needs at least one identity, resample and person "
+                         f"drawn, got {identities}, {resamples} and {group}")
+    return np.random.default_rng(seed).integers(0, identities, size=(resamples, group))
 
 
 def _bounds(rates: np.ndarray, draws: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -72,22 +78,45 @@ def _bounds(rates: np.ndarray, draws: np.ndarray, confidence: float) -> tuple[fl
     return float(low), float(high)
 
 
+def prediction_interval(rates: Sequence[float], group: int = 1,
+                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                        confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """``(low, upper)``: the ``confidence`` interval of the mean false-accept rate of ``group``
+    *new* strangers, each drawn like one of the strangers whose ``rates`` were measured.
+
+    Each of ``resamples`` draws picks ``group`` of the measured rates with replacement (the
+    bootstrap's predictive distribution: a new person is as likely to be like any measured
+    one); the interval is the draws' central ``confidence`` share. With ``group=1`` it is
+    the spread of the measured rates themselves. A measured rate already holds its person's
+    sampling noise over their pictures, so a new person with about as many pictures needs
+    none added. It cannot reach above the most accepted measured stranger: with ``n``
+    strangers a new one is above all of them with a chance of about ``1 / (n + 1)``."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    rates = np.asarray(rates, np.float64)
+    return _bounds(rates, resample_indices(len(rates), resamples, seed, group), confidence)
+
+
 def identity_interval(scores: Sequence[float], identities: Sequence[Any], threshold: float,
                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
                       confidence: float = CONFIDENCE) -> dict[str, Any]:
     """The strangers' false-accept rates at ``threshold``, one per identity: ``rates``
     ({identity: rate}, as strings), ``mean`` (every identity counts once), ``worst`` (its
     identity and rate), ``low``/``upper`` (the ``confidence`` percentile interval of the mean
-    over ``resamples`` bootstrap resamples of the identities, ``seed``), and the counts."""
+    over ``resamples`` bootstrap resamples of the identities, ``seed``), ``new_person``
+    (``low``/``upper``: where one new stranger's rate falls, :func:`prediction_interval`) and
+    the counts."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     names, rates = identity_rates(scores, identities, threshold)
     low, high = _bounds(rates, resample_indices(len(names), resamples, seed), confidence)
     worst = int(np.argmax(rates))
+    new_low, new_high = prediction_interval(rates, 1, resamples, seed, confidence)
     return {
         "identities": len(names), "mean": float(rates.mean()),
         "worst": {"identity": str(names[worst]), "rate": float(rates[worst])},
-        "low": low, "upper": high, "confidence": confidence, "resamples": resamples,
+        "low": low, "upper": high, "new_person": {"low": new_low, "upper": new_high},
+        "confidence": confidence, "resamples": resamples,
         "seed": seed, "rates": {str(n): float(r) for n, r in zip(names, rates, strict=True)},
     }
 

@@ -134,14 +134,22 @@ CALIBRATION_FEATURE_ARRAYS = (
     "known_labels", "known_features", "centroid_group", "centroids")
 
 
+# With a model whose features do not depend on its training, also its own gallery: every
+# training picture's unit features, its person and its shard (a ``--strangers`` picture:
+# its label after the people's, shard -1).
+GALLERY_FEATURE_ARRAYS = ("gallery_features", "gallery_labels", "gallery_shards")
+
+
 def write_calibration_features(folder: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """``calibration_features.npz``: the calibration models' features of the strangers and
-    of the known people's held-out pictures, with their centroids, by group."""
+    of the known people's held-out pictures, with their centroids, by group; and the
+    gallery's (:data:`GALLERY_FEATURE_ARRAYS`) when ``arrays`` hold them."""
     missing = set(CALIBRATION_FEATURE_ARRAYS) - set(arrays)
     if missing:
         raise ValueError(f"calibration features lack {', '.join(sorted(missing))}")
+    names = [*CALIBRATION_FEATURE_ARRAYS, *(k for k in GALLERY_FEATURE_ARRAYS if k in arrays)]
     with atomic_path(Path(folder) / CALIBRATION_FEATURES_FILE) as tmp, tmp.open("wb") as handle:
-        np.savez_compressed(handle, **{k: arrays[k] for k in CALIBRATION_FEATURE_ARRAYS})
+        np.savez_compressed(handle, **{k: arrays[k] for k in names})
 
 
 def read_calibration_features(folder: str | Path) -> dict[str, np.ndarray] | None:
@@ -153,6 +161,8 @@ def read_calibration_features(folder: str | Path) -> dict[str, np.ndarray] | Non
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in CALIBRATION_FEATURE_ARRAYS}
+            if GALLERY_FEATURE_ARRAYS[0] in data:
+                arrays.update({k: data[k] for k in GALLERY_FEATURE_ARRAYS})
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: not facefold calibration features ({err})") from None
     return arrays
