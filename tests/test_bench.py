@@ -326,3 +326,22 @@ def test_a_profiled_step_is_broken_down_by_op() -> None:
     assert result["op_share_of_wall"] == pytest.approx(
         sum(by_type.values()) / result["wall_seconds_per_step"])
     assert "by op type" in format_profile(result)
+
+
+def test_startup_runs_are_told_apart_by_exit_status() -> None:
+    from facefold.bench.startup import format_bench_startup, run_outcome
+
+    # verify's 1 is its answer; identify's 1 a picture without a face; anything else a crash.
+    assert [run_outcome("verify", s) for s in (0, 1, 2)] == ["answered", "answered", "failed"]
+    assert [run_outcome("identify 10", s) for s in (0, 1, 2)] == [
+        "answered", "refused", "failed"]
+    assert [run_outcome("predict", s) for s in (0, 1)] == ["answered", "failed"]
+    entry = {"seconds": [0.7, 0.8, 0.9], "median": 0.8, "min": 0.7, "max": 0.9,
+             "answered": 1, "refused": 2, "failed": 0, "trace": {}}
+    text = format_bench_startup({
+        "machine": {"cpu": "test CPU", "cores": 2, "python": "3.11"},
+        "load_before": (1, 1, 1), "load_after": (1, 1, 1), "runs": 3, "model": "m",
+        "commands": {"identify 10": entry}})
+    row = next(line for line in text.splitlines() if line.startswith("identify 10"))
+    assert row.endswith("2 of 3 refused a picture (no face: a row with its error, exit status 1)")
+    assert "FAILED" not in row

@@ -217,11 +217,22 @@ def _traced(argv: list[str], photo: Path) -> dict[str, Any]:
         return json.loads(out.read_text()) if out.exists() else {}
 
 
+def run_outcome(command: str, status: int) -> str:
+    """How a timed run of ``command`` ended, by its exit status: "answered"; "refused" when
+    ``identify`` exits 1 (it answered, and some picture had no face: a row with its error);
+    or "failed" (a crash, a bad option: its time is not a start-up's). ``verify``'s 1 is an
+    answer, "different people"."""
+    if status == 0 or (status == 1 and command.startswith("verify")):
+        return "answered"
+    return "refused" if status == 1 and command.startswith("identify") else "failed"
+
+
 def bench_startup(model: str | Path, pictures: str | Path | None = None, runs: int = 3,
                   log: Log = print) -> dict[str, Any]:
     """Cold-process wall times of the deploy commands on ``model`` (see the module docstring):
     ``{"machine", "load_before", "load_after", "runs", "commands": {name: {"seconds": [...],
-    "median", "min", "max", "failed", "trace"}}}``. ``FileNotFoundError`` for a missing model
+    "median", "min", "max", "answered", "refused", "failed", "trace"}}}`` (how the runs
+    ended: :func:`run_outcome`). ``FileNotFoundError`` for a missing model
     or picture folder; ``ValueError`` for fewer than 2 pictures or ``runs`` under 1."""
     model = Path(model)
     if not model.is_dir():
@@ -232,15 +243,15 @@ def bench_startup(model: str | Path, pictures: str | Path | None = None, runs: i
         photos = _pictures(pictures, Path(tmp))
         commands = startup_commands(model, photos)
         results: dict[str, dict[str, Any]] = {
-            name: {"seconds": [], "failed": 0} for name in commands}
+            name: {"seconds": [], "answered": 0, "refused": 0, "failed": 0}
+            for name in commands}
         load_before = os.getloadavg()
         for round_ in range(runs):
             for name, argv in commands.items():
                 seconds, status = (_serve_wall(model, photos[0]) if name == "serve"
                                    else _wall(argv))
                 results[name]["seconds"].append(seconds)
-                results[name]["failed"] += int(status not in (0, 1) if name.startswith(
-                    "verify") else status != 0)  # verify's 1 is an answer: different people
+                results[name][run_outcome(name, status)] += 1
                 log(f"[startup] round {round_ + 1}/{runs} {name}: {seconds:.2f} s")
         for name, argv in commands.items():
             results[name]["trace"] = _traced(argv, photos[0])
@@ -294,6 +305,9 @@ def format_bench_startup(result: dict[str, Any]) -> str:
         if "total" in times:
             parts.append(f"total {times['total']:.2f}")
         failed = f"  {entry['failed']} FAILED" if entry["failed"] else ""
+        if entry.get("refused"):
+            failed += (f"  {entry['refused']} of {len(entry['seconds'])} refused a picture "
+                       "(no face: a row with its error, exit status 1)")
         lines.append(f"{name:<22} {entry['median']:>9.2f} {entry['min']:>7.2f} "
                      f"{entry['max']:>7.2f}  {', '.join(parts)}{failed}")
     return "\n".join(lines)
