@@ -61,6 +61,7 @@ from facefold.data.records import read_labels, shard_labels
 from facefold.evaluate.openset_cv import (
     CaseScores,
     gallery_scores,
+    people_in_one_shard,
     scores_of_outputs,
     split_people,
 )
@@ -399,24 +400,25 @@ def _calibration_features(parts: Sequence[CaseScores], known_features: Sequence[
 
 def _gallery_part(config: Config, model_dir: Path, inputs: Inputs, people: int,
                   weights: Sequence[float] | None, strangers: Strangers | None,
-                  extras: Sequence[np.ndarray]) -> tuple[CaseScores, np.ndarray] | None:
+                  stranger_features: np.ndarray | None
+                  ) -> tuple[CaseScores, np.ndarray] | None:
     """The ``cosine`` and ``nearest`` scores measured on the model's own gallery
     (:func:`~facefold.evaluate.openset_cv.gallery_scores`) and the shard of each of its
     strangers' pictures (-1: ``--strangers``), or None where they cannot be:
     the features depend on the training, or a person has pictures in one shard only. The
     features are the same from any model of the config, so calibration group 0's give them
-    (the model to deploy is trained before it, but its outputs are computed after)."""
+    (the model to deploy is trained before it, but its outputs are computed after), and
+    ``stranger_features`` (of the ``strangers``' pictures) from any group's model serve."""
     if not family_of(config).features_are_fixed(config):
         return None
     found = networks(config, runs.calibration_dir(model_dir, 0))
     outputs, labels = network_outputs(found, lambda network: concat(inputs(network)))
     sizes = [len(split) for split in inputs(found[0][0])]
     shards = np.repeat(np.arange(len(sizes)), sizes)
-    if any(len(np.unique(shards[labels == p])) < 2 for p in range(people)):
+    if people_in_one_shard(labels, shards, people):
         return None
     features = model_outputs(outputs, weights)["features"]
-    part = gallery_scores(features, labels, shards, people,
-                          extras[0] if strangers is not None else None,
+    part = gallery_scores(features, labels, shards, people, stranger_features,
                           None if strangers is None else people + strangers.labels)
     return part, np.concatenate([shards, np.full(len(part.unknown_labels) - len(shards), -1)])
 
@@ -437,7 +439,8 @@ def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
                            plan, shards)
         for g, group in enumerate(people_groups(len(labels), groups, config.train.seed))]
     weights, facts = choose_fit_weights(config, outputs)
-    parts, known_features, extras = [], [], []
+    parts, known_features = [], []
+    stranger_features = None  # the --strangers' features: the same from every fixed model
     for g, group_outputs in enumerate(outputs):
         write_ensemble(runs.calibration_dir(model_dir, g),
                        networks(config, runs.calibration_dir(model_dir, g)), weights)
@@ -447,14 +450,15 @@ def calibrate(data_dir: Path, config: Config, model_dir: Path, inputs: Inputs,
             extra = Predictor.load(runs.calibration_dir(model_dir, g)).outputs(strangers.crops)
             unknown = {k: np.concatenate([unknown[k], extra[k]]) for k in ("logits", "features")}
             unknown_labels = np.concatenate([unknown_labels, len(labels) + strangers.labels])
-            extras.append(extra["features"])
+            stranger_features = extra["features"]
         known = model_outputs(group_outputs.known, weights)
         parts.append(scores_of_outputs(
             model_outputs(group_outputs.trained, weights), group_outputs.trained_labels,
             known, group_outputs.known_labels, unknown, unknown_labels, group_outputs.classes))
         known_features.append(known["features"])
     names = [*labels, *(strangers.names if strangers else [])]
-    gallery = _gallery_part(config, model_dir, inputs, len(labels), weights, strangers, extras)
+    gallery = _gallery_part(config, model_dir, inputs, len(labels), weights, strangers,
+                            stranger_features)
     arrays = _calibration_features(parts, known_features, [g.known_labels for g in outputs],
                                    names)
     scores = _pooled(parts, far, bound, names)

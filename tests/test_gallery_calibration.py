@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facefold.evaluate.openset_cv import gallery_scores
+from facefold.evaluate.openset_cv import gallery_scores, people_in_one_shard
 from facefold.models.enrollment import recalibrate
 from facefold.models.families import family_of
 from facefold.models.identities import threshold_by_bound
@@ -66,8 +66,11 @@ def test_more_strangers_are_scored_against_everyone() -> None:
 
 
 def test_a_person_in_one_shard_only_is_refused_by_name() -> None:
+    one_shard = np.array([0, 1, 0, 1, 0, 0])
+    assert people_in_one_shard(LABELS, one_shard, 3) == [2]
+    assert people_in_one_shard(LABELS, SHARDS, 4) == [3]  # a person with no picture at all
     with pytest.raises(ValueError, match="person 2 has pictures in shard 0 only"):
-        gallery_scores(FEATURES, LABELS, np.array([0, 1, 0, 1, 0, 0]), 3)
+        gallery_scores(FEATURES, LABELS, one_shard, 3)
 
 
 def _arrays(features: np.ndarray, labels: np.ndarray, shards: np.ndarray

@@ -208,6 +208,14 @@ def case_scores(predictor: Predictor, trained: Split, known: Split, unknown: Spl
                              len(predictor.labels))
 
 
+def people_in_one_shard(labels: np.ndarray, shards: np.ndarray, classes: int) -> list[int]:
+    """The people (of ``classes``) whose pictures, labelled ``labels`` and from shard
+    ``shards``, lie in fewer than two shards: the gallery calibration
+    (:func:`gallery_scores`) cannot test them as known faces against the other shards."""
+    labels, shards = np.asarray(labels), np.asarray(shards)
+    return [p for p in range(classes) if len(np.unique(shards[labels == p])) < 2]
+
+
 # Rows of a gallery scored at once (memory: GALLERY_BLOCK x the gallery's pictures floats).
 GALLERY_BLOCK = 1024
 
@@ -247,14 +255,16 @@ def gallery_scores(features: np.ndarray, labels: np.ndarray, shards: np.ndarray,
             for i in range(0, len(rows), GALLERY_BLOCK)]) if len(rows) else np.zeros(
                 (0, classes))
 
+    lonely = people_in_one_shard(labels, shards, classes)
+    if lonely:
+        where = shards[labels == lonely[0]]
+        has = f"pictures in shard {where[0]} only" if len(where) else "no picture"
+        raise ValueError(f"person {lonely[0]} has {has}: the gallery calibration needs every "
+                         "person in two shards")
     known = {n: np.empty(len(labels)) for n in names}
     right = {n: np.zeros(len(labels), bool) for n in names}
     for shard in np.unique(shards):
         mine, rest = shards == shard, shards != shard
-        lonely = sorted(set(range(classes)) - set(labels[rest].tolist()))
-        if lonely:
-            raise ValueError(f"person {lonely[0]} has pictures in shard {shard} only: the "
-                             "gallery calibration needs every person in two shards")
         centroids = class_centroids(features[rest], labels[rest], classes)
         pictures = person_pictures(features[rest], labels[rest], classes)
         for n in names:
