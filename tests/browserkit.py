@@ -57,6 +57,19 @@ def served(app: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def page_wait(driver: Any, seconds: float) -> Any:
+    """A ``WebDriverWait`` that tries again when an element it read was replaced meanwhile.
+
+    The pages redraw their lists after each answer from the server, so an element found
+    a moment ago can be gone by the time its attribute is read; that is "not yet", not an
+    error (a CI run failed on it once, reading the suspects panel during a redraw).
+    """
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds, ignored_exceptions=(StaleElementReferenceException,))
+
+
 @contextmanager
 def chromium(profile: Path, width: int = 1000, height: int = 900) -> Iterator[Any]:
     """A headless Chromium driven by selenium, its profile in ``profile``."""

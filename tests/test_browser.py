@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browserkit import chromium, require_chromium, served
+from browserkit import chromium, page_wait, require_chromium, served
 from conftest import SHARED_DATASETS
 from PIL import Image
 
@@ -21,7 +21,6 @@ require_chromium()
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from facefold.predict import Predictor, load_detector  # noqa: E402
 from facefold.serve import create_app  # noqa: E402
@@ -67,7 +66,7 @@ def test_upload_shows_boxes_and_names(server, browser, predictor, tmp_path):
     browser.get(server)
     assert "who is in this photo" in browser.title
     browser.find_element(By.ID, "file").send_keys(str(photo_path))
-    WebDriverWait(browser, 60).until(
+    page_wait(browser, 60).until(
         lambda d: len(d.find_elements(By.CSS_SELECTOR, ".box .label")) == len(expected)
         or "error" in d.find_element(By.ID, "status").get_attribute("class")
     )
@@ -104,7 +103,7 @@ def test_bad_file_shows_the_error(server, browser, tmp_path):
     bad.write_text("not a picture")
     browser.get(server)
     browser.find_element(By.ID, "file").send_keys(str(bad))
-    WebDriverWait(browser, 30).until(
+    page_wait(browser, 30).until(
         lambda d: "not an image" in d.find_element(By.ID, "status").text
     )
     assert browser.find_elements(By.CSS_SELECTOR, ".box") == []

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from browserkit import chromium, require_chromium, served
+from browserkit import chromium, page_wait, require_chromium, served
 from labelkit import Photos, folders, make_photos
 
 require_chromium()
@@ -19,7 +19,6 @@ pytest.importorskip("dlib", reason="the dlib extra is not installed")
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from facefold.label import open_session, read_log  # noqa: E402
 from facefold.label.app import create_label_app  # noqa: E402
@@ -45,7 +44,7 @@ def test_label_a_small_set_with_keys_and_clicks(labeling, browser):
     kit, url = labeling
     ann, bob, cy = kit.ids_of("ann"), kit.ids_of("bob"), kit.ids_of("cy")
     browser.get(url)
-    wait = WebDriverWait(browser, 30)
+    wait = page_wait(browser, 30)
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".group")) == 3)
     body = browser.find_element(By.TAG_NAME, "body")
     saved = [0]
@@ -129,19 +128,21 @@ def test_fix_a_wrong_name_from_the_suspects_panel(tmp_path, browser):
         session.decide({"action": "name", "faces": [face], "name": given})
     with served(create_label_app(session)) as url:
         browser.get(url)
-        wait = WebDriverWait(browser, 30)
+        wait = page_wait(browser, 30)
         wait.until(lambda d: "0 groups" in d.title)
         browser.find_element(By.TAG_NAME, "body").send_keys("c")
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".suspect")) >= 2)
-        rows = browser.find_elements(By.CSS_SELECTOR, ".suspect")
-        first, second = (r.get_attribute("data-face") for r in rows[:2])
+
+        def suspects(driver) -> list[str]:  # read inside a wait: the panel may be redrawing
+            return [r.get_attribute("data-face")
+                    for r in driver.find_elements(By.CSS_SELECTOR, ".suspect")]
+
+        first, second = wait.until(lambda d: len(listed := suspects(d)) >= 2 and listed)[:2]
         assert {first, second} == set(wrong)
         browser.find_element(By.TAG_NAME, "body").send_keys("v")
         wait.until(lambda d: "decision 7 saved" in d.find_element(By.ID, "status").text)
-        wait.until(lambda d: first not in [r.get_attribute("data-face") for r in
-                                           d.find_elements(By.CSS_SELECTOR, ".suspect")])
-        browser.find_element(By.XPATH, f"//div[@data-face='{second}' and @class='suspect']"
-                             "//button[starts-with(., 'Keep')]").click()
+        wait.until(lambda d: first not in suspects(d))
+        keep = f"//div[@data-face='{second}' and @class='suspect']//button[starts-with(., 'Keep')]"
+        wait.until(lambda d: d.find_element(By.XPATH, keep).click() or True)  # again if redrawn
         wait.until(lambda d: "decision 8 saved" in d.find_element(By.ID, "status").text)
         wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, ".suspect"))
     truth = {f: p.title() for f, p in kit.truth.items()}
