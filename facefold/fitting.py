@@ -69,7 +69,7 @@ from facefold.export import keep_lite
 from facefold.locks import locks_folders
 from facefold.log import Log
 from facefold.models.families import Ensemble, SplitSource, family_of, identity_of
-from facefold.models.identities import identity_interval, threshold_by_bound
+from facefold.models.identities import held_out_rates, identity_interval, threshold_by_bound
 from facefold.models.outputs import combine_outputs, softmax
 from facefold.models.scores import (
     CENTROID_SCORE,
@@ -82,6 +82,7 @@ from facefold.models.scores import (
 )
 from facefold.predict import Predictor
 from facefold.predict.strangers import Strangers, crop_strangers, list_strangers
+from facefold.report.model_card import fit_summary, format_model_card
 from facefold.train.ensemble import weights_and_facts
 from facefold.train.plan import check_batch_size, check_calibration_groups, check_image_size
 from facefold.train.trainer import CommandPlan, Trainer, versions
@@ -97,20 +98,6 @@ DEFAULT_FIT_FAR = 0.01  # one stranger in a hundred accepted as someone
 # embedding head and a CNN from scratch (the scores each calibration measured, and the one it
 # chose: docs/results.md, "Unknown people with facefold fit").
 DEFAULT_GROUPS = 4
-
-
-# How each --far-bound holds --far: in the card's words, and as fit's summary promises it.
-BOUND_NAMES = {
-    "pooled": "the share of all the strangers' pictures together (`--far-bound pooled`)",
-    "upper": "the 95 % upper bound of the mean per-stranger rate (`--far-bound upper`)",
-    "worst": "every stranger's own rate (`--far-bound worst`)",
-}
-BOUND_PROMISES = {
-    "pooled": "set so that at most {far:.1%} of their photos together are accepted",
-    "upper": "set so that even a cautious estimate of the average stranger's accepted share, "
-             "the 95 % upper bound, stays at or below {far:.1%}",
-    "worst": "set so that none of them had more than {far:.1%} of their photos accepted",
-}
 
 
 @dataclass(frozen=True)
@@ -169,8 +156,10 @@ def _pooled(parts: Sequence[CaseScores], far: float, bound: str = DEFAULT_FAR_BO
     share of known faces accepted, accepted *and* named right (by the classifier, or for a
     score that uses centroids by the nearest centroid), and ``identities``: every stranger's
     own rate with the interval over strangers (:func:`identity_interval`; a stranger is
-    named by ``names[label]``, by its label without ``names``); ``by_bound`` holds the same
-    numbers at the threshold of every bound, so a report can compare them."""
+    named by ``names[label]``, by its label without ``names``), and the same of the rates
+    each stranger had at a threshold set without them (:func:`held_out_rates`; on the
+    model's own gallery they are also taken out of what the others meet); ``by_bound``
+    holds the same numbers at the threshold of every bound, so a report can compare them."""
     if bound not in FAR_BOUNDS:
         raise ValueError(f"--far-bound must be one of {', '.join(FAR_BOUNDS)}, got {bound!r}")
     labels = np.concatenate([p.unknown_labels for p in parts])
@@ -183,16 +172,23 @@ def _pooled(parts: Sequence[CaseScores], far: float, bound: str = DEFAULT_FAR_BO
         unknown = np.concatenate([p.unknown[name] for p in parts])
         right = np.concatenate([p.named_right(score.uses_centroids, score.uses_pictures)
                                 for p in parts])
+        best = runner_up = None
+        if all(p.unknown_best is not None for p in parts):
+            best = np.concatenate([p.unknown_best[name] for p in parts])
+            best = best if names is None else np.array([names[i] for i in best])
+            runner_up = np.concatenate([p.unknown_runner_up[name] for p in parts])
         thresholds = {key: threshold_by_bound(unknown, identities, far, key)
                       for key in FAR_BOUNDS}
         by_bound = {}
         for key, threshold in thresholds.items():
             accepted = known >= threshold
+            held_out = held_out_rates(unknown, identities, far, key, best, runner_up)
             by_bound[key] = {
                 "threshold": threshold, "far": float(np.mean(unknown >= threshold)),
                 "accepted": float(accepted.mean()),
                 "known_accuracy": float((accepted & right).mean()),
-                "identities": identity_interval(unknown, identities, threshold)}
+                "identities": identity_interval(unknown, identities, threshold,
+                                                held_out=held_out)}
         report[name] = {"auroc": auroc(known, unknown), **by_bound[bound], "by_bound": by_bound}
     return report
 
@@ -552,43 +548,6 @@ def _keep_lite(model_dir: Path, log: Log) -> None:
         f"TensorFlow ({time.perf_counter() - started:.0f} s)")
 
 
-def operating_point(calibration: dict[str, Any]) -> str:
-    """The chosen threshold's promise in plain sentences (fit's summary, the card): the
-    pictures' rate, the average stranger's and the worst one's, and one new stranger's."""
-    chosen = calibration["scores"][calibration["score"]]
-    people = chosen["identities"]
-    how = BOUND_PROMISES[calibration["far_bound"]].format(far=calibration["far"])
-    return (f"This threshold accepted {chosen['far']:.1%} of the photos of "
-            f"{people['identities']} people the model never saw as someone ({how}). "
-            f"Strangers differ: the average one had {people['mean']:.1%} of their photos "
-            f"accepted (95 % interval {people['low']:.1%} to {people['upper']:.1%}), and the "
-            f"most look-alike, {people['worst']['identity']}, "
-            f"{people['worst']['rate']:.1%}.{_new_stranger(people)}")
-
-
-def _new_stranger(people: dict[str, Any]) -> str:
-    """The sentence on one new stranger
-    (:func:`~facefold.models.identities.prediction_interval`), when the interval has it (a
-    calibration of an older facefold does not)."""
-    new = people.get("new_person")
-    if new is None:
-        return ""
-    return (f" One new stranger of their kind would have between {new['low']:.1%} and "
-            f"{new['upper']:.1%} of their photos accepted (95 % of such people), and about "
-            f"one in {people['identities'] + 1} would be accepted more often than any of "
-            f"these.")
-
-
-def fit_summary(calibration: dict[str, Any]) -> str:
-    """The chosen score, threshold and rates, then :func:`operating_point`."""
-    chosen = calibration["scores"][calibration["score"]]
-    return (f"{calibration['score']} score, threshold {chosen['threshold']:.4f} "
-            f"(--far {calibration['far']} --far-bound {calibration['far_bound']}): "
-            f"{chosen['far']:.1%} of strangers' photos accepted, "
-            f"{chosen['known_accuracy']:.1%} of known faces accepted and named right. "
-            f"{operating_point(calibration)}")
-
-
 def _write_decision(model_dir: Path, found: Sequence[tuple[Config, Path]], inputs: Inputs,
                     weights: Sequence[float] | None, labels: list[str],
                     calibration: dict[str, Any]) -> None:
@@ -610,8 +569,15 @@ def _write_decision(model_dir: Path, found: Sequence[tuple[Config, Path]], input
         "thresholds": {n: r["threshold"] for n, r in calibration["scores"].items()},
         "verify_threshold": calibration["verification"]["threshold"],
         "far_bound": calibration["far_bound"],
-        "strangers": {k: v for k, v in chosen["identities"].items() if k != "rates"},
+        "strangers": _without_rates(chosen["identities"]),
     })
+
+
+def _without_rates(summary: dict[str, Any]) -> dict[str, Any]:
+    """An identity interval without its per-stranger rates (the card lists them), nested
+    summaries too."""
+    return {k: _without_rates(v) if isinstance(v, dict) and "rates" in v else v
+            for k, v in summary.items() if k != "rates"}
 
 
 @dataclass(frozen=True)
@@ -705,6 +671,11 @@ def measure_enrollment(
         "stated": None if stated is None else {
             "far": stated["far"], "mean": stated["strangers"]["mean"],
             "low": stated["strangers"]["low"], "upper": stated["strangers"]["upper"],
+            # What people new to the model meet: the replayed strangers each against a
+            # threshold set without them (an older facefold's calibration has none).
+            "held_out": {key: stated["strangers"]["held_out"][key]
+                         for key in ("mean", "low", "upper", "new_person")}
+            if "held_out" in stated["strangers"] else None,
             "newcomers_named_right": stated["newcomers_named_right"],
             "simulated": stated["simulated"]},
         "newcomer_pictures": len(tests),
@@ -731,107 +702,3 @@ def _model_card(data_dir: Path, data: dict, config: Config, calibration: dict,
         "seconds": {"fit": round(fit_seconds, 1), "total": round(total_seconds, 1)},
         "versions": versions(),
     }
-
-
-def _members_text(card: dict[str, Any]) -> str:
-    """An ensemble's members and their weights, for the model card ("" for one network)."""
-    members = card["config"]["model"].get("members") or []  # only an ensemble names members
-    if not members:
-        return ""
-    weights = card["calibration"].get("weights")
-    if weights is None:
-        return f" An ensemble: the mean probabilities of {', '.join(members)}."
-    chosen = ", ".join(f"{p} {w:.2f}" for p, w in weights.items())
-    return (f" An ensemble: the weighted mean probabilities of {chosen}, the weights chosen "
-            "on the calibration models' held-out pictures of their known people.")
-
-
-def _strangers_text(cal: dict[str, Any]) -> str:
-    """The card's section on the strangers, one by one: how the threshold holds ``far``, the
-    two plain sentences, each stranger's rate and the interval's method."""
-    chosen = cal["scores"][cal["score"]]
-    people = chosen["identities"]
-    rows = "\n".join(f"| {name} | {rate:.1%} |" for name, rate in
-                     sorted(people["rates"].items(), key=lambda item: -item[1]))
-    extra = cal.get("strangers")
-    added = "" if not extra else (
-        f" {extra['people']} of them ({extra['pictures']} pictures) came from "
-        f"`{extra['folder']}` (`--strangers`), scored by every group's model.")
-    bound = BOUND_NAMES[cal["far_bound"]]
-    return f"""
-### Stranger by stranger
-The threshold holds {cal['far']:.0%} by {bound}. {operating_point(cal)}
-
-Each of the {people['identities']} strangers counts once here: the mean is over people, not
-pictures, and the interval comes from {people['resamples']:,} bootstrap resamples of the
-strangers (people drawn again with replacement, seed {people['seed']}).{added}
-
-| stranger | photos accepted |
-|----------|-----------------|
-{rows}
-"""
-
-
-def _gallery_text(cal: dict[str, Any], people: Sequence[str]) -> str:
-    """The card's note on the cosine and nearest rows when they were measured on the model's
-    own gallery (:func:`_gallery_part`), empty otherwise."""
-    if cal.get("centroid_calibration") != "gallery":
-        return ""
-    return (f" The model's features do not depend on its training, so the cosine and "
-            f"nearest rows were measured on its own gallery instead: each of the {len(people)} "
-            f"people in turn a stranger to all the others' photos, and each shard's photos "
-            f"as known faces against the other shards'.")
-
-
-def format_model_card(card: dict[str, Any]) -> str:
-    """``MODEL_CARD.md``: the card in words."""
-    cal = card["calibration"]
-    chosen = cal["scores"][cal["score"]]
-    verify = cal["verification"]
-    rows = "\n".join(
-        f"| {name} | {r['auroc']:.3f} | {r['threshold']:.4f} | {r['far']:.3%} | "
-        f"{r['accepted']:.1%} | {r['known_accuracy']:.1%} |"
-        for name, r in cal["scores"].items())
-    people = card["data"]["people"]
-    return f"""# Model card: {card['preset']} on {len(people)} people
-
-Made {card['made']} by facefold {card['facefold_version']} (`facefold fit`), on
-{card['versions'].get('machine', '?')}; fit {card['seconds']['fit']:.0f} s, with calibration
-{card['seconds']['total']:.0f} s.
-
-## Data
-`{card['data']['folder']}`, fingerprint `{card['data']['digest'][:16]}…`
-({len(card['data']['shards'])} shards). People: {', '.join(people)}.
-
-## Model
-Preset `{card['preset']}` ({card['family']} family), trained on every shard: no picture was
-held out of this model.{_members_text(card)}
-
-## Unknown people
-Calibrated by leave-people-out over {cal['groups']} groups: each group's people were left out of
-a model of the same config and scored as strangers ({cal['unknown_images']} pictures), against
-{cal['known_images']} held-out pictures of the known people. Threshold at
-{cal['far']:.0%} false accepts:
-
-| score | AUROC | threshold | strangers accepted | known accepted | known accepted and named right |
-|-------|-------|-----------|--------------------|----------------|--------------------------------|
-{rows}
-
-msp, max_logit and energy are the classifier's; cosine is the similarity to a person's mean
-photo, nearest the mean similarity to the few of a person's photos most like the face (the
-top 2 %, at least 3).{_gallery_text(cal, people)}
-
-Chosen: **{cal['score']}** — expect about {chosen['far']:.1%} of strangers to be accepted as
-someone and {chosen['known_accuracy']:.1%} of the known people's faces to be accepted and named
-right (the calibration models' closed-set accuracy was {cal['closed_set_accuracy']:.1%}).
-{_strangers_text(cal)}
-## Verification
-Two pictures are the same person when the cosine similarity of their features is at least
-{verify['threshold']:.4f}: {verify['far']:.2%} of {verify['other_pairs']} pairs of two strangers
-and {verify['true_accepts']:.1%} of {verify['same_pairs']} pairs of one stranger pass (AUROC
-{verify['auroc']:.3f}).
-
-## Caveats
-The rates hold for pictures like the training ones (same cameras, crops, people of similar
-appearance); strangers who look like a known person, or other capture conditions, can do worse.
-"""

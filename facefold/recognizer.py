@@ -62,11 +62,20 @@ def enrolled_rates_text(calibration: dict[str, Any] | None, before: float | None
             f"reach a similarity of {calibration['threshold']:.4f} to be named{was}, because every "
             "enrolled person is one more for a stranger to be mistaken for. Replaying the "
             "calibration with as many newcomers, "
-            f"{calibration['far']:.1%} of strangers' photos were accepted (an average "
-            f"stranger {people['mean']:.1%}, 95 % upper bound {people['upper']:.1%}"
-            f"{_one_new(people)}), "
+            f"{calibration['far']:.1%} of strangers' photos were accepted ({_average(people)}"
+            f"{_one_new(people.get('held_out', people))}), "
             f"{calibration['known_accuracy']:.1%} of the trained people's photos accepted "
             f"and named right{newcomers}.")
+
+
+def _average(people: dict[str, Any]) -> str:
+    """The average stranger's rate and its upper bound: measured against a threshold set
+    without them when the calibration has it (``held_out``), as a new person meets it."""
+    held = people.get("held_out")
+    if held is None:  # an older facefold's
+        return f"an average stranger {people['mean']:.1%}, 95 % upper bound {people['upper']:.1%}"
+    return (f"an average stranger measured against a threshold set without them "
+            f"{held['mean']:.1%}, 95 % upper bound {held['upper']:.1%}")
 
 
 def _one_new(people: dict[str, Any]) -> str:

@@ -114,13 +114,19 @@ def test_the_card_shows_each_stranger_and_the_interval_over_strangers(
     stored = json.loads((model / runs.THRESHOLD_FILE).read_text())
     assert stored["far_bound"] == "pooled" and stored["strangers"]["upper"] == people["upper"]
     text = (model / runs.MODEL_CARD_MD).read_text()
-    assert f"| lookalike | {worst:.1%} |" in text and "Strangers differ" in text
+    # What people new to the model meet: each stranger's rate at a threshold set without
+    # them, a column of the table, their mean and interval in the sentences.
+    held = people["held_out"]
+    assert set(held["rates"]) == set(people["rates"])
+    assert f"| lookalike | {worst:.1%} | {held['rates']['lookalike']:.1%} |" in text
+    assert "measured each against a threshold set without them" in text
     assert "each of the 7 people in turn a stranger to all the others' photos" in text
-    assert f"95 % interval {people['low']:.1%} to {people['upper']:.1%}" in text
-    # One new stranger: the 2.5 and 97.5 percentiles of the measured rates themselves, each
+    assert f"95 % interval {held['low']:.1%} to {held['upper']:.1%}" in text
+    # One new stranger: the 2.5 and 97.5 percentiles of the held-out rates themselves, each
     # seeded draw one person; the card says it with the chance of a new worst (1 in 9 + 1).
-    alone = rates[resample_indices(len(rates), 2000, 0, group=1)][:, 0]
-    new = people["new_person"]
+    held_rates = np.array([held["rates"][name] for name in sorted(held["rates"])])
+    alone = held_rates[resample_indices(len(rates), 2000, 0, group=1)][:, 0]
+    new = held["new_person"]
     assert [new["low"], new["upper"]] == pytest.approx(np.percentile(alone, [2.5, 97.5]))
     assert (f"between {new['low']:.1%} and {new['upper']:.1%} of their photos accepted" in text
             and "about one in 10 would be accepted more often than any of these" in text)
@@ -147,7 +153,8 @@ def test_far_bound_upper_holds_the_upper_bound_and_accepts_less_of_the_look_alik
     assert chosen["identities"]["rates"]["lookalike"] < pooled
     summary = next(line for line in lines if "--far-bound upper" in line)
     assert "--far-bound upper" in summary and "95 % upper bound" in summary
-    assert f"{chosen['identities']['mean']:.1%} of their photos accepted" in summary
+    assert (f"{chosen['identities']['held_out']['mean']:.1%} of their photos accepted"
+            in summary)
 
 
 def test_strangers_folder_errors_are_one_line_and_nothing_is_trained(
@@ -270,7 +277,11 @@ def test_enrolling_recalibrates_the_threshold_from_the_stored_features(
     assert out[2].startswith(f"With 2 people enrolled, a face must now reach a similarity of "
                              f"{expected['threshold']:.4f} to be named {was}")
     assert f"{expected['far']:.1%} of strangers' photos were accepted" in out[2]
-    new = expected["strangers"]["new_person"]
+    # What new people meet: each replayed stranger against a threshold set without them.
+    held = expected["strangers"]["held_out"]
+    assert (f"an average stranger measured against a threshold set without them "
+            f"{held['mean']:.1%}, 95 % upper bound {held['upper']:.1%}") in out[2]
+    new = held["new_person"]
     assert f"; one new stranger {new['low']:.1%} to {new['upper']:.1%} for 95 % of them" in out[2]
 
 

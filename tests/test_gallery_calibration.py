@@ -34,6 +34,11 @@ def test_gallery_scores_by_hand() -> None:
                 _cos(180, 65)]
     assert part.unknown["cosine"] == pytest.approx(stranger)
     assert part.unknown_labels.tolist() == LABELS.tolist()
+    # Were the best match gone: A's pictures meet C (180), B's meet C, C's meet A (5).
+    assert part.unknown_best["cosine"].tolist() == [1, 1, 0, 0, 1, 1]
+    assert part.unknown_runner_up["cosine"] == pytest.approx(
+        [_cos(0, 180), _cos(10, 180), _cos(60, 180), _cos(70, 180), _cos(180, 5),
+         _cos(180, 5)])
     # Known: shard 0's pictures against shard 1's (A at 10, B at 70, C at 180), and the
     # other way round; each is nearest its own person.
     known = [_cos(0, 10), _cos(10, 0), _cos(60, 70), _cos(70, 60), 1.0, 1.0]
@@ -62,6 +67,8 @@ def test_more_strangers_are_scored_against_everyone() -> None:
     part = gallery_scores(FEATURES, LABELS, SHARDS, 3, extra, np.array([3]))
     # 30 degrees: 25 from A's centroid, 35 from B's; A's is the best.
     assert part.unknown["cosine"][-1] == pytest.approx(_cos(30, 5))
+    assert part.unknown_best["cosine"][-1] == 0  # A; were A gone, B at 65
+    assert part.unknown_runner_up["cosine"][-1] == pytest.approx(_cos(30, 65))
     assert part.unknown_labels.tolist() == [*LABELS.tolist(), 3]
 
 
@@ -102,9 +109,14 @@ def test_a_stranger_meets_every_trained_person_and_the_newcomer() -> None:
     features = np.array([[np.cos(np.radians(a)), np.sin(np.radians(a))]
                          for a in (0, 0, 50, 70)], np.float32)
     arrays = _arrays(features, np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]))
-    tally = _Tally([], [], [], [])
+    tally = _Tally([], [], [], [], [], [])
     met = _simulate_gallery(arrays, [1], 10, np.random.default_rng(0), tally)
     assert met == 1
+    # A trained person and their enrolled copy are one person: the best match is the other
+    # person, and with them gone nobody is left (the runner-up: -inf).
+    for best, ids, runner_up in zip(tally.stranger_best, tally.stranger_ids,
+                                    tally.stranger_runner_up, strict=True):
+        assert set(best) == {1 - ids[0]} and set(runner_up) == {-np.inf}
     for scores, ids in zip(tally.stranger_scores, tally.stranger_ids, strict=True):
         expected = ({round(_cos(0, 50), 4), 0.5} if ids[0] == 0
                     else {round(_cos(50, 0), 4), round(_cos(70, 0), 4)})

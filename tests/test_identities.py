@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from facefold.models.identities import (
+    held_out_rates,
     identity_interval,
     identity_rates,
     prediction_interval,
@@ -149,3 +150,33 @@ def test_bad_input_is_refused_with_a_message() -> None:
         threshold_at_upper_bound([], [], 0.1)
     with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
         threshold_at_upper_bound([0.1], ["a"], 1.5)
+
+
+def test_held_out_rates_by_hand() -> None:
+    # A scores 0.9 and 0.1, B 0.8 and 0.2, C 0.3 and 0.4; far 0: the threshold lies just
+    # above the highest score left. Without A: above B's 0.8, and A's 0.9 passes (1 of 2);
+    # without B or C: above A's 0.9, and neither passes.
+    scores = [0.9, 0.1, 0.8, 0.2, 0.3, 0.4]
+    people = ["A", "A", "B", "B", "C", "C"]
+    assert held_out_rates(scores, people, 0.0, "pooled") == {"A": 0.5, "B": 0.0, "C": 0.0}
+    # On a gallery A's 0.9 was against B (else 0.25), B's 0.8 against A (else 0.05), the
+    # rest against C. Without B, A's 0.9 falls to 0.25: the threshold lies above C's 0.4,
+    # and B's 0.8 passes. Without A, B's 0.8 falls to 0.05: above 0.4, A's 0.9 passes.
+    # Without C, nobody's best goes: above 0.9 again.
+    best = ["B", "C", "A", "C", "A", "A"]
+    runner_up = [0.25, 0.0, 0.05, 0.0, 0.0, 0.0]
+    assert held_out_rates(scores, people, 0.0, "pooled", best, runner_up) == {
+        "A": 0.5, "B": 0.5, "C": 0.0}
+    # In the interval: everyone's rate at the whole threshold (0 for all), and the held-out.
+    summary = identity_interval(scores, people, 0.95, held_out={"A": 0.5, "B": 0.5, "C": 0.0})
+    assert summary["mean"] == 0.0
+    assert summary["held_out"]["mean"] == pytest.approx(1 / 3)
+    assert summary["held_out"]["worst"] == {"identity": "A", "rate": 0.5}
+    with pytest.raises(ValueError, match="for some of the strangers"):
+        identity_interval(scores, people, 0.95, held_out={"D": 0.5})
+    # More strangers than `most`: a seeded sample of them is left out in turn, the same
+    # rates as when all are.
+    sample = held_out_rates(scores, people, 0.0, "pooled", best, runner_up, most=2)
+    assert len(sample) == 2 and sample == {p: {"A": 0.5, "B": 0.5, "C": 0.0}[p] for p in sample}
+    with pytest.raises(ValueError, match="go together"):
+        held_out_rates(scores, people, 0.0, "pooled", best)

@@ -574,6 +574,7 @@ def test_enrollment_test_counts_newcomers_and_strangers_as_by_hand(
     stated = predictor.enrolled_calibration()
     assert result["threshold"] == stated["threshold"] == predictor.rejection()[1]
     assert result["stated"]["upper"] == stated["strangers"]["upper"]
+    assert result["stated"]["held_out"]["mean"] == stated["strangers"]["held_out"]["mean"]
     assert result["calibrated_threshold"] == result["calibration"]["scores"]["cosine"][
         "threshold"]
 

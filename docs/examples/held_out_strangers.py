@@ -10,7 +10,9 @@ holds pictures of its known people it never saw. Then, for every ``--far-bound``
 serves them all: the calibration records each bound's threshold), at the threshold and score
 fit would have chosen (``--score``: that score instead), it prints:
 
-- the interval over strangers the model card states (mean per-stranger rate, 95 % interval);
+- the interval over strangers the model card states for people new to the model (the mean
+  of the rates each calibration stranger had at a threshold set without them, its 95 %
+  interval; the card's in-sample mean beside it, in the JSON and the summary);
 - each held-out person's share of pictures accepted as someone, and all of theirs together
   ("realized"), and whether that lies inside the stated interval of the mean, and inside the
   prediction interval for a group of that many new strangers
@@ -70,7 +72,8 @@ def one_repeat(data: Path, out: Path, held_out: list[int], test_shard: int, pres
         accepted = strange_scores[name] >= threshold
         people = {labels[i]: float(accepted[strange_labels == i].mean()) for i in held_out}
         realized = float(accepted.mean())
-        interval = stated["identities"]
+        in_sample = stated["identities"]
+        interval = in_sample.get("held_out", in_sample)  # an older facefold: in-sample only
         new_low, new_upper = prediction_interval(list(interval["rates"].values()),
                                                  len(held_out))
         result[bound] = {
@@ -79,7 +82,8 @@ def one_repeat(data: Path, out: Path, held_out: list[int], test_shard: int, pres
                        "upper": interval["upper"], "worst": interval["worst"],
                        "pictures": stated["far"], "known_accuracy": stated["known_accuracy"],
                        "new_group": {"low": new_low, "upper": new_upper},
-                       "new_person": interval["new_person"]},
+                       "new_person": interval["new_person"],
+                       "in_sample": {k: in_sample[k] for k in ("mean", "low", "upper")}},
             "people": people, "realized": realized,
             "inside": interval["low"] <= realized <= interval["upper"],
             "at_most_upper": realized <= interval["upper"],
@@ -152,6 +156,10 @@ def main() -> None:
     for bound in FAR_BOUNDS:
         rows = [r[bound] for r in results]
         rates = [v for row in rows for v in row["people"].values()]
+        print(f"{bound}: held-out people's mean {np.mean(rates):.2%}; stated for new people "
+              f"{np.mean([r['stated']['mean'] for r in rows]):.2%}, in-sample "
+              f"{np.mean([r['stated']['in_sample']['mean'] for r in rows]):.2%} (means over "
+              "the repeats)")
         print(f"{bound}: inside the stated interval in {sum(r['inside'] for r in rows)} of "
               f"{len(rows)} repeats, at most its upper end in "
               f"{sum(r['at_most_upper'] for r in rows)}, inside the prediction for the group "

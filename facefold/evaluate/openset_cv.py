@@ -34,6 +34,7 @@ from facefold.models.scores import (
     DEFAULT_SCORE,
     SCORES,
     PersonPictures,
+    best_two,
     class_centroids,
     nearest_similarity,
     open_set_scores,
@@ -174,7 +175,10 @@ class CaseScores:
     mean features of the training images; ``unknown_features`` (U, D) with ``unknown_labels``
     (U,) for verification pairs among people the model never saw; ``pictures`` the training
     images' features (the ``nearest`` score's) and ``pictures_correct`` whether each known
-    image was named right by them."""
+    image was named right by them. On the model's own gallery (:func:`gallery_scores`)
+    ``unknown_best`` maps a score name to each stranger score's best match (a label) and
+    ``unknown_runner_up`` to its best over everyone else: the score were that person gone
+    (:func:`~facefold.models.identities.held_out_rates`)."""
 
     known: dict[str, np.ndarray]
     unknown: dict[str, np.ndarray]
@@ -185,6 +189,8 @@ class CaseScores:
     unknown_labels: np.ndarray
     pictures: PersonPictures | None = None
     pictures_correct: np.ndarray | None = None
+    unknown_best: dict[str, np.ndarray] | None = None
+    unknown_runner_up: dict[str, np.ndarray] | None = None
 
     def named_right(self, uses_centroids: bool, uses_pictures: bool) -> np.ndarray:
         """Whether each known image is named right by the naming of a score that uses
@@ -273,15 +279,14 @@ def gallery_scores(features: np.ndarray, labels: np.ndarray, shards: np.ndarray,
             right[n][mine] = similarity.argmax(axis=1) == labels[mine]
     centroids = class_centroids(features, labels, classes)
     pictures = person_pictures(features, labels, classes)
-    unknown = {}
+    unknown, best, runner_up = {}, {}, {}
     for n in names:
         similarity = similarity_to(n, features, centroids, pictures)
         similarity[np.arange(len(labels)), labels] = -np.inf  # the person is not in it
-        others = similarity.max(axis=1)
         if strangers is not None:
-            others = np.concatenate([others, similarity_to(
-                n, strangers, centroids, pictures).max(axis=1)])
-        unknown[n] = others
+            similarity = np.concatenate([similarity, similarity_to(
+                n, strangers, centroids, pictures)])
+        unknown[n], best[n], runner_up[n] = best_two(similarity)
     unknown_features, unknown_labels = features, labels
     if strangers is not None:
         unknown_features = np.concatenate([features, strangers])
@@ -289,7 +294,7 @@ def gallery_scores(features: np.ndarray, labels: np.ndarray, shards: np.ndarray,
     by_centroid = right[CENTROID_SCORE]
     by_pictures = right[next(n for n in names if SCORES[n].uses_pictures)]
     return CaseScores(known, unknown, by_centroid, by_centroid, centroids, unknown_features,
-                      unknown_labels, pictures, by_pictures)
+                      unknown_labels, pictures, by_pictures, best, runner_up)
 
 
 def scores_of_outputs(

@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from facefold.models.identities import identity_interval, threshold_by_bound
-from facefold.models.scores import unit_rows
+from facefold.models.identities import held_out_rates, identity_interval, threshold_by_bound
+from facefold.models.scores import best_two, unit_rows
 
 SIMULATION_DRAWS = 10
 SIMULATION_SEED = 0
@@ -54,11 +54,14 @@ SIMULATION_SEED = 0
 
 @dataclass(frozen=True)
 class _Tally:
-    """What one simulation gathers: strangers' scores and identities, and the decisions of
-    newcomers' and known people's pictures as (best score, named right)."""
+    """What one simulation gathers: strangers' scores, identities, best matches and
+    runner-up scores (:func:`~facefold.models.identities.held_out_rates`), and the decisions
+    of newcomers' and known people's pictures as (best score, named right)."""
 
     stranger_scores: list[np.ndarray]
     stranger_ids: list[np.ndarray]
+    stranger_best: list[np.ndarray]  # the person each score came from; -1: not a person here
+    stranger_runner_up: list[np.ndarray]  # the best score over everyone else
     newcomer: list[tuple[np.ndarray, np.ndarray]]
     known: list[tuple[np.ndarray, np.ndarray]]
 
@@ -105,8 +108,13 @@ def _simulate_group(arrays: dict[str, np.ndarray], g: int, shots: Sequence[int],
             others = rng.permutation(people[people != s])[:count]
             newcomers, tests = _enroll(features, ids, others, shots, rng, len(trained))
             centroids = np.concatenate([trained, newcomers])
-            tally.stranger_scores.append(_decide(features[ids == s], centroids, -1)[0])
+            scores = _decide(features[ids == s], centroids, -1)[0]
+            tally.stranger_scores.append(scores)
             tally.stranger_ids.append(ids[ids == s])
+            # A group model never met any of its strangers, so none of them is among what
+            # the others meet: leaving one out leaves out their own scores only.
+            tally.stranger_best.append(np.full(len(scores), -1))
+            tally.stranger_runner_up.append(scores)
             for pictures, index in tests:
                 tally.newcomer.append(_decide(features[pictures], centroids, index))
             tally.known.append(_decide(known_features, centroids, known_labels))
@@ -141,8 +149,18 @@ def _simulate_gallery(arrays: dict[str, np.ndarray], shots: Sequence[int], draws
             # trained people here too; there is nobody else to stand in for them).
             met = np.concatenate([whole[people != s], enrolled])
             mine = labels == s
-            tally.stranger_scores.append(_decide(features[mine], met, -1)[0])
+            # Each person met, at their best (trained or enrolled), for the held-out rates:
+            # were the best gone, the runner-up would decide.
+            similarity = features[mine].astype(np.float64) @ met.T.astype(np.float64)
+            who = np.concatenate([people[people != s], others])
+            per_person = np.full((int(mine.sum()), len(people)), -np.inf)
+            for column, person in enumerate(np.searchsorted(people, who)):
+                per_person[:, person] = np.maximum(per_person[:, person], similarity[:, column])
+            top, best, runner_up = best_two(per_person)
+            tally.stranger_scores.append(top)
             tally.stranger_ids.append(labels[mine])
+            tally.stranger_best.append(people[best])
+            tally.stranger_runner_up.append(runner_up)
             gallery = np.concatenate([whole[stay], enrolled])
             for pictures, index in tests:
                 tally.newcomer.append(_decide(features[pictures], gallery, index))
@@ -164,7 +182,7 @@ def recalibrate(arrays: dict[str, np.ndarray], shots: Sequence[int], far: float,
     group; on the gallery, one number: per stranger), ``enrolled``, ``far_bound``, and
     ``replay``: "gallery" or "groups"."""
     rng = np.random.default_rng(seed)
-    tally = _Tally([], [], [], [])
+    tally = _Tally([], [], [], [], [], [])
     draws_made = draws if len(shots) else 1
     if "gallery_features" in arrays:
         simulated = [_simulate_gallery(arrays, list(shots), draws_made, rng, tally)]
@@ -174,6 +192,10 @@ def recalibrate(arrays: dict[str, np.ndarray], shots: Sequence[int], far: float,
     scores = np.concatenate(tally.stranger_scores)
     names = np.asarray(arrays["names"])[np.concatenate(tally.stranger_ids)]
     threshold = threshold_by_bound(scores, names, far, bound)
+    best = np.concatenate(tally.stranger_best)
+    best = np.where(best >= 0, np.asarray(arrays["names"])[np.maximum(best, 0)], "")
+    held_out = held_out_rates(scores, names, far, bound, best,
+                              np.concatenate(tally.stranger_runner_up))
 
     def accuracy(decisions: list[tuple[np.ndarray, np.ndarray]]) -> float | None:
         if not decisions or not sum(len(s) for s, _ in decisions):
@@ -185,7 +207,7 @@ def recalibrate(arrays: dict[str, np.ndarray], shots: Sequence[int], far: float,
     return {
         "enrolled": len(shots), "threshold": threshold, "far_bound": bound, "far_target": far,
         "far": float(np.mean(scores >= threshold)),
-        "strangers": identity_interval(scores, names, threshold),
+        "strangers": identity_interval(scores, names, threshold, held_out=held_out),
         "known_accuracy": accuracy(tally.known),
         "newcomers_named_right": accuracy(tally.newcomer),
         "simulated": simulated, "draws": draws, "seed": seed,

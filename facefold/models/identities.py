@@ -16,6 +16,11 @@ counts once:
   stranger lies; a few new people scatter much more widely around it (docs/deployment.md,
   "Strangers it never met"), so a user meeting a handful of strangers should plan with this
   one;
+- :func:`held_out_rates`: each stranger's rate at a threshold set *without them*. The
+  in-sample rates flatter the threshold, which was chosen on those very people, the more
+  so the fewer they are; people new to the model are accepted more often, about as often
+  as the rates measured each without them say (docs/deployment.md, "People it never
+  met"). :func:`identity_interval` states both;
 - :func:`threshold_at_upper_bound`: the lowest (most accepting) threshold whose upper bound
   is at most the target false-accept rate (``fit --far-bound upper``);
 - :func:`threshold_at_worst`: the lowest threshold at which no stranger at all has more than
@@ -38,6 +43,9 @@ from facefold.models.scores import threshold_at_far
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
+# Each stranger left out costs a threshold over all the others: with more strangers than
+# this, a seeded sample of them is left out in turn (their rates estimate everyone's).
+HELD_OUT_PEOPLE = 100
 
 
 def _arrays(scores: Sequence[float], identities: Sequence[Any]
@@ -99,26 +107,81 @@ def prediction_interval(rates: Sequence[float], group: int = 1,
 
 def identity_interval(scores: Sequence[float], identities: Sequence[Any], threshold: float,
                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
-                      confidence: float = CONFIDENCE) -> dict[str, Any]:
+                      confidence: float = CONFIDENCE,
+                      held_out: dict[str, float] | None = None) -> dict[str, Any]:
     """The strangers' false-accept rates at ``threshold``, one per identity: ``rates``
     ({identity: rate}, as strings), ``mean`` (every identity counts once), ``worst`` (its
     identity and rate), ``low``/``upper`` (the ``confidence`` percentile interval of the mean
     over ``resamples`` bootstrap resamples of the identities, ``seed``), ``new_person``
     (``low``/``upper``: where one new stranger's rate falls, :func:`prediction_interval`) and
-    the counts."""
+    the counts. ``held_out`` ({identity: rate}, :func:`held_out_rates`; all the strangers or
+    a sample of them) adds the same summary of the rates measured each without the person
+    (``held_out``: what people new to the model can expect)."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     names, rates = identity_rates(scores, identities, threshold)
+    summary = {"identities": len(names),
+               **_summary([str(n) for n in names], rates, resamples, seed, confidence),
+               "confidence": confidence, "resamples": resamples, "seed": seed}
+    if held_out is not None:
+        strangers = set(summary["rates"])
+        if not held_out or not set(held_out) <= strangers:
+            raise ValueError(f"held-out rates are for some of the strangers, got "
+                             f"{sorted(set(held_out) - strangers)[:3] or 'none'}")
+        people = sorted(held_out)
+        summary["held_out"] = _summary(people, np.array([held_out[n] for n in people]),
+                                       resamples, seed, confidence)
+    return summary
+
+
+def _summary(names: list[str], rates: np.ndarray, resamples: int, seed: int,
+             confidence: float) -> dict[str, Any]:
+    """Mean, worst, interval of the mean and one new person's range of ``rates``."""
     low, high = _bounds(rates, resample_indices(len(names), resamples, seed), confidence)
     worst = int(np.argmax(rates))
     new_low, new_high = prediction_interval(rates, 1, resamples, seed, confidence)
-    return {
-        "identities": len(names), "mean": float(rates.mean()),
-        "worst": {"identity": str(names[worst]), "rate": float(rates[worst])},
-        "low": low, "upper": high, "new_person": {"low": new_low, "upper": new_high},
-        "confidence": confidence, "resamples": resamples,
-        "seed": seed, "rates": {str(n): float(r) for n, r in zip(names, rates, strict=True)},
-    }
+    return {"mean": float(rates.mean()),
+            "worst": {"identity": names[worst], "rate": float(rates[worst])},
+            "low": low, "upper": high, "new_person": {"low": new_low, "upper": new_high},
+            "rates": {n: float(r) for n, r in zip(names, rates, strict=True)}}
+
+
+def held_out_rates(scores: Sequence[float], identities: Sequence[Any], far: float, bound: str,
+                   best: Sequence[Any] | None = None,
+                   runner_up: Sequence[float] | None = None,
+                   most: int = HELD_OUT_PEOPLE, seed: int = BOOTSTRAP_SEED) -> dict[str, float]:
+    """Each stranger's false-accept rate at the threshold ``bound`` sets at ``far``
+    (:func:`threshold_by_bound`) on the *other* strangers' ``scores``: {identity: rate}.
+
+    When a stranger is also someone the others are compared with (the model's own gallery:
+    every person a stranger to the rest), leaving them out also takes them out of what the
+    others meet: a score whose ``best`` match was that person falls to its ``runner_up``
+    (the best over everyone else). Without ``best`` only the person's own scores are left
+    out (a calibration group's model never met its strangers, so no stranger is in its
+    gallery). With more than ``most`` strangers, ``most`` of them drawn with ``seed`` are
+    left out in turn, and only they have a rate here.
+    """
+    scores, identities = _checked(scores, identities, far)
+    if (best is None) != (runner_up is None):
+        raise ValueError("best and runner_up go together")
+    if best is not None:
+        best, runner_up = np.asarray(best), np.asarray(runner_up, np.float64)
+        if best.shape != scores.shape or runner_up.shape != scores.shape:
+            raise ValueError(f"one best match and runner-up per score needed, got "
+                             f"{best.shape} and {runner_up.shape} for {scores.shape}")
+    people = np.unique(identities)
+    if len(people) > most:
+        people = np.sort(np.random.default_rng(seed).choice(people, most, replace=False))
+    rates = {}
+    for person in people:
+        mine, others = identities == person, identities != person
+        if not others.any():
+            raise ValueError("held-out rates need at least two strangers")
+        rest = scores[others] if best is None else np.where(
+            best[others] == person, runner_up[others], scores[others])
+        threshold = threshold_by_bound(rest, identities[others], far, bound)
+        rates[str(person)] = float(np.mean(scores[mine] >= threshold))
+    return rates
 
 
 def _candidates(scores: np.ndarray) -> list[float]:

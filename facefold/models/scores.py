@@ -264,3 +264,14 @@ def threshold_at_far(unknown: Sequence[float], far: float = DEFAULT_FAR) -> floa
     middle = (above.min() + highest_rejected) / 2
     # Scores a hair apart: the midpoint may round onto the rejected score.
     return float(middle if middle > highest_rejected else above.min())
+
+
+def best_two(similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's best value, its column and the second best value (``-inf`` with one
+    column)."""
+    best = similarity.argmax(axis=1)
+    rows = np.arange(len(similarity))
+    top = similarity[rows, best]
+    rest = similarity.copy()
+    rest[rows, best] = -np.inf
+    return top, best, rest.max(axis=1) if rest.shape[1] else np.full(len(rows), -np.inf)
