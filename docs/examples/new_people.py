@@ -26,8 +26,9 @@ people shuffled:
 
 Prints, per bound, the mean over draws of the new people's mean rate, of the in-sample and
 of the held-out statement, how often the new people's mean lay at or below each statement's
-upper end, and how many new people lay inside each range for one new stranger. Seeded:
-``--seed`` fixes the draws.
+upper end, and how many new people lay inside each range for one new stranger; with
+newcomers, the share of their other pictures named right against the replay's statement.
+Seeded: ``--seed`` fixes the draws.
 """
 
 from __future__ import annotations
@@ -83,18 +84,26 @@ def one_draw(features: np.ndarray, labels: np.ndarray, shards: np.ndarray, peopl
     pictures = person_pictures(features[mine], own, people)
     results = {}
     if newcomers:
-        enrolled = []
+        enrolled, tests = [], []
         for person in new:
-            chosen = rng.permutation(np.flatnonzero(labels == person))[:shots]
-            enrolled.append(unit_rows(features[chosen].mean(axis=0, keepdims=True))[0])
+            chosen = rng.permutation(np.flatnonzero(labels == person))
+            enrolled.append(unit_rows(features[chosen[:shots]].mean(axis=0, keepdims=True))[0])
+            tests.append(chosen[shots:])
         met = np.concatenate([centroids, np.array(enrolled)])
         arrays = {"gallery_features": features[mine], "gallery_labels": own,
                   "gallery_shards": shards[mine], "names": names}
         for bound in FAR_BOUNDS:
             replay = recalibrate(arrays, [shots] * newcomers, far, bound)
             results[bound] = {"threshold": replay["threshold"],
+                              "newcomers_stated": replay["newcomers_named_right"],
                               **statements(replay["strangers"])}
         similarity = person_similarity(CENTROID_SCORE, features, met, None)
+        for result in results.values():  # each newcomer's other pictures, named right
+            right = np.concatenate([
+                (similarity[rows].argmax(axis=1) == people + j)
+                & (similarity[rows].max(axis=1) >= result["threshold"])
+                for j, rows in enumerate(tests)])
+            result["newcomers_named_right"] = float(right.mean())
     else:
         part = gallery_scores(features[mine], own, shards[mine], people)
         scores, who = part.unknown[score], names[part.unknown_labels]
@@ -152,6 +161,10 @@ def main() -> None:
                      f"mean at most its upper end in {int((realized <= upper).sum())} of "
                      f"{len(rows)}, new people inside the one-stranger range {inside} of "
                      f"{sum(len(r['new_people']) for r in rows)}")
+        if args.newcomers:
+            named = np.mean([r["newcomers_named_right"] for r in rows])
+            line += (f" | newcomers named right {named:.1%} (stated "
+                     f"{np.mean([r['newcomers_stated'] for r in rows]):.1%})")
         print(line)
 
 
