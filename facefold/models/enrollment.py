@@ -35,6 +35,10 @@ understates what truly new people add. The newcomers' other pictures are named a
 trained people without them and the newcomers; known faces are each shard's pictures of the
 other people against every centroid from the other shards and the newcomers. With nobody
 enrolled the replay gives back ``fit``'s gallery calibration of the cosine score exactly.
+
+As in ``fit``, every replayed stranger is also measured against a threshold set without
+them (:func:`~facefold.models.identities.held_out_rates`; on the gallery a trained person
+and their enrolled copy are one person to leave out): what people new to the model meet.
 """
 
 from __future__ import annotations
