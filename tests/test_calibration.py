@@ -285,6 +285,46 @@ def test_enrolling_recalibrates_the_threshold_from_the_stored_features(
     assert f"; one new stranger {new['low']:.1%} to {new['upper']:.1%} for 95 % of them" in out[2]
 
 
+def test_the_recalibration_is_kept_for_the_next_process_and_only_for_its_gallery(
+        fitted: tuple[Path, Path], fake_embedder: FakeEmbedder, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from facefold.predict import Predictor
+    from facefold.predict import predictor as predictor_module
+
+    model = Path(shutil.copytree(fitted[0], tmp_path / "model"))
+    arrays = runs.read_calibration_features(model)
+    first = Predictor.load(model)
+    first.enroll_features("x", arrays["gallery_features"][:3])
+    expected = recalibrate(arrays, [3], 0.1, "pooled")
+    assert first.enrolled_calibration() == expected
+    assert (model / runs.ENROLLED_CALIBRATION_FILE).is_file()
+
+    def replayed(*args, **kwargs):
+        raise AssertionError("replayed although the same recalibration was kept")
+
+    # The next process reads it (the same numbers, no replay) ...
+    with monkeypatch.context() as patch:
+        patch.setattr(predictor_module, "recalibrate", replayed)
+        assert Predictor.load(model).enrolled_calibration() == expected
+    # ... but not once the gallery changed (one more picture of x), nor when the file is
+    # damaged: then the replay runs and keeps the new one.
+    Predictor.load(model).enroll_features("x", arrays["gallery_features"][3:4])
+    assert Predictor.load(model).enrolled_calibration() == recalibrate(arrays, [4], 0.1,
+                                                                       "pooled")
+    (model / runs.ENROLLED_CALIBRATION_FILE).write_text("{not json")
+    assert Predictor.load(model).enrolled_calibration() == recalibrate(arrays, [4], 0.1,
+                                                                       "pooled")
+    # Nor for other calibration features (a model fit again): their hash is in the key.
+    with np.load(model / runs.CALIBRATION_FEATURES_FILE) as data:
+        changed = {k: data[k] for k in data.files}
+    changed["gallery_features"] = changed["gallery_features"][::-1].copy()
+    np.savez_compressed(model / runs.CALIBRATION_FEATURES_FILE, **changed)
+    with monkeypatch.context() as patch:
+        patch.setattr(predictor_module, "recalibrate", replayed)
+        with pytest.raises(AssertionError, match="replayed"):
+            Predictor.load(model).enrolled_calibration()
+
+
 def test_stranger_pictures_without_a_face_are_left_out_and_counted(
         fitted: tuple[Path, Path], fake_embedder: FakeEmbedder, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

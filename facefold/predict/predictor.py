@@ -30,6 +30,7 @@ noise, a flat or a gradient picture is never named, verified or enrolled.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,12 @@ from facefold.data.images import MAX_CROP_SIDE, looks_like_face_crop, square_cro
 from facefold.data.records import UNKNOWN, label_name_problem, normal_name
 from facefold.embeddings.pictures import check_embedding_meta, chip_images, takes_chips
 from facefold.faces import plausible
-from facefold.models.enrollment import recalibrate
+from facefold.models.enrollment import (
+    REPLAY_VERSION,
+    SIMULATION_DRAWS,
+    SIMULATION_SEED,
+    recalibrate,
+)
 from facefold.models.outputs import Infer, softmax
 from facefold.models.scores import (
     CENTROID_SCORE,
@@ -225,18 +231,37 @@ class Predictor:
         (:func:`facefold.models.enrollment.recalibrate`, from ``fit``'s
         ``calibration_features.npz``), or None: nobody enrolled, or a model without them
         (an export, a model fit by an older facefold). Computed again when the gallery
-        changes."""
+        changes, and kept in the model folder for the next process that loads it
+        (:func:`facefold.runs.read_enrolled_calibration`: only for the same counts, target,
+        bound, replay and calibration features)."""
         people = self._enrolled()
         if not people.names:
             return None
         key = tuple(int(c) for c in people.counts)
         if self._recalibrated is None or self._recalibrated[0] != key:
-            stored = self.info.threshold or {}
-            arrays = runs.read_calibration_features(self.info.source) if (
-                Path(self.info.source).is_dir() and "far" in stored) else None
-            self._recalibrated = (key, None if arrays is None else recalibrate(
-                arrays, key, float(stored["far"]), stored.get("far_bound", "pooled")))
+            self._recalibrated = (key, self._recalibration(key))
         return self._recalibrated[1]
+
+    def _recalibration(self, counts: tuple[int, ...]) -> dict[str, Any] | None:
+        """:meth:`enrolled_calibration` for a gallery of ``counts``: kept, or replayed."""
+        stored, folder = self.info.threshold or {}, Path(self.info.source)
+        if not (folder.is_dir() and "far" in stored
+                and (folder / runs.CALIBRATION_FEATURES_FILE).is_file()):
+            return None
+        far, bound = float(stored["far"]), stored.get("far_bound", "pooled")
+        key = runs.enrolled_calibration_key(folder, counts=list(counts), far=far,
+                                            far_bound=bound, replay=REPLAY_VERSION,
+                                            draws=SIMULATION_DRAWS, seed=SIMULATION_SEED)
+        kept = runs.read_enrolled_calibration(folder, key)
+        if kept is not None:
+            return kept
+        arrays = runs.read_calibration_features(folder)
+        if arrays is None:
+            return None
+        report = recalibrate(arrays, counts, far, bound)
+        with contextlib.suppress(OSError):  # a read-only folder: every process replays it
+            runs.write_enrolled_calibration(folder, key, report)
+        return report
 
     # ------------------------------------------------------------ enrolling and verifying
 

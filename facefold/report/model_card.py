@@ -32,18 +32,15 @@ def operating_point(calibration: dict[str, Any]) -> str:
     said = (f"This threshold accepted {chosen['far']:.1%} of the photos of "
             f"{people['identities']} people the model never saw as someone ({how}). ")
     held = people.get("held_out")
-    if held is None:  # a calibration of an older facefold
-        return (f"{said}Strangers differ: the average one had {people['mean']:.1%} of their "
-                f"photos accepted (95 % interval {people['low']:.1%} to "
-                f"{people['upper']:.1%}), and the most look-alike, "
-                f"{people['worst']['identity']}, {people['worst']['rate']:.1%}."
-                f"{_new_stranger(people)}")
-    one_new = _new_stranger({**held, "identities": people["identities"]})
-    return (f"{said}It was chosen on these very people, and new ones may fare worse: "
-            f"measured each against a threshold set without them, the average stranger had "
-            f"{held['mean']:.1%} of their photos accepted (95 % interval {held['low']:.1%} to "
-            f"{held['upper']:.1%}), the most look-alike, {held['worst']['identity']}, "
-            f"{held['worst']['rate']:.1%}.{one_new}")
+    # An older facefold's calibration has no held-out rates: its in-sample ones, said so.
+    lead = "Strangers differ: the average one had" if held is None else (
+        "It was chosen on these very people, and new ones may fare worse: measured each "
+        "against a threshold set without them, the average stranger had")
+    rates = {**(people if held is None else held), "identities": people["identities"]}
+    return (f"{said}{lead} {rates['mean']:.1%} of their photos accepted (95 % interval "
+            f"{rates['low']:.1%} to {rates['upper']:.1%}), and the most look-alike, "
+            f"{rates['worst']['identity']}, {rates['worst']['rate']:.1%}."
+            f"{_new_stranger(rates)}")
 
 
 def _new_stranger(people: dict[str, Any]) -> str:

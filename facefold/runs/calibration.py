@@ -12,9 +12,11 @@ import numpy as np
 from facefold.atomic import atomic_path, write_json_atomic, write_text_atomic
 from facefold.choices import SCORES
 from facefold.runs.files import is_finite_number, read_json_object
+from facefold.runs.fingerprint import file_sha256
 from facefold.runs.names import (
     CALIBRATION_FEATURES_FILE,
     CENTROIDS_FILE,
+    ENROLLED_CALIBRATION_FILE,
     ENROLLMENT_TEST_FILE,
     MODEL_CARD_JSON,
     MODEL_CARD_MD,
@@ -166,3 +168,30 @@ def read_calibration_features(folder: str | Path) -> dict[str, np.ndarray] | Non
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: not facefold calibration features ({err})") from None
     return arrays
+
+
+def enrolled_calibration_key(folder: str | Path, **settings: Any) -> dict[str, Any]:
+    """What a recalibration for enrolled people is computed from: the ``settings`` (the
+    gallery's picture counts, the false-accept target and bound, the replay's version) and
+    the SHA-256 of the model's ``calibration_features.npz``."""
+    features = file_sha256(Path(folder) / CALIBRATION_FEATURES_FILE)
+    return {**settings, "calibration_features": features}
+
+
+def read_enrolled_calibration(folder: str | Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The recalibration ``enrolled_calibration.json`` holds when it was computed for
+    ``key`` (:func:`enrolled_calibration_key`); None when absent, computed for another key
+    (people enrolled since, another facefold's replay) or unreadable: computed again."""
+    try:
+        data = read_json_object(Path(folder) / ENROLLED_CALIBRATION_FILE)
+    except (OSError, ValueError):
+        return None
+    report = data.get("report")
+    return report if data.get("key") == key and isinstance(report, dict) else None
+
+
+def write_enrolled_calibration(folder: str | Path, key: dict[str, Any],
+                               report: dict[str, Any]) -> None:
+    """Keep a recalibration for the deploy commands that load the model next (the replay
+    takes about a second; reading it, milliseconds), atomically."""
+    write_json_atomic(Path(folder) / ENROLLED_CALIBRATION_FILE, {"key": key, "report": report})

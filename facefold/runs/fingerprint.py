@@ -24,6 +24,13 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, computed once per process while its size and mtime stay."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
 def data_fingerprint(data_dir: str | Path) -> dict[str, Any]:
     """What a dataset *is*: ``{"digest", "shards": [sha256 per shard], "labels": [...]}``.
 
@@ -33,8 +40,7 @@ def data_fingerprint(data_dir: str | Path) -> dict[str, Any]:
     paths = list_shards(data_dir)
     shards = []
     for path in paths:
-        stat = path.stat()
-        shards.append(_file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+        shards.append(file_sha256(path))
     check_against_manifest(data_dir, {p.name: h for p, h in zip(paths, shards, strict=True)})
     labels = read_labels(data_dir)
     digest = hashlib.sha256(json.dumps({"labels": labels, "shards": shards}).encode())

@@ -82,6 +82,8 @@ EXPORT_FILE = "export.json"
 MODEL_CARD_JSON, MODEL_CARD_MD = "model_card.json", "MODEL_CARD.md"
 ENROLLMENT_TEST_FILE = "enrollment_test.json"
 CALIBRATION_FEATURES_FILE = "calibration_features.npz"
+# The recalibration for the people enrolled now, with what it was computed from.
+ENROLLED_CALIBRATION_FILE = "enrolled_calibration.json"
 CALIBRATION_DIR = "calibration"
 # A run's own one-file TFLite export, run by the LiteRT interpreter (facefold.predict.lite).
 LITE_DIR = "lite"
