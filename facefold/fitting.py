@@ -162,8 +162,11 @@ def _pooled(parts: Sequence[CaseScores], far: float, bound: str = DEFAULT_FAR_BO
     holds the same numbers at the threshold of every bound, so a report can compare them."""
     if bound not in FAR_BOUNDS:
         raise ValueError(f"--far-bound must be one of {', '.join(FAR_BOUNDS)}, got {bound!r}")
-    labels = np.concatenate([p.unknown_labels for p in parts])
-    identities = labels if names is None else np.array([names[i] for i in labels])
+
+    def named(labels: np.ndarray) -> np.ndarray:
+        return labels if names is None else np.array([names[i] for i in labels])
+
+    identities = named(np.concatenate([p.unknown_labels for p in parts]))
     report = {}
     for name, score in SCORES.items():
         if not all(name in p.known for p in parts):
@@ -174,8 +177,7 @@ def _pooled(parts: Sequence[CaseScores], far: float, bound: str = DEFAULT_FAR_BO
                                 for p in parts])
         best = runner_up = None
         if all(p.unknown_best is not None for p in parts):
-            best = np.concatenate([p.unknown_best[name] for p in parts])
-            best = best if names is None else np.array([names[i] for i in best])
+            best = named(np.concatenate([p.unknown_best[name] for p in parts]))
             runner_up = np.concatenate([p.unknown_runner_up[name] for p in parts])
         thresholds = {key: threshold_by_bound(unknown, identities, far, key)
                       for key in FAR_BOUNDS}

@@ -67,8 +67,11 @@ class _Tally:
 
     stranger_scores: list[np.ndarray]
     stranger_ids: list[np.ndarray]
-    stranger_best: list[np.ndarray]  # the person each score came from; -1: not a person here
-    stranger_runner_up: list[np.ndarray]  # the best score over everyone else
+    # On the model's own gallery only (a group model met none of its strangers, so leaving
+    # one out leaves out their own scores only): the person each score came from, and the
+    # best score over everyone else.
+    stranger_best: list[np.ndarray]
+    stranger_runner_up: list[np.ndarray]
     newcomer: list[tuple[np.ndarray, np.ndarray]]
     known: list[tuple[np.ndarray, np.ndarray]]
 
@@ -115,13 +118,8 @@ def _simulate_group(arrays: dict[str, np.ndarray], g: int, shots: Sequence[int],
             others = rng.permutation(people[people != s])[:count]
             newcomers, tests = _enroll(features, ids, others, shots, rng, len(trained))
             centroids = np.concatenate([trained, newcomers])
-            scores = _decide(features[ids == s], centroids, -1)[0]
-            tally.stranger_scores.append(scores)
+            tally.stranger_scores.append(_decide(features[ids == s], centroids, -1)[0])
             tally.stranger_ids.append(ids[ids == s])
-            # A group model never met any of its strangers, so none of them is among what
-            # the others meet: leaving one out leaves out their own scores only.
-            tally.stranger_best.append(np.full(len(scores), -1))
-            tally.stranger_runner_up.append(scores)
             for pictures, index in tests:
                 tally.newcomer.append(_decide(features[pictures], centroids, index))
             tally.known.append(_decide(known_features, centroids, known_labels))
@@ -199,10 +197,11 @@ def recalibrate(arrays: dict[str, np.ndarray], shots: Sequence[int], far: float,
     scores = np.concatenate(tally.stranger_scores)
     names = np.asarray(arrays["names"])[np.concatenate(tally.stranger_ids)]
     threshold = threshold_by_bound(scores, names, far, bound)
-    best = np.concatenate(tally.stranger_best)
-    best = np.where(best >= 0, np.asarray(arrays["names"])[np.maximum(best, 0)], "")
-    held_out = held_out_rates(scores, names, far, bound, best,
-                              np.concatenate(tally.stranger_runner_up))
+    best = runner_up = None
+    if tally.stranger_best:  # the gallery replay
+        best = np.asarray(arrays["names"])[np.concatenate(tally.stranger_best)]
+        runner_up = np.concatenate(tally.stranger_runner_up)
+    held_out = held_out_rates(scores, names, far, bound, best, runner_up)
 
     def accuracy(decisions: list[tuple[np.ndarray, np.ndarray]]) -> float | None:
         if not decisions or not sum(len(s) for s, _ in decisions):
